@@ -1,0 +1,71 @@
+"""Training views for editing: whole frozen source images, their cameras and cached VAE latents."""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+from typing import Callable, Dict, Tuple, Type
+
+import torch
+import torch.nn.functional as F
+from nerfstudio.cameras.cameras import Cameras
+from nerfstudio.data.datamanagers.base_datamanager import VanillaDataManager, VanillaDataManagerConfig
+from torch import Tensor
+
+
+@dataclass
+class EditDataManagerConfig(VanillaDataManagerConfig):
+    """The source scene's data, served as whole views for editing."""
+
+    _target: Type = field(default_factory=lambda: EditDataManager)
+    change_view_every: int = 10
+    """Number of steps a training view is edited before another one is drawn (official: 10)."""
+
+
+class EditDataManager(VanillaDataManager):
+    """nerfstudio's VanillaDataManager plus whole training views for editing.
+
+    Its ray batches (``next_train``) stay as they are, so ``ns-export`` works on edited runs. The
+    source images are only ever read from the dataset: each call returns a new tensor, and no
+    image file is written.
+    """
+
+    config: EditDataManagerConfig
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self._source_latents: Dict[Tuple[int, int, int], Tensor] = {}
+
+    @property
+    def num_train_views(self) -> int:
+        return len(self.train_dataset)
+
+    def edit_view(self, step: int) -> int:
+        """Index of the training view edited at ``step``: a new random view every ``change_view_every`` steps.
+
+        Drawn from the step alone, so a resumed run edits the same sequence of views.
+        """
+        block = step // max(1, self.config.change_view_every)
+        return random.Random(block).randrange(self.num_train_views)
+
+    def train_camera(self, index: int) -> Cameras:
+        """The training camera of view ``index`` at the data's resolution, on the scene's device."""
+        return self.train_dataset.cameras[index : index + 1].to(self.device)
+
+    def source_image(self, index: int, size: Tuple[int, int]) -> Tensor:
+        """Source image of view ``index`` as [1, 3, H, W] in [0, 1], bilinearly resized to ``size``."""
+        image = self.train_dataset.get_image_float32(index)
+        if image.shape[-1] == 4:  # composite RGBA captures over white
+            image = image[..., :3] * image[..., 3:] + (1 - image[..., 3:])
+        image = image.permute(2, 0, 1)[None]
+        if tuple(image.shape[-2:]) != tuple(size):
+            image = F.interpolate(image, size=size, mode="bilinear", align_corners=False)
+        return image.to(self.device)
+
+    @torch.no_grad()
+    def source_latent(self, index: int, size: Tuple[int, int], encode: Callable[[Tensor], Tensor]) -> Tensor:
+        """VAE latent of the source image of view ``index`` at ``size``: encoded once, kept on the CPU."""
+        key = (index, *size)
+        if key not in self._source_latents:
+            self._source_latents[key] = encode(self.source_image(index, size)).cpu()
+        return self._source_latents[key].to(self.device)

@@ -1,0 +1,246 @@
+"""Stable Diffusion guidance on diffusers: text and image encoding, one batched UNet call per step.
+
+Nothing is loaded until the first editing step needs it, so ``ns-train -h``, ``ns-export``,
+``ns-render`` and ``ns-viewer`` never load Stable Diffusion. The gradient math itself lives in
+:mod:`pds_nerfstudio.distillation`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Dict, Literal, Optional, Tuple, Type
+
+import torch
+from nerfstudio.configs.base_config import InstantiateConfig
+from torch import Tensor
+
+from pds_nerfstudio.distillation import (
+    DistillationMethod,
+    PosteriorCoefficients,
+    distillation_gradient,
+    sample_timesteps,
+    surrogate_loss,
+)
+from pds_nerfstudio.errors import InputError
+
+DEFAULT_MODEL_ID = "stable-diffusion-v1-5/stable-diffusion-v1-5"
+MODEL_FLAG = "--pipeline.guidance.model-id"
+
+
+@dataclass
+class GuidanceConfig(InstantiateConfig):
+    """Configuration of the Stable Diffusion guidance."""
+
+    _target: Type = field(default_factory=lambda: StableDiffusionGuidance)
+    model_id: str = DEFAULT_MODEL_ID
+    """Stable Diffusion 1.x pipeline: a Hugging Face id (needs the hub or its cache) or a local folder saved by diffusers."""
+    method: DistillationMethod = "pds"
+    """Distillation gradient: pds (Posterior Distillation Sampling), or the baselines sds (DreamFusion) and dds (Delta Denoising Score)."""
+    guidance_scale: float = 100.0
+    """Classifier-free guidance scale (official PDS: 100)."""
+    num_inference_steps: int = 500
+    """Size of the DDIM inference grid on which t and t_prev are drawn (official: 500)."""
+    t_ratio_range: Tuple[float, float] = (0.02, 0.98)
+    """Range of grid positions t is drawn from, as fractions of the grid (official: 0.02 to 0.98)."""
+    posterior_coefficients: PosteriorCoefficients = "official"
+    """PDS posterior coefficients: official (one-step beta_t, keeps the identity term psi(t)) or exact (strided posterior, psi = 0)."""
+    device: Optional[str] = None
+    """Device for the diffusion model, e.g. cuda:1 to keep it on a second GPU; default: the scene's device."""
+    dtype: Literal["auto", "float16", "float32"] = "auto"
+    """Precision of the diffusion model: auto is float16 on CUDA and float32 on the CPU."""
+
+    def check(self, scene_device: str) -> None:
+        """Cheap checks of the flags, run before any heavy work; raises InputError."""
+        low, high = self.t_ratio_range
+        if not 0.0 <= low <= high <= 1.0:
+            raise InputError(f"--pipeline.guidance.t-ratio-range {low} {high}: need 0 <= min <= max <= 1")
+        check_device(self.device or scene_device, "--pipeline.guidance.device")
+        check_model_available(self.model_id)
+
+
+def check_device(name: str, flag: str) -> None:
+    """Raise InputError unless ``name`` is a device this machine has."""
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise InputError(f"{flag} {name}: not a device name; use cpu, cuda or cuda:N") from None
+    if device.type == "cuda":
+        count = torch.cuda.device_count()
+        if count == 0:
+            raise InputError(f"{flag} {name}: this machine has no CUDA device; use cpu")
+        if device.index is not None and device.index >= count:
+            raise InputError(f"{flag} {name}: this machine has {count} CUDA device(s), cuda:0 to cuda:{count - 1}")
+    elif device.type != "cpu" and device.type != "mps":
+        raise InputError(f"{flag} {name}: unsupported device type; use cpu or cuda:N")
+
+
+def check_model_available(model_id: str) -> None:
+    """Raise InputError unless ``model_id`` is a local diffusers folder or can be had from the hub (or its cache)."""
+    path = Path(model_id).expanduser()
+    if path.exists():
+        if not (path / "model_index.json").is_file():
+            raise InputError(
+                f"{MODEL_FLAG} {model_id}: no model_index.json there; pass a Stable Diffusion folder saved by diffusers"
+            )
+        return
+    if model_id.startswith((".", "/", "~")) or model_id.count("/") != 1:
+        raise InputError(f"{MODEL_FLAG} {model_id}: no such folder, and not a Hugging Face id of the form owner/name")
+    from huggingface_hub import hf_hub_download
+
+    try:
+        hf_hub_download(model_id, "model_index.json")
+    except Exception as error:  # offline, unknown id, gated model: all end the same way for the user
+        raise InputError(
+            f"Stable Diffusion model '{model_id}' is not in the Hugging Face cache and cannot be downloaded "
+            f"({type(error).__name__}); download it where the hub is reachable (hf download {model_id} --local-dir DIR) "
+            f"and pass {MODEL_FLAG} DIR"
+        ) from None
+
+
+@dataclass
+class GuidanceOutput:
+    """One guidance step: the loss term to add and diagnostics."""
+
+    loss: Tensor
+    """Surrogate loss whose gradient wrt the target latent is ``grad`` (official release: mean reduction)."""
+    grad: Tensor
+    """Distillation gradient in latent space."""
+    t: Tensor
+    """The timestep drawn for this step."""
+
+
+class StableDiffusionGuidance:
+    """Stable Diffusion as a frozen prior: encodes text and images, and returns distillation gradients.
+
+    Deliberately not an ``nn.Module``: its weights never enter the scene's checkpoints.
+    """
+
+    def __init__(self, config: GuidanceConfig, device: str) -> None:
+        self.config = config
+        self.device = torch.device(config.device or device)
+        if config.dtype == "auto":
+            self.dtype = torch.float16 if self.device.type == "cuda" else torch.float32
+        else:
+            self.dtype = getattr(torch, config.dtype)
+        self._pipe = None
+        self._text_embeddings: Dict[str, Tensor] = {}
+
+    @property
+    def pipe(self):
+        """The diffusers pipeline, loaded on first use."""
+        if self._pipe is None:
+            self._pipe = self._load()
+        return self._pipe
+
+    def _load(self):
+        try:
+            from diffusers import DDIMScheduler, StableDiffusionPipeline
+        except ImportError as error:
+            raise ImportError("Editing needs diffusers and transformers: pip install diffusers transformers") from error
+        try:
+            pipe = StableDiffusionPipeline.from_pretrained(
+                self.config.model_id,
+                torch_dtype=self.dtype,
+                safety_checker=None,
+                feature_extractor=None,
+                requires_safety_checker=False,
+            )
+        except (OSError, ValueError) as error:
+            raise InputError(
+                f"cannot load Stable Diffusion from '{self.config.model_id}' ({error}); "
+                f"pass a complete local folder with {MODEL_FLAG} DIR"
+            ) from None
+        pipe.scheduler = DDIMScheduler.from_config(pipe.scheduler.config)
+        pipe.scheduler.set_timesteps(self.config.num_inference_steps)
+        pipe.set_progress_bar_config(disable=True)
+        for module in (pipe.unet, pipe.vae, pipe.text_encoder):
+            module.requires_grad_(False).eval()
+        return pipe.to(self.device)
+
+    @property
+    def alphas_cumprod(self) -> Tensor:
+        """The training schedule's alphas_cumprod (length ``num_train_timesteps``)."""
+        return self.pipe.scheduler.alphas_cumprod
+
+    @property
+    def timestep_grid(self) -> Tensor:
+        """The inference grid in ascending order (1, 3, ..., 999 for SD 1.5 and 500 steps)."""
+        return self.pipe.scheduler.timesteps.flip(0)
+
+    @property
+    def vae_scale_factor(self) -> int:
+        """Spatial downsampling of the VAE, read from the loaded model (8 for Stable Diffusion)."""
+        return 2 ** (len(self.pipe.vae.config.block_out_channels) - 1)
+
+    @torch.no_grad()
+    def text_embedding(self, prompt: str) -> Tensor:
+        """CLIP text embedding of ``prompt`` [1, tokens, dim], computed once per prompt."""
+        if prompt not in self._text_embeddings:
+            embedding, _ = self.pipe.encode_prompt(
+                prompt, device=self.device, num_images_per_prompt=1, do_classifier_free_guidance=False
+            )
+            self._text_embeddings[prompt] = embedding
+        return self._text_embeddings[prompt]
+
+    def encode_images(self, images: Tensor) -> Tensor:
+        """VAE latents (float32) of images [B, 3, H, W] in [0, 1]; differentiable wrt the images."""
+        vae = self.pipe.vae
+        posterior = vae.encode((2 * images - 1).to(self.device, self.dtype)).latent_dist
+        return posterior.sample().float() * vae.config.scaling_factor
+
+    @torch.no_grad()
+    def decode_latents(self, latents: Tensor) -> Tensor:
+        """Images [B, 3, H, W] in [0, 1] (float32) from VAE latents."""
+        vae = self.pipe.vae
+        images = vae.decode((latents / vae.config.scaling_factor).to(self.dtype)).sample.float()
+        return (images / 2 + 0.5).clamp(0, 1)
+
+    @torch.no_grad()
+    def predict_noise(self, x_t: Tensor, t: Tensor, cond: Tensor) -> Tensor:
+        """Classifier-free guided noise prediction in ONE UNet call; float32 in and out, model dtype inside."""
+        uncond = self.text_embedding("").expand_as(cond)
+        eps = self.pipe.unet(
+            torch.cat([x_t, x_t]).to(self.dtype),
+            torch.cat([t, t]).to(self.device),
+            encoder_hidden_states=torch.cat([cond, uncond]).to(self.dtype),
+        ).sample.float()
+        eps_cond, eps_uncond = eps.chunk(2)
+        # classifier-free guidance
+        return eps_uncond + self.config.guidance_scale * (eps_cond - eps_uncond)
+
+    def __call__(
+        self,
+        x0_tgt: Tensor,
+        x0_src: Tensor,
+        tgt_prompt: str,
+        src_prompt: str,
+        t_ratio_range: Optional[Tuple[float, float]] = None,
+        generator: Optional[torch.Generator] = None,
+    ) -> GuidanceOutput:
+        """Distillation gradient for target latents ``x0_tgt`` (with graph) against source latents ``x0_src``.
+
+        Args:
+            t_ratio_range: overrides the configured range for this step (used by timestep annealing).
+        """
+        low, high = t_ratio_range or self.config.t_ratio_range
+        batch = x0_tgt.shape[0]
+        t, t_prev = sample_timesteps(self.timestep_grid, low, high, batch, generator)
+        cond_tgt = self.text_embedding(tgt_prompt).expand(batch, -1, -1)
+        cond_src = self.text_embedding(src_prompt).expand(batch, -1, -1)
+        with torch.no_grad():
+            output = distillation_gradient(
+                self.config.method,
+                self.predict_noise,
+                self.alphas_cumprod,
+                x0_tgt.to(self.device),
+                x0_src.to(self.device),
+                cond_tgt,
+                cond_src,
+                t,
+                t_prev,
+                generator=generator,
+                coefficients=self.config.posterior_coefficients,
+            )
+        grad = output.grad.to(x0_tgt.device)
+        return GuidanceOutput(loss=surrogate_loss(x0_tgt, grad), grad=grad, t=t)

@@ -1,0 +1,38 @@
+"""nerfacto as an edit target: the source run's field, with the camera poses and appearance frozen."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Dict, List, Type
+
+from nerfstudio.models.nerfacto import NerfactoModel, NerfactoModelConfig
+from torch.nn import Parameter
+
+
+@dataclass
+class EditNerfactoModelConfig(NerfactoModelConfig):
+    """nerfacto, built from the source run's model config; only its field and proposal networks are edited."""
+
+    _target: Type = field(default_factory=lambda: EditNerfactoModel)
+
+
+class EditNerfactoModel(NerfactoModel):
+    """nerfacto whose camera pose refinements and appearance embeddings stay as the source learned them.
+
+    Poses must stay fixed while editing (the official release removes the camera optimizer), and a
+    source trained with an appearance embedding renders each view with its own, unchanged embedding.
+    """
+
+    config: EditNerfactoModelConfig
+
+    def populate_modules(self) -> None:
+        super().populate_modules()
+        self.camera_optimizer.requires_grad_(False)
+        if self.field.embedding_appearance is not None:
+            self.field.embedding_appearance.requires_grad_(False)
+
+    def get_param_groups(self) -> Dict[str, List[Parameter]]:
+        return {
+            "proposal_networks": list(self.proposal_networks.parameters()),
+            "fields": [p for p in self.field.parameters() if p.requires_grad],
+        }

@@ -1,0 +1,208 @@
+"""Editing pipelines: a source run's nerfacto field, edited with Stable Diffusion guidance.
+
+``EditPipeline`` holds what every editing method shares: adopting the source run named by
+``--load-dir``, the frozen source views, the lazily loaded guidance model, and the renders of every
+training view written at the end. ``PDSPipeline`` adds the score-distillation step (PDS by default).
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar, List, Literal, Optional, Tuple, Type
+
+import numpy as np
+import torch
+from nerfstudio.engine.callbacks import TrainingCallback, TrainingCallbackAttributes, TrainingCallbackLocation
+from nerfstudio.engine.trainer import TrainerConfig
+from nerfstudio.models.nerfacto import NerfactoModelConfig
+from nerfstudio.pipelines.base_pipeline import VanillaPipeline, VanillaPipelineConfig
+from nerfstudio.utils import colormaps, writer
+from nerfstudio.utils.rich_utils import CONSOLE
+from PIL import Image
+from torch import Tensor
+
+from pds_nerfstudio.checkpoints import allow_nerfstudio_checkpoints, load_checkpoint
+from pds_nerfstudio.datamanager import EditDataManager, EditDataManagerConfig
+from pds_nerfstudio.errors import InputError
+from pds_nerfstudio.guidance import GuidanceConfig, StableDiffusionGuidance
+from pds_nerfstudio.model import EditNerfactoModelConfig
+from pds_nerfstudio.rendering import RenderMode, guidance_camera, render_view, render_view_image
+from pds_nerfstudio.source_run import Run, merge_user_overrides
+
+RENDERS_DIR = "renders"
+
+
+@dataclass
+class EditPipelineConfig(VanillaPipelineConfig):
+    """What every editing method shares: the source run, the prompts and the guidance model."""
+
+    _target: Type = field(default_factory=lambda: EditPipeline)
+    datamanager: EditDataManagerConfig = field(default_factory=EditDataManagerConfig)
+    """The source scene's data; its dataparser and data path come from the source run."""
+    model: EditNerfactoModelConfig = field(default_factory=EditNerfactoModelConfig)
+    """The edited field; its architecture comes from the source run's model config."""
+    guidance: GuidanceConfig = field(default_factory=GuidanceConfig)
+    """The Stable Diffusion guidance."""
+    source_checkpoint: Optional[Path] = None
+    """Checkpoint of the source run; filled in from --load-dir."""
+    src_prompt: str = ""
+    """Text describing the source scene, e.g. 'a photo of a bear' (may be empty)."""
+    tgt_prompt: str = ""
+    """Text describing the edited scene, e.g. 'a photo of a polar bear' (required)."""
+    render_resolution: int = 512
+    """Short side, in pixels, of the views rendered for guidance (official: 512)."""
+    render_mode: RenderMode = "chunked"
+    """chunked: render memory independent of the view size; full-graph: one autograd graph per view."""
+    ray_chunk_size: int = 4096
+    """Rays rendered at once in chunked mode."""
+    steps_per_log_image: int = 200
+    """Steps between images sent to the writer (source | current render | gradient magnitude)."""
+
+    source_description: ClassVar[str] = "a nerfacto run (ns-train nerfacto)"
+    """What --load-dir must name, for error messages."""
+
+    def accepts_source(self, config: TrainerConfig) -> bool:
+        """Whether a run with this saved config can be the source of an edit."""
+        return isinstance(config.pipeline.model, NerfactoModelConfig) and not isinstance(
+            config.pipeline, EditPipelineConfig
+        )
+
+    def with_source(self, run: Run, default: "EditPipelineConfig") -> "EditPipelineConfig":
+        """This config completed from a source run: its data, dataparser, model architecture and checkpoint.
+
+        Model flags the user set (those that differ from ``default``) win over the source's values.
+        """
+        source = run.config.pipeline
+        data = self.datamanager.data or source.datamanager.data or source.datamanager.dataparser.data
+        dataparser = copy.deepcopy(source.datamanager.dataparser)
+        dataparser.data = data
+        datamanager = dataclasses.replace(self.datamanager, data=data, dataparser=dataparser)
+        model = merge_user_overrides(default.model, self.model, source.model)
+        return dataclasses.replace(self, datamanager=datamanager, model=model, source_checkpoint=run.checkpoint)
+
+    def resumed_from(self, run: Run, default: "EditPipelineConfig") -> "EditPipelineConfig":
+        """The config of an edit run being resumed, except for the flags the user set now."""
+        merged = merge_user_overrides(default, self, run.config.pipeline)
+        if self.datamanager.data is not None:  # --data given now: the data moved
+            merged.datamanager.data = merged.datamanager.dataparser.data = self.datamanager.data
+        return merged
+
+    def check(self, scene_device: str) -> None:
+        """Cheap checks of the resolved config, before any heavy work; raises InputError."""
+        if not self.tgt_prompt.strip():
+            raise InputError('the target prompt is empty: pass --pipeline.tgt-prompt "a photo of a polar bear" (what the edit should show)')
+        data = self.datamanager.data
+        if data is None or not Path(data).exists():
+            raise InputError(f"the source run's data {data} does not exist; if it moved, pass its new location with --data PATH")
+        if self.render_resolution <= 0 or self.ray_chunk_size <= 0:
+            raise InputError("--pipeline.render-resolution and --pipeline.ray-chunk-size must be positive")
+        self.guidance.check(scene_device)
+
+
+class EditPipeline(VanillaPipeline):
+    """The source run's scene, ready to edit: source field loaded, source views frozen, guidance on demand."""
+
+    config: EditPipelineConfig
+    datamanager: EditDataManager
+
+    def __init__(
+        self,
+        config: EditPipelineConfig,
+        device: str,
+        test_mode: Literal["test", "val", "inference"] = "val",
+        world_size: int = 1,
+        local_rank: int = 0,
+        grad_scaler: Optional[Any] = None,
+    ) -> None:
+        # Every way a run is opened (training, resume, ns-export/render/viewer) builds this pipeline first.
+        allow_nerfstudio_checkpoints()
+        super().__init__(config, device, test_mode, world_size, local_rank, grad_scaler)
+        self.guidance: StableDiffusionGuidance = config.guidance.setup(device=device)
+        # Training ("val") starts from the source field; evaluation and export load the edit's own checkpoint.
+        if test_mode == "val" and config.source_checkpoint is not None:
+            self.load_source(config.source_checkpoint)
+
+    def load_source(self, checkpoint: Path) -> None:
+        """Load the source run's field (all model weights) from its checkpoint."""
+        state = load_checkpoint(checkpoint)["pipeline"]
+        try:
+            self.load_state_dict(state, strict=True)
+        except RuntimeError as error:
+            raise InputError(
+                f"the source checkpoint {checkpoint} does not fit the model config (were model flags changed?): "
+                f"{str(error).splitlines()[0]}"
+            ) from None
+        CONSOLE.log(f"Loaded the source scene from {checkpoint}")
+
+    def guidance_view(self, index: int) -> Tuple[Tensor, Tensor]:
+        """Render training view ``index`` for guidance, with a graph: (render [1, 3, H, W], source [1, 3, H, W])."""
+        camera = guidance_camera(self.datamanager.train_camera(index), self.config.render_resolution)
+        render = render_view(self.model, camera, index, self.config.render_mode, self.config.ray_chunk_size)
+        return render, self.datamanager.source_image(index, tuple(render.shape[-2:]))
+
+    def log_edit_image(self, step: int, source: Tensor, render: Tensor, grad: Tensor) -> None:
+        """Send source | current render | gradient magnitude to the writer (tensorboard, wandb, ...)."""
+        magnitude = grad.detach().float().norm(dim=1, keepdim=True)
+        magnitude = magnitude / magnitude.max().clamp(min=1e-12)
+        magnitude = torch.nn.functional.interpolate(magnitude, size=render.shape[-2:], mode="nearest")
+        heat = colormaps.apply_colormap(magnitude[0].permute(1, 2, 0).cpu(), colormaps.ColormapOptions("viridis"))
+        row = torch.cat([source[0].permute(1, 2, 0).cpu(), render[0].detach().permute(1, 2, 0).clamp(0, 1).cpu(), heat], 1)
+        writer.put_image(name="edit/source|render|gradient", image=row, step=step)
+
+    def save_renders(self, output_dir: Path) -> List[Path]:
+        """Render every training view of the current scene at the data's resolution into ``output_dir``."""
+        output_dir.mkdir(parents=True, exist_ok=True)
+        paths = []
+        filenames = self.datamanager.train_dataset.image_filenames
+        for index in range(self.datamanager.num_train_views):
+            image = render_view_image(self.model, self.datamanager.train_camera(index), index, self.config.ray_chunk_size)
+            path = output_dir / f"{Path(filenames[index]).stem}.png"
+            Image.fromarray((image.numpy() * 255).round().astype(np.uint8)).save(path)
+            paths.append(path)
+        return paths
+
+    def get_training_callbacks(self, training_callback_attributes: TrainingCallbackAttributes) -> List[TrainingCallback]:
+        callbacks = super().get_training_callbacks(training_callback_attributes)
+        trainer = training_callback_attributes.trainer
+        if trainer is not None:
+
+            def save_final_renders(step: int) -> None:
+                paths = self.save_renders(trainer.base_dir / RENDERS_DIR)
+                CONSOLE.log(f"Saved renders of {len(paths)} training views to {trainer.base_dir / RENDERS_DIR}")
+
+            callbacks.append(TrainingCallback([TrainingCallbackLocation.AFTER_TRAIN], save_final_renders))
+        return callbacks
+
+
+@dataclass
+class PDSPipelineConfig(EditPipelineConfig):
+    """Editing by score distillation: Posterior Distillation Sampling (default), SDS or DDS."""
+
+    _target: Type = field(default_factory=lambda: PDSPipeline)
+    guidance_loss_mult: float = 1.0
+    """Weight of the distillation loss."""
+
+
+class PDSPipeline(EditPipeline):
+    """One step: render a training view, encode it, take the distillation gradient in latent space."""
+
+    config: PDSPipelineConfig
+
+    def guidance_loss(self, step: int, index: int, render: Tensor, source: Tensor, **guidance_kwargs):
+        """Distillation loss of ``render`` against the source view ``index``, plus diagnostics."""
+        x0_src = self.datamanager.source_latent(index, tuple(source.shape[-2:]), self.guidance.encode_images)
+        x0_tgt = self.guidance.encode_images(render)
+        output = self.guidance(x0_tgt, x0_src, self.config.tgt_prompt, self.config.src_prompt, **guidance_kwargs)
+        if step % self.config.steps_per_log_image == 0:
+            self.log_edit_image(step, source, render, output.grad)
+        metrics = {"guidance_t": output.t.float().mean(), "guidance_grad_norm": output.grad.norm(), "view": index}
+        return self.config.guidance_loss_mult * output.loss.to(self.device), output, metrics
+
+    def get_train_loss_dict(self, step: int):
+        index = self.datamanager.edit_view(step)
+        render, source = self.guidance_view(index)
+        loss, _, metrics = self.guidance_loss(step, index, render, source)
+        return {"rgb": render}, {"guidance_loss": loss}, metrics

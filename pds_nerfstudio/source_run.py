@@ -1,0 +1,139 @@
+"""Finding the nerfstudio run that ``--load-dir`` names, at any level of its output folder.
+
+``outputs/bear``, ``outputs/bear/nerfacto``, ``outputs/bear/nerfacto/<timestamp>`` and its
+``nerfstudio_models`` folder all name the same run: the newest one under the folder.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, List, Optional
+
+import yaml
+from nerfstudio.engine.trainer import TrainerConfig
+
+from pds_nerfstudio.errors import InputError
+
+CONFIG_NAME = "config.yml"
+MAX_SEARCH_DEPTH = 3
+"""How many folder levels below --load-dir are searched for runs (experiment/method/timestamp)."""
+
+
+@dataclass(frozen=True)
+class Run:
+    """A nerfstudio training run on disk: its saved config and its newest checkpoint."""
+
+    config_path: Path
+    config: TrainerConfig
+    checkpoint: Optional[Path]
+
+    @property
+    def run_dir(self) -> Path:
+        return self.config_path.parent
+
+    @property
+    def method_name(self) -> str:
+        return self.config.method_name
+
+    def describe(self) -> str:
+        return f"{self.method_name} run {self.run_dir}"
+
+
+def newest_checkpoint(checkpoint_dir: Path) -> Optional[Path]:
+    """The checkpoint with the highest step in a nerfstudio_models folder, or None."""
+    checkpoints = [p for p in checkpoint_dir.glob("step-*.ckpt") if p.stem[len("step-") :].isdigit()]
+    return max(checkpoints, key=lambda p: int(p.stem[len("step-") :]), default=None)
+
+
+def read_run(config_path: Path) -> Run:
+    """Read a run's config.yml (nerfstudio's own yaml format) and find its newest checkpoint."""
+    try:
+        config = yaml.load(config_path.read_text(), Loader=yaml.Loader)
+    except Exception as error:  # a config of a method whose plugin is not installed, or a broken file
+        raise InputError(f"cannot read {config_path}: {error}") from None
+    if not isinstance(config, TrainerConfig):
+        raise InputError(f"{config_path} is not a nerfstudio training config")
+    checkpoint = newest_checkpoint(config_path.parent / config.relative_model_dir)
+    return Run(config_path=config_path, config=config, checkpoint=checkpoint)
+
+
+def _config_paths(load_dir: Path) -> List[Path]:
+    if load_dir.is_file():
+        load_dir = load_dir.parent
+    if load_dir.name == "nerfstudio_models" or any(load_dir.glob("step-*.ckpt")):
+        load_dir = load_dir.parent
+    paths: List[Path] = []
+    for depth in range(MAX_SEARCH_DEPTH + 1):
+        paths += sorted(load_dir.glob("/".join(["*"] * depth + [CONFIG_NAME])))
+    return paths
+
+
+def _newest(runs: List[Run]) -> Run:
+    return max(runs, key=lambda run: (run.checkpoint.stat().st_mtime if run.checkpoint else 0.0, str(run.run_dir)))
+
+
+def resolve_load_dir(
+    load_dir: Optional[Path],
+    method_name: str,
+    accepts_source: Callable[[TrainerConfig], bool],
+    source_description: str,
+) -> Run:
+    """Resolve ``--load-dir`` to the run an edit method starts from.
+
+    A folder holding only runs of ``method_name`` itself resumes the newest of them; otherwise the
+    newest run that ``accepts_source`` is the source to edit.
+
+    Raises:
+        InputError: the folder is missing or empty, holds no usable run, or the run has no checkpoint.
+    """
+    if load_dir is None:
+        raise InputError(
+            f"{method_name} edits an existing run: pass --load-dir with the output folder of {source_description}, "
+            "e.g. --load-dir outputs/bear"
+        )
+    if not load_dir.exists():
+        raise InputError(f"--load-dir {load_dir} does not exist")
+    runs = [read_run(path) for path in _config_paths(load_dir)]
+    if not runs:
+        raise InputError(
+            f"--load-dir {load_dir} holds no nerfstudio run ({CONFIG_NAME} not found); "
+            f"pass the output folder of {source_description}, e.g. outputs/bear"
+        )
+    if all(run.method_name == method_name for run in runs):
+        candidates = runs
+    else:
+        candidates = [run for run in runs if accepts_source(run.config)]
+        if not candidates:
+            found = ", ".join(sorted({run.method_name for run in runs}))
+            raise InputError(f"--load-dir {load_dir} holds {found} runs, but {method_name} edits {source_description}")
+    with_checkpoint = [run for run in candidates if run.checkpoint is not None]
+    if not with_checkpoint:
+        run = _newest(candidates)
+        raise InputError(
+            f"{run.describe()} has no checkpoint in {run.run_dir / run.config.relative_model_dir}; "
+            "let it train until it saves one (every --steps-per-save steps and at the end)"
+        )
+    return _newest(with_checkpoint)
+
+
+def merge_user_overrides(default: Any, user: Any, base: Any) -> Any:
+    """Values of ``base``, except where ``user`` differs from ``default`` (a flag the user set).
+
+    Recurses into nested dataclasses of related types (one a subclass of the other); fields of ``user`` that ``base`` lacks keep the user's value,
+    and private fields (``_target``) always keep the user's. Returns a new ``user``-typed object.
+    """
+    related = isinstance(user, type(base)) or isinstance(base, type(user))  # e.g. EditNerfactoModelConfig, NerfactoModelConfig
+    if not (dataclasses.is_dataclass(user) and dataclasses.is_dataclass(base) and related):
+        return user if user != default else base
+    values = {}
+    for f in dataclasses.fields(user):
+        if not f.init:
+            continue
+        user_value = getattr(user, f.name)
+        if f.name.startswith("_") or not hasattr(base, f.name) or not hasattr(default, f.name):
+            values[f.name] = user_value
+        else:
+            values[f.name] = merge_user_overrides(getattr(default, f.name), user_value, getattr(base, f.name))
+    return type(user)(**values)
