@@ -72,7 +72,7 @@ def sample_timesteps(
     n = len(grid)
     if not 0.0 <= min_ratio <= max_ratio <= 1.0:
         raise ValueError(f"t ratio range must satisfy 0 <= min <= max <= 1, got ({min_ratio}, {max_ratio}).")
-    min_index = 1 if min_ratio <= 0 else int(n * min_ratio)
+    min_index = 1 if min_ratio <= 0 else min(int(n * min_ratio), n - 1)  # ratio 1: the last entry
     max_index = n if max_ratio >= 1 else int(n * max_ratio)
     max_index = max(max_index, min_index + 1)
     index = torch.randint(min_index, max_index, (batch_size,), generator=generator, device="cpu")
@@ -92,7 +92,11 @@ def add_noise(alphas_cumprod: Tensor, x0: Tensor, noise: Tensor, t: Tensor) -> T
 
 
 def posterior_coefficients(
-    alphas_cumprod: Tensor, t: Tensor, t_prev: Tensor, coefficients: PosteriorCoefficients = "official"
+    alphas_cumprod: Tensor,
+    t: Tensor,
+    t_prev: Tensor,
+    coefficients: PosteriorCoefficients = "official",
+    betas: Optional[Tensor] = None,
 ) -> Tuple[Tensor, Tensor, Tensor]:
     """Coefficients (c0, c1, sigma_t) of the posterior q(x_prev | x_t, x0) = N(c0 x0 + c1 x_t, sigma_t^2).
 
@@ -100,17 +104,23 @@ def posterior_coefficients(
     the ONE-step beta 1 - a_t / a_{t-1}. This leaves the identity term psi(t) non-zero.
     ``exact`` uses the strided step t -> t_prev (beta = 1 - a_t / a_prev), the true posterior; then
     psi(t) is exactly zero and PDS reduces to a reweighted DDS.
+
+    ``betas`` are the training schedule's one-step betas (``scheduler.betas``), which the official
+    coefficients read; without them they are recovered from ``alphas_cumprod`` (to about 1e-4).
     """
     check_choice("posterior coefficients", coefficients, POSTERIOR_COEFFICIENTS)
     a = alphas_cumprod.double().cpu()
     t, t_prev = t.cpu().long(), t_prev.cpu().long()
     a_t, a_prev = a[t], a[t_prev]
-    if coefficients == "official":
-        a_before_t = torch.where(t > 0, a[(t - 1).clamp(min=0)], torch.ones_like(a_t))
-        alpha_t = a_t / a_before_t
+    if coefficients == "official" and betas is not None:  # as the release reads scheduler.betas and .alphas
+        beta_t = betas.cpu()[t].double()
+        alpha_t = (1 - betas.cpu()[t]).double()
     else:
-        alpha_t = a_t / a_prev
-    beta_t = 1 - alpha_t
+        if coefficients == "official":
+            alpha_t = a_t / torch.where(t > 0, a[(t - 1).clamp(min=0)], torch.ones_like(a_t))
+        else:
+            alpha_t = a_t / a_prev
+        beta_t = 1 - alpha_t
     c0 = a_prev.sqrt() * beta_t / (1 - a_t)
     c1 = alpha_t.sqrt() * (1 - a_prev) / (1 - a_t)
     sigma_t = ((1 - a_prev) / (1 - a_t) * beta_t).sqrt()
@@ -118,14 +128,18 @@ def posterior_coefficients(
 
 
 def pds_psi_chi(
-    alphas_cumprod: Tensor, t: Tensor, t_prev: Tensor, coefficients: PosteriorCoefficients = "official"
+    alphas_cumprod: Tensor,
+    t: Tensor,
+    t_prev: Tensor,
+    coefficients: PosteriorCoefficients = "official",
+    betas: Optional[Tensor] = None,
 ) -> Tuple[Tensor, Tensor]:
     """Closed-form weights of PDS = psi(t) (x0_tgt - x0_src) + chi(t) (eps_hat_tgt - eps_hat_src).
 
     From z = (x_prev - c0 x0_hat - c1 x_t) / sigma_t with shared noises:
         psi = (sqrt(a_prev) - c0 - c1 sqrt(a_t)) / sigma_t,   chi = c0 sqrt(1 - a_t) / (sqrt(a_t) sigma_t).
     """
-    c0, c1, sigma_t = posterior_coefficients(alphas_cumprod, t, t_prev, coefficients)
+    c0, c1, sigma_t = posterior_coefficients(alphas_cumprod, t, t_prev, coefficients, betas)
     a = alphas_cumprod.double().cpu()
     a_t, a_prev = a[t.cpu().long()], a[t_prev.cpu().long()]
     psi = (a_prev.sqrt() - c0 - c1 * a_t.sqrt()) / sigma_t
@@ -185,12 +199,14 @@ def pds_gradient(
     noise: Tensor,
     noise_prev: Tensor,
     coefficients: PosteriorCoefficients = "official",
+    betas: Optional[Tensor] = None,
 ) -> Tensor:
     """Posterior Distillation Sampling (PDS paper Eq. 13): z_tgt - z_src through the stochastic latents.
 
     ``noise`` (eps_t) and ``noise_prev`` (eps_prev) are independent and shared by source and target.
     """
-    c0, c1, sigma_t = (_per_sample(c, x0_tgt) for c in posterior_coefficients(alphas_cumprod, t, t_prev, coefficients))
+    coefficients_t = posterior_coefficients(alphas_cumprod, t, t_prev, coefficients, betas)
+    c0, c1, sigma_t = (_per_sample(c, x0_tgt) for c in coefficients_t)
     a_t = _per_sample(alphas_cumprod[t.cpu()], x0_tgt)
 
     def stochastic_latent(x0: Tensor, x_t: Tensor, eps_hat: Tensor) -> Tensor:
@@ -223,6 +239,7 @@ def distillation_gradient(
     t_prev: Tensor,
     generator: Optional[torch.Generator] = None,
     coefficients: PosteriorCoefficients = "official",
+    betas: Optional[Tensor] = None,
 ) -> DistillationOutput:
     """One distillation step of ``method`` at timesteps (t, t_prev), drawing the shared noises."""
     check_choice("distillation method", method, DISTILLATION_METHODS)
@@ -236,13 +253,14 @@ def distillation_gradient(
     else:
         noise_prev = _randn_like(x0_tgt, generator)
         grad = pds_gradient(
-            eps, alphas_cumprod, x0_tgt, x0_src, cond_tgt, cond_src, t, t_prev, noise, noise_prev, coefficients
+            eps, alphas_cumprod, x0_tgt, x0_src, cond_tgt, cond_src, t, t_prev, noise, noise_prev, coefficients, betas
         )
     return DistillationOutput(grad=grad, t=t)
 
 
 def surrogate_loss(x0: Tensor, grad: Tensor, reduction: Literal["mean", "sum"] = "mean") -> Tensor:
-    """0.5 ||x0 - (x0 - grad).detach()||^2 divided by the batch size: its gradient wrt x0 is ``grad``
-    (divided by the number of elements per sample for ``mean``, as in the official release)."""
+    """0.5 ||x0 - (x0 - grad).detach()||^2 divided by the batch size B, as in the official release.
+
+    Its gradient wrt x0 is grad / B for ``sum`` and grad / (B * x0.numel()) for ``mean``."""
     target = (x0 - grad).detach()
     return 0.5 * torch.nn.functional.mse_loss(x0, target, reduction=reduction) / x0.shape[0]

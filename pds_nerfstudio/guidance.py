@@ -241,6 +241,7 @@ class StableDiffusionGuidance:
                 t_prev,
                 generator=generator,
                 coefficients=self.config.posterior_coefficients,
+                betas=self.pipe.scheduler.betas,
             )
         grad = output.grad.to(x0_tgt.device)
         return GuidanceOutput(loss=surrogate_loss(x0_tgt, grad), grad=grad, t=t)
