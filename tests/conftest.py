@@ -1,0 +1,78 @@
+"""Session fixtures: tiny Stable Diffusion, seeded TORCH_HOME, synthetic scene, tiny nerfacto source run.
+
+All are built once per test session under a ``tmp_path_factory`` directory, offline. The session runs
+with ``HF_HUB_OFFLINE=1`` and ``TORCH_HOME`` set to the seeded folder, in ``os.environ`` so that
+subprocesses (``ns-train``, nerfstudio's data-loading processes) inherit them.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+
+try:  # tests/ is a package (tests/__init__.py) and the repository root is on sys.path
+    from tests.harness import (
+        build_tiny_stable_diffusion,
+        make_synthetic_scene,
+        seed_torch_home,
+        train_tiny_nerfacto,
+    )
+except ModuleNotFoundError as error:  # rootdir-less conftest: pytest put tests/ itself on sys.path
+    if error.name not in ("tests", "tests.harness"):
+        raise
+    from harness import build_tiny_stable_diffusion, make_synthetic_scene, seed_torch_home, train_tiny_nerfacto
+
+_OFFLINE_VARIABLES = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+_saved_environment: dict = {}
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # Before collection: huggingface_hub reads HF_HUB_OFFLINE once, when it is first imported.
+    for name, value in _OFFLINE_VARIABLES.items():
+        _saved_environment[name] = os.environ.get(name)
+        os.environ[name] = value
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    for name, value in _saved_environment.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
+
+
+@pytest.fixture(scope="session")
+def torch_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A TORCH_HOME with random AlexNet/VGG16 weights where torchvision looks (LPIPS constructs offline)."""
+    return seed_torch_home(tmp_path_factory.mktemp("torch_home"))
+
+
+@pytest.fixture(scope="session", autouse=True)
+def offline_session_env(torch_home: Path) -> Iterator[None]:
+    """HF_HUB_OFFLINE=1 and TORCH_HOME=<seeded folder> for the whole session, inherited by subprocesses."""
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        for name, value in _OFFLINE_VARIABLES.items():
+            monkeypatch.setenv(name, value)
+        monkeypatch.setenv("TORCH_HOME", str(torch_home))
+        yield
+
+
+@pytest.fixture(scope="session")
+def tiny_sd(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Directory of a saved tiny StableDiffusionPipeline; load with ``from_pretrained``."""
+    return build_tiny_stable_diffusion(tmp_path_factory.mktemp("tiny_sd") / "pipeline")
+
+
+@pytest.fixture(scope="session")
+def synthetic_scene(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A nerfstudio-data scene: 10 views of 32x32 pixels (9 train, 1 eval with the default split)."""
+    return make_synthetic_scene(tmp_path_factory.mktemp("data") / "scene")
+
+
+@pytest.fixture(scope="session")
+def source_run(synthetic_scene: Path, torch_home: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Run directory of a tiny nerfacto trained on ``synthetic_scene`` with ``ns-train`` (config.yml, checkpoint)."""
+    return train_tiny_nerfacto(synthetic_scene, tmp_path_factory.mktemp("outputs"), torch_home)

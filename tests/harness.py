@@ -1,0 +1,470 @@
+"""Offline test harness: tiny models and data built in code, no downloads.
+
+Everything here is seeded and small enough to run on a 2-core CPU machine without network access:
+
+- :func:`build_tiny_stable_diffusion`: a Stable-Diffusion-shaped ``diffusers`` pipeline with tiny
+  components (the shapes of diffusers' own ``get_dummy_components``) and a tokenizer whose
+  vocabulary is written here instead of fetched from the hub.
+- :func:`seed_torch_home`: a ``TORCH_HOME`` holding randomly initialised AlexNet and VGG16 state
+  dicts under the file names torchvision expects, so LPIPS (torchmetrics and ``lpips``) constructs.
+- :func:`make_synthetic_scene`: a ray-cast scene (two spheres on a checkered ground) written as a
+  nerfstudio ``transforms.json`` dataset.
+- :func:`train_tiny_nerfacto`: a tiny nerfacto source run through the real ``ns-train`` CLI.
+
+Random weights are a test-only device; the product never substitutes them for real ones.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence
+
+import numpy as np
+
+# --------------------------------------------------------------------------------------------------
+# Tiny Stable Diffusion
+# --------------------------------------------------------------------------------------------------
+
+TINY_SD_PROMPT_WORDS = ("a", "photo", "of", "the", "polar", "bear", "statue", "person", "face", "scene")
+"""Words that get whole-word BPE merges in the tiny vocabulary; any other text falls back to bytes."""
+
+TINY_SD_MODEL_MAX_LENGTH = 77
+"""Tokenizer length (CLIP's), also the text encoder's number of positions."""
+
+TINY_SD_VOCAB_SIZE = 1000
+"""Text encoder vocabulary size; the written tokenizer vocabulary fits below it."""
+
+
+def _bytes_to_unicode() -> Dict[int, str]:
+    """GPT-2/CLIP byte-to-printable-character table used by byte-level BPE."""
+    printable = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1))
+    printable += list(range(ord("®"), ord("ÿ") + 1))
+    codes = printable[:]
+    extra = 0
+    for byte in range(256):
+        if byte not in printable:
+            printable.append(byte)
+            codes.append(256 + extra)
+            extra += 1
+    return dict(zip(printable, (chr(c) for c in codes)))
+
+
+def write_tiny_clip_tokenizer_files(directory: Path, words: Sequence[str] = TINY_SD_PROMPT_WORDS) -> Path:
+    """Write a tiny CLIP BPE vocabulary (``vocab.json``, ``merges.txt``) into ``directory``.
+
+    The vocabulary holds every byte-level character alone and with the end-of-word marker
+    ``</w>`` (so any text tokenizes), the merges that spell each word of ``words`` as one token,
+    and CLIP's two special tokens last, as in the real CLIP vocabulary.
+    """
+    directory.mkdir(parents=True, exist_ok=True)
+    byte_chars = list(_bytes_to_unicode().values())
+    vocab: List[str] = byte_chars + [c + "</w>" for c in byte_chars]
+    merges: List[str] = []
+    for word in words:
+        # Merge left to right: "p h", "ph o", "pho t", "phot o</w>" for "photo".
+        symbols = list(word[:-1]) + [word[-1] + "</w>"]
+        while len(symbols) > 1:
+            merged = symbols[0] + symbols[1]
+            rule = f"{symbols[0]} {symbols[1]}"
+            if rule not in merges:
+                merges.append(rule)
+            if merged not in vocab:
+                vocab.append(merged)
+            symbols = [merged] + symbols[2:]
+    vocab += ["<|startoftext|>", "<|endoftext|>"]
+    (directory / "vocab.json").write_text(json.dumps({tok: i for i, tok in enumerate(vocab)}, ensure_ascii=False))
+    (directory / "merges.txt").write_text("#version: 0.2\n" + "\n".join(merges) + "\n")
+    return directory
+
+
+def build_tiny_stable_diffusion(path: Path) -> Path:
+    """Build a seeded tiny ``StableDiffusionPipeline`` from configs and ``save_pretrained`` it to ``path``.
+
+    UNet (4, 8) channels with cross-attention dim 8; VAE [4, 8] channels (downsamples by 2) with 4
+    latent channels; CLIP text encoder of width 8 and 2 layers; DDIM scheduler with Stable Diffusion
+    1.5's training schedule. Load it back with ``StableDiffusionPipeline.from_pretrained(path)``.
+    """
+    import torch
+    from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionPipeline, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+
+    path = Path(path)
+    # The vocabulary files stay beside the tokenizer.json that save_pretrained writes.
+    tokenizer_files = write_tiny_clip_tokenizer_files(path / "tokenizer")
+    tokenizer = CLIPTokenizer(
+        vocab=str(tokenizer_files / "vocab.json"),
+        merges=str(tokenizer_files / "merges.txt"),
+        model_max_length=TINY_SD_MODEL_MAX_LENGTH,
+    )
+    if len(tokenizer) > TINY_SD_VOCAB_SIZE:
+        raise ValueError(f"tiny tokenizer has {len(tokenizer)} tokens, more than {TINY_SD_VOCAB_SIZE}")
+
+    torch.manual_seed(0)
+    unet = UNet2DConditionModel(
+        block_out_channels=(4, 8),
+        layers_per_block=1,
+        sample_size=32,
+        in_channels=4,
+        out_channels=4,
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+        cross_attention_dim=8,
+        attention_head_dim=2,
+        norm_num_groups=2,
+    )
+    torch.manual_seed(0)
+    vae = AutoencoderKL(
+        block_out_channels=[4, 8],
+        in_channels=3,
+        out_channels=3,
+        down_block_types=["DownEncoderBlock2D", "DownEncoderBlock2D"],
+        up_block_types=["UpDecoderBlock2D", "UpDecoderBlock2D"],
+        latent_channels=4,
+        norm_num_groups=2,
+        sample_size=64,
+    )
+    torch.manual_seed(0)
+    text_encoder = CLIPTextModel(
+        CLIPTextConfig(
+            bos_token_id=tokenizer.bos_token_id,
+            eos_token_id=tokenizer.eos_token_id,
+            pad_token_id=tokenizer.pad_token_id,
+            hidden_size=8,
+            intermediate_size=16,
+            projection_dim=8,
+            layer_norm_eps=1e-05,
+            num_attention_heads=2,
+            num_hidden_layers=2,
+            max_position_embeddings=TINY_SD_MODEL_MAX_LENGTH,
+            vocab_size=TINY_SD_VOCAB_SIZE,
+        )
+    )
+    # Stable Diffusion 1.5's training schedule, sampled with DDIM.
+    scheduler = DDIMScheduler(
+        num_train_timesteps=1000,
+        beta_start=0.00085,
+        beta_end=0.012,
+        beta_schedule="scaled_linear",
+        clip_sample=False,
+        set_alpha_to_one=False,
+        steps_offset=1,
+    )
+    pipe = StableDiffusionPipeline(
+        vae=vae,
+        text_encoder=text_encoder,
+        tokenizer=tokenizer,
+        unet=unet,
+        scheduler=scheduler,
+        safety_checker=None,
+        feature_extractor=None,
+        image_encoder=None,
+        requires_safety_checker=False,
+    )
+    pipe.save_pretrained(path)
+    return path
+
+
+# --------------------------------------------------------------------------------------------------
+# TORCH_HOME with random torchvision backbones (LPIPS)
+# --------------------------------------------------------------------------------------------------
+
+TORCHVISION_CHECKPOINTS = {"alexnet": "alexnet-owt-7be5be79.pth", "vgg16": "vgg16-397923af.pth"}
+"""File names under ``$TORCH_HOME/hub/checkpoints`` that torchvision's IMAGENET1K_V1 weights load from."""
+
+
+def _random_backbone_state_dict(name: str, seed: int) -> Dict[str, "torch.Tensor"]:  # noqa: F821
+    """A seeded random state dict for a torchvision classifier, quick to make and small on disk.
+
+    The architecture is built on the meta device (no memory, no init cost) only to read its keys and
+    shapes. Weights are He-normal, biases zero. LPIPS uses only the convolutional ``features``; the
+    fully connected ``classifier`` matrices (most of the parameters: 0.2 GB for AlexNet, 0.5 GB for
+    VGG16) are one random row broadcast over the outputs, a stride-0 view that saves as one row.
+    """
+    import torch
+    import torchvision
+
+    with torch.device("meta"):
+        model = getattr(torchvision.models, name)(weights=None)
+    generator = torch.Generator().manual_seed(seed)
+    state = {}
+    for key, meta in model.state_dict().items():
+        if meta.ndim < 2:
+            state[key] = torch.zeros(meta.shape, dtype=meta.dtype)
+            continue
+        std = (2.0 / meta[0].numel()) ** 0.5
+        if key.startswith("classifier."):
+            row = torch.randn((1, *meta.shape[1:]), generator=generator) * std
+            state[key] = row.expand(meta.shape)
+        else:
+            state[key] = torch.randn(meta.shape, generator=generator) * std
+    return state
+
+
+def seed_torch_home(path: Path) -> Path:
+    """Create a ``TORCH_HOME`` at ``path`` with random AlexNet and VGG16 weights where torchvision looks.
+
+    With ``TORCH_HOME`` pointing here, ``torchvision.models.alexnet(weights="IMAGENET1K_V1")`` and the
+    VGG16 equivalent load without network, so torchmetrics' and ``lpips``' LPIPS construct offline.
+    """
+    import torch
+
+    path = Path(path)
+    checkpoints = path / "hub" / "checkpoints"
+    checkpoints.mkdir(parents=True, exist_ok=True)
+    for seed, (name, filename) in enumerate(TORCHVISION_CHECKPOINTS.items()):
+        target = checkpoints / filename
+        if not target.exists():
+            tmp = target.with_suffix(".tmp")
+            torch.save(_random_backbone_state_dict(name, seed), tmp)
+            tmp.replace(target)
+    return path
+
+
+# --------------------------------------------------------------------------------------------------
+# Synthetic scene (nerfstudio-data)
+# --------------------------------------------------------------------------------------------------
+
+_SPHERES = (
+    # center (world, z up), radius, RGB albedo
+    (np.array([0.35, 0.0, 0.0]), 0.35, np.array([0.85, 0.2, 0.15])),
+    (np.array([-0.35, 0.3, -0.1]), 0.25, np.array([0.15, 0.35, 0.9])),
+)
+_GROUND_Z = -0.35
+_LIGHT_DIR = np.array([0.4, -0.3, 0.85]) / np.linalg.norm([0.4, -0.3, 0.85])
+
+
+def _look_at_camera_to_world(eye: np.ndarray, target: np.ndarray, up: np.ndarray) -> np.ndarray:
+    """4x4 camera-to-world in nerfstudio's (OpenGL) convention: x right, y up, camera looks along -z."""
+    forward = target - eye
+    forward = forward / np.linalg.norm(forward)
+    right = np.cross(forward, up)
+    right = right / np.linalg.norm(right)
+    cam_up = np.cross(right, forward)
+    c2w = np.eye(4)
+    c2w[:3, 0], c2w[:3, 1], c2w[:3, 2], c2w[:3, 3] = right, cam_up, -forward, eye
+    return c2w
+
+
+def _render(c2w: np.ndarray, focal: float, size: int) -> np.ndarray:
+    """Ray-cast the scene analytically; returns an HxWx3 float image in [0, 1]."""
+    pixel = np.arange(size) + 0.5
+    u, v = np.meshgrid(pixel, pixel, indexing="xy")
+    # Camera-space directions (OpenGL: image y grows downwards, camera y upwards).
+    dirs_cam = np.stack([(u - size / 2) / focal, -(v - size / 2) / focal, -np.ones_like(u)], axis=-1)
+    dirs = dirs_cam @ c2w[:3, :3].T
+    dirs = dirs / np.linalg.norm(dirs, axis=-1, keepdims=True)
+    origin = c2w[:3, 3]
+
+    # Background: sky gradient by ray elevation.
+    sky_t = np.clip(dirs[..., 2:3] * 0.5 + 0.5, 0.0, 1.0)
+    image = (1 - sky_t) * np.array([0.9, 0.85, 0.75]) + sky_t * np.array([0.45, 0.65, 0.95])
+    depth = np.full(dirs.shape[:2], np.inf)
+
+    # Checkered ground plane z = _GROUND_Z.
+    with np.errstate(divide="ignore", invalid="ignore"):
+        t_ground = (_GROUND_Z - origin[2]) / dirs[..., 2]
+    hit = np.isfinite(t_ground) & (t_ground > 0)
+    points = origin + t_ground[..., None] * dirs
+    checker = (np.floor(points[..., 0] * 2.5) + np.floor(points[..., 1] * 2.5)) % 2
+    ground = np.where(checker[..., None] > 0, np.array([0.8, 0.8, 0.7]), np.array([0.3, 0.55, 0.3]))
+    fade = np.exp(-0.08 * np.linalg.norm(points[..., :2], axis=-1))[..., None]
+    ground = ground * (0.55 + 0.45 * _LIGHT_DIR[2]) * fade + image * (1 - fade)
+    image = np.where(hit[..., None], ground, image)
+    depth = np.where(hit, t_ground, depth)
+
+    # Spheres, Lambertian with ambient term.
+    for center, radius, albedo in _SPHERES:
+        oc = origin - center
+        b = dirs @ oc
+        disc = b * b - (oc @ oc - radius * radius)
+        t_sphere = -b - np.sqrt(np.maximum(disc, 0.0))
+        hit = (disc > 0) & (t_sphere > 0) & (t_sphere < depth)
+        normal = origin + t_sphere[..., None] * dirs - center
+        normal = normal / radius
+        shade = 0.25 + 0.75 * np.clip(normal @ _LIGHT_DIR, 0.0, 1.0)
+        image = np.where(hit[..., None], albedo * shade[..., None], image)
+        depth = np.where(hit, t_sphere, depth)
+    return np.clip(image, 0.0, 1.0)
+
+
+def make_synthetic_scene(path: Path, num_views: int = 10, size: int = 32) -> Path:
+    """Render a small scene with numpy and write it as a nerfstudio dataset (``transforms.json`` + PNGs).
+
+    Two spheres on a checkered ground, seen by ``num_views`` cameras on a ring (radius 3, 30 degrees
+    above the ground) looking at the origin; square ``size`` x ``size`` images, pinhole intrinsics
+    (camera model ``OPENCV`` with zero distortion). nerfstudio's ``nerfstudio-data`` parser holds out
+    ``num_views - ceil(0.9 * num_views)`` views for eval by default, so ``num_views`` must be at least
+    10 for both splits to be non-empty (8 views would give an empty eval split).
+    """
+    from PIL import Image
+
+    if num_views < 10:
+        raise ValueError(f"num_views must be at least 10 (the default split needs an eval view), got {num_views}")
+    path = Path(path)
+    (path / "images").mkdir(parents=True, exist_ok=True)
+    fov = np.deg2rad(45.0)
+    focal = 0.5 * size / np.tan(0.5 * fov)
+    radius, elevation = 3.0, np.deg2rad(30.0)
+    frames = []
+    for i in range(num_views):
+        azimuth = 2 * np.pi * i / num_views
+        eye = radius * np.array(
+            [np.cos(elevation) * np.cos(azimuth), np.cos(elevation) * np.sin(azimuth), np.sin(elevation)]
+        )
+        c2w = _look_at_camera_to_world(eye, np.zeros(3), np.array([0.0, 0.0, 1.0]))
+        rgb = (_render(c2w, focal, size) * 255).round().astype(np.uint8)
+        file_path = f"images/frame_{i + 1:05d}.png"
+        Image.fromarray(rgb).save(path / file_path)
+        frames.append({"file_path": file_path, "transform_matrix": c2w.tolist()})
+    transforms = {
+        "camera_model": "OPENCV",
+        "fl_x": focal,
+        "fl_y": focal,
+        "cx": size / 2,
+        "cy": size / 2,
+        "w": size,
+        "h": size,
+        "k1": 0.0,
+        "k2": 0.0,
+        "p1": 0.0,
+        "p2": 0.0,
+        "frames": frames,
+    }
+    (path / "transforms.json").write_text(json.dumps(transforms, indent=2))
+    return path
+
+
+# --------------------------------------------------------------------------------------------------
+# Tiny nerfacto source run through the real CLI
+# --------------------------------------------------------------------------------------------------
+
+TINY_NERFACTO_STEPS = 20
+"""Default number of training iterations of the tiny source run."""
+
+TINY_NERFACTO_FLAGS: List[str] = [
+    "--machine.device-type", "cpu",
+    "--vis", "tensorboard",
+    "--viewer.quit-on-train-completion", "True",
+    "--mixed-precision", "False",
+    "--logging.profiler", "none",
+    "--logging.steps-per-log", "1000000",
+    "--logging.local-writer.enable", "False",
+    # Evaluation is cheap on 32x32 images: run a batch and an image eval every 10 steps (exercises LPIPS).
+    "--steps-per-eval-batch", "10",
+    "--steps-per-eval-image", "10",
+    "--steps-per-eval-all-images", "0",
+    # No intermediate checkpoints; the trainer always saves one at the end of training.
+    "--steps-per-save", "1000000",
+    # Data: few rays, one loader process with a short queue.
+    "--pipeline.datamanager.train-num-rays-per-batch", "256",
+    "--pipeline.datamanager.eval-num-rays-per-batch", "256",
+    "--pipeline.datamanager.num-processes", "1",
+    "--pipeline.datamanager.queue-size", "2",
+    "--pipeline.datamanager.max-thread-workers", "1",
+    # Field: small hash grids and MLPs, few samples.
+    "--pipeline.model.num-levels", "4",
+    "--pipeline.model.max-res", "64",
+    "--pipeline.model.log2-hashmap-size", "12",
+    "--pipeline.model.features-per-level", "2",
+    "--pipeline.model.hidden-dim", "16",
+    "--pipeline.model.hidden-dim-color", "16",
+    "--pipeline.model.appearance-embed-dim", "4",
+    "--pipeline.model.num-proposal-samples-per-ray", "16", "8",
+    "--pipeline.model.num-nerf-samples-per-ray", "8",
+    "--pipeline.model.eval-num-rays-per-chunk", "1024",
+    "--pipeline.model.proposal-net-args-list.0.hidden-dim", "8",
+    "--pipeline.model.proposal-net-args-list.0.log2-hashmap-size", "10",
+    "--pipeline.model.proposal-net-args-list.0.num-levels", "4",
+    "--pipeline.model.proposal-net-args-list.0.max-res", "32",
+    "--pipeline.model.proposal-net-args-list.1.hidden-dim", "8",
+    "--pipeline.model.proposal-net-args-list.1.log2-hashmap-size", "10",
+    "--pipeline.model.proposal-net-args-list.1.num-levels", "4",
+    "--pipeline.model.proposal-net-args-list.1.max-res", "64",
+]  # fmt: skip
+"""``ns-train nerfacto`` options that make the field tiny and a CPU run take seconds.
+
+Camera optimizer and appearance embedding keep nerfacto's defaults (on), as a user's plain
+``ns-train nerfacto`` source run has them; pass overrides through ``extra_args``.
+"""
+
+
+def _ns_train_executable() -> str:
+    candidate = Path(sys.executable).parent / "ns-train"
+    if candidate.exists():
+        return str(candidate)
+    found = shutil.which("ns-train")
+    if found is None:
+        raise FileNotFoundError("ns-train not found next to the Python interpreter or on PATH")
+    return found
+
+
+def offline_env(torch_home: Optional[Path] = None, base: Optional[Dict[str, str]] = None) -> Dict[str, str]:
+    """Environment for offline subprocesses: hub offline, optional ``TORCH_HOME``."""
+    env = dict(os.environ if base is None else base)
+    env["HF_HUB_OFFLINE"] = "1"
+    env["TRANSFORMERS_OFFLINE"] = "1"
+    env.setdefault("MPLBACKEND", "Agg")
+    if torch_home is not None:
+        env["TORCH_HOME"] = str(torch_home)
+    return env
+
+
+def find_run_dirs(output_dir: Path, method: str = "nerfacto") -> List[Path]:
+    """Run directories ``<output_dir>/<experiment>/<method>/<timestamp>`` holding a ``config.yml``, oldest first."""
+    return sorted(p.parent for p in Path(output_dir).glob(f"*/{method}/*/config.yml"))
+
+
+def train_tiny_nerfacto(
+    scene: Path,
+    output_dir: Path,
+    torch_home: Path,
+    steps: int = TINY_NERFACTO_STEPS,
+    extra_args: Sequence[str] = (),
+    timeout: float = 600.0,
+) -> Path:
+    """Train a tiny nerfacto on ``scene`` with ``ns-train`` and return its timestamped run directory.
+
+    The run directory (``<output_dir>/<scene name>/nerfacto/<timestamp>``) holds ``config.yml``,
+    ``dataparser_transforms.json`` and ``nerfstudio_models/step-<steps - 1>.ckpt``.
+    ``extra_args`` go after :data:`TINY_NERFACTO_FLAGS` and override them.
+    """
+    output_dir = Path(output_dir)
+    before = set(find_run_dirs(output_dir))
+    command = [
+        _ns_train_executable(),
+        "nerfacto",
+        "--data", str(scene),
+        "--output-dir", str(output_dir),
+        "--max-num-iterations", str(steps),
+        *TINY_NERFACTO_FLAGS,
+        *extra_args,
+    ]  # fmt: skip
+    start = time.perf_counter()
+    result = subprocess.run(
+        command,
+        env=offline_env(torch_home),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+    elapsed = time.perf_counter() - start
+    if result.returncode != 0:
+        raise RuntimeError(
+            f"ns-train nerfacto failed (exit {result.returncode}) after {elapsed:.1f}s:\n"
+            f"{' '.join(command)}\n{result.stdout[-6000:]}"
+        )
+    new = [d for d in find_run_dirs(output_dir) if d not in before]
+    if len(new) != 1:
+        raise RuntimeError(f"expected one new run directory under {output_dir}, found {new}\n{result.stdout[-3000:]}")
+    run_dir = new[0]
+    if not list((run_dir / "nerfstudio_models").glob("step-*.ckpt")):
+        raise RuntimeError(f"no checkpoint saved in {run_dir / 'nerfstudio_models'}\n{result.stdout[-3000:]}")
+    return run_dir
