@@ -104,7 +104,7 @@ def resolve_load_dir(
     if all(run.method_name == method_name for run in runs):
         candidates = runs
     else:
-        candidates = [run for run in runs if accepts_source(run.config)]
+        candidates = [run for run in runs if run.method_name != method_name and accepts_source(run.config)]
         if not candidates:
             found = ", ".join(sorted({run.method_name for run in runs}))
             raise InputError(f"--load-dir {load_dir} holds {found} runs, but {method_name} edits {source_description}")

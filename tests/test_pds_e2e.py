@@ -1,0 +1,213 @@
+"""`ns-train pds` end to end through the real CLI, on the synthetic scene with the tiny Stable Diffusion."""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Dict, List
+
+import pytest
+import torch
+import yaml
+
+from pds_nerfstudio.checkpoints import load_checkpoint
+from pds_nerfstudio.source_run import newest_checkpoint
+from tests.harness import find_run_dirs, offline_env
+
+pytestmark = pytest.mark.e2e
+
+BIN = Path(sys.executable).parent
+PROMPT = "a photo of a polar bear"
+PDS_STEPS = 3
+TINY_EDIT_FLAGS = [
+    "--machine.device-type", "cpu",
+    "--vis", "tensorboard",
+    "--logging.local-writer.enable", "False",
+    "--pipeline.render-resolution", "16",
+    "--pipeline.ray-chunk-size", "96",
+    "--pipeline.steps-per-log-image", "1",
+    "--pipeline.guidance.num-inference-steps", "50",
+]  # fmt: skip
+
+
+def file_digests(*folders: Path) -> Dict[Path, str]:
+    return {p: hashlib.sha256(p.read_bytes()).hexdigest() for f in folders for p in sorted(f.rglob("*")) if p.is_file()}
+
+
+def run_cli(command: List[str], torch_home: Path, cwd: Path) -> subprocess.CompletedProcess:
+    result = subprocess.run(
+        command, env=offline_env(torch_home), cwd=cwd, capture_output=True, text=True, timeout=900, check=False
+    )
+    assert result.returncode == 0, f"{' '.join(command)}\n{result.stdout[-4000:]}\n{result.stderr[-4000:]}"
+    return result
+
+
+class PDSRun:
+    """A finished `ns-train pds` run, with what the test knew before it started."""
+
+    def __init__(self, run_dir: Path, source_run: Path, digests_before: Dict[Path, str], model_dir: Path) -> None:
+        self.run_dir, self.source_run, self.digests_before, self.model_dir = run_dir, source_run, digests_before, model_dir
+
+
+@pytest.fixture(scope="module")
+def pds_run(tmp_path_factory, source_run, synthetic_scene, tiny_sd, torch_home) -> PDSRun:
+    work = tmp_path_factory.mktemp("pds")
+    model_dir = work / "sd"  # a copy the export test deletes, to show exports never load it
+    shutil.copytree(tiny_sd, model_dir)
+    digests = file_digests(synthetic_scene, source_run)
+    command = [
+        str(BIN / "ns-train"), "pds",
+        "--load-dir", str(source_run.parent.parent),  # the experiment folder: outputs/<scene>
+        "--output-dir", str(work / "outputs"),
+        "--max-num-iterations", str(PDS_STEPS),
+        "--pipeline.tgt-prompt", PROMPT,
+        "--pipeline.src-prompt", "a photo of a statue",
+        "--pipeline.guidance.model-id", str(model_dir),
+        *TINY_EDIT_FLAGS,
+    ]  # fmt: skip
+    run_cli(command, torch_home, work)
+    (run_dir,) = find_run_dirs(work / "outputs", "pds")
+    return PDSRun(run_dir, source_run, digests, model_dir)
+
+
+def test_the_run_finishes_with_a_checkpoint(pds_run):
+    checkpoint = newest_checkpoint(pds_run.run_dir / "nerfstudio_models")
+    assert checkpoint is not None and checkpoint.name == f"step-{PDS_STEPS - 1:09d}.ckpt"
+    config = yaml.load((pds_run.run_dir / "config.yml").read_text(), Loader=yaml.Loader)
+    assert config.pipeline.tgt_prompt == PROMPT
+    assert config.pipeline.source_checkpoint == newest_checkpoint(pds_run.source_run / "nerfstudio_models")
+
+
+def test_the_field_moved_and_poses_and_appearance_did_not(pds_run):
+    source = load_checkpoint(newest_checkpoint(pds_run.source_run / "nerfstudio_models"))["pipeline"]
+    edited = load_checkpoint(newest_checkpoint(pds_run.run_dir / "nerfstudio_models"))["pipeline"]
+    assert source.keys() == edited.keys()
+    field_keys = [k for k in source if k.startswith("_model.field.") and "embedding_appearance" not in k]
+    assert any(not torch.equal(source[k], edited[k]) for k in field_keys), "no field parameter changed"
+    frozen = [k for k in source if "camera_optimizer" in k or "embedding_appearance" in k]
+    assert frozen and all(torch.equal(source[k], edited[k]) for k in frozen)
+
+
+def test_source_images_and_checkpoint_are_untouched(pds_run, synthetic_scene):
+    assert file_digests(synthetic_scene, pds_run.source_run) == pds_run.digests_before
+
+
+def test_renders_of_every_training_view_are_saved(pds_run, synthetic_scene):
+    renders = sorted((pds_run.run_dir / "renders").glob("*.png"))
+    config = yaml.load((pds_run.run_dir / "config.yml").read_text(), Loader=yaml.Loader)
+    from PIL import Image
+
+    num_train = len(config.pipeline.datamanager.dataparser.setup().get_dataparser_outputs("train").image_filenames)
+    assert len(renders) == num_train
+    assert Image.open(renders[0]).size == Image.open(next(synthetic_scene.glob("images/*.png"))).size
+
+
+def test_the_writer_gets_source_render_and_gradient_images(pds_run):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(pds_run.run_dir)).Reload()
+    assert "edit/source|render|gradient" in events.Tags()["images"]
+    image = events.Images("edit/source|render|gradient")[0]
+    assert image.width == 3 * image.height  # three 16 px views side by side
+    assert "Train Loss Dict/guidance_loss" in events.Tags()["scalars"]
+
+
+def test_export_works_without_the_diffusion_model(pds_run, torch_home, tmp_path):
+    shutil.rmtree(pds_run.model_dir)
+    command = [
+        str(BIN / "ns-export"), "pointcloud",
+        "--load-config", str(pds_run.run_dir / "config.yml"),
+        "--output-dir", str(tmp_path / "export"),
+        "--num-points", "500",
+        "--remove-outliers", "False",
+        "--normal-method", "open3d",
+    ]  # fmt: skip
+    run_cli(command, torch_home, pds_run.run_dir.parents[3])
+    assert (tmp_path / "export" / "point_cloud.ply").stat().st_size > 0
+
+
+def test_a_stopped_run_resumes_where_it_was(pds_run, tiny_sd, torch_home, tmp_path):
+    command = [
+        str(BIN / "ns-train"), "pds",
+        "--load-dir", str(pds_run.run_dir),  # a pds run: resume it (prompt and model come from its config)
+        "--output-dir", str(tmp_path / "outputs"),
+        "--max-num-iterations", "2",
+        "--pipeline.guidance.model-id", str(tiny_sd),
+        *TINY_EDIT_FLAGS,
+    ]  # fmt: skip
+    result = run_cli(command, torch_home, pds_run.run_dir.parents[3])
+    assert "Done loading Nerfstudio checkpoint" in result.stdout
+    (resumed,) = find_run_dirs(tmp_path / "outputs", "pds")
+    assert newest_checkpoint(resumed / "nerfstudio_models").name == f"step-{PDS_STEPS + 1:09d}.ckpt"
+    config = yaml.load((resumed / "config.yml").read_text(), Loader=yaml.Loader)
+    assert config.pipeline.tgt_prompt == PROMPT and config.pipeline.src_prompt == "a photo of a statue"
+
+
+# ---------------------------------------------------------------------------------------------
+# Bad input: one line that says what to do, before any heavy work, nothing written.
+# The same entry point as the ns-train command, called in this process to keep the suite fast.
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.fixture()
+def ns_train(monkeypatch, tmp_path, tiny_sd):
+    from nerfstudio.scripts import train
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    output_dir = tmp_path / "outputs"
+
+    def call(*args: str, model_id: str = str(tiny_sd)) -> str:
+        argv = ["ns-train", "pds", "--output-dir", str(output_dir), "--machine.device-type", "cpu"]
+        argv += ["--pipeline.guidance.model-id", model_id, *args]
+        monkeypatch.setattr(sys, "argv", argv)
+        with pytest.raises(SystemExit) as exit_info:
+            train.entrypoint()
+        assert not output_dir.exists(), "bad input must stop before anything is written"
+        return str(exit_info.value.code)
+
+    return call
+
+
+def _single_line_error(message: str, *fragments: str) -> None:
+    assert message.startswith("error: ") and "\n" not in message, message
+    for fragment in fragments:
+        assert fragment in message, message
+
+
+def test_bad_load_dirs(ns_train, tmp_path, source_run):
+    _single_line_error(ns_train("--pipeline.tgt-prompt", PROMPT), "pass --load-dir")
+    _single_line_error(ns_train("--load-dir", str(tmp_path / "nope"), "--pipeline.tgt-prompt", PROMPT), "does not exist")
+    (tmp_path / "empty").mkdir()
+    _single_line_error(ns_train("--load-dir", str(tmp_path / "empty"), "--pipeline.tgt-prompt", PROMPT), "holds no nerfstudio run")
+    no_checkpoint = tmp_path / "unsaved" / "nerfacto" / "2024-01-01_000000"
+    no_checkpoint.mkdir(parents=True)
+    shutil.copy(source_run / "config.yml", no_checkpoint)
+    _single_line_error(ns_train("--load-dir", str(tmp_path / "unsaved"), "--pipeline.tgt-prompt", PROMPT), "has no checkpoint")
+
+
+def test_a_source_whose_data_is_gone_suggests_data(ns_train, tmp_path, source_run):
+    moved = tmp_path / "moved" / "nerfacto" / source_run.name
+    shutil.copytree(source_run, moved)
+    config = yaml.load((moved / "config.yml").read_text(), Loader=yaml.Loader)
+    config.pipeline.datamanager.data = config.pipeline.datamanager.dataparser.data = tmp_path / "gone"
+    (moved / "config.yml").write_text(yaml.dump(config), "utf8")
+    _single_line_error(ns_train("--load-dir", str(moved), "--pipeline.tgt-prompt", PROMPT), "does not exist", "--data")
+
+
+def test_empty_prompt_missing_model_and_missing_device(ns_train, source_run):
+    load = ["--load-dir", str(source_run)]
+    _single_line_error(ns_train(*load), "target prompt is empty", "--pipeline.tgt-prompt")
+    _single_line_error(ns_train(*load, "--pipeline.tgt-prompt", "   "), "target prompt is empty")
+    message = ns_train(*load, "--pipeline.tgt-prompt", PROMPT, model_id="someone/missing-diffusion-model")
+    _single_line_error(message, "someone/missing-diffusion-model", "--pipeline.guidance.model-id DIR")
+    message = ns_train(*load, "--pipeline.tgt-prompt", PROMPT, "--pipeline.guidance.device", "cuda:7")
+    _single_line_error(message, "--pipeline.guidance.device cuda:7")
+
+
+def test_unknown_distillation_method_lists_the_choices(ns_train, source_run, capsys):
+    ns_train("--load-dir", str(source_run), "--pipeline.tgt-prompt", PROMPT, "--pipeline.guidance.method", "sdss")
+    err = capsys.readouterr().err
+    assert "sdss" in err and "'pds', 'sds', 'dds'" in err

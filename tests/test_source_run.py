@@ -1,0 +1,102 @@
+"""--load-dir resolution: any level of a run's output folder names the same run; bad folders get clear errors."""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import dataclass, field
+
+import pytest
+import yaml
+
+from pds_nerfstudio.errors import InputError
+from pds_nerfstudio.pipeline import PDSPipelineConfig
+from pds_nerfstudio.source_run import merge_user_overrides, read_run, resolve_load_dir
+
+ACCEPTS = PDSPipelineConfig().accepts_source
+DESCRIPTION = PDSPipelineConfig.source_description
+
+
+def resolve(path):
+    return resolve_load_dir(path, "pds", ACCEPTS, DESCRIPTION)
+
+
+def test_every_level_of_the_output_folder_names_the_run(source_run):
+    experiment_dir = source_run.parent.parent
+    for path in (experiment_dir, source_run.parent, source_run, source_run / "nerfstudio_models", source_run / "config.yml"):
+        run = resolve(path)
+        assert run.run_dir == source_run, path
+        assert run.method_name == "nerfacto"
+        assert run.checkpoint is not None and run.checkpoint.parent == source_run / "nerfstudio_models"
+
+
+def test_the_newest_run_wins(source_run, tmp_path):
+    experiment_dir = tmp_path / "outputs" / "scene"
+    older = experiment_dir / "nerfacto" / "2020-01-01_000000"
+    newer = experiment_dir / "nerfacto" / "2030-01-01_000000"
+    shutil.copytree(source_run, older)
+    shutil.copytree(source_run, newer)
+    assert resolve(experiment_dir).run_dir == newer
+
+
+def test_missing_and_empty_folders(tmp_path):
+    with pytest.raises(InputError, match="does not exist"):
+        resolve(tmp_path / "missing")
+    with pytest.raises(InputError, match="holds no nerfstudio run"):
+        resolve(tmp_path)
+    with pytest.raises(InputError, match="pass --load-dir"):
+        resolve(None)
+
+
+def test_a_run_without_checkpoint(source_run, tmp_path):
+    run_dir = tmp_path / "nerfacto" / "2024-01-01_000000"
+    run_dir.mkdir(parents=True)
+    shutil.copy(source_run / "config.yml", run_dir / "config.yml")
+    with pytest.raises(InputError, match="has no checkpoint"):
+        resolve(tmp_path)
+
+
+def _with_method(source_run, tmp_path, method_name):
+    """A copy of the source run whose saved config says it was trained by ``method_name``."""
+    run_dir = tmp_path / method_name / "2024-01-01_000000"
+    shutil.copytree(source_run, run_dir)
+    config = read_run(run_dir / "config.yml").config
+    config.method_name = method_name
+    (run_dir / "config.yml").write_text(yaml.dump(config), "utf8")
+    return run_dir
+
+
+def test_a_folder_of_runs_of_the_same_method_is_resumed(source_run, tmp_path):
+    run_dir = _with_method(source_run, tmp_path, "pds")
+    run = resolve(tmp_path)
+    assert run.run_dir == run_dir and run.method_name == "pds"
+
+
+def test_a_folder_with_sources_and_edits_picks_the_source(source_run, tmp_path):
+    _with_method(source_run, tmp_path, "pds")
+    shutil.copytree(source_run, tmp_path / "nerfacto" / "2020-01-01_000000")
+    assert resolve(tmp_path).method_name == "nerfacto"
+
+
+def test_runs_that_cannot_be_edited_are_named(source_run, tmp_path):
+    _with_method(source_run, tmp_path, "pds")
+    with pytest.raises(InputError, match=r"holds pds runs, but pds-refine edits"):
+        resolve_load_dir(tmp_path, "pds-refine", lambda config: False, "a pds run")
+
+
+@dataclass
+class _Inner:
+    a: int = 1
+    b: str = "x"
+
+
+@dataclass
+class _Outer:
+    inner: _Inner = field(default_factory=_Inner)
+    c: float = 0.5
+
+
+def test_user_flags_win_over_the_base_config():
+    default, base = _Outer(), _Outer(inner=_Inner(a=7, b="base"), c=2.0)
+    user = _Outer(inner=_Inner(a=1, b="user"))  # the user changed inner.b only
+    merged = merge_user_overrides(default, user, base)
+    assert merged == _Outer(inner=_Inner(a=7, b="user"), c=2.0)
