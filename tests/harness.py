@@ -23,7 +23,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -468,3 +468,54 @@ def train_tiny_nerfacto(
     if not list((run_dir / "nerfstudio_models").glob("step-*.ckpt")):
         raise RuntimeError(f"no checkpoint saved in {run_dir / 'nerfstudio_models'}\n{result.stdout[-3000:]}")
     return run_dir
+
+
+# --------------------------------------------------------------------------------------------------
+# Tiny editing runs (pds, pds-refine, pnr) through the real CLI
+# --------------------------------------------------------------------------------------------------
+
+TINY_EDIT_FLAGS: List[str] = [
+    "--machine.device-type", "cpu",
+    "--vis", "tensorboard",
+    "--logging.local-writer.enable", "False",
+    "--pipeline.render-resolution", "16",
+    "--pipeline.ray-chunk-size", "96",
+    "--pipeline.steps-per-log-image", "1",
+]  # fmt: skip
+"""Options shared by every editing method that keep a CPU edit of the synthetic scene to seconds per step."""
+
+
+def run_tiny_edit(
+    method: str,
+    load_dir: Path,
+    output_dir: Path,
+    torch_home: Path,
+    steps: int,
+    extra_args: Sequence[str] = (),
+    cwd: Optional[Path] = None,
+    timeout: float = 900.0,
+) -> Tuple[Path, subprocess.CompletedProcess]:
+    """Run ``ns-train <method> --load-dir <load_dir>`` with :data:`TINY_EDIT_FLAGS` plus ``extra_args``
+    (which must name at least the guidance model and, unless resuming, the target prompt).
+
+    Returns the new run directory ``<output_dir>/<experiment>/<method>/<timestamp>`` and the finished process.
+    """
+    output_dir = Path(output_dir)
+    before = set(find_run_dirs(output_dir, method))
+    command = [
+        _ns_train_executable(), method,
+        "--load-dir", str(load_dir),
+        "--output-dir", str(output_dir),
+        "--max-num-iterations", str(steps),
+        *TINY_EDIT_FLAGS,
+        *extra_args,
+    ]  # fmt: skip
+    result = subprocess.run(
+        command, env=offline_env(torch_home), cwd=cwd, capture_output=True, text=True, timeout=timeout, check=False
+    )
+    if result.returncode != 0:
+        raise RuntimeError(f"{' '.join(command)} failed:\n{result.stdout[-4000:]}\n{result.stderr[-4000:]}")
+    new = [d for d in find_run_dirs(output_dir, method) if d not in before]
+    if len(new) != 1:
+        raise RuntimeError(f"expected one new {method} run under {output_dir}, found {new}")
+    return new[0], result

@@ -15,22 +15,14 @@ import yaml
 
 from pds_nerfstudio.checkpoints import load_checkpoint
 from pds_nerfstudio.source_run import newest_checkpoint
-from tests.harness import find_run_dirs, offline_env
+from tests.harness import offline_env, run_tiny_edit
 
 pytestmark = pytest.mark.e2e
 
 BIN = Path(sys.executable).parent
 PROMPT = "a photo of a polar bear"
 PDS_STEPS = 3
-TINY_EDIT_FLAGS = [
-    "--machine.device-type", "cpu",
-    "--vis", "tensorboard",
-    "--logging.local-writer.enable", "False",
-    "--pipeline.render-resolution", "16",
-    "--pipeline.ray-chunk-size", "96",
-    "--pipeline.steps-per-log-image", "1",
-    "--pipeline.guidance.num-inference-steps", "50",
-]  # fmt: skip
+GRID = ["--pipeline.guidance.num-inference-steps", "50"]
 
 
 def file_digests(*folders: Path) -> Dict[Path, str]:
@@ -58,18 +50,16 @@ def pds_run(tmp_path_factory, source_run, synthetic_scene, tiny_sd, torch_home) 
     model_dir = work / "sd"  # a copy the export test deletes, to show exports never load it
     shutil.copytree(tiny_sd, model_dir)
     digests = file_digests(synthetic_scene, source_run)
-    command = [
-        str(BIN / "ns-train"), "pds",
-        "--load-dir", str(source_run.parent.parent),  # the experiment folder: outputs/<scene>
-        "--output-dir", str(work / "outputs"),
-        "--max-num-iterations", str(PDS_STEPS),
-        "--pipeline.tgt-prompt", PROMPT,
-        "--pipeline.src-prompt", "a photo of a statue",
-        "--pipeline.guidance.model-id", str(model_dir),
-        *TINY_EDIT_FLAGS,
-    ]  # fmt: skip
-    run_cli(command, torch_home, work)
-    (run_dir,) = find_run_dirs(work / "outputs", "pds")
+    run_dir, _ = run_tiny_edit(
+        "pds",
+        source_run.parent.parent,  # the experiment folder: outputs/<scene>
+        work / "outputs",
+        torch_home,
+        PDS_STEPS,
+        ["--pipeline.tgt-prompt", PROMPT, "--pipeline.src-prompt", "a photo of a statue"]
+        + ["--pipeline.guidance.model-id", str(model_dir), *GRID],
+        cwd=work,
+    )
     return PDSRun(run_dir, source_run, digests, model_dir)
 
 
@@ -130,20 +120,20 @@ def test_export_works_without_the_diffusion_model(pds_run, torch_home, tmp_path)
 
 
 def test_a_stopped_run_resumes_where_it_was(pds_run, tiny_sd, torch_home, tmp_path):
-    command = [
-        str(BIN / "ns-train"), "pds",
-        "--load-dir", str(pds_run.run_dir),  # a pds run: resume it (prompt and model come from its config)
-        "--output-dir", str(tmp_path / "outputs"),
-        "--max-num-iterations", "2",
-        "--pipeline.guidance.model-id", str(tiny_sd),
-        *TINY_EDIT_FLAGS,
-    ]  # fmt: skip
-    result = run_cli(command, torch_home, pds_run.run_dir.parents[3])
+    resumed, result = run_tiny_edit(
+        "pds",
+        pds_run.run_dir,  # a pds run: resume it (prompts and settings come from its config)
+        tmp_path / "outputs",
+        torch_home,
+        2,
+        ["--pipeline.guidance.model-id", str(tiny_sd)],
+        cwd=pds_run.run_dir.parents[3],
+    )
     assert "Done loading Nerfstudio checkpoint" in result.stdout
-    (resumed,) = find_run_dirs(tmp_path / "outputs", "pds")
     assert newest_checkpoint(resumed / "nerfstudio_models").name == f"step-{PDS_STEPS + 1:09d}.ckpt"
     config = yaml.load((resumed / "config.yml").read_text(), Loader=yaml.Loader)
     assert config.pipeline.tgt_prompt == PROMPT and config.pipeline.src_prompt == "a photo of a statue"
+    assert config.pipeline.guidance.num_inference_steps == 50  # kept from the run, not reset to the default
 
 
 # ---------------------------------------------------------------------------------------------
