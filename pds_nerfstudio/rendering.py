@@ -155,7 +155,7 @@ def render_view(
     """
     height, width = int(camera.height.item()), int(camera.width.item())
     rays = view_rays(camera, camera_index)
-    if mode == "full-graph":
+    if mode == "full-graph" or (mode == "chunked" and len(rays) <= chunk_size):  # one chunk: one pass suffices
         rgb = _render_rgb(model, rays)
     elif mode == "chunked":
         rgb = ChunkedRenderer(model, rays, chunk_size).render()

@@ -1,0 +1,240 @@
+"""Peak memory and time of one pds editing step: one-graph (naive) vs chunked rendering, side by side.
+
+    python bench/render_memory.py                     # CPU: 64, 128, 256 px, tiny Stable Diffusion
+    python bench/render_memory.py --device cuda --sizes 512 --sd full   # GPU: SD-1.5-shaped UNet and VAE
+
+Each (size, mode) runs in a fresh child process of this script, so that one measurement's allocations
+cannot hide another's. A step is exactly what nerfstudio's trainer does with the pds pipeline:
+``get_train_loss_dict`` (render, VAE-encode, guidance), backward, optimizer step. Peak memory is the
+growth of the process's resident memory during the steps over what it held before them (CPU), or
+``torch.cuda.max_memory_allocated`` (CUDA). Results go to the terminal and to docs/benchmarks.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Dict, List
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+MODES = ("full-graph", "chunked")
+# A mid-size nerfacto field: nerfacto's default field takes minutes per 256 px step on a 2-core CPU.
+BENCH_FIELD = dict(
+    num_levels=16,
+    log2_hashmap_size=15,
+    max_res=512,
+    hidden_dim=32,
+    hidden_dim_color=32,
+    num_proposal_samples_per_ray=(32, 16),
+    num_nerf_samples_per_ray=16,
+)
+
+
+class PeakRSS:
+    """Resident set size of this process at entry (``start``) and the largest seen while active (``peak``)."""
+
+    def __init__(self) -> None:
+        import psutil
+
+        self.process = psutil.Process()
+        self.peak = 0
+        self._running = False
+
+    def __enter__(self) -> "PeakRSS":
+        self._running = True
+        self.start = self.peak = self.process.memory_info().rss
+        self._thread = threading.Thread(target=self._poll, daemon=True)
+        self._thread.start()
+        return self
+
+    def _poll(self) -> None:
+        while self._running:
+            self.peak = max(self.peak, self.process.memory_info().rss)
+            time.sleep(0.001)
+
+    def __exit__(self, *exc) -> None:
+        self._running = False
+        self._thread.join()
+        self.peak = max(self.peak, self.process.memory_info().rss)
+
+
+def build_full_size_stable_diffusion(path: Path) -> Path:
+    """A Stable-Diffusion-1.5-shaped pipeline with random weights (same compute and memory as the real one)."""
+    from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionPipeline, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    from tests.harness import build_tiny_stable_diffusion
+
+    build_tiny_stable_diffusion(path)  # tokenizer and scheduler config
+    tiny = StableDiffusionPipeline.from_pretrained(path)
+    unet = UNet2DConditionModel(cross_attention_dim=768, attention_head_dim=8, sample_size=64)
+    vae = AutoencoderKL(
+        block_out_channels=[128, 256, 512, 512],
+        down_block_types=["DownEncoderBlock2D"] * 4,
+        up_block_types=["UpDecoderBlock2D"] * 4,
+        latent_channels=4,
+        layers_per_block=2,
+        sample_size=512,
+    )
+    text_encoder = CLIPTextModel(
+        CLIPTextConfig(hidden_size=768, intermediate_size=3072, num_attention_heads=12, num_hidden_layers=12,
+                       vocab_size=tiny.tokenizer.vocab_size, max_position_embeddings=77)
+    )
+    StableDiffusionPipeline(
+        vae=vae, text_encoder=text_encoder, tokenizer=tiny.tokenizer, unet=unet,
+        scheduler=DDIMScheduler.from_config(tiny.scheduler.config), safety_checker=None,
+        feature_extractor=None, requires_safety_checker=False,
+    ).save_pretrained(path)
+    return path
+
+
+def prepare_assets(work: Path, sd: str) -> Dict[str, str]:
+    from tests.harness import build_tiny_stable_diffusion, make_synthetic_scene, seed_torch_home
+
+    assets = {"scene": work / "scene", "sd": work / "sd", "torch_home": work / "torch_home"}
+    make_synthetic_scene(assets["scene"], num_views=10, size=64)
+    (build_full_size_stable_diffusion if sd == "full" else build_tiny_stable_diffusion)(assets["sd"])
+    seed_torch_home(assets["torch_home"])
+    return {k: str(v) for k, v in assets.items()}
+
+
+def measure(assets: Dict[str, str], size: int, mode: str, steps: int, device: str, chunk: int) -> Dict[str, float]:
+    """Run ``steps`` editing steps in this process and return peak memory (MiB) and seconds per step."""
+    os.environ["TORCH_HOME"] = assets["torch_home"]
+    import torch
+    from nerfstudio.data.dataparsers.nerfstudio_dataparser import NerfstudioDataParserConfig
+    from nerfstudio.engine.optimizers import Optimizers
+
+    from pds_nerfstudio.datamanager import EditDataManagerConfig
+    from pds_nerfstudio.guidance import GuidanceConfig
+    from pds_nerfstudio.method_configs import field_optimizers
+    from pds_nerfstudio.model import EditNerfactoModelConfig
+    from pds_nerfstudio.pipeline import PDSPipelineConfig
+
+    torch.manual_seed(0)
+    config = PDSPipelineConfig(
+        datamanager=EditDataManagerConfig(data=Path(assets["scene"]), dataparser=NerfstudioDataParserConfig()),
+        model=EditNerfactoModelConfig(**BENCH_FIELD),
+        guidance=GuidanceConfig(model_id=assets["sd"]),
+        tgt_prompt="a photo of a polar bear",
+        render_resolution=16,  # warm-up size: loads Stable Diffusion and fills caches before measuring
+        render_mode=mode,
+        ray_chunk_size=chunk,
+        steps_per_log_image=10**9,
+    )
+    pipeline = config.setup(device=device, test_mode="val")
+    optimizers = Optimizers(field_optimizers(), pipeline.get_param_groups())
+
+    def step(i: int) -> None:
+        optimizers.zero_grad_all()
+        _, loss_dict, _ = pipeline.get_train_loss_dict(i)
+        sum(loss_dict.values()).backward()
+        optimizers.optimizer_step_all()
+
+    step(0)
+    config.render_resolution = size
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        base = torch.cuda.memory_allocated()
+    times = []
+    with PeakRSS() as rss:
+        for i in range(1, steps + 1):
+            start = time.perf_counter()
+            step(i * pipeline.datamanager.config.change_view_every)  # a new view each step
+            if device.startswith("cuda"):
+                torch.cuda.synchronize()
+            times.append(time.perf_counter() - start)
+    if device.startswith("cuda"):
+        peak = torch.cuda.max_memory_allocated() - base
+    else:
+        peak = rss.peak - rss.start
+    timed = times[1:] if len(times) > 1 else times  # the first step at a new size also encodes the source view
+    return {"peak_mib": peak / 2**20, "seconds_per_step": sum(timed) / len(timed)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sizes", type=int, nargs="+", default=[64, 128, 256], help="short side of the rendered view, px")
+    parser.add_argument("--steps", type=int, default=3, help="editing steps per measurement (the first is not timed)")
+    parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda when present)")
+    parser.add_argument("--sd", choices=["tiny", "full"], default="tiny", help="tiny test model or SD-1.5-shaped")
+    parser.add_argument("--chunk", type=int, default=4096, help="rays per chunk in chunked mode")
+    parser.add_argument("--output", type=Path, default=ROOT / "docs" / "benchmarks.md")
+    parser.add_argument("--child", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+
+    if args.child:  # one measurement, in a fresh process
+        job = json.loads(args.child)
+        print(json.dumps(measure(**job)))
+        return
+
+    import torch
+
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    with tempfile.TemporaryDirectory() as work:
+        assets = prepare_assets(Path(work), args.sd)
+        rows = []
+        for size in args.sizes:
+            result = {}
+            for mode in MODES:
+                job = dict(assets=assets, size=size, mode=mode, steps=args.steps, device=device, chunk=args.chunk)
+                out = subprocess.run(
+                    [sys.executable, __file__, "--child", json.dumps(job)], capture_output=True, text=True, check=False
+                )
+                if out.returncode != 0:
+                    raise SystemExit(f"measurement {size}px {mode} failed:\n{out.stderr[-3000:]}")
+                result[mode] = json.loads(out.stdout.strip().splitlines()[-1])
+                print(f"{size:4d} px  {mode:10s}  {result[mode]['peak_mib']:9.1f} MiB  {result[mode]['seconds_per_step']:7.2f} s/step", flush=True)
+            rows.append((size, result))
+    write_report(args, device, rows)
+
+
+def write_report(args, device: str, rows: List) -> None:
+    import platform
+
+    import torch
+
+    lines = [
+        f"### pds step, {device}, {'SD-1.5-shaped' if args.sd == 'full' else 'tiny'} Stable Diffusion",
+        "",
+        f"`python bench/render_memory.py {' '.join(sys.argv[1:])}`".replace(" `", "`"),
+        f"on {platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}; "
+        f"nerfacto field {BENCH_FIELD}; chunk {args.chunk} rays; {args.steps} steps each, first not timed.",
+        "",
+        "| size (px) | peak one-graph (MiB) | peak chunked (MiB) | chunked / one-graph memory "
+        "| s/step one-graph | s/step chunked | chunked / one-graph time |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for size, result in rows:
+        naive, ours = result["full-graph"], result["chunked"]
+        lines.append(
+            f"| {size} | {naive['peak_mib']:.0f} | {ours['peak_mib']:.0f} | {ours['peak_mib'] / naive['peak_mib']:.2f} "
+            f"| {naive['seconds_per_step']:.2f} | {ours['seconds_per_step']:.2f} "
+            f"| {ours['seconds_per_step'] / naive['seconds_per_step']:.2f} |"
+        )
+    section = "\n".join(lines) + "\n"
+    print("\n" + section)
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    marker = f"<!-- bench:{device}:{args.sd} -->"
+    text = args.output.read_text() if args.output.exists() else "# Benchmarks\n"
+    if marker in text:  # replace this device's previous table
+        head, rest = text.split(marker, 1)
+        tail = rest.split("<!-- /bench -->", 1)[1] if "<!-- /bench -->" in rest else ""
+        text = head + marker + "\n" + section + "<!-- /bench -->" + tail
+    else:
+        text = text.rstrip("\n") + "\n\n" + marker + "\n" + section + "<!-- /bench -->\n"
+    args.output.write_text(text)
+
+
+if __name__ == "__main__":
+    main()
