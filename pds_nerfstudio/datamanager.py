@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import random
 from dataclasses import dataclass, field
 from typing import Callable, Dict, Tuple, Type
@@ -35,6 +36,26 @@ class EditDataManager(VanillaDataManager):
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self._source_latents: Dict[Tuple[int, int, int], Tensor] = {}
+
+    def setup_train(self) -> None:
+        super().setup_train()
+        # Training rays are drawn from one in-memory batch of every training image (a copy of the files'
+        # pixels); a refinement replaces images in it, never in the dataset or on disk.
+        self._train_batch = next(self.iter_train_image_dataloader)
+        self.iter_train_image_dataloader = itertools.repeat(self._train_batch)
+
+    def _batch_position(self, index: int) -> int:
+        (position,) = (self._train_batch["image_idx"] == index).nonzero()[:, 0].tolist()
+        return position
+
+    def train_image(self, index: int) -> Tensor:
+        """The current training image [H, W, 3] of view ``index`` (what nerfacto's losses compare with)."""
+        return self._train_batch["image"][self._batch_position(index)]
+
+    def replace_train_image(self, index: int, image: Tensor) -> None:
+        """Replace the in-memory training image of view ``index`` with ``image`` [H, W, 3] in [0, 1]."""
+        target = self._train_batch["image"][self._batch_position(index)]
+        target.copy_(image.to(target)[..., : target.shape[-1]])
 
     @property
     def num_train_views(self) -> int:

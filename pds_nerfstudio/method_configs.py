@@ -1,4 +1,4 @@
-"""The ``pds`` method, registered with nerfstudio through the ``nerfstudio.method_configs`` entry point."""
+"""The ``pds`` and ``pds-refine`` methods, registered with nerfstudio through the ``nerfstudio.method_configs`` entry point."""
 
 from __future__ import annotations
 
@@ -7,7 +7,9 @@ from nerfstudio.engine.optimizers import AdamOptimizerConfig
 from nerfstudio.engine.schedulers import ExponentialDecaySchedulerConfig
 from nerfstudio.plugins.types import MethodSpecification
 
+from pds_nerfstudio.datamanager import EditDataManagerConfig
 from pds_nerfstudio.pipeline import PDSPipelineConfig
+from pds_nerfstudio.refine import RefinePipelineConfig
 from pds_nerfstudio.trainer_config import EditTrainerConfig
 
 
@@ -38,4 +40,22 @@ pds_method = MethodSpecification(
         vis="viewer",
     ),
     description="Edit a nerfacto scene from a text prompt with Posterior Distillation Sampling (Koo et al., CVPR 2024).",
+)
+
+pds_refine_method = MethodSpecification(
+    config=EditTrainerConfig(
+        method_name="pds-refine",
+        max_num_iterations=15000,
+        steps_per_save=1000,
+        steps_per_eval_batch=500,
+        steps_per_eval_image=500,
+        steps_per_eval_all_images=0,
+        save_only_latest_checkpoint=True,
+        mixed_precision=False,
+        pipeline=RefinePipelineConfig(datamanager=EditDataManagerConfig(train_num_rays_per_batch=4096)),
+        optimizers=field_optimizers(),
+        viewer=ViewerConfig(num_rays_per_chunk=1 << 15),
+        vis="viewer",
+    ),
+    description="Refine a pds edit: SDEdit the edited views in turn and train on them (PDS paper, Sec. 5).",
 )

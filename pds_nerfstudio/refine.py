@@ -1,0 +1,152 @@
+"""``pds-refine``: the refinement stage of PDS (paper Sec. 5), started directly from a ``pds`` run.
+
+At start every training view of the edited scene is rendered once; those renders become the training
+images. Every ``edit_every`` steps one view (in turn) is made more realistic with SDEdit under the
+target prompt and replaces that view's training image in memory, while the scene trains with
+nerfacto's reconstruction losses on the current images (an iterative dataset update, as in the
+official release, which needs the renders written to disk and passed as ``--data`` first).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import random
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Dict, List, Literal, Optional, Tuple, Type
+
+import torch
+import torch.nn.functional as F
+from nerfstudio.engine.trainer import TrainerConfig
+from nerfstudio.utils import writer
+from nerfstudio.utils.rich_utils import CONSOLE
+from torch import Tensor
+
+from pds_nerfstudio.errors import InputError
+from pds_nerfstudio.guidance import GuidanceConfig
+from pds_nerfstudio.pipeline import EditPipeline, EditPipelineConfig, PDSPipelineConfig
+from pds_nerfstudio.rendering import guidance_camera, render_view_image
+from pds_nerfstudio.source_run import Run
+
+
+@dataclass
+class RefinePipelineConfig(EditPipelineConfig):
+    """Refinement of a pds edit by iterative dataset update with SDEdit."""
+
+    _target: Type = field(default_factory=lambda: RefinePipeline)
+    guidance: GuidanceConfig = field(default_factory=lambda: GuidanceConfig(guidance_scale=15.0, num_inference_steps=20))
+    """The Stable Diffusion model for SDEdit (official: guidance scale 15 on a 20-step DDIM grid)."""
+    edit_every: int = 10
+    """Steps between two SDEdits of a training view (official: 10)."""
+    skip_ratio_range: Tuple[float, float] = (0.8, 0.9)
+    """Fraction of the DDIM grid SDEdit skips, drawn per edit (official: 0.8 to 0.9, i.e. 16 to 18 of 20 steps)."""
+    refine: Literal["initial-render", "current-render"] = "initial-render"
+    """What SDEdit starts from: the render of the edited scene taken at the start (official release),
+    or the current render (the paper's text)."""
+
+    source_description: ClassVar[str] = "a pds run (ns-train pds)"
+
+    def accepts_source(self, config: TrainerConfig) -> bool:
+        return isinstance(config.pipeline, PDSPipelineConfig)
+
+    def with_source(self, run: Run, default: EditPipelineConfig) -> "RefinePipelineConfig":
+        """The pds run supplies data, model and checkpoint, and by default its target prompt and guidance model."""
+        completed = super().with_source(run, default)
+        edit = run.config.pipeline
+        model_id = self.guidance.model_id
+        if model_id == default.guidance.model_id:
+            model_id = edit.guidance.model_id
+        return dataclasses.replace(
+            completed,
+            tgt_prompt=self.tgt_prompt or edit.tgt_prompt,
+            src_prompt=self.src_prompt or edit.src_prompt,
+            guidance=dataclasses.replace(self.guidance, model_id=model_id),
+        )
+
+    def check(self, scene_device: str) -> None:
+        super().check(scene_device)
+        low, high = self.skip_ratio_range
+        if not 0.0 <= low <= high <= 1.0:
+            raise InputError(f"--pipeline.skip-ratio-range {low} {high}: need 0 <= min <= max <= 1")
+        if self.edit_every <= 0:
+            raise InputError("--pipeline.edit-every must be positive")
+
+
+class RefinePipeline(EditPipeline):
+    """nerfacto's reconstruction training on training images that SDEdit keeps making more realistic.
+
+    The refined images are kept (as 8-bit buffers) in the pipeline's state, so a resumed run trains on
+    the images it had; the original capture's files are never touched.
+    """
+
+    config: RefinePipelineConfig
+
+    def __init__(self, config: RefinePipelineConfig, device: str, test_mode="val", *args: Any, **kwargs: Any) -> None:
+        super().__init__(config, device, test_mode, *args, **kwargs)
+        dataset = self.datamanager.train_dataset
+        height, width = int(dataset.cameras.height.max()), int(dataset.cameras.width.max())
+        self.register_buffer("refined_images", torch.zeros(len(dataset), height, width, 3, dtype=torch.uint8))
+        self.register_buffer("refined", torch.zeros(len(dataset), dtype=torch.bool))
+        self.initial_renders: Dict[int, Tensor] = {}
+        if test_mode == "val":
+            self._start_from_renders()
+
+    def _start_from_renders(self) -> None:
+        """Render every training view of the edited scene once; the renders are the first training images."""
+        for index in range(self.datamanager.num_train_views):
+            render = render_view_image(self.model, self.datamanager.train_camera(index), index, self.config.ray_chunk_size)
+            self.initial_renders[index] = render
+            self.datamanager.replace_train_image(index, render)
+        CONSOLE.log(f"Rendered the {len(self.initial_renders)} training views of the edited scene to refine")
+
+    def load_pipeline(self, loaded_state: Dict[str, Any], step: int) -> None:
+        """Resume: the field, and the training images as they were refined."""
+        super().load_pipeline(loaded_state, step)
+        if self.test_mode != "val":  # ns-export, ns-render, ns-viewer: no training images
+            return
+        for index in self.refined.nonzero()[:, 0].tolist():
+            image = self.refined_images[index].float() / 255
+            self.datamanager.replace_train_image(index, image[: self._height(index), : self._width(index)])
+
+    def _height(self, index: int) -> int:
+        return int(self.datamanager.train_dataset.cameras.height[index])
+
+    def _width(self, index: int) -> int:
+        return int(self.datamanager.train_dataset.cameras.width[index])
+
+    def view_to_refine(self, index: int) -> Tensor:
+        """[H, W, 3] image SDEdit starts from: the initial render or the current render of view ``index``."""
+        if self.config.refine == "initial-render":
+            return self.initial_renders[index]
+        return render_view_image(self.model, self.datamanager.train_camera(index), index, self.config.ray_chunk_size)
+
+    @torch.no_grad()
+    def refine_view(self, step: int) -> int:
+        """SDEdit one training view (views in turn) and make the result its training image; returns its index."""
+        index = (step // self.config.edit_every) % self.datamanager.num_train_views
+        before = self.view_to_refine(index).to(self.device)
+        camera = guidance_camera(self.datamanager.train_camera(index), self.config.render_resolution)
+        size = (int(camera.height), int(camera.width))
+        image = F.interpolate(before.permute(2, 0, 1)[None], size=size, mode="bilinear", align_corners=False)
+        num_steps = self.config.guidance.num_inference_steps
+        low, high = self.config.skip_ratio_range
+        rng = random.Random(step)  # a value of the step: a resumed run draws the same
+        skip = rng.randint(int(num_steps * low), int(num_steps * high))
+        generator = torch.Generator().manual_seed(step)
+        latents = self.guidance.sdedit(
+            self.guidance.encode_images(image), self.config.tgt_prompt, num_steps - skip, generator
+        )
+        after = self.guidance.decode_latents(latents).to(self.device)
+        after = F.interpolate(after, size=before.shape[:2], mode="bilinear", align_corners=False)[0].permute(1, 2, 0)
+        self.datamanager.replace_train_image(index, after)
+        self.refined_images[index, : after.shape[0], : after.shape[1]] = (after * 255).round().to(torch.uint8).cpu()
+        self.refined[index] = True
+        if step % self.config.steps_per_log_image == 0:
+            writer.put_image(name="refine/before|after SDEdit", image=torch.cat([before, after], 1).cpu(), step=step)
+        return index
+
+    def get_train_loss_dict(self, step: int):
+        metrics: Dict[str, Any] = {}
+        if step % self.config.edit_every == 0:
+            metrics["refined_view"] = self.refine_view(step)
+        outputs, loss_dict, model_metrics = super().get_train_loss_dict(step)
+        return outputs, loss_dict, {**model_metrics, **metrics}

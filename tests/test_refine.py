@@ -1,0 +1,123 @@
+"""`pds-refine`: SDEdit on the tiny pipeline, and the method end to end through the real CLI."""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+import torch
+import yaml
+
+from pds_nerfstudio.checkpoints import load_checkpoint
+from pds_nerfstudio.guidance import GuidanceConfig
+from pds_nerfstudio.source_run import newest_checkpoint
+from tests.harness import run_tiny_edit
+from tests.test_pds_e2e import file_digests
+
+PROMPT = "a photo of a polar bear"
+
+
+@pytest.fixture(scope="module")
+def sdedit_guidance(tiny_sd):
+    return GuidanceConfig(model_id=str(tiny_sd), guidance_scale=15.0, num_inference_steps=20).setup(device="cpu")
+
+
+def test_sdedit_with_no_denoising_step_returns_the_input(sdedit_guidance):
+    image = torch.rand(1, 3, 32, 32)
+    latents = sdedit_guidance.encode_images(image)
+    assert torch.equal(sdedit_guidance.sdedit(latents, PROMPT, num_denoise_steps=0), latents)
+    # so the image comes back as the VAE reconstructs it
+    torch.testing.assert_close(
+        sdedit_guidance.decode_latents(sdedit_guidance.sdedit(latents, PROMPT, 0)), sdedit_guidance.decode_latents(latents)
+    )
+
+
+@pytest.mark.parametrize("skip", [16, 17, 18])
+def test_sdedit_at_the_official_skips_changes_the_image(sdedit_guidance, skip):
+    latents = sdedit_guidance.encode_images(torch.rand(1, 3, 32, 32))
+    edited = sdedit_guidance.sdedit(latents, PROMPT, 20 - skip, torch.Generator().manual_seed(0))
+    assert edited.shape == latents.shape and torch.isfinite(edited).all()
+    assert (edited - latents).abs().mean() > 0.05 * latents.abs().mean()
+
+
+def test_sdedit_follows_diffusers_ddim(sdedit_guidance):
+    """Two denoising steps equal noising to the 2nd-to-last grid step and two DDIM steps done by hand."""
+    scheduler = sdedit_guidance.pipe.scheduler
+    latents = sdedit_guidance.encode_images(torch.rand(1, 3, 32, 32))
+    edited = sdedit_guidance.sdedit(latents, PROMPT, 2, torch.Generator().manual_seed(1))
+    noise = torch.randn(latents.shape, generator=torch.Generator().manual_seed(1))
+    t_first, t_last = scheduler.timesteps[-2:].tolist()
+    assert (t_first, t_last) == (51, 1)  # SD 1.5 schedule, 20 steps, steps_offset 1
+    a = scheduler.alphas_cumprod
+    x = a[t_first].sqrt() * latents + (1 - a[t_first]).sqrt() * noise
+    cond = sdedit_guidance.text_embedding(PROMPT)
+    for t, t_prev_alpha in ((t_first, a[t_last]), (t_last, a[0])):
+        eps = sdedit_guidance.predict_noise(x, torch.tensor([t]), cond)
+        x0 = (x - (1 - a[t]).sqrt() * eps) / a[t].sqrt()
+        x = t_prev_alpha.sqrt() * x0 + (1 - t_prev_alpha).sqrt() * eps  # DDIM, eta = 0
+    torch.testing.assert_close(edited, x, rtol=1e-4, atol=1e-5)
+
+
+@pytest.fixture(scope="module")
+def pds_source(tmp_path_factory, source_run, tiny_sd, torch_home):
+    """A short pds run of the synthetic scene: what pds-refine starts from."""
+    work = tmp_path_factory.mktemp("refine-source")
+    run_dir, _ = run_tiny_edit(
+        "pds", source_run, work / "outputs", torch_home, 2,
+        ["--pipeline.tgt-prompt", PROMPT, "--pipeline.guidance.model-id", str(tiny_sd)], cwd=work,
+    )  # fmt: skip
+    return run_dir
+
+
+def test_refine_end_to_end(pds_source, source_run, synthetic_scene, torch_home, tmp_path):
+    digests = file_digests(synthetic_scene, source_run, pds_source)
+    steps, edit_every = 9, 2
+    run_dir, result = run_tiny_edit(
+        "pds-refine",
+        pds_source.parent,  # the method folder of the pds run
+        tmp_path / "outputs",
+        torch_home,
+        steps,
+        ["--pipeline.edit-every", str(edit_every), "--pipeline.datamanager.train-num-rays-per-batch", "512"],
+        cwd=pds_source.parents[3],
+    )
+    assert "Rendered the 9 training views of the edited scene to refine" in result.stdout
+    config = yaml.load((run_dir / "config.yml").read_text(), Loader=yaml.Loader)
+    assert config.pipeline.tgt_prompt == PROMPT  # taken from the pds run
+    assert config.pipeline.source_checkpoint == newest_checkpoint(pds_source / "nerfstudio_models")
+
+    # Training images were replaced by SDEdits: views 0..4 (steps 0, 2, 4, 6, 8), kept in the checkpoint.
+    state = load_checkpoint(newest_checkpoint(run_dir / "nerfstudio_models"))["pipeline"]
+    assert state["refined"].nonzero()[:, 0].tolist() == [0, 1, 2, 3, 4]
+    refined = state["refined_images"][:5].float() / 255
+
+    # The scene moved towards them: lower reconstruction error than the pds scene it started from.
+    def error_against_refined(run_config_path):
+        from nerfstudio.utils.eval_utils import eval_setup
+
+        from pds_nerfstudio.rendering import render_view_image
+
+        _, pipeline, _, _ = eval_setup(run_config_path, test_mode="inference")
+        pipeline.train()  # render as in training: each view with its own pose refinement and appearance
+        renders = [render_view_image(pipeline.model, pipeline.datamanager.train_camera(i), i) for i in range(5)]
+        return torch.stack([(r - t).abs().mean() for r, t in zip(renders, refined)]).mean().item()
+
+    before = error_against_refined(pds_source / "config.yml")
+    after = error_against_refined(run_dir / "config.yml")
+    assert after < before, (before, after)
+
+    assert len(list((run_dir / "renders").glob("*.png"))) == 9
+    assert file_digests(synthetic_scene, source_run, pds_source) == digests
+
+
+def test_a_nerfacto_run_is_not_a_refine_source(monkeypatch, source_run, tiny_sd, tmp_path):
+    import sys
+
+    from nerfstudio.scripts import train
+
+    monkeypatch.setattr(sys, "argv", ["ns-train", "pds-refine", "--load-dir", str(source_run), "--output-dir", str(tmp_path)])
+    with pytest.raises(SystemExit) as exit_info:
+        train.entrypoint()
+    message = str(exit_info.value.code)
+    assert message.startswith("error: ") and "holds nerfacto runs" in message and "a pds run" in message
+    shutil.rmtree(tmp_path, ignore_errors=True)
