@@ -7,6 +7,7 @@ Nothing is loaded until the first editing step needs it, so ``ns-train -h``, ``n
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, Literal, Optional, Tuple, Type
@@ -75,27 +76,37 @@ def check_device(name: str, flag: str) -> None:
         raise InputError(f"{flag} {name}: unsupported device type; use cpu or cuda:N")
 
 
-def check_model_available(model_id: str) -> None:
-    """Raise InputError unless ``model_id`` is a local diffusers folder or can be had from the hub (or its cache)."""
+def check_pretrained_available(model_id: str, kind: str, marker_file: str, flag: str, saved_by: str) -> None:
+    """Raise InputError unless ``model_id`` is a local folder holding ``marker_file`` or a Hugging Face id
+    that can be had from the hub or its cache. The message names the model and how to pass a local folder.
+
+    Args:
+        kind: what the model is, for messages ("Stable Diffusion", "CLIP").
+        flag: the option that takes a local folder instead.
+        saved_by: the library whose ``save_pretrained`` writes such a folder ("diffusers", "transformers").
+    """
     path = Path(model_id).expanduser()
     if path.exists():
-        if not (path / "model_index.json").is_file():
-            raise InputError(
-                f"{MODEL_FLAG} {model_id}: no model_index.json there; pass a Stable Diffusion folder saved by diffusers"
-            )
+        if not (path / marker_file).is_file():
+            raise InputError(f"{flag} {model_id}: no {marker_file} there; pass a {kind} folder saved by {saved_by}")
         return
     if model_id.startswith((".", "/", "~")) or model_id.count("/") != 1:
-        raise InputError(f"{MODEL_FLAG} {model_id}: no such folder, and not a Hugging Face id of the form owner/name")
+        raise InputError(f"{flag} {model_id}: no such folder, and not a Hugging Face id of the form owner/name")
     from huggingface_hub import hf_hub_download
 
     try:
-        hf_hub_download(model_id, "model_index.json")
+        hf_hub_download(model_id, marker_file)
     except Exception as error:  # offline, unknown id, gated model: all end the same way for the user
         raise InputError(
-            f"Stable Diffusion model '{model_id}' is not in the Hugging Face cache and cannot be downloaded "
+            f"{kind} model '{model_id}' is not in the Hugging Face cache and cannot be downloaded "
             f"({type(error).__name__}); download it where the hub is reachable (hf download {model_id} --local-dir DIR) "
-            f"and pass {MODEL_FLAG} DIR"
+            f"and pass {flag} DIR"
         ) from None
+
+
+def check_model_available(model_id: str) -> None:
+    """Raise InputError unless the Stable Diffusion pipeline ``model_id`` can be loaded (see above)."""
+    check_pretrained_available(model_id, "Stable Diffusion", "model_index.json", MODEL_FLAG, "diffusers")
 
 
 @dataclass
@@ -197,8 +208,11 @@ class StableDiffusionGuidance:
         return (images / 2 + 0.5).clamp(0, 1)
 
     @torch.no_grad()
-    def predict_noise(self, x_t: Tensor, t: Tensor, cond: Tensor) -> Tensor:
-        """Classifier-free guided noise prediction in ONE UNet call; float32 in and out, model dtype inside."""
+    def predict_noise(self, x_t: Tensor, t: Tensor, cond: Tensor, guidance_scale: Optional[float] = None) -> Tensor:
+        """Classifier-free guided noise prediction in ONE UNet call; float32 in and out, model dtype inside.
+
+        ``guidance_scale`` overrides the configured scale (the viewer can change it while editing)."""
+        scale = self.config.guidance_scale if guidance_scale is None else guidance_scale
         uncond = self.text_embedding("").expand_as(cond)
         eps = self.pipe.unet(
             torch.cat([x_t, x_t]).to(self.dtype),
@@ -207,11 +221,16 @@ class StableDiffusionGuidance:
         ).sample.float()
         eps_cond, eps_uncond = eps.chunk(2)
         # classifier-free guidance
-        return eps_uncond + self.config.guidance_scale * (eps_cond - eps_uncond)
+        return eps_uncond + scale * (eps_cond - eps_uncond)
 
     @torch.no_grad()
     def sdedit(
-        self, latents: Tensor, prompt: str, num_denoise_steps: int, generator: Optional[torch.Generator] = None
+        self,
+        latents: Tensor,
+        prompt: str,
+        num_denoise_steps: int,
+        generator: Optional[torch.Generator] = None,
+        guidance_scale: Optional[float] = None,
     ) -> Tensor:
         """SDEdit (Meng et al. 2022) on the DDIM grid of ``num_inference_steps``: noise the latents to the grid
         step that leaves ``num_denoise_steps`` steps, then denoise them with ``prompt`` (diffusers' DDIM step,
@@ -227,7 +246,7 @@ class StableDiffusionGuidance:
         x_t = scheduler.add_noise(latents, noise.to(latents), timesteps[:1].repeat(batch))
         cond = self.text_embedding(prompt).expand(batch, -1, -1)
         for t in timesteps:
-            eps = self.predict_noise(x_t, t.repeat(batch), cond)
+            eps = self.predict_noise(x_t, t.repeat(batch), cond, guidance_scale)
             x_t = scheduler.step(eps, t, x_t, eta=0.0).prev_sample
         return x_t
 
@@ -239,11 +258,13 @@ class StableDiffusionGuidance:
         src_prompt: str,
         t_ratio_range: Optional[Tuple[float, float]] = None,
         generator: Optional[torch.Generator] = None,
+        guidance_scale: Optional[float] = None,
     ) -> GuidanceOutput:
         """Distillation gradient for target latents ``x0_tgt`` (with graph) against source latents ``x0_src``.
 
         Args:
-            t_ratio_range: overrides the configured range for this step (used by timestep annealing).
+            t_ratio_range: overrides the configured range for this step (timestep annealing, the viewer).
+            guidance_scale: overrides the configured guidance scale for this step (the viewer).
         """
         low, high = t_ratio_range or self.config.t_ratio_range
         batch = x0_tgt.shape[0]
@@ -253,7 +274,7 @@ class StableDiffusionGuidance:
         with torch.no_grad():
             output = distillation_gradient(
                 self.config.method,
-                self.predict_noise,
+                functools.partial(self.predict_noise, guidance_scale=guidance_scale),
                 self.alphas_cumprod,
                 x0_tgt.to(self.device),
                 x0_src.to(self.device),

@@ -11,9 +11,8 @@ import copy
 import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, List, Literal, Optional, Tuple, Type
+from typing import Any, ClassVar, Dict, List, Literal, Optional, Tuple, Type
 
-import numpy as np
 import torch
 from nerfstudio.engine.callbacks import TrainingCallback, TrainingCallbackAttributes, TrainingCallbackLocation
 from nerfstudio.engine.trainer import TrainerConfig
@@ -21,9 +20,9 @@ from nerfstudio.models.nerfacto import NerfactoModelConfig
 from nerfstudio.pipelines.base_pipeline import VanillaPipeline, VanillaPipelineConfig
 from nerfstudio.utils import colormaps, writer
 from nerfstudio.utils.rich_utils import CONSOLE
-from PIL import Image
 from torch import Tensor
 
+from pds_nerfstudio import outputs
 from pds_nerfstudio.checkpoints import allow_nerfstudio_checkpoints, load_checkpoint
 from pds_nerfstudio.datamanager import EditDataManager, EditDataManagerConfig
 from pds_nerfstudio.errors import InputError
@@ -31,6 +30,7 @@ from pds_nerfstudio.guidance import GuidanceConfig, StableDiffusionGuidance
 from pds_nerfstudio.model import EditNerfactoModelConfig
 from pds_nerfstudio.rendering import RenderMode, guidance_camera, render_view, render_view_image
 from pds_nerfstudio.source_run import Run, merge_user_overrides
+from pds_nerfstudio.viewer_controls import EditControls
 
 RENDERS_DIR = "renders"
 
@@ -60,6 +60,8 @@ class EditPipelineConfig(VanillaPipelineConfig):
     """Rays rendered at once in chunked mode."""
     steps_per_log_image: int = 200
     """Steps between images sent to the writer (source | current render | gradient magnitude)."""
+    num_compare_views: int = 4
+    """Views in the source | edited grid saved at the end (renders/compare.png)."""
 
     source_description: ClassVar[str] = "a nerfacto run (ns-train nerfacto)"
     """What --load-dir must name, for error messages."""
@@ -121,9 +123,33 @@ class EditPipeline(VanillaPipeline):
         allow_nerfstudio_checkpoints()
         super().__init__(config, device, test_mode, world_size, local_rank, grad_scaler)
         self.guidance: StableDiffusionGuidance = config.guidance.setup(device=device)
+        range_name, ratio_range = self.ratio_control()
+        self.controls = EditControls(
+            config.tgt_prompt, config.guidance.guidance_scale, range_name, ratio_range, on_pause=self._pause_editing
+        )
+        self._trainer: Optional[Any] = None
+        self.method_name = "edit"
         # Training ("val") starts from the source field; evaluation and export load the edit's own checkpoint.
         if test_mode == "val" and config.source_checkpoint is not None:
             self.load_source(config.source_checkpoint)
+
+    def ratio_control(self) -> Tuple[str, Tuple[float, float]]:
+        """Name and starting value of the range the viewer's two sliders set."""
+        return "t ratio", self.config.guidance.t_ratio_range
+
+    def _pause_editing(self, paused: bool) -> None:
+        if self._trainer is not None:
+            self._trainer.training_state = "paused" if paused else "training"
+            CONSOLE.log("Editing paused in the viewer" if paused else "Editing resumed in the viewer")
+
+    def report(self, step: int, metrics: Dict[str, Any]) -> None:
+        """Show the step's diagnostics in the viewer's status line."""
+        def fmt(value: Any) -> str:
+            value = value.item() if isinstance(value, Tensor) else value
+            return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+        details = " | ".join(f"{name.removeprefix('guidance_')} {fmt(value)}" for name, value in metrics.items())
+        self.controls.show_status(f"{self.method_name} | step {step} | {details}")
 
     def load_source(self, checkpoint: Path) -> None:
         """Load the source run's field (all model weights) from its checkpoint."""
@@ -152,26 +178,39 @@ class EditPipeline(VanillaPipeline):
         row = torch.cat([source[0].permute(1, 2, 0).cpu(), render[0].detach().permute(1, 2, 0).clamp(0, 1).cpu(), heat], 1)
         writer.put_image(name="edit/source|render|gradient", image=row, step=step)
 
-    def save_renders(self, output_dir: Path) -> List[Path]:
-        """Render every training view of the current scene at the data's resolution into ``output_dir``."""
+    @torch.no_grad()
+    def save_results(self, output_dir: Path) -> List[Path]:
+        """Render every training view of the current scene at the data's resolution into ``output_dir``,
+        with a source | edited grid of a few views (compare.png) and a turntable along the training
+        cameras (turntable.gif). Returns the paths of the renders."""
         output_dir.mkdir(parents=True, exist_ok=True)
-        paths = []
         filenames = self.datamanager.train_dataset.image_filenames
+        renders, paths = [], []
         for index in range(self.datamanager.num_train_views):
             image = render_view_image(self.model, self.datamanager.train_camera(index), index, self.config.ray_chunk_size)
-            path = output_dir / f"{Path(filenames[index]).stem}.png"
-            Image.fromarray((image.numpy() * 255).round().astype(np.uint8)).save(path)
-            paths.append(path)
+            paths.append(output_dir / f"{Path(filenames[index]).stem}.png")
+            outputs.to_pil(image).save(paths[-1])
+            renders.append(image)
+        shown = outputs.evenly_spaced(len(renders), self.config.num_compare_views)
+        sources = [self.datamanager.source_image(i, tuple(renders[i].shape[:2]))[0].permute(1, 2, 0) for i in shown]
+        outputs.compare_grid(sources, [renders[i] for i in shown]).save(output_dir / outputs.COMPARE_NAME)
+        order = outputs.turntable_order(self.datamanager.train_dataset.cameras.camera_to_worlds[:, :3, 3])
+        outputs.write_turntable([renders[i] for i in order], output_dir / outputs.TURNTABLE_NAME)
         return paths
 
     def get_training_callbacks(self, training_callback_attributes: TrainingCallbackAttributes) -> List[TrainingCallback]:
         callbacks = super().get_training_callbacks(training_callback_attributes)
         trainer = training_callback_attributes.trainer
         if trainer is not None:
+            self._trainer = trainer
+            self.method_name = trainer.config.method_name
 
             def save_final_renders(step: int) -> None:
-                paths = self.save_renders(trainer.base_dir / RENDERS_DIR)
-                CONSOLE.log(f"Saved renders of {len(paths)} training views to {trainer.base_dir / RENDERS_DIR}")
+                paths = self.save_results(trainer.base_dir / RENDERS_DIR)
+                CONSOLE.log(
+                    f"Saved renders of {len(paths)} training views, {outputs.COMPARE_NAME} and "
+                    f"{outputs.TURNTABLE_NAME} to {trainer.base_dir / RENDERS_DIR}"
+                )
 
             callbacks.append(TrainingCallback([TrainingCallbackLocation.AFTER_TRAIN], save_final_renders))
         return callbacks
@@ -195,7 +234,9 @@ class PDSPipeline(EditPipeline):
         """Distillation loss of ``render`` against the source view ``index``, plus diagnostics."""
         x0_src = self.datamanager.source_latent(index, tuple(source.shape[-2:]), self.guidance.encode_images)
         x0_tgt = self.guidance.encode_images(render)
-        output = self.guidance(x0_tgt, x0_src, self.config.tgt_prompt, self.config.src_prompt, **guidance_kwargs)
+        guidance_kwargs.setdefault("t_ratio_range", self.controls.ratio_range)
+        guidance_kwargs.setdefault("guidance_scale", self.controls.guidance_scale)
+        output = self.guidance(x0_tgt, x0_src, self.controls.tgt_prompt, self.config.src_prompt, **guidance_kwargs)
         if step % self.config.steps_per_log_image == 0:
             self.log_edit_image(step, source, render, output.grad)
         metrics = {"guidance_t": output.t.float().mean(), "guidance_grad_norm": output.grad.norm(), "view": index}
@@ -205,4 +246,5 @@ class PDSPipeline(EditPipeline):
         index = self.datamanager.edit_view(step)
         render, source = self.guidance_view(index)
         loss, _, metrics = self.guidance_loss(step, index, render, source)
+        self.report(step, metrics)
         return {"rgb": render}, {"guidance_loss": loss}, metrics

@@ -90,6 +90,9 @@ class RefinePipeline(EditPipeline):
         if test_mode == "val":
             self._start_from_renders()
 
+    def ratio_control(self) -> Tuple[str, Tuple[float, float]]:
+        return "SDEdit skip ratio", self.config.skip_ratio_range
+
     def _start_from_renders(self) -> None:
         """Render every training view of the edited scene once; the renders are the first training images."""
         for index in range(self.datamanager.num_train_views):
@@ -128,12 +131,16 @@ class RefinePipeline(EditPipeline):
         size = (int(camera.height), int(camera.width))
         image = F.interpolate(before.permute(2, 0, 1)[None], size=size, mode="bilinear", align_corners=False)
         num_steps = self.config.guidance.num_inference_steps
-        low, high = self.config.skip_ratio_range
+        low, high = self.controls.ratio_range
         rng = random.Random(step)  # a value of the step: a resumed run draws the same
         skip = rng.randint(int(num_steps * low), int(num_steps * high))
         generator = torch.Generator().manual_seed(step)
         latents = self.guidance.sdedit(
-            self.guidance.encode_images(image), self.config.tgt_prompt, num_steps - skip, generator
+            self.guidance.encode_images(image),
+            self.controls.tgt_prompt,
+            num_steps - skip,
+            generator,
+            guidance_scale=self.controls.guidance_scale,
         )
         after = self.guidance.decode_latents(latents).to(self.device)
         after = F.interpolate(after, size=before.shape[:2], mode="bilinear", align_corners=False)[0].permute(1, 2, 0)
@@ -149,4 +156,6 @@ class RefinePipeline(EditPipeline):
         if step % self.config.edit_every == 0:
             metrics["refined_view"] = self.refine_view(step)
         outputs, loss_dict, model_metrics = super().get_train_loss_dict(step)
-        return outputs, loss_dict, {**model_metrics, **metrics}
+        metrics = {**model_metrics, **metrics}
+        self.report(step, {name: value for name, value in metrics.items() if name in ("psnr", "refined_view")})
+        return outputs, loss_dict, metrics

@@ -519,3 +519,58 @@ def run_tiny_edit(
     if len(new) != 1:
         raise RuntimeError(f"expected one new {method} run under {output_dir}, found {new}")
     return new[0], result
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def check_run_opens_without_diffusion_model(run_dir: Path, torch_home: Path, work: Path) -> None:
+    """``ns-export pointcloud``, ``ns-render interpolate`` and ``ns-viewer`` all open an edit run.
+
+    Call it after deleting the run's diffusion model folder: none of them may load it.
+    """
+    import socket
+
+    env = offline_env(torch_home)
+    bin_dir = Path(_ns_train_executable()).parent
+    config = str(run_dir / "config.yml")
+
+    def run(*command: str) -> None:
+        result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600, check=False)
+        if result.returncode != 0:
+            raise RuntimeError(f"{' '.join(command)} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
+
+    run(str(bin_dir / "ns-export"), "pointcloud", "--load-config", config, "--output-dir", str(work / "export"),
+        "--num-points", "500", "--remove-outliers", "False", "--normal-method", "open3d")  # fmt: skip
+    if not (work / "export" / "point_cloud.ply").stat().st_size:
+        raise RuntimeError("ns-export wrote an empty point cloud")
+    run(str(bin_dir / "ns-render"), "interpolate", "--load-config", config, "--output-path", str(work / "render"),
+        "--output-format", "images", "--pose-source", "train", "--interpolation-steps", "1")  # fmt: skip
+    if not list((work / "render").glob("*.jpg")):
+        raise RuntimeError("ns-render wrote no image")
+
+    port = _free_port()
+    viewer = subprocess.Popen(
+        [str(bin_dir / "ns-viewer"), "--load-config", config, "--viewer.websocket-port", str(port)],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 300
+        while True:
+            if viewer.poll() is not None:
+                raise RuntimeError(f"ns-viewer exited:\n{viewer.stdout.read()[-3000:]}")  # type: ignore[union-attr]
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise RuntimeError("ns-viewer did not start serving") from None
+                time.sleep(0.5)
+    finally:
+        viewer.terminate()
+        viewer.wait(timeout=60)

@@ -1,0 +1,78 @@
+"""Live editing controls: shown in nerfstudio's web viewer, kept in the run's checkpoints.
+
+The controls are the one source of the settings a user may change while an edit runs (target prompt,
+guidance scale, a ratio range, pause). They start from the config; what the viewer changes is saved in
+every checkpoint (as this module's extra state), so a resumed run continues with it.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Dict, Optional, Tuple
+
+from nerfstudio.utils.rich_utils import CONSOLE
+from nerfstudio.viewer.viewer_elements import ViewerCheckbox, ViewerNumber, ViewerSlider, ViewerText
+from torch import nn
+
+
+class EditControls(nn.Module):
+    """Viewer elements of an editing pipeline (nerfstudio installs them under "Custom Elements/controls",
+    in the alphabetical order of the attribute names).
+
+    Args:
+        tgt_prompt: the target prompt to start with.
+        guidance_scale: the classifier-free guidance scale to start with.
+        range_name: what the two sliders set, e.g. "t ratio".
+        ratio_range: their starting values.
+        on_pause: called with True or False when editing is paused or resumed.
+    """
+
+    def __init__(
+        self,
+        tgt_prompt: str,
+        guidance_scale: float,
+        range_name: str,
+        ratio_range: Tuple[float, float],
+        on_pause: Callable[[bool], None] = lambda paused: None,
+    ) -> None:
+        super().__init__()
+        self.prompt = ViewerText("Target prompt", tgt_prompt, cb_hook=self._prompt_changed, hint="what the edit should show")
+        self.scale = ViewerNumber("Guidance scale", float(guidance_scale), hint="classifier-free guidance scale")
+        self.range_from = ViewerSlider(f"{range_name} min", float(ratio_range[0]), 0.0, 1.0, 0.01)
+        self.range_to = ViewerSlider(f"{range_name} max", float(ratio_range[1]), 0.0, 1.0, 0.01)
+        self.pause = ViewerCheckbox("Pause editing", False, cb_hook=lambda element: on_pause(bool(element.value)))
+        self.status = ViewerText("Status", "waiting for the first step", disabled=True)
+        self._prompt = tgt_prompt
+
+    def _prompt_changed(self, element: ViewerText) -> None:
+        text = element.value.strip()
+        if not text:  # an empty prompt is no edit: keep the last one
+            element.value = self._prompt
+            return
+        self._prompt = text
+        CONSOLE.log(f"Target prompt changed in the viewer: {text!r}")
+
+    @property
+    def tgt_prompt(self) -> str:
+        return self._prompt
+
+    @property
+    def guidance_scale(self) -> float:
+        return float(self.scale.value)
+
+    @property
+    def ratio_range(self) -> Tuple[float, float]:
+        low, high = float(self.range_from.value), float(self.range_to.value)
+        return (min(low, high), max(low, high))
+
+    def show_status(self, text: str) -> None:
+        self.status.value = text
+
+    def get_extra_state(self) -> Dict[str, Any]:
+        return {"tgt_prompt": self.tgt_prompt, "guidance_scale": self.guidance_scale, "ratio_range": self.ratio_range}
+
+    def set_extra_state(self, state: Optional[Dict[str, Any]]) -> None:
+        if not state:
+            return
+        self._prompt = self.prompt.value = state["tgt_prompt"]
+        self.scale.value = state["guidance_scale"]
+        self.range_from.value, self.range_to.value = state["ratio_range"]
