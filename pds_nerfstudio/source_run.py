@@ -59,7 +59,9 @@ def read_run(config_path: Path) -> Run:
     return Run(config_path=config_path, config=config, checkpoint=checkpoint)
 
 
-def _config_paths(load_dir: Path) -> List[Path]:
+def find_runs(load_dir: Path) -> List[Run]:
+    """Every run at or below ``load_dir`` (a run folder, its nerfstudio_models or config.yml, or a folder
+    up to three levels above runs, e.g. outputs/<experiment>)."""
     if load_dir.is_file():
         load_dir = load_dir.parent
     if load_dir.name == "nerfstudio_models" or any(load_dir.glob("step-*.ckpt")):
@@ -67,11 +69,23 @@ def _config_paths(load_dir: Path) -> List[Path]:
     paths: List[Path] = []
     for depth in range(MAX_SEARCH_DEPTH + 1):
         paths += sorted(load_dir.glob("/".join(["*"] * depth + [CONFIG_NAME])))
-    return paths
+    return [read_run(path) for path in paths]
 
 
-def _newest(runs: List[Run]) -> Run:
-    return max(runs, key=lambda run: (run.checkpoint.stat().st_mtime if run.checkpoint else 0.0, str(run.run_dir)))
+def newest_with_checkpoint(runs: List[Run]) -> Run:
+    """The newest of ``runs`` (by checkpoint time) that has a checkpoint; raises InputError if none has."""
+
+    def newest(candidates: List[Run]) -> Run:
+        return max(candidates, key=lambda run: (run.checkpoint.stat().st_mtime if run.checkpoint else 0.0, str(run.run_dir)))
+
+    with_checkpoint = [run for run in runs if run.checkpoint is not None]
+    if not with_checkpoint:
+        run = newest(runs)
+        raise InputError(
+            f"{run.describe()} has no checkpoint in {run.run_dir / run.config.relative_model_dir}; "
+            "let it train until it saves one (every --steps-per-save steps and at the end)"
+        )
+    return newest(with_checkpoint)
 
 
 def resolve_load_dir(
@@ -95,7 +109,7 @@ def resolve_load_dir(
         )
     if not load_dir.exists():
         raise InputError(f"--load-dir {load_dir} does not exist")
-    runs = [read_run(path) for path in _config_paths(load_dir)]
+    runs = find_runs(load_dir)
     if not runs:
         raise InputError(
             f"--load-dir {load_dir} holds no nerfstudio run ({CONFIG_NAME} not found); "
@@ -108,14 +122,7 @@ def resolve_load_dir(
         if not candidates:
             found = ", ".join(sorted({run.method_name for run in runs}))
             raise InputError(f"--load-dir {load_dir} holds {found} runs, but {method_name} edits {source_description}")
-    with_checkpoint = [run for run in candidates if run.checkpoint is not None]
-    if not with_checkpoint:
-        run = _newest(candidates)
-        raise InputError(
-            f"{run.describe()} has no checkpoint in {run.run_dir / run.config.relative_model_dir}; "
-            "let it train until it saves one (every --steps-per-save steps and at the end)"
-        )
-    return _newest(with_checkpoint)
+    return newest_with_checkpoint(candidates)
 
 
 def merge_user_overrides(default: Any, user: Any, base: Any) -> Any:
