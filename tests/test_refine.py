@@ -11,10 +11,11 @@ import yaml
 from pds_nerfstudio.checkpoints import load_checkpoint
 from pds_nerfstudio.guidance import GuidanceConfig
 from pds_nerfstudio.source_run import newest_checkpoint
-from tests.harness import run_tiny_edit
+from tests.harness import check_run_opens_without_diffusion_model, run_tiny_edit
 from tests.test_pds_e2e import file_digests
 
 PROMPT = "a photo of a polar bear"
+REFINE_STEPS = 9
 
 
 @pytest.fixture(scope="module")
@@ -60,27 +61,35 @@ def test_sdedit_follows_diffusers_ddim(sdedit_guidance):
 
 @pytest.fixture(scope="module")
 def pds_source(tmp_path_factory, source_run, tiny_sd, torch_home):
-    """A short pds run of the synthetic scene: what pds-refine starts from."""
+    """A short pds run of the synthetic scene: what pds-refine starts from (with its own copy of the model,
+    which pds-refine inherits and a test deletes)."""
     work = tmp_path_factory.mktemp("refine-source")
+    shutil.copytree(tiny_sd, work / "sd")
     run_dir, _ = run_tiny_edit(
         "pds", source_run, work / "outputs", torch_home, 2,
-        ["--pipeline.tgt-prompt", PROMPT, "--pipeline.guidance.model-id", str(tiny_sd)], cwd=work,
+        ["--pipeline.tgt-prompt", PROMPT, "--pipeline.guidance.model-id", str(work / "sd")], cwd=work,
     )  # fmt: skip
     return run_dir
 
 
-def test_refine_end_to_end(pds_source, source_run, synthetic_scene, torch_home, tmp_path):
+@pytest.fixture(scope="module")
+def refine_run(pds_source, source_run, synthetic_scene, torch_home, tmp_path_factory):
+    """pds-refine for 9 steps, SDEditing a view every 2 steps; with the digests of every input before it."""
     digests = file_digests(synthetic_scene, source_run, pds_source)
-    steps, edit_every = 9, 2
     run_dir, result = run_tiny_edit(
         "pds-refine",
         pds_source.parent,  # the method folder of the pds run
-        tmp_path / "outputs",
+        tmp_path_factory.mktemp("refine") / "outputs",
         torch_home,
-        steps,
-        ["--pipeline.edit-every", str(edit_every), "--pipeline.datamanager.train-num-rays-per-batch", "512"],
+        REFINE_STEPS,
+        ["--pipeline.edit-every", "2", "--pipeline.datamanager.train-num-rays-per-batch", "512"],
         cwd=pds_source.parents[3],
     )
+    return run_dir, result, digests
+
+
+def test_refine_end_to_end(refine_run, pds_source, source_run, synthetic_scene):
+    run_dir, result, digests = refine_run
     assert "Rendered the 9 training views of the edited scene to refine" in result.stdout
     config = yaml.load((run_dir / "config.yml").read_text(), Loader=yaml.Loader)
     assert config.pipeline.tgt_prompt == PROMPT  # taken from the pds run
@@ -106,8 +115,29 @@ def test_refine_end_to_end(pds_source, source_run, synthetic_scene, torch_home, 
     after = error_against_refined(run_dir / "config.yml")
     assert after < before, (before, after)
 
-    assert len(list((run_dir / "renders").glob("*.png"))) == 9
+    assert len(list((run_dir / "renders").glob("frame_*.png"))) == 9
     assert file_digests(synthetic_scene, source_run, pds_source) == digests
+
+
+def test_a_stopped_refinement_resumes_with_its_refined_images(refine_run, torch_home, tmp_path):
+    run_dir, _, _ = refine_run
+    resumed, result = run_tiny_edit(
+        "pds-refine", run_dir, tmp_path / "outputs", torch_home, 2, ["--pipeline.edit-every", "2"],
+        cwd=run_dir.parents[3],
+    )  # fmt: skip
+    assert "Done loading Nerfstudio checkpoint" in result.stdout
+    before = load_checkpoint(newest_checkpoint(run_dir / "nerfstudio_models"))["pipeline"]
+    after = load_checkpoint(newest_checkpoint(resumed / "nerfstudio_models"))["pipeline"]
+    assert newest_checkpoint(resumed / "nerfstudio_models").name == f"step-{REFINE_STEPS + 1:09d}.ckpt"
+    # views 0-4 kept exactly as refined before the stop; step 10 refined view 5 (views in turn)
+    assert torch.equal(after["refined_images"][:5], before["refined_images"][:5])
+    assert after["refined"].nonzero()[:, 0].tolist() == [0, 1, 2, 3, 4, 5]
+
+
+def test_refined_runs_open_without_the_diffusion_model(refine_run, pds_source, torch_home, tmp_path):
+    run_dir, _, _ = refine_run
+    shutil.rmtree(pds_source.parents[3] / "sd")
+    check_run_opens_without_diffusion_model(run_dir, torch_home, tmp_path)
 
 
 def test_a_nerfacto_run_is_not_a_refine_source(monkeypatch, source_run, tiny_sd, tmp_path):
