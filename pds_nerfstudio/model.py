@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Dict, List, Type
 
+from nerfstudio.engine.callbacks import TrainingCallback, TrainingCallbackAttributes
 from nerfstudio.models.nerfacto import NerfactoModel, NerfactoModelConfig
 from torch.nn import Parameter
 
@@ -30,6 +31,14 @@ class EditNerfactoModel(NerfactoModel):
         self.camera_optimizer.requires_grad_(False)
         if self.field.embedding_appearance is not None:
             self.field.embedding_appearance.requires_grad_(False)
+        # The source finished annealing its proposal weights; an edit samples with them as they are.
+        self.proposal_sampler.set_anneal(1.0)
+
+    def get_training_callbacks(self, training_callback_attributes: TrainingCallbackAttributes) -> List[TrainingCallback]:
+        """nerfacto's callbacks less the proposal-weight annealing, which would restart sampling from uniform
+        at step 0 of every edit; the proposal networks' update schedule stays."""
+        callbacks = super().get_training_callbacks(training_callback_attributes)
+        return [callback for callback in callbacks if callback.func == self.proposal_sampler.step_cb]
 
     def get_param_groups(self) -> Dict[str, List[Parameter]]:
         return {
