@@ -1,6 +1,9 @@
-"""The ``pds`` and ``pds-refine`` methods, registered with nerfstudio through the ``nerfstudio.method_configs`` entry point."""
+"""The ``pds`` and ``pds-refine`` methods, registered with nerfstudio through the ``nerfstudio.method_configs``
+entry point, and the trainer settings every editing method shares."""
 
 from __future__ import annotations
+
+from typing import Optional, Type
 
 from nerfstudio.configs.base_config import ViewerConfig
 from nerfstudio.engine.optimizers import AdamOptimizerConfig
@@ -8,7 +11,7 @@ from nerfstudio.engine.schedulers import ExponentialDecaySchedulerConfig
 from nerfstudio.plugins.types import MethodSpecification
 
 from pds_nerfstudio.datamanager import EditDataManagerConfig
-from pds_nerfstudio.pipeline import PDSPipelineConfig
+from pds_nerfstudio.pipeline import EditPipelineConfig, PDSPipelineConfig
 from pds_nerfstudio.refine import RefinePipelineConfig
 from pds_nerfstudio.trainer_config import EditTrainerConfig
 
@@ -24,38 +27,44 @@ def field_optimizers():
     }
 
 
-pds_method = MethodSpecification(
-    config=EditTrainerConfig(
-        method_name="pds",
-        max_num_iterations=30000,
-        steps_per_save=1000,
-        steps_per_eval_batch=500,
-        steps_per_eval_image=500,
-        steps_per_eval_all_images=0,  # 0: never; renders of every training view are saved at the end instead
-        save_only_latest_checkpoint=True,
-        mixed_precision=False,
-        pipeline=PDSPipelineConfig(),
-        optimizers=field_optimizers(),
-        viewer=ViewerConfig(num_rays_per_chunk=1 << 15),
-        vis="viewer",
-    ),
-    description="Edit a nerfacto scene from a text prompt with Posterior Distillation Sampling (Koo et al., CVPR 2024).",
+def edit_method(
+    method_name: str,
+    description: str,
+    pipeline: EditPipelineConfig,
+    max_num_iterations: Optional[int],
+    steps_per_save: int = 1000,
+    trainer_config: Type[EditTrainerConfig] = EditTrainerConfig,
+) -> MethodSpecification:
+    """An editing method: nerfstudio's trainer with the settings all our methods share."""
+    return MethodSpecification(
+        config=trainer_config(
+            method_name=method_name,
+            max_num_iterations=max_num_iterations,  # type: ignore[arg-type]
+            steps_per_save=steps_per_save,
+            steps_per_eval_batch=500,
+            steps_per_eval_image=500,
+            steps_per_eval_all_images=0,  # 0: never; renders of every training view are saved at the end instead
+            save_only_latest_checkpoint=True,
+            mixed_precision=False,
+            pipeline=pipeline,
+            optimizers=field_optimizers(),
+            viewer=ViewerConfig(num_rays_per_chunk=1 << 15),
+            vis="viewer",
+        ),
+        description=description,
+    )
+
+
+pds_method = edit_method(
+    "pds",
+    "Edit a nerfacto scene from a text prompt with Posterior Distillation Sampling (Koo et al., CVPR 2024).",
+    PDSPipelineConfig(),
+    max_num_iterations=30000,
 )
 
-pds_refine_method = MethodSpecification(
-    config=EditTrainerConfig(
-        method_name="pds-refine",
-        max_num_iterations=15000,
-        steps_per_save=1000,
-        steps_per_eval_batch=500,
-        steps_per_eval_image=500,
-        steps_per_eval_all_images=0,
-        save_only_latest_checkpoint=True,
-        mixed_precision=False,
-        pipeline=RefinePipelineConfig(datamanager=EditDataManagerConfig(train_num_rays_per_batch=4096)),
-        optimizers=field_optimizers(),
-        viewer=ViewerConfig(num_rays_per_chunk=1 << 15),
-        vis="viewer",
-    ),
-    description="Refine a pds edit: SDEdit the edited views in turn and train on them (PDS paper, Sec. 5).",
+pds_refine_method = edit_method(
+    "pds-refine",
+    "Refine a pds edit: SDEdit the edited views in turn and train on them (PDS paper, Sec. 5).",
+    RefinePipelineConfig(datamanager=EditDataManagerConfig(train_num_rays_per_batch=4096)),
+    max_num_iterations=15000,
 )

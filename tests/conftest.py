@@ -13,17 +13,7 @@ from typing import Iterator
 
 import pytest
 
-try:  # tests/ is a package (tests/__init__.py) and the repository root is on sys.path
-    from tests.harness import (
-        build_tiny_stable_diffusion,
-        make_synthetic_scene,
-        seed_torch_home,
-        train_tiny_nerfacto,
-    )
-except ModuleNotFoundError as error:  # rootdir-less conftest: pytest put tests/ itself on sys.path
-    if error.name not in ("tests", "tests.harness"):
-        raise
-    from harness import build_tiny_stable_diffusion, make_synthetic_scene, seed_torch_home, train_tiny_nerfacto
+from tests.harness import build_tiny_stable_diffusion, make_synthetic_scene, seed_torch_home, train_tiny_nerfacto
 
 _OFFLINE_VARIABLES = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
 _saved_environment: dict = {}

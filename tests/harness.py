@@ -83,6 +83,18 @@ def write_tiny_clip_tokenizer_files(directory: Path, words: Sequence[str] = TINY
     return directory
 
 
+SD15_SCHEDULER = dict(
+    num_train_timesteps=1000,
+    beta_start=0.00085,
+    beta_end=0.012,
+    beta_schedule="scaled_linear",
+    clip_sample=False,
+    set_alpha_to_one=False,
+    steps_offset=1,
+)
+"""Stable Diffusion 1.5's training schedule, sampled with DDIM (its scheduler_config.json)."""
+
+
 def build_tiny_stable_diffusion(path: Path) -> Path:
     """Build a seeded tiny ``StableDiffusionPipeline`` from configs and ``save_pretrained`` it to ``path``.
 
@@ -145,16 +157,7 @@ def build_tiny_stable_diffusion(path: Path) -> Path:
             vocab_size=TINY_SD_VOCAB_SIZE,
         )
     )
-    # Stable Diffusion 1.5's training schedule, sampled with DDIM.
-    scheduler = DDIMScheduler(
-        num_train_timesteps=1000,
-        beta_start=0.00085,
-        beta_end=0.012,
-        beta_schedule="scaled_linear",
-        clip_sample=False,
-        set_alpha_to_one=False,
-        steps_offset=1,
-    )
+    scheduler = DDIMScheduler(**SD15_SCHEDULER)
     pipe = StableDiffusionPipeline(
         vae=vae,
         text_encoder=text_encoder,

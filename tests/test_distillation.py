@@ -33,6 +33,7 @@ from pds_nerfstudio.distillation import (
     sds_gradient,
     surrogate_loss,
 )
+from tests.harness import SD15_SCHEDULER
 from tests.toy2d import CLASS_A, CLASS_B, TwoBlobDiffusion, ddim_grid, edit_samples, sd_alphas_cumprod
 
 COEFFICIENTS = ("official", "exact")
@@ -48,15 +49,7 @@ COND_DIM = 8
 @pytest.fixture(scope="module")
 def scheduler() -> DDIMScheduler:
     """Stable Diffusion 1.5's scheduler, as the official PDS release builds it (500 inference steps)."""
-    scheduler = DDIMScheduler(
-        beta_start=0.00085,
-        beta_end=0.012,
-        beta_schedule="scaled_linear",
-        clip_sample=False,
-        set_alpha_to_one=False,
-        steps_offset=1,
-        num_train_timesteps=1000,
-    )
+    scheduler = DDIMScheduler(**SD15_SCHEDULER)
     scheduler.set_timesteps(500)
     return scheduler
 
