@@ -1,0 +1,79 @@
+"""Identity-preserving gradient (IPG) of Perturb-and-Revise (paper Sec. 4.3, Appendix E).
+
+During the revise steps the render of the edited field is pulled towards the render of the source
+field at the same view: lambda_L1 * L1 + lambda_p * LPIPS, both weights decaying linearly to 0 by
+half of the revise steps. The released code and the paper's Table 4 use lambda_L1 = 30000 and
+lambda_p = 300 (Appendix E's text has the two swapped).
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass, field
+from typing import Dict, Literal, Tuple, Type
+
+import torch.nn.functional as F
+from nerfstudio.configs.base_config import InstantiateConfig
+from torch import Tensor
+
+from pds_nerfstudio.errors import InputError
+from pnr_nerfstudio.schedules import ipg_weight
+
+
+@dataclass
+class IPGConfig(InstantiateConfig):
+    """The identity-preserving terms of the revise steps and their weights."""
+
+    _target: Type = field(default_factory=lambda: IdentityPreservingLoss)
+    l1_loss_mult: float = 30000.0
+    """Initial weight of the L1 distance to the source render (released code and paper Table 4: 30000)."""
+    lpips_loss_mult: float = 300.0
+    """Initial weight of the LPIPS distance to the source render (released code and paper Table 4: 300)."""
+    decay_fraction: float = 0.5
+    """Fraction of the revise steps over which both weights decay linearly to 0 (released code: 0.5)."""
+    lpips_net: Literal["vgg", "alex", "squeeze"] = "vgg"
+    """LPIPS backbone (lpips package); the released code's perceptual loss is LPIPS on VGG16."""
+
+    def check(self) -> None:
+        if self.l1_loss_mult < 0 or self.lpips_loss_mult < 0:
+            raise InputError("--pipeline.ipg.l1-loss-mult and --pipeline.ipg.lpips-loss-mult must not be negative")
+        if not 0.0 < self.decay_fraction <= 1.0:
+            raise InputError(f"--pipeline.ipg.decay-fraction {self.decay_fraction}: need a number in (0, 1]")
+
+    def weights(self, step: int, num_steps: int) -> Tuple[float, float]:
+        """(lambda_L1, lambda_p) at ``step`` of a revise phase of ``num_steps`` steps."""
+        return (
+            ipg_weight(self.l1_loss_mult, step, num_steps, self.decay_fraction),
+            ipg_weight(self.lpips_loss_mult, step, num_steps, self.decay_fraction),
+        )
+
+
+class IdentityPreservingLoss:
+    """L1 and LPIPS distances between a render and the source scene's render of the same view.
+
+    Deliberately not an ``nn.Module``: the LPIPS network never enters the scene's checkpoints.
+    """
+
+    def __init__(self, config: IPGConfig, device: str) -> None:
+        self.config = config
+        try:
+            import lpips
+        except ImportError as error:
+            raise ImportError("The pnr revise steps need the lpips package: pip install lpips") from error
+        try:
+            with warnings.catch_warnings():  # lpips builds its backbone with torchvision's deprecated pretrained=True
+                warnings.filterwarnings("ignore", category=UserWarning, module="torchvision")
+                network = lpips.LPIPS(net=config.lpips_net, verbose=False)
+        except (OSError, RuntimeError) as error:  # e.g. torchvision cannot download its ImageNet weights
+            raise InputError(
+                f"cannot set up LPIPS on {config.lpips_net} ({type(error).__name__}: {error}); it needs torchvision's "
+                "ImageNet weights in $TORCH_HOME/hub/checkpoints (downloaded on first use)"
+            ) from None
+        self.lpips = network.to(device).eval().requires_grad_(False)
+
+    def __call__(self, render: Tensor, source: Tensor) -> Dict[str, Tensor]:
+        """Unweighted distances of ``render`` [B, 3, H, W] (with graph) to ``source`` (no graph), both in [0, 1]."""
+        source = source.detach().to(render)
+        # LPIPS takes images in [-1, 1]; one value per image, summed over the batch as in the released code.
+        perceptual = self.lpips(2 * render - 1, 2 * source - 1).sum()
+        return {"l1": F.l1_loss(render, source), "lpips": perceptual}

@@ -1,0 +1,119 @@
+"""Parameter perturbation of Perturb-and-Revise (Hong et al., CVPR 2025, Sec. 4.1-4.2, Alg. 1 and 2).
+
+Pure functions on tensors and modules: choosing the perturbation strength eta from the guidance
+losses of a short editing run, and moving the source parameters part of the way towards a fresh
+initialisation of the same field.
+
+    Alg. 2 (eta selection):  dL  = mean(L[-w:]) - mean(L[:w])
+                             eta = max(0, eta_max (1 - 2^(-(dL + d_min) / d_min)))
+    Alg. 1 (perturbation):   theta = (1 - eta) theta_src + eta theta_0
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Dict, Literal, Mapping, Sequence, Union
+
+import torch
+from torch import Tensor, nn
+
+from pds_nerfstudio.errors import InputError
+
+Eta = Union[float, Literal["auto"]]
+
+
+@dataclass
+class PerturbationConfig:
+    """How strongly the source field is perturbed before editing, and how that strength is chosen."""
+
+    eta: Eta = "auto"
+    """Perturbation strength in [0, 1], or auto: chosen from the guidance losses of the eta-selection steps (Alg. 2). The paper's real scenes used 0.6."""
+    eta_max: float = 0.6
+    """Largest eta that auto selection returns (released code: 0.6)."""
+    d_min: float = 1000.0
+    """Loss change at which auto selection gives eta = 0, and its half-life (released code: 1000, in its loss units: 0.5 * squared norm of the latent gradient, summed)."""
+    loss_window: int = 10
+    """Number of losses averaged at each end of the eta-selection steps (released code: 10)."""
+    seed: int = 0
+    """Seed of the fresh initialisation theta_0."""
+
+    def check(self, selection_steps: int) -> None:
+        """Cheap checks of the flags; raises InputError."""
+        if self.eta != "auto" and not 0.0 <= float(self.eta) <= 1.0:
+            raise InputError(f"--pipeline.perturbation.eta {self.eta}: need a number in [0, 1], or auto")
+        if not 0.0 <= self.eta_max <= 1.0:
+            raise InputError(f"--pipeline.perturbation.eta-max {self.eta_max}: need a number in [0, 1]")
+        if self.d_min <= 0:
+            raise InputError(f"--pipeline.perturbation.d-min {self.d_min}: need a positive number")
+        if self.eta == "auto" and not 1 <= self.loss_window <= selection_steps:
+            raise InputError(
+                f"--pipeline.perturbation.loss-window {self.loss_window}: need 1 to --pipeline.eta-selection-steps "
+                f"({selection_steps})"
+            )
+
+
+def selection_loss(grad: Tensor) -> float:
+    """The guidance loss recorded for eta selection, in the released code's units.
+
+    0.5 ||grad||^2 summed over the latent and averaged over the batch: the value of the sum-reduced
+    surrogate 0.5 ||x0 - (x0 - grad).detach()||^2 / B, whose gradient wrt x0 is ``grad``.
+    """
+    return 0.5 * grad.detach().float().pow(2).sum().item() / grad.shape[0]
+
+
+def loss_change(losses: Sequence[float], window: int) -> float:
+    """dL = mean of the last ``window`` losses - mean of the first ``window`` (Alg. 2)."""
+    if not 1 <= window <= len(losses):
+        raise ValueError(f"window must be in [1, {len(losses)}] for {len(losses)} losses, got {window}")
+    values = torch.as_tensor(list(losses), dtype=torch.float64)
+    return (values[-window:].mean() - values[:window].mean()).item()
+
+
+def eta_from_loss_change(delta: float, eta_max: float = 0.6, d_min: float = 1000.0) -> float:
+    """eta = max(0, eta_max (1 - 2^(-(dL + d_min) / d_min))) (Alg. 2).
+
+    0 at dL = -d_min (and below), eta_max / 2 at dL = 0, approaching eta_max as the loss grows.
+    """
+    return max(0.0, eta_max * (1.0 - 2.0 ** (-(delta + d_min) / d_min)))
+
+
+def select_eta(losses: Sequence[float], window: int, eta_max: float = 0.6, d_min: float = 1000.0) -> float:
+    """eta from the guidance losses of the eta-selection steps (Alg. 2)."""
+    return eta_from_loss_change(loss_change(losses, window), eta_max, d_min)
+
+
+def edited_parameters(model: nn.Module) -> Dict[str, nn.Parameter]:
+    """The parameters an edit trains, by name: those in the model's optimizer parameter groups.
+
+    For the edit model these are the nerfacto field and proposal networks; the camera pose
+    refinements and the appearance embedding stay out, so they are never perturbed either.
+    """
+    trained = {id(p) for group in model.get_param_groups().values() for p in group}  # type: ignore[operator]
+    return {name: p for name, p in model.named_parameters() if id(p) in trained}
+
+
+@torch.no_grad()
+def perturb_parameters(
+    parameters: Mapping[str, Tensor], source: Mapping[str, Tensor], fresh: Mapping[str, Tensor], eta: float
+) -> None:
+    """Set each of ``parameters`` in place to (1 - eta) theta_src + eta theta_0 (Alg. 1).
+
+    Args:
+        parameters: the tensors to overwrite, by name.
+        source: theta_src, the source field's values, by the same names.
+        fresh: theta_0, a fresh initialisation of the same field, by the same names.
+        eta: perturbation strength in [0, 1]; 0 gives theta_src exactly, 1 gives theta_0 exactly.
+    """
+    if not 0.0 <= eta <= 1.0:
+        raise ValueError(f"eta must be in [0, 1], got {eta}")
+    missing = [name for name in parameters if name not in source or name not in fresh]
+    if missing:
+        raise KeyError(f"no source or fresh value for parameters {missing}")
+    for name, theta in parameters.items():
+        theta_src = source[name].to(theta.device, theta.dtype)
+        theta_0 = fresh[name].to(theta.device, theta.dtype)
+        if theta_src.shape != theta.shape or theta_0.shape != theta.shape:
+            raise ValueError(
+                f"{name}: shape {tuple(theta.shape)}, source {tuple(theta_src.shape)}, fresh {tuple(theta_0.shape)}"
+            )
+        theta.copy_((1 - eta) * theta_src + eta * theta_0)

@@ -1,0 +1,238 @@
+"""Perturb-and-Revise building blocks: eta selection, perturbation, schedules, IPG weights and LPIPS."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from pds_nerfstudio.distillation import surrogate_loss
+from pds_nerfstudio.errors import InputError
+from pds_nerfstudio.guidance import GuidanceConfig
+from pnr_nerfstudio.ipg import IdentityPreservingLoss, IPGConfig
+from pnr_nerfstudio.perturbation import (
+    PerturbationConfig,
+    edited_parameters,
+    eta_from_loss_change,
+    loss_change,
+    perturb_parameters,
+    select_eta,
+    selection_loss,
+)
+from pnr_nerfstudio.pipeline import PnRPipelineConfig
+from pnr_nerfstudio.schedules import Phase, PhasePlan, TimestepAnnealingConfig, ipg_weight
+
+# ---------------------------------------------------------------------------------------------
+# eta selection (Alg. 2)
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("eta_max, d_min", [(0.6, 1000.0), (1.0, 50.0)])
+def test_eta_is_zero_when_the_loss_falls_by_d_min(eta_max, d_min):
+    assert eta_from_loss_change(-d_min, eta_max, d_min) == 0.0
+
+
+@pytest.mark.parametrize("eta_max, d_min", [(0.6, 1000.0), (1.0, 50.0)])
+def test_eta_approaches_eta_max_as_the_loss_grows(eta_max, d_min):
+    assert eta_from_loss_change(0.0, eta_max, d_min) == pytest.approx(eta_max / 2)  # one half-life above the zero
+    assert eta_from_loss_change(d_min, eta_max, d_min) == pytest.approx(0.75 * eta_max)
+    large = eta_from_loss_change(30 * d_min, eta_max, d_min)
+    assert large < eta_max and large == pytest.approx(eta_max, abs=1e-8)
+
+
+def test_eta_is_never_negative_and_grows_with_the_loss_change():
+    deltas = torch.linspace(-5000, 5000, 101).tolist()
+    etas = [eta_from_loss_change(d) for d in deltas]
+    assert all(0.0 <= eta <= 0.6 for eta in etas)
+    assert all(eta == 0.0 for d, eta in zip(deltas, etas) if d <= -1000)
+    assert all(b >= a for a, b in zip(etas, etas[1:]))
+
+
+def test_loss_change_compares_the_first_and_last_windows():
+    losses = [1.0, 3.0, 10.0, 10.0, 6.0, 8.0]
+    assert loss_change(losses, 2) == pytest.approx(7.0 - 2.0)
+    assert loss_change(losses, 6) == 0.0
+    with pytest.raises(ValueError):
+        loss_change(losses, 7)
+    assert select_eta(losses, 2) == pytest.approx(0.6 * (1 - 2 ** (-1005 / 1000)))
+
+
+def test_the_selection_loss_is_the_sum_reduced_surrogate():
+    torch.manual_seed(0)
+    x0, grad = torch.randn(2, 4, 8, 8), torch.randn(2, 4, 8, 8)
+    assert selection_loss(grad) == pytest.approx(surrogate_loss(x0, grad, reduction="sum").item(), rel=1e-6)
+    assert selection_loss(grad[:1]) == pytest.approx(0.5 * grad[0].pow(2).sum().item(), rel=1e-6)
+
+
+# ---------------------------------------------------------------------------------------------
+# Perturbation (Alg. 1)
+# ---------------------------------------------------------------------------------------------
+
+
+def _tensors(seed: int):
+    generator = torch.Generator().manual_seed(seed)
+    return {"a": torch.randn(5, 3, generator=generator), "b.c": torch.randn(7, generator=generator)}
+
+
+def test_perturbation_endpoints_are_exact_and_it_mixes_in_between():
+    source, fresh = _tensors(0), _tensors(1)
+    for eta, expected in ((0.0, source), (1.0, fresh)):
+        theta = {k: torch.zeros_like(v) for k, v in source.items()}
+        perturb_parameters(theta, source, fresh, eta)
+        assert all(torch.equal(theta[k], expected[k]) for k in theta)
+    theta = {k: torch.zeros_like(v) for k, v in source.items()}
+    perturb_parameters(theta, source, fresh, 0.25)
+    assert all(torch.allclose(theta[k], 0.75 * source[k] + 0.25 * fresh[k]) for k in theta)
+
+
+def test_perturbation_rejects_bad_input():
+    source, fresh = _tensors(0), _tensors(1)
+    with pytest.raises(ValueError):
+        perturb_parameters(dict(source), source, fresh, 1.5)
+    with pytest.raises(KeyError):
+        perturb_parameters({"missing": torch.zeros(1)}, source, fresh, 0.5)
+    with pytest.raises(ValueError):
+        perturb_parameters({"a": torch.zeros(3, 5)}, source, fresh, 0.5)
+
+
+def _tiny_edit_model(seed: int):
+    from nerfstudio.data.scene_box import SceneBox
+
+    from pds_nerfstudio.model import EditNerfactoModelConfig
+
+    config = EditNerfactoModelConfig(
+        num_levels=4, max_res=64, log2_hashmap_size=10, features_per_level=2, hidden_dim=8, hidden_dim_color=8,
+        appearance_embed_dim=4, num_proposal_samples_per_ray=(8, 8), num_nerf_samples_per_ray=8,
+    )  # fmt: skip
+    for args in config.proposal_net_args_list:
+        args.update(hidden_dim=8, log2_hashmap_size=8, num_levels=2, max_res=32)
+    torch.manual_seed(seed)
+    model = config.setup(scene_box=SceneBox(aabb=torch.tensor([[-1.0] * 3, [1.0] * 3])), num_train_data=3, metadata={})
+    with torch.no_grad():  # as a trained source: pose refinements and appearance codes that are not zero
+        model.camera_optimizer.pose_adjustment.normal_(generator=torch.Generator().manual_seed(seed))
+        model.field.embedding_appearance.embedding.weight.normal_(generator=torch.Generator().manual_seed(seed))
+    return model
+
+
+def test_perturbing_a_nerfacto_edit_model_touches_only_the_field_and_proposal_networks():
+    model, source, fresh = _tiny_edit_model(0), _tiny_edit_model(0), _tiny_edit_model(1)
+    names = set(edited_parameters(model))
+    assert any(n.startswith("proposal_networks.") for n in names) and any(n.startswith("field.") for n in names)
+    assert not any("camera_optimizer" in n or "embedding_appearance" in n for n in names)
+    source_state = {n: p.detach() for n, p in source.named_parameters()}
+    fresh_state = {n: p.detach() for n, p in fresh.named_parameters()}
+
+    perturb_parameters(edited_parameters(model), source_state, fresh_state, 0.0)
+    assert all(torch.equal(p, source_state[n]) for n, p in model.named_parameters())
+
+    perturb_parameters(edited_parameters(model), source_state, fresh_state, 1.0)
+    for name, p in model.named_parameters():
+        expected = fresh_state[name] if name in names else source_state[name]
+        assert torch.equal(p, expected), name
+    assert not torch.equal(model.camera_optimizer.pose_adjustment, fresh.camera_optimizer.pose_adjustment)
+
+
+# ---------------------------------------------------------------------------------------------
+# Phases and schedules
+# ---------------------------------------------------------------------------------------------
+
+
+def test_phases_are_values_of_the_step():
+    plan = PhasePlan(50, 1500, 1000)
+    assert plan.total_steps == 2550
+    assert [plan.phase(s) for s in (0, 49, 50, 1549, 1550, 2549, 9999)] == [
+        Phase.ETA_SELECTION, Phase.ETA_SELECTION, Phase.EDIT, Phase.EDIT, Phase.REVISE, Phase.REVISE, Phase.REVISE,
+    ]  # fmt: skip
+    assert plan.step_in_phase(50) == 0 and plan.step_in_phase(1551) == 1
+    given = PnRPipelineConfig(perturbation=PerturbationConfig(eta=0.6)).phases
+    assert given == PhasePlan(0, 1500, 1000) and given.phase(0) is Phase.EDIT
+    assert PnRPipelineConfig().phases == plan
+
+
+def test_timestep_annealing_endpoints_and_midpoint():
+    annealing = TimestepAnnealingConfig()
+    assert annealing.t_ratio_range(0, 1500) == (0.75, 0.75)
+    assert annealing.t_ratio_range(600, 1500) == pytest.approx(((0.75 + 0.02) / 2, (0.75 + 0.40) / 2))
+    assert annealing.t_ratio_range(1200, 1500) == pytest.approx((0.02, 0.40))  # 80% of the edit steps
+    assert annealing.t_ratio_range(1499, 1500) == pytest.approx((0.02, 0.40))
+
+
+def test_timestep_range_over_the_phases():
+    plan = PhasePlan(50, 1500, 1000)
+    annealing = TimestepAnnealingConfig()
+    assert annealing.at(plan, 0) == annealing.at(plan, 49) == annealing.at(plan, 50) == (0.75, 0.75)
+    assert annealing.at(plan, 50 + 1200) == pytest.approx((0.02, 0.40))
+    assert annealing.at(plan, 1550) == (0.75, 0.75)  # the released code's IPG stage anneals again
+    assert annealing.at(plan, 1550 + 800) == pytest.approx((0.02, 0.40))
+    assert TimestepAnnealingConfig(restart_at_revise=False).at(plan, 1550) == (0.02, 0.40)
+    assert annealing.at(plan, 50 + 600, end=(0.25, 0.25)) == pytest.approx((0.5, 0.5))  # the viewer's end range
+
+
+def test_ipg_weights_at_start_half_and_end():
+    ipg = IPGConfig()
+    assert ipg.weights(0, 1000) == (30000.0, 300.0)
+    assert ipg.weights(250, 1000) == pytest.approx((15000.0, 150.0))
+    assert ipg.weights(500, 1000) == (0.0, 0.0)
+    assert ipg.weights(999, 1000) == (0.0, 0.0)
+    assert ipg_weight(1.0, 3, 4, 1.0) == pytest.approx(0.25)
+
+
+# ---------------------------------------------------------------------------------------------
+# IPG distances
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def ipg_loss() -> IdentityPreservingLoss:
+    return IPGConfig().setup(device="cpu")  # VGG16 backbone from the seeded TORCH_HOME
+
+
+def test_lpips_of_identical_images_is_zero(ipg_loss):
+    image = torch.rand(1, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    terms = ipg_loss(image, image.clone())
+    assert terms["l1"].item() == 0.0 and terms["lpips"].item() == 0.0
+
+
+def test_ipg_distances_of_different_images_are_positive_and_reach_the_render(ipg_loss):
+    generator = torch.Generator().manual_seed(0)
+    render = torch.rand(1, 3, 32, 32, generator=generator).requires_grad_(True)
+    source = torch.rand(1, 3, 32, 32, generator=generator)
+    terms = ipg_loss(render, source)
+    assert terms["l1"].item() == pytest.approx((render - source).abs().mean().item())
+    assert terms["lpips"].item() > 0
+    (terms["l1"] + terms["lpips"]).backward()
+    assert render.grad is not None and render.grad.abs().sum() > 0
+    assert not any(p.requires_grad for p in ipg_loss.lpips.parameters())
+
+
+# ---------------------------------------------------------------------------------------------
+# Flags
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "config, flag",
+    [
+        (PnRPipelineConfig(perturbation=PerturbationConfig(eta=1.5)), "--pipeline.perturbation.eta 1.5"),
+        (PnRPipelineConfig(perturbation=PerturbationConfig(eta=-0.1)), "--pipeline.perturbation.eta -0.1"),
+        (PnRPipelineConfig(perturbation=PerturbationConfig(eta_max=2.0)), "--pipeline.perturbation.eta-max"),
+        (PnRPipelineConfig(perturbation=PerturbationConfig(d_min=0.0)), "--pipeline.perturbation.d-min"),
+        (PnRPipelineConfig(perturbation=PerturbationConfig(loss_window=60)), "--pipeline.perturbation.loss-window"),
+        (PnRPipelineConfig(eta_selection_steps=0), "--pipeline.eta-selection-steps 0"),
+        (PnRPipelineConfig(edit_steps=-1), "--pipeline.edit-steps -1"),
+        (PnRPipelineConfig(revise_steps=0), "--pipeline.revise-steps 0"),
+        (PnRPipelineConfig(interlevel_num_rays=-1), "--pipeline.interlevel-num-rays"),
+        (PnRPipelineConfig(annealing=TimestepAnnealingConfig(start=(0.8, 0.5))), "--pipeline.annealing.start"),
+        (PnRPipelineConfig(annealing=TimestepAnnealingConfig(end_fraction=0.0)), "--pipeline.annealing.end-fraction"),
+        (PnRPipelineConfig(ipg=IPGConfig(decay_fraction=1.5)), "--pipeline.ipg.decay-fraction"),
+        (PnRPipelineConfig(ipg=IPGConfig(l1_loss_mult=-1.0)), "--pipeline.ipg.l1-loss-mult"),
+        (PnRPipelineConfig(guidance=GuidanceConfig(t_ratio_range=(0.1, 0.5))), "--pipeline.annealing.start"),
+    ],
+)
+def test_bad_pnr_flags_are_one_line_errors(config, flag):
+    with pytest.raises(InputError) as error:
+        config.check("cpu")
+    assert flag in str(error.value) and "\n" not in str(error.value)
+
+
+def test_a_given_eta_needs_no_loss_window():
+    PerturbationConfig(eta=0.6, loss_window=100).check(selection_steps=50)

@@ -1,0 +1,263 @@
+"""`ns-train pnr` end to end through the real CLI, on the synthetic scene with the tiny Stable Diffusion.
+
+One edit is stopped inside its edit phase and resumed to the end: the first run selects eta and
+perturbs the field, the resumed one keeps eta, does not perturb again and runs the revise steps.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import re
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Dict
+
+import pytest
+import torch
+import yaml
+
+from pds_nerfstudio.checkpoints import load_checkpoint
+from pds_nerfstudio.source_run import newest_checkpoint
+from pnr_nerfstudio.perturbation import select_eta
+from tests.harness import check_run_opens_without_diffusion_model, run_tiny_edit
+
+pytestmark = pytest.mark.e2e
+
+PROMPT = "a photo of a polar bear"
+SELECTION_STEPS, WINDOW, EDIT_STEPS, REVISE_STEPS = 4, 2, 3, 2
+STOP_AT = SELECTION_STEPS + 2  # the first run stops after two of its three edit steps
+PHASE_FLAGS = [
+    "--pipeline.eta-selection-steps", str(SELECTION_STEPS),
+    "--pipeline.perturbation.loss-window", str(WINDOW),
+    "--pipeline.edit-steps", str(EDIT_STEPS),
+    "--pipeline.revise-steps", str(REVISE_STEPS),
+    "--pipeline.interlevel-num-rays", "64",
+    "--pipeline.guidance.num-inference-steps", "50",
+    "--logging.steps-per-log", "1",
+]  # fmt: skip
+
+
+def file_digests(*folders: Path) -> Dict[Path, str]:
+    return {p: hashlib.sha256(p.read_bytes()).hexdigest() for f in folders for p in sorted(f.rglob("*")) if p.is_file()}
+
+
+@dataclass
+class PnRRuns:
+    """The stopped run and its resumed continuation, with what the test knew before they started."""
+
+    work: Path
+    source_run: Path
+    model_dir: Path
+    digests_before: Dict[Path, str]
+    stopped_dir: Path
+    stopped: subprocess.CompletedProcess
+    resumed_dir: Path
+    resumed: subprocess.CompletedProcess
+
+    def checkpoint(self, run_dir: Path, step: int) -> Dict[str, torch.Tensor]:
+        return load_checkpoint(run_dir / "nerfstudio_models" / f"step-{step:09d}.ckpt")["pipeline"]
+
+    def source(self) -> Dict[str, torch.Tensor]:
+        return load_checkpoint(newest_checkpoint(self.source_run / "nerfstudio_models"))["pipeline"]
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory, source_run, synthetic_scene, tiny_sd, torch_home) -> PnRRuns:
+    work = tmp_path_factory.mktemp("pnr")
+    model_dir = work / "sd"  # a copy the export test deletes, to show exports never load it
+    shutil.copytree(tiny_sd, model_dir)
+    digests = file_digests(synthetic_scene, source_run)
+    stopped_dir, stopped = run_tiny_edit(
+        "pnr",
+        source_run.parent.parent,  # the experiment folder: outputs/<scene>
+        work / "outputs",
+        torch_home,
+        STOP_AT,
+        ["--pipeline.tgt-prompt", PROMPT, "--pipeline.guidance.model-id", str(model_dir), *PHASE_FLAGS],
+        cwd=work,
+    )
+    # Resume it to the end, with a checkpoint at every step to see the resumed run's first step.
+    resumed_dir, resumed = run_tiny_edit(
+        "pnr",
+        stopped_dir,
+        work / "resumed",
+        torch_home,
+        SELECTION_STEPS + EDIT_STEPS + REVISE_STEPS - STOP_AT,
+        ["--steps-per-save", "1", "--save-only-latest-checkpoint", "False", "--logging.steps-per-log", "1"],
+        cwd=work,
+    )
+    return PnRRuns(work, source_run, model_dir, digests, stopped_dir, stopped, resumed_dir, resumed)
+
+
+def console_text(stdout: str) -> str:
+    """nerfstudio's console output as one line: without rich's times and source locations, wrapped lines joined."""
+    stdout = re.sub(r"^\[\d\d:\d\d:\d\d\]", " ", stdout, flags=re.MULTILINE)
+    stdout = re.sub(r"\s\S+\.py:\d+\s*$", " ", stdout, flags=re.MULTILINE)
+    return " ".join(stdout.split())
+
+
+def _field_keys(state: Dict[str, torch.Tensor]):
+    """Names of the field and proposal-network parameters in a checkpoint (not buffers, not appearance codes)."""
+    return [
+        k
+        for k in state
+        if k.startswith(("_model.field.", "_model.proposal_networks."))
+        and state[k].is_floating_point()
+        and "embedding_appearance" not in k
+        and "aabb" not in k
+    ]
+
+
+def test_eta_is_chosen_from_the_selection_losses_and_logged(runs):
+    state = runs.checkpoint(runs.stopped_dir, STOP_AT - 1)
+    losses = state["eta_selection_losses"]
+    assert losses.shape == (SELECTION_STEPS,) and torch.isfinite(losses).all()
+    eta = state["eta"].item()
+    assert 0.0 < eta <= 0.6 and eta == pytest.approx(select_eta(losses.tolist(), WINDOW), abs=1e-6)
+    assert bool(state["perturbed"])
+    output = console_text(runs.stopped.stdout)
+    logged = re.search(
+        r"loss change dL = \S+ over 4 steps \(mean of the last 2 minus the first 2\) -> eta = ([0-9.]+)", output
+    )
+    assert logged is not None and float(logged.group(1)) == pytest.approx(eta, abs=1e-4)
+    assert "PnR phase 1/3: eta-selection (steps 0 to 3)" in output
+    assert "PnR phase 2/3: edit (steps 4 to 6)" in output
+    assert f"with eta = {eta:.4f}; optimizer state reset" in output
+
+
+def test_the_field_is_perturbed_and_poses_and_appearance_are_not(runs):
+    source, edited = runs.source(), runs.checkpoint(runs.stopped_dir, STOP_AT - 1)
+    moved = [k for k in _field_keys(source) if not torch.equal(source[k], edited[k])]
+    assert len(moved) == len(_field_keys(source)), "every field and proposal-network tensor is perturbed"
+    frozen = [k for k in source if "camera_optimizer" in k or "embedding_appearance" in k]
+    assert frozen and all(torch.equal(source[k], edited[k]) for k in frozen)
+
+
+def test_a_resumed_run_keeps_eta_and_phase_and_does_not_perturb_again(runs):
+    stopped = runs.checkpoint(runs.stopped_dir, STOP_AT - 1)
+    first = runs.checkpoint(runs.resumed_dir, STOP_AT)  # after the resumed run's first step
+    output = console_text(runs.resumed.stdout)
+    assert f"resumed at step {STOP_AT}, in phase edit" in output
+    assert "not perturbing again" in output and "PnR: perturbed" not in output and "eta selection" not in output
+    for key in ("eta", "perturbed", "eta_selection_losses"):
+        assert torch.equal(first[key], stopped[key]), key
+    # One optimizer step early in the learning-rate warmup moves the field by far less than a perturbation did.
+    source = runs.source()
+    keys = _field_keys(source)
+    step_change = max((first[k] - stopped[k]).abs().max().item() for k in keys)
+    perturbation = max((stopped[k] - source[k]).abs().max().item() for k in keys)
+    assert step_change < 1e-3 < perturbation
+
+
+def test_the_revise_phase_runs_to_the_end(runs):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    total = SELECTION_STEPS + EDIT_STEPS + REVISE_STEPS
+    assert newest_checkpoint(runs.resumed_dir / "nerfstudio_models").name == f"step-{total - 1:09d}.ckpt"
+    assert f"PnR phase 3/3: revise (steps {total - 2} to {total - 1})" in console_text(runs.resumed.stdout)
+    events = EventAccumulator(str(runs.resumed_dir)).Reload()
+    phases = {e.step: e.value for e in events.Scalars("Train Metrics Dict/phase")}
+    assert phases == {STOP_AT: 1.0, total - 2: 2.0, total - 1: 2.0}
+    l1 = events.Scalars("Train Loss Dict/ipg_l1_loss")
+    assert [e.step for e in l1] == [total - 2] and l1[0].value > 0  # the weights reach 0 at half of the revise steps
+    assert "Train Loss Dict/ipg_lpips_loss" in events.Tags()["scalars"]
+    weights = {e.step: e.value for e in events.Scalars("Train Metrics Dict/ipg_l1_mult")}
+    assert weights == {total - 2: 30000.0, total - 1: 0.0}
+    assert (runs.resumed_dir / "renders").is_dir()
+
+
+def test_checkpoints_hold_the_resume_state_but_not_the_frozen_source_or_lpips(runs):
+    state = runs.checkpoint(runs.stopped_dir, STOP_AT - 1)
+    assert {"eta", "perturbed", "eta_selection_losses"} <= set(state)
+    assert {k for k in state if k.startswith("_model.")} == set(runs.source())
+    assert not any(k.startswith(("source", "ipg", "lpips")) for k in state)
+
+
+def test_one_step_in_process_shows_the_phase_in_the_viewer(runs):
+    config = yaml.load((runs.stopped_dir / "config.yml").read_text(), Loader=yaml.Loader)
+    pipeline = config.pipeline.setup(device="cpu", test_mode="val")
+    assert pipeline.source is not None and set(pipeline.state_dict()) == set(
+        runs.checkpoint(runs.stopped_dir, STOP_AT - 1)
+    )
+    assert pipeline.controls.ratio_range == pytest.approx((0.02, 0.40))  # the sliders set where the annealing ends
+    pipeline.begin_step(0)
+    _, losses, metrics = pipeline.get_train_loss_dict(0)
+    assert set(losses) == {"interlevel_loss", "guidance_loss"} and metrics["phase"] == 0
+    assert pipeline.eta_selection_losses[0].item() == pytest.approx(metrics["eta_selection_loss"])
+    assert "step 0 | phase eta-selection | t ratio 0.75 to 0.75 | view" in pipeline.controls.status.value
+
+
+def test_source_images_and_checkpoint_are_untouched(runs, synthetic_scene):
+    assert file_digests(synthetic_scene, runs.source_run) == runs.digests_before
+
+
+def test_resuming_runs_the_rest_of_the_phases_by_default(runs):
+    from pnr_nerfstudio.method_configs import pnr_method
+
+    config = copy.deepcopy(pnr_method.config)
+    config.load_dir = runs.stopped_dir
+    config.machine.device_type = "cpu"
+    config.resolve_source()
+    assert config.max_num_iterations == SELECTION_STEPS + EDIT_STEPS + REVISE_STEPS - STOP_AT
+    assert config.pipeline.perturbation.loss_window == WINDOW  # the run's own settings
+
+
+def test_a_resumed_run_refuses_another_eta(runs, monkeypatch, tmp_path):
+    from nerfstudio.scripts import train
+
+    argv = ["ns-train", "pnr", "--load-dir", str(runs.stopped_dir), "--output-dir", str(tmp_path / "out")]
+    monkeypatch.setattr(sys, "argv", [*argv, "--machine.device-type", "cpu", "--pipeline.perturbation.eta", "0.5"])
+    with pytest.raises(SystemExit) as exit_info:
+        train.entrypoint()
+    message = str(exit_info.value.code)
+    assert message.startswith("error: ") and "\n" not in message and "--pipeline.perturbation.eta auto" in message
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize(
+    "flags, fragment",
+    [
+        (["--pipeline.perturbation.eta", "1.5"], "--pipeline.perturbation.eta 1.5: need a number in [0, 1], or auto"),
+        (["--pipeline.edit-steps", "0"], "--pipeline.edit-steps 0: need a positive number"),
+        (["--pipeline.perturbation.loss-window", "60"], "--pipeline.perturbation.loss-window 60"),
+    ],
+)
+def test_bad_flags_stop_with_one_line(flags, fragment, source_run, tiny_sd, monkeypatch, tmp_path):
+    from nerfstudio.scripts import train
+
+    argv = ["ns-train", "pnr", "--load-dir", str(source_run), "--output-dir", str(tmp_path / "out")]
+    argv += [
+        "--machine.device-type",
+        "cpu",
+        "--pipeline.tgt-prompt",
+        PROMPT,
+        "--pipeline.guidance.model-id",
+        str(tiny_sd),
+    ]
+    monkeypatch.setattr(sys, "argv", [*argv, *flags])
+    with pytest.raises(SystemExit) as exit_info:
+        train.entrypoint()
+    message = str(exit_info.value.code)
+    assert message.startswith("error: ") and "\n" not in message and fragment in message, message
+    assert not (tmp_path / "out").exists()
+
+
+def test_an_unknown_eta_lists_the_choices(source_run, monkeypatch, capsys):
+    from nerfstudio.scripts import train
+
+    monkeypatch.setattr(
+        sys, "argv", ["ns-train", "pnr", "--load-dir", str(source_run), "--pipeline.perturbation.eta", "half"]
+    )
+    with pytest.raises(SystemExit):
+        train.entrypoint()
+    err = capsys.readouterr().err
+    assert "half" in err and "auto" in err
+
+
+def test_export_render_and_viewer_work_without_the_diffusion_model(runs, torch_home, tmp_path):
+    shutil.rmtree(runs.model_dir)
+    check_run_opens_without_diffusion_model(runs.resumed_dir, torch_home, tmp_path)
