@@ -10,12 +10,7 @@ import pytest
 import torch
 from PIL import Image
 
-try:
-    from tests.harness import TINY_NERFACTO_STEPS, TORCHVISION_CHECKPOINTS, make_synthetic_scene
-except ModuleNotFoundError as error:  # tests/ is not a package: see conftest.py
-    if error.name not in ("tests", "tests.harness"):
-        raise
-    from harness import TINY_NERFACTO_STEPS, TORCHVISION_CHECKPOINTS, make_synthetic_scene
+from tests.harness import TINY_NERFACTO_STEPS, TORCHVISION_CHECKPOINTS, make_synthetic_scene
 
 
 def test_session_is_offline(torch_home: Path) -> None:
