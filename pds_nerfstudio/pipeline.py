@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, ClassVar, Dict, List, Literal, Optional, Tuple, Type
 
 import torch
+from nerfstudio.cameras.cameras import Cameras
 from nerfstudio.engine.callbacks import TrainingCallback, TrainingCallbackAttributes, TrainingCallbackLocation
 from nerfstudio.engine.trainer import TrainerConfig
 from nerfstudio.models.nerfacto import NerfactoModelConfig
@@ -163,14 +164,18 @@ class EditPipeline(VanillaPipeline):
             ) from None
         CONSOLE.log(f"Loaded the source scene from {checkpoint}")
 
-    def guidance_view(self, index: int) -> Tuple[Tensor, Tensor]:
-        """Render training view ``index`` for guidance, with a graph: (render [1, 3, H, W], source [1, 3, H, W])."""
-        camera = guidance_camera(self.datamanager.train_camera(index), self.config.render_resolution)
-        render = render_view(self.model, camera, index, self.config.render_mode, self.config.ray_chunk_size)
-        return render, self.datamanager.source_image(index, tuple(render.shape[-2:]))
+    def guidance_camera(self, index: int) -> Cameras:
+        """Training view ``index``'s camera at the guidance resolution."""
+        return guidance_camera(self.datamanager.train_camera(index), self.config.render_resolution)
 
-    def log_edit_image(self, step: int, source: Tensor, render: Tensor, grad: Tensor) -> None:
-        """Send source | current render | gradient magnitude to the writer (tensorboard, wandb, ...)."""
+    def guidance_view(self, index: int, camera: Optional[Cameras] = None) -> Tensor:
+        """Render training view ``index`` for guidance, differentiably: [1, 3, H, W] in [0, 1]."""
+        camera = camera if camera is not None else self.guidance_camera(index)
+        return render_view(self.model, camera, index, self.config.render_mode, self.config.ray_chunk_size)
+
+    def log_edit_image(self, step: int, index: int, render: Tensor, grad: Tensor) -> None:
+        """Send source | current render | gradient magnitude of view ``index`` to the writer (tensorboard, wandb, ...)."""
+        source = self.datamanager.source_image(index, tuple(render.shape[-2:]))
         magnitude = grad.detach().float().norm(dim=1, keepdim=True)
         magnitude = magnitude / magnitude.max().clamp(min=1e-12)
         magnitude = torch.nn.functional.interpolate(magnitude, size=render.shape[-2:], mode="nearest")
@@ -230,21 +235,21 @@ class PDSPipeline(EditPipeline):
 
     config: PDSPipelineConfig
 
-    def guidance_loss(self, step: int, index: int, render: Tensor, source: Tensor, **guidance_kwargs):
+    def guidance_loss(self, step: int, index: int, render: Tensor, **guidance_kwargs):
         """Distillation loss of ``render`` against the source view ``index``, plus diagnostics."""
-        x0_src = self.datamanager.source_latent(index, tuple(source.shape[-2:]), self.guidance.encode_images)
+        x0_src = self.datamanager.source_latent(index, tuple(render.shape[-2:]), self.guidance.encode_images)
         x0_tgt = self.guidance.encode_images(render)
         guidance_kwargs.setdefault("t_ratio_range", self.controls.ratio_range)
         guidance_kwargs.setdefault("guidance_scale", self.controls.guidance_scale)
         output = self.guidance(x0_tgt, x0_src, self.controls.tgt_prompt, self.config.src_prompt, **guidance_kwargs)
         if step % self.config.steps_per_log_image == 0:
-            self.log_edit_image(step, source, render, output.grad)
+            self.log_edit_image(step, index, render, output.grad)
         metrics = {"guidance_t": output.t.float().mean(), "guidance_grad_norm": output.grad.norm(), "view": index}
         return self.config.guidance_loss_mult * output.loss.to(self.device), output, metrics
 
     def get_train_loss_dict(self, step: int):
         index = self.datamanager.edit_view(step)
-        render, source = self.guidance_view(index)
-        loss, _, metrics = self.guidance_loss(step, index, render, source)
+        render = self.guidance_view(index)
+        loss, _, metrics = self.guidance_loss(step, index, render)
         self.report(step, metrics)
         return {"rgb": render}, {"guidance_loss": loss}, metrics

@@ -12,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 import random
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Dict, List, Literal, Optional, Tuple, Type
+from typing import Any, ClassVar, Dict, Literal, Tuple, Type
 
 import torch
 import torch.nn.functional as F

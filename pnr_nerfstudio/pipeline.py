@@ -22,7 +22,7 @@ from __future__ import annotations
 import copy
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Literal, Optional, Tuple, Type
+from typing import Any, Dict, List, Optional, Tuple, Type
 
 import torch
 from nerfstudio.cameras.cameras import Cameras
@@ -36,7 +36,7 @@ from torch import Tensor
 from pds_nerfstudio.errors import InputError
 from pds_nerfstudio.guidance import GuidanceConfig
 from pds_nerfstudio.pipeline import PDSPipeline, PDSPipelineConfig
-from pds_nerfstudio.rendering import guidance_camera, render_view_image, view_rays
+from pds_nerfstudio.rendering import render_view_image, view_rays
 from pds_nerfstudio.source_run import Run
 from pnr_nerfstudio.ipg import IdentityPreservingLoss, IPGConfig
 from pnr_nerfstudio.perturbation import (
@@ -142,16 +142,8 @@ class PnRPipeline(PDSPipeline):
     source: Optional[FrozenSource] = None
     """The frozen source scene; training only."""
 
-    def __init__(
-        self,
-        config: PnRPipelineConfig,
-        device: str,
-        test_mode: Literal["test", "val", "inference"] = "val",
-        world_size: int = 1,
-        local_rank: int = 0,
-        grad_scaler: Optional[Any] = None,
-    ) -> None:
-        super().__init__(config, device, test_mode, world_size, local_rank, grad_scaler)
+    def __init__(self, config: PnRPipelineConfig, device: str, test_mode="val", *args: Any, **kwargs: Any) -> None:
+        super().__init__(config, device, test_mode, *args, **kwargs)
         # Resume state, saved in every checkpoint (non-model keys of a pipeline load non-strictly, so
         # source checkpoints without them load as well).
         self.register_buffer("eta", torch.tensor(float("nan"), dtype=torch.float64))
@@ -268,24 +260,24 @@ class PnRPipeline(PDSPipeline):
     # One step
     # ----------------------------------------------------------------------------------------------
 
-    def guidance_loss(self, step: int, index: int, render: Tensor, source: Tensor, **guidance_kwargs):
+    def guidance_loss(self, step: int, index: int, render: Tensor, **guidance_kwargs):
         """The distillation loss in the released code's units: the surrogate summed over the latent
         (gradient grad / B) instead of averaged (grad / numel), the scale the IPG weights are set for."""
-        loss, output, metrics = super().guidance_loss(step, index, render, source, **guidance_kwargs)
+        loss, output, metrics = super().guidance_loss(step, index, render, **guidance_kwargs)
         return loss * output.grad.numel(), output, metrics
 
     def get_train_loss_dict(self, step: int):
         plan = self.config.phases
         phase = plan.phase(step)
         index = self.datamanager.edit_view(step)
-        camera = guidance_camera(self.datamanager.train_camera(index), self.config.render_resolution)
+        camera = self.guidance_camera(index)
         loss_dict: Dict[str, Tensor] = {}
         # Before the guidance render: the proposal networks take their gradient on the first forward of a step.
         if self.config.interlevel_num_rays > 0:
             loss_dict["interlevel_loss"] = self.proposal_loss(camera, index)
-        render, source = self.guidance_view(index)
+        render = self.guidance_view(index, camera)
         t_range = self.config.annealing.at(plan, step, end=self.controls.ratio_range)
-        guidance, output, metrics = self.guidance_loss(step, index, render, source, t_ratio_range=t_range)
+        guidance, output, metrics = self.guidance_loss(step, index, render, t_ratio_range=t_range)
         loss_dict["guidance_loss"] = guidance
         metrics.update({"phase": int(phase), "t_ratio_min": t_range[0], "t_ratio_max": t_range[1]})
         if phase is Phase.ETA_SELECTION:
