@@ -116,6 +116,11 @@ def test_refine_end_to_end(refine_run, pds_source, source_run, synthetic_scene):
     assert after < before, (before, after)
 
     assert len(list((run_dir / "renders").glob("frame_*.png"))) == 9
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(run_dir)).Reload()
+    before_after = events.Images("refine/before|after SDEdit")[0]
+    assert before_after.width == 2 * before_after.height  # the view before and after SDEdit, side by side
     assert file_digests(synthetic_scene, source_run, pds_source) == digests
 
 
