@@ -172,6 +172,28 @@ def test_a_source_whose_data_is_gone_suggests_data(ns_train, tmp_path, source_ru
     _single_line_error(ns_train("--load-dir", str(moved), "--pipeline.tgt-prompt", PROMPT), "does not exist", "--data")
 
 
+def test_data_overrides_the_data_path_of_a_moved_source(tmp_path, source_run, synthetic_scene, tiny_sd):
+    """What `ns-train pds --load-dir <run> --data <new place>` does: ns-train copies --data into the
+    datamanager before the source is resolved; the source's dataparser settings then read from there."""
+    import copy
+
+    from nerfstudio.configs.method_configs import all_methods
+
+    moved = tmp_path / "moved" / "nerfacto" / source_run.name
+    shutil.copytree(source_run, moved)
+    saved = yaml.load((moved / "config.yml").read_text(), Loader=yaml.Loader)
+    saved.pipeline.datamanager.data = saved.pipeline.datamanager.dataparser.data = tmp_path / "gone"
+    (moved / "config.yml").write_text(yaml.dump(saved), "utf8")
+
+    config = copy.deepcopy(all_methods["pds"])
+    config.load_dir, config.machine.device_type = moved, "cpu"
+    config.pipeline.tgt_prompt, config.pipeline.guidance.model_id = PROMPT, str(tiny_sd)
+    config.pipeline.datamanager.data = synthetic_scene  # --data
+    config.resolve_source()
+    assert config.pipeline.datamanager.data == config.pipeline.datamanager.dataparser.data == synthetic_scene
+    assert type(config.pipeline.datamanager.dataparser) is type(saved.pipeline.datamanager.dataparser)
+
+
 def test_empty_prompt_missing_model_and_missing_device(ns_train, source_run):
     load = ["--load-dir", str(source_run)]
     _single_line_error(ns_train(*load), "target prompt is empty", "--pipeline.tgt-prompt")
