@@ -37,10 +37,9 @@ from __future__ import annotations
 
 import html
 import json
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Literal, NamedTuple, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, NamedTuple, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -60,6 +59,7 @@ from torch import Tensor
 from pds_nerfstudio.checkpoints import load_checkpoint
 from pds_nerfstudio.errors import InputError
 from pds_nerfstudio.guidance import check_device, check_pretrained_available
+from pds_nerfstudio.perceptual import LPIPS_VERSION, LpipsNet, ensure_lpips_weights, load_lpips
 from pds_nerfstudio.pipeline import EditPipeline, EditPipelineConfig
 from pds_nerfstudio.rendering import render_view_image
 from pds_nerfstudio.source_run import CONFIG_NAME, Run, find_runs, newest_with_checkpoint, read_run
@@ -69,7 +69,6 @@ DEFAULT_CLIP_MODELS: Tuple[str, ...] = ("openai/clip-vit-base-patch32",)
 ``--clip-models openai/clip-vit-base-patch32 openai/clip-vit-base-patch16 openai/clip-vit-large-patch14``."""
 
 CLIP_FLAG = "--clip-models"
-LpipsNet = Literal["vgg", "alex"]
 ZERO_TOLERANCE = 1e-6
 """Norm below which a difference of unit CLIP embeddings counts as the zero vector."""
 EDIT_CLIP_METRICS = (
@@ -79,7 +78,6 @@ EDIT_CLIP_METRICS = (
     "edit_direction_consistency",
 )
 """The CLIP metrics, in the order of the module docstring."""
-LPIPS_VERSION = "0.1"
 """The lpips package's linear calibration layers (its default, the paper's)."""
 LPIPS_MIN_SIZE = 32
 """Smallest image side both LPIPS trunks accept (AlexNet's strided convolution and pooling need 31 px, VGG16 16 px)."""
@@ -172,49 +170,6 @@ def lpips_distances(lpips_model: torch.nn.Module, src: Sequence[np.ndarray], edi
 def check_clip_model_available(model_id: str) -> None:
     """Raise InputError unless the CLIP model ``model_id`` is a local transformers folder or can be had from the hub."""
     check_pretrained_available(model_id, "CLIP", "config.json", CLIP_FLAG, "transformers")
-
-
-def _torchvision_weights(net: LpipsNet):
-    import torchvision
-
-    weights = {"vgg": torchvision.models.VGG16_Weights, "alex": torchvision.models.AlexNet_Weights}
-    if net not in weights:
-        raise ValueError(f"Unknown LPIPS network {net!r}; choose one of: {', '.join(weights)}.")
-    return weights[net].IMAGENET1K_V1
-
-
-def ensure_lpips_weights(net: LpipsNet) -> Path:
-    """The torchvision ImageNet weights of LPIPS' ``net`` trunk in torch's hub cache, downloaded if missing.
-
-    Raises:
-        InputError: they are missing and cannot be downloaded (offline), with where to put them.
-    """
-    url = _torchvision_weights(net).url
-    target = Path(torch.hub.get_dir()) / "checkpoints" / Path(url).name
-    if target.is_file():
-        return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        torch.hub.download_url_to_file(url, str(target), progress=True)
-    except Exception as error:  # offline, proxy, disk: all end the same way for the user
-        raise InputError(
-            f"LPIPS ({net}) needs torchvision's ImageNet weights {target.name}, which are not in {target.parent} and "
-            f"cannot be downloaded ({type(error).__name__}); download {url} where it is reachable and put it in "
-            f"{target.parent} (or set TORCH_HOME to a folder whose hub/checkpoints holds it)"
-        ) from None
-    return target
-
-
-def load_lpips(net: LpipsNet, device: torch.device) -> torch.nn.Module:
-    """``lpips.LPIPS(net=net)`` (linear layers v0.1) in eval mode; its trunk's weights must be available."""
-    try:
-        import lpips
-    except ImportError as error:
-        raise ImportError("LPIPS needs the lpips package: pip install lpips") from error
-    ensure_lpips_weights(net)
-    with warnings.catch_warnings():  # lpips 0.1.4 builds its trunk with torchvision's deprecated pretrained=True
-        warnings.filterwarnings("ignore", category=UserWarning, module="torchvision")
-        return lpips.LPIPS(net=net, version=LPIPS_VERSION, verbose=False).eval().to(device)
 
 
 class ClipEmbedder:

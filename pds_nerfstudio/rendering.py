@@ -93,7 +93,6 @@ class _ChunkedRender(torch.autograd.Function):
     @staticmethod
     def forward(ctx, renderer: "ChunkedRenderer", *params: Parameter) -> Tensor:  # type: ignore[override]
         ctx.renderer = renderer
-        ctx.num_params = len(params)
         with torch.no_grad():
             return renderer.render_chunks()
 

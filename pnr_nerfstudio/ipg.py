@@ -8,15 +8,15 @@ lambda_p = 300 (Appendix E's text has the two swapped).
 
 from __future__ import annotations
 
-import warnings
 from dataclasses import dataclass, field
-from typing import Dict, Literal, Tuple, Type
+from typing import Dict, Tuple, Type
 
 import torch.nn.functional as F
 from nerfstudio.configs.base_config import InstantiateConfig
 from torch import Tensor
 
 from pds_nerfstudio.errors import InputError
+from pds_nerfstudio.perceptual import LpipsNet, load_lpips
 from pnr_nerfstudio.schedules import ipg_weight
 
 
@@ -31,7 +31,7 @@ class IPGConfig(InstantiateConfig):
     """Initial weight of the LPIPS distance to the source render (released code and paper Table 4: 300)."""
     decay_fraction: float = 0.5
     """Fraction of the revise steps over which both weights decay linearly to 0 (released code: 0.5)."""
-    lpips_net: Literal["vgg", "alex", "squeeze"] = "vgg"
+    lpips_net: LpipsNet = "vgg"
     """LPIPS backbone (lpips package); the released code's perceptual loss is LPIPS on VGG16."""
 
     def check(self) -> None:
@@ -56,20 +56,7 @@ class IdentityPreservingLoss:
 
     def __init__(self, config: IPGConfig, device: str) -> None:
         self.config = config
-        try:
-            import lpips
-        except ImportError as error:
-            raise ImportError("The pnr revise steps need the lpips package: pip install lpips") from error
-        try:
-            with warnings.catch_warnings():  # lpips builds its backbone with torchvision's deprecated pretrained=True
-                warnings.filterwarnings("ignore", category=UserWarning, module="torchvision")
-                network = lpips.LPIPS(net=config.lpips_net, verbose=False)
-        except (OSError, RuntimeError) as error:  # e.g. torchvision cannot download its ImageNet weights
-            raise InputError(
-                f"cannot set up LPIPS on {config.lpips_net} ({type(error).__name__}: {error}); it needs torchvision's "
-                "ImageNet weights in $TORCH_HOME/hub/checkpoints (downloaded on first use)"
-            ) from None
-        self.lpips = network.to(device).eval().requires_grad_(False)
+        self.lpips = load_lpips(config.lpips_net, device)
 
     def __call__(self, render: Tensor, source: Tensor) -> Dict[str, Tensor]:
         """Unweighted distances of ``render`` [B, 3, H, W] (with graph) to ``source`` (no graph), both in [0, 1]."""
