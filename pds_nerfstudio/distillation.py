@@ -221,7 +221,7 @@ def pds_gradient(
     return _finite(stochastic_latent(x0_tgt, xt_tgt, eps_tgt) - stochastic_latent(x0_src, xt_src, eps_src))
 
 
-def _randn_like(x: Tensor, generator: Optional[torch.Generator]) -> Tensor:
+def randn_like(x: Tensor, generator: Optional[torch.Generator]) -> Tensor:
     """Standard normal noise shaped like ``x``, drawn on the generator's device."""
     device = generator.device if generator is not None else x.device
     return torch.randn(x.shape, generator=generator, device=device).to(x)
@@ -245,13 +245,13 @@ def distillation_gradient(
     check_choice("distillation method", method, DISTILLATION_METHODS)
     x0_tgt = x0_tgt.detach()
     x0_src = x0_src.detach()
-    noise = _randn_like(x0_tgt, generator)
+    noise = randn_like(x0_tgt, generator)
     if method == "sds":
         grad = sds_gradient(eps, alphas_cumprod, x0_tgt, cond_tgt, t, noise)
     elif method == "dds":
         grad = dds_gradient(eps, alphas_cumprod, x0_tgt, x0_src, cond_tgt, cond_src, t, noise)
     else:
-        noise_prev = _randn_like(x0_tgt, generator)
+        noise_prev = randn_like(x0_tgt, generator)
         grad = pds_gradient(
             eps, alphas_cumprod, x0_tgt, x0_src, cond_tgt, cond_src, t, t_prev, noise, noise_prev, coefficients, betas
         )

@@ -20,6 +20,7 @@ from pds_nerfstudio.distillation import (
     DistillationMethod,
     PosteriorCoefficients,
     distillation_gradient,
+    randn_like,
     sample_timesteps,
     surrogate_loss,
 )
@@ -242,8 +243,7 @@ class StableDiffusionGuidance:
             return latents
         timesteps = scheduler.timesteps[-num_denoise_steps:]  # descending: the last steps of the trajectory
         batch = latents.shape[0]
-        noise = torch.randn(latents.shape, generator=generator, device=generator.device if generator else "cpu")
-        x_t = scheduler.add_noise(latents, noise.to(latents), timesteps[:1].repeat(batch))
+        x_t = scheduler.add_noise(latents, randn_like(latents, generator), timesteps[:1].repeat(batch))
         cond = self.text_embedding(prompt).expand(batch, -1, -1)
         for t in timesteps:
             eps = self.predict_noise(x_t, t.repeat(batch), cond, guidance_scale)
