@@ -155,11 +155,11 @@ def measure(assets: Dict[str, str], size: int, mode: str, steps: int, device: st
                 torch.cuda.synchronize()
             times.append(time.perf_counter() - start)
     if device.startswith("cuda"):
-        peak = torch.cuda.max_memory_allocated() - base
+        total, peak = torch.cuda.max_memory_allocated(), torch.cuda.max_memory_allocated() - base
     else:
-        peak = rss.peak - rss.start
+        total, peak = rss.peak, rss.peak - rss.start
     timed = times[1:] if len(times) > 1 else times  # the first step at a new size also encodes the source view
-    return {"peak_mib": peak / 2**20, "seconds_per_step": sum(timed) / len(timed)}
+    return {"peak_mib": peak / 2**20, "total_mib": total / 2**20, "seconds_per_step": sum(timed) / len(timed)}
 
 
 def main() -> None:
@@ -169,6 +169,7 @@ def main() -> None:
     parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda when present)")
     parser.add_argument("--sd", choices=["tiny", "full"], default="tiny", help="tiny test model or SD-1.5-shaped")
     parser.add_argument("--chunk", type=int, default=4096, help="rays per chunk in chunked mode")
+    parser.add_argument("--modes", nargs="+", choices=MODES, default=list(MODES), help="renderings to measure")
     parser.add_argument("--output", type=Path, default=ROOT / "docs" / "benchmarks.md")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -186,7 +187,7 @@ def main() -> None:
         rows = []
         for size in args.sizes:
             result = {}
-            for mode in MODES:
+            for mode in args.modes:
                 job = dict(assets=assets, size=size, mode=mode, steps=args.steps, device=device, chunk=args.chunk)
                 out = subprocess.run(
                     [sys.executable, __file__, "--child", json.dumps(job)], capture_output=True, text=True, check=False
@@ -194,7 +195,9 @@ def main() -> None:
                 if out.returncode != 0:
                     raise SystemExit(f"measurement {size}px {mode} failed:\n{out.stderr[-3000:]}")
                 result[mode] = json.loads(out.stdout.strip().splitlines()[-1])
-                print(f"{size:4d} px  {mode:10s}  {result[mode]['peak_mib']:9.1f} MiB  {result[mode]['seconds_per_step']:7.2f} s/step", flush=True)
+                r = result[mode]
+                print(f"{size:4d} px  {mode:10s}  {r['peak_mib']:9.1f} MiB during the step, {r['total_mib']:9.1f} MiB "
+                      f"in all  {r['seconds_per_step']:7.2f} s/step", flush=True)
             rows.append((size, result))
     write_report(args, device, rows)
 
@@ -209,18 +212,29 @@ def write_report(args, device: str, rows: List) -> None:
         "",
         f"`python bench/render_memory.py {' '.join(sys.argv[1:])}`".replace(" `", "`"),
         f"on {platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}; "
+        f"diffusion model in {'float16' if device.startswith('cuda') else 'float32'}; "
         f"nerfacto field {BENCH_FIELD}; chunk {args.chunk} rays; {args.steps} steps each, first not timed.",
         "",
-        "| size (px) | peak one-graph (MiB) | peak chunked (MiB) | chunked / one-graph memory "
-        "| s/step one-graph | s/step chunked | chunked / one-graph time |",
-        "|---|---|---|---|---|---|---|",
+        "| size (px) | step peak one-graph (MiB) | step peak chunked (MiB) | chunked / one-graph memory "
+        "| in all one-graph (MiB) | in all chunked (MiB) | s/step one-graph | s/step chunked | chunked / one-graph time |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
+
+    def cell(result: Dict, mode: str, key: str, fmt: str) -> str:
+        return format(result[mode][key], fmt) if mode in result else "not run"
+
+    def ratio(result: Dict, key: str) -> str:
+        if not all(mode in result for mode in MODES) or result["full-graph"][key] <= 0:
+            return "-"
+        return f"{result['chunked'][key] / result['full-graph'][key]:.2f}"
+
     for size, result in rows:
-        naive, ours = result["full-graph"], result["chunked"]
         lines.append(
-            f"| {size} | {naive['peak_mib']:.0f} | {ours['peak_mib']:.0f} | {ours['peak_mib'] / naive['peak_mib']:.2f} "
-            f"| {naive['seconds_per_step']:.2f} | {ours['seconds_per_step']:.2f} "
-            f"| {ours['seconds_per_step'] / naive['seconds_per_step']:.2f} |"
+            f"| {size} | {cell(result, 'full-graph', 'peak_mib', '.0f')} | {cell(result, 'chunked', 'peak_mib', '.0f')} "
+            f"| {ratio(result, 'peak_mib')} "
+            f"| {cell(result, 'full-graph', 'total_mib', '.0f')} | {cell(result, 'chunked', 'total_mib', '.0f')} "
+            f"| {cell(result, 'full-graph', 'seconds_per_step', '.2f')} | {cell(result, 'chunked', 'seconds_per_step', '.2f')} "
+            f"| {ratio(result, 'seconds_per_step')} |"
         )
     section = "\n".join(lines) + "\n"
     print("\n" + section)
