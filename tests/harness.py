@@ -16,6 +16,7 @@ Random weights are a test-only device; the product never substitutes them for re
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -416,6 +417,11 @@ def offline_env(torch_home: Optional[Path] = None, base: Optional[Dict[str, str]
     if torch_home is not None:
         env["TORCH_HOME"] = str(torch_home)
     return env
+
+
+def file_digests(*folders: Path) -> Dict[Path, str]:
+    """SHA-256 of every file under ``folders``: taken before and after a run, they show nothing was modified."""
+    return {p: hashlib.sha256(p.read_bytes()).hexdigest() for f in folders for p in sorted(f.rglob("*")) if p.is_file()}
 
 
 def find_run_dirs(output_dir: Path, method: str = "nerfacto") -> List[Path]:

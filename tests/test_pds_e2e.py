@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import shutil
 import sys
 from pathlib import Path
@@ -14,17 +13,13 @@ import yaml
 
 from pds_nerfstudio.checkpoints import load_checkpoint
 from pds_nerfstudio.source_run import newest_checkpoint
-from tests.harness import check_run_opens_without_diffusion_model, run_tiny_edit
+from tests.harness import check_run_opens_without_diffusion_model, file_digests, run_tiny_edit
 
 pytestmark = pytest.mark.e2e
 
 PROMPT = "a photo of a polar bear"
 PDS_STEPS = 3
 GRID = ["--pipeline.guidance.num-inference-steps", "50"]
-
-
-def file_digests(*folders: Path) -> Dict[Path, str]:
-    return {p: hashlib.sha256(p.read_bytes()).hexdigest() for f in folders for p in sorted(f.rglob("*")) if p.is_file()}
 
 
 class PDSRun:

@@ -7,7 +7,6 @@ perturbs the field, the resumed one keeps eta, does not perturb again and runs t
 from __future__ import annotations
 
 import copy
-import hashlib
 import re
 import shutil
 import subprocess
@@ -23,7 +22,7 @@ import yaml
 from pds_nerfstudio.checkpoints import load_checkpoint
 from pds_nerfstudio.source_run import newest_checkpoint
 from pnr_nerfstudio.perturbation import select_eta
-from tests.harness import check_run_opens_without_diffusion_model, run_tiny_edit
+from tests.harness import check_run_opens_without_diffusion_model, file_digests, run_tiny_edit
 
 pytestmark = pytest.mark.e2e
 
@@ -39,10 +38,6 @@ PHASE_FLAGS = [
     "--pipeline.guidance.num-inference-steps", "50",
     "--logging.steps-per-log", "1",
 ]  # fmt: skip
-
-
-def file_digests(*folders: Path) -> Dict[Path, str]:
-    return {p: hashlib.sha256(p.read_bytes()).hexdigest() for f in folders for p in sorted(f.rglob("*")) if p.is_file()}
 
 
 @dataclass

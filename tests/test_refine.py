@@ -11,8 +11,7 @@ import yaml
 from pds_nerfstudio.checkpoints import load_checkpoint
 from pds_nerfstudio.guidance import GuidanceConfig
 from pds_nerfstudio.source_run import newest_checkpoint
-from tests.harness import check_run_opens_without_diffusion_model, run_tiny_edit
-from tests.test_pds_e2e import file_digests
+from tests.harness import check_run_opens_without_diffusion_model, file_digests, run_tiny_edit
 
 PROMPT = "a photo of a polar bear"
 REFINE_STEPS = 9
