@@ -47,8 +47,9 @@ def _chunks(num_rays: int, chunk_size: int) -> List[Tuple[int, int]]:
 
 
 @contextlib.contextmanager
-def _seeded(seed: int, device: torch.device) -> Iterator[None]:
-    """Run with a fixed random state, leaving the caller's random state untouched."""
+def seeded(seed: int, device: torch.device) -> Iterator[None]:
+    """Run with torch's random state seeded with ``seed`` (on ``device`` too, if CUDA), leaving the caller's
+    random state untouched."""
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         torch.manual_seed(seed)
         yield
@@ -111,14 +112,13 @@ class ChunkedRenderer:
         self.rays = rays
         self.chunks = _chunks(len(rays), chunk_size)
         self.params = [p for p in model.parameters() if p.requires_grad]
-        device = rays.origins.device
-        self.device = device
+        self.device = rays.origins.device
         self.seeds = torch.randint(0, 2**62, (len(self.chunks),)).tolist()
         self.sampler_state = _SamplerState(model)
 
     def _render_chunk(self, i: int) -> Tensor:
         start, end = self.chunks[i]
-        with _seeded(self.seeds[i], self.device), self.sampler_state.chunk():
+        with seeded(self.seeds[i], self.device), self.sampler_state.chunk():
             return _render_rgb(self.model, self.rays[start:end])
 
     def render_chunks(self) -> Tensor:

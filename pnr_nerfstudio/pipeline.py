@@ -36,7 +36,7 @@ from torch import Tensor
 from pds_nerfstudio.errors import InputError
 from pds_nerfstudio.guidance import GuidanceConfig
 from pds_nerfstudio.pipeline import PDSPipeline, PDSPipelineConfig
-from pds_nerfstudio.rendering import render_view_image, view_rays
+from pds_nerfstudio.rendering import render_view_image, seeded, view_rays
 from pds_nerfstudio.source_run import Run
 from pnr_nerfstudio.ipg import IdentityPreservingLoss, IPGConfig
 from pnr_nerfstudio.perturbation import (
@@ -244,9 +244,7 @@ class PnRPipeline(PDSPipeline):
     def fresh_initialisation(self) -> Dict[str, Tensor]:
         """theta_0: the parameters of a new model of the same config, seeded with ``perturbation.seed``."""
         dataset = self.datamanager.train_dataset
-        devices = [self.device] if self.device.type == "cuda" else []
-        with torch.random.fork_rng(devices=devices):
-            torch.manual_seed(self.config.perturbation.seed)
+        with seeded(self.config.perturbation.seed, self.device):
             model = self.config.model.setup(
                 scene_box=dataset.scene_box,
                 num_train_data=len(dataset),
