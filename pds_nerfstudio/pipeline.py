@@ -173,6 +173,10 @@ class EditPipeline(VanillaPipeline):
         camera = camera if camera is not None else self.guidance_camera(index)
         return render_view(self.model, camera, index, self.config.render_mode, self.config.ray_chunk_size)
 
+    def training_view_image(self, index: int) -> Tensor:
+        """Training view ``index`` of the current scene at the data's resolution, no graph: [H, W, 3] on the CPU."""
+        return render_view_image(self.model, self.datamanager.train_camera(index), index, self.config.ray_chunk_size)
+
     def log_edit_image(self, step: int, index: int, render: Tensor, grad: Tensor) -> None:
         """Send source | current render | gradient magnitude of view ``index`` to the writer (tensorboard, wandb, ...)."""
         source = self.datamanager.source_image(index, tuple(render.shape[-2:]))
@@ -192,7 +196,7 @@ class EditPipeline(VanillaPipeline):
         filenames = self.datamanager.train_dataset.image_filenames
         renders, paths = [], []
         for index in range(self.datamanager.num_train_views):
-            image = render_view_image(self.model, self.datamanager.train_camera(index), index, self.config.ray_chunk_size)
+            image = self.training_view_image(index)
             paths.append(output_dir / f"{Path(filenames[index]).stem}.png")
             outputs.to_pil(image).save(paths[-1])
             renders.append(image)

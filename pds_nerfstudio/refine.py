@@ -24,7 +24,6 @@ from torch import Tensor
 from pds_nerfstudio.errors import InputError
 from pds_nerfstudio.guidance import GuidanceConfig
 from pds_nerfstudio.pipeline import EditPipeline, EditPipelineConfig, PDSPipelineConfig
-from pds_nerfstudio.rendering import guidance_camera, render_view_image
 from pds_nerfstudio.source_run import Run
 
 
@@ -96,7 +95,7 @@ class RefinePipeline(EditPipeline):
     def _start_from_renders(self) -> None:
         """Render every training view of the edited scene once; the renders are the first training images."""
         for index in range(self.datamanager.num_train_views):
-            render = render_view_image(self.model, self.datamanager.train_camera(index), index, self.config.ray_chunk_size)
+            render = self.training_view_image(index)
             self.initial_renders[index] = render
             self.datamanager.replace_train_image(index, render)
         CONSOLE.log(f"Rendered the {len(self.initial_renders)} training views of the edited scene to refine")
@@ -120,14 +119,14 @@ class RefinePipeline(EditPipeline):
         """[H, W, 3] image SDEdit starts from: the initial render or the current render of view ``index``."""
         if self.config.refine == "initial-render":
             return self.initial_renders[index]
-        return render_view_image(self.model, self.datamanager.train_camera(index), index, self.config.ray_chunk_size)
+        return self.training_view_image(index)
 
     @torch.no_grad()
     def refine_view(self, step: int) -> int:
         """SDEdit one training view (views in turn) and make the result its training image; returns its index."""
         index = (step // self.config.edit_every) % self.datamanager.num_train_views
         before = self.view_to_refine(index).to(self.device)
-        camera = guidance_camera(self.datamanager.train_camera(index), self.config.render_resolution)
+        camera = self.guidance_camera(index)
         size = (int(camera.height), int(camera.width))
         image = F.interpolate(before.permute(2, 0, 1)[None], size=size, mode="bilinear", align_corners=False)
         num_steps = self.config.guidance.num_inference_steps
