@@ -49,7 +49,6 @@ from nerfstudio.cameras.camera_paths import get_path_from_json
 from nerfstudio.cameras.cameras import Cameras
 from nerfstudio.engine.trainer import TrainerConfig
 from nerfstudio.models.base_model import Model
-from nerfstudio.models.nerfacto import NerfactoModelConfig
 from nerfstudio.utils.rich_utils import CONSOLE
 from PIL import Image
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
@@ -60,7 +59,7 @@ from pds_nerfstudio.checkpoints import load_checkpoint
 from pds_nerfstudio.errors import InputError
 from pds_nerfstudio.guidance import check_device, check_pretrained_available
 from pds_nerfstudio.perceptual import LPIPS_VERSION, LpipsNet, ensure_lpips_weights, load_lpips
-from pds_nerfstudio.pipeline import EditPipeline, EditPipelineConfig
+from pds_nerfstudio.pipeline import EditPipeline, EditPipelineConfig, is_edit_run, is_source_run
 from pds_nerfstudio.rendering import render_view_image
 from pds_nerfstudio.source_run import CONFIG_NAME, Run, find_runs, newest_with_checkpoint, read_run
 
@@ -235,16 +234,6 @@ def find_run(path: Path, accepts: Callable[[TrainerConfig], bool], description: 
     if not runs:
         raise InputError(f"{given} holds no run to use here; expected {description}")
     return newest_with_checkpoint(runs)
-
-
-def is_edit_run(config: TrainerConfig) -> bool:
-    """An edit (pds, pds-refine, pnr, ...): its pipeline is an editing pipeline."""
-    return isinstance(config.pipeline, EditPipelineConfig)
-
-
-def is_source_run(config: TrainerConfig) -> bool:
-    """An unedited scene that edits start from: a nerfacto run that is not itself an edit."""
-    return isinstance(config.pipeline.model, NerfactoModelConfig) and not is_edit_run(config)
 
 
 def original_source(checkpoint: Path) -> Tuple[Path, List[Path]]:

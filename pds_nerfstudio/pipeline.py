@@ -69,9 +69,7 @@ class EditPipelineConfig(VanillaPipelineConfig):
 
     def accepts_source(self, config: TrainerConfig) -> bool:
         """Whether a run with this saved config can be the source of an edit."""
-        return isinstance(config.pipeline.model, NerfactoModelConfig) and not isinstance(
-            config.pipeline, EditPipelineConfig
-        )
+        return is_source_run(config)
 
     def with_source(self, run: Run, default: "EditPipelineConfig") -> "EditPipelineConfig":
         """This config completed from a source run: its data, dataparser, model architecture and checkpoint.
@@ -103,6 +101,16 @@ class EditPipelineConfig(VanillaPipelineConfig):
         if self.render_resolution <= 0 or self.ray_chunk_size <= 0:
             raise InputError("--pipeline.render-resolution and --pipeline.ray-chunk-size must be positive")
         self.guidance.check(scene_device)
+
+
+def is_edit_run(config: TrainerConfig) -> bool:
+    """An edit (pds, pds-refine, pnr, ...): its pipeline is an editing pipeline."""
+    return isinstance(config.pipeline, EditPipelineConfig)
+
+
+def is_source_run(config: TrainerConfig) -> bool:
+    """An unedited scene that edits start from: a nerfacto run that is not itself an edit."""
+    return isinstance(config.pipeline.model, NerfactoModelConfig) and not is_edit_run(config)
 
 
 class EditPipeline(VanillaPipeline):
