@@ -77,7 +77,6 @@ EDIT_CLIP_METRICS = (
     "edit_direction_consistency",
 )
 """The CLIP metrics, in the order of the module docstring."""
-"""The lpips package's linear calibration layers (its default, the paper's)."""
 LPIPS_MIN_SIZE = 32
 """Smallest image side both LPIPS trunks accept (AlexNet's strided convolution and pooling need 31 px, VGG16 16 px)."""
 METRICS_FILE = "metrics.json"
