@@ -77,11 +77,14 @@ class PnRPipelineConfig(PDSPipelineConfig):
         return PhasePlan(selection, self.edit_steps, self.revise_steps)
 
     def check(self, scene_device: str) -> None:
-        for flag, steps in (("eta-selection-steps", self.eta_selection_steps), ("edit-steps", self.edit_steps)):
+        phase_steps = {
+            "eta-selection-steps": self.eta_selection_steps,
+            "edit-steps": self.edit_steps,
+            "revise-steps": self.revise_steps,
+        }
+        for flag, steps in phase_steps.items():
             if steps <= 0:
                 raise InputError(f"--pipeline.{flag} {steps}: need a positive number of steps")
-        if self.revise_steps <= 0:
-            raise InputError(f"--pipeline.revise-steps {self.revise_steps}: need a positive number of steps")
         if self.interlevel_num_rays < 0:
             raise InputError(f"--pipeline.interlevel-num-rays {self.interlevel_num_rays}: need 0 (off) or more")
         if tuple(self.guidance.t_ratio_range) != tuple(GuidanceConfig().t_ratio_range):
