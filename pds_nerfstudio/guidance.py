@@ -24,7 +24,7 @@ from pds_nerfstudio.distillation import (
     sample_timesteps,
     surrogate_loss,
 )
-from pds_nerfstudio.errors import InputError
+from pds_nerfstudio.errors import InputError, check_ratio_range
 
 DEFAULT_MODEL_ID = "stable-diffusion-v1-5/stable-diffusion-v1-5"
 MODEL_FLAG = "--pipeline.guidance.model-id"
@@ -54,9 +54,7 @@ class GuidanceConfig(InstantiateConfig):
 
     def check(self, scene_device: str) -> None:
         """Cheap checks of the flags, run before any heavy work; raises InputError."""
-        low, high = self.t_ratio_range
-        if not 0.0 <= low <= high <= 1.0:
-            raise InputError(f"--pipeline.guidance.t-ratio-range {low} {high}: need 0 <= min <= max <= 1")
+        check_ratio_range("--pipeline.guidance.t-ratio-range", self.t_ratio_range)
         check_device(self.device or scene_device, "--pipeline.guidance.device")
         check_model_available(self.model_id)
 

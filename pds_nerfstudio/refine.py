@@ -21,7 +21,7 @@ from nerfstudio.utils import writer
 from nerfstudio.utils.rich_utils import CONSOLE
 from torch import Tensor
 
-from pds_nerfstudio.errors import InputError
+from pds_nerfstudio.errors import InputError, check_ratio_range
 from pds_nerfstudio.guidance import GuidanceConfig
 from pds_nerfstudio.pipeline import EditPipeline, EditPipelineConfig, PDSPipelineConfig
 from pds_nerfstudio.source_run import Run
@@ -63,9 +63,7 @@ class RefinePipelineConfig(EditPipelineConfig):
 
     def check(self, scene_device: str) -> None:
         super().check(scene_device)
-        low, high = self.skip_ratio_range
-        if not 0.0 <= low <= high <= 1.0:
-            raise InputError(f"--pipeline.skip-ratio-range {low} {high}: need 0 <= min <= max <= 1")
+        check_ratio_range("--pipeline.skip-ratio-range", self.skip_ratio_range)
         if self.edit_every <= 0:
             raise InputError("--pipeline.edit-every must be positive")
 

@@ -14,7 +14,7 @@ import enum
 from dataclasses import dataclass
 from typing import Optional, Tuple
 
-from pds_nerfstudio.errors import InputError
+from pds_nerfstudio.errors import InputError, check_ratio_range
 
 TRange = Tuple[float, float]
 
@@ -91,9 +91,8 @@ class TimestepAnnealingConfig:
     """Anneal again over the revise steps, as the released code's IPG stage does; False keeps the end range."""
 
     def check(self) -> None:
-        for name, (low, high) in (("start", self.start), ("end", self.end)):
-            if not 0.0 <= low <= high <= 1.0:
-                raise InputError(f"--pipeline.annealing.{name} {low} {high}: need 0 <= min <= max <= 1")
+        check_ratio_range("--pipeline.annealing.start", self.start)
+        check_ratio_range("--pipeline.annealing.end", self.end)
         if not 0.0 < self.end_fraction <= 1.0:
             raise InputError(f"--pipeline.annealing.end-fraction {self.end_fraction}: need a number in (0, 1]")
 
