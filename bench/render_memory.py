@@ -69,31 +69,10 @@ class PeakRSS:
 
 def build_full_size_stable_diffusion(path: Path) -> Path:
     """A Stable-Diffusion-1.5-shaped pipeline with random weights (same compute and memory as the real one)."""
-    from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionPipeline, UNet2DConditionModel
-    from transformers import CLIPTextConfig, CLIPTextModel
-
-    from tests.harness import build_tiny_stable_diffusion
+    from tests.harness import build_tiny_stable_diffusion, sd15_shaped_pipeline
 
     build_tiny_stable_diffusion(path)  # tokenizer and scheduler config
-    tiny = StableDiffusionPipeline.from_pretrained(path)
-    unet = UNet2DConditionModel(cross_attention_dim=768, attention_head_dim=8, sample_size=64)
-    vae = AutoencoderKL(
-        block_out_channels=[128, 256, 512, 512],
-        down_block_types=["DownEncoderBlock2D"] * 4,
-        up_block_types=["UpDecoderBlock2D"] * 4,
-        latent_channels=4,
-        layers_per_block=2,
-        sample_size=512,
-    )
-    text_encoder = CLIPTextModel(
-        CLIPTextConfig(hidden_size=768, intermediate_size=3072, num_attention_heads=12, num_hidden_layers=12,
-                       vocab_size=tiny.tokenizer.vocab_size, max_position_embeddings=77)
-    )
-    StableDiffusionPipeline(
-        vae=vae, text_encoder=text_encoder, tokenizer=tiny.tokenizer, unet=unet,
-        scheduler=DDIMScheduler.from_config(tiny.scheduler.config), safety_checker=None,
-        feature_extractor=None, requires_safety_checker=False,
-    ).save_pretrained(path)
+    sd15_shaped_pipeline(path).save_pretrained(path)
     return path
 
 

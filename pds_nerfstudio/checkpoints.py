@@ -10,11 +10,14 @@ run and nerfstudio's own loading (resuming with ``--load-dir``, ``ns-export``, `
 
 from __future__ import annotations
 
+import zipfile
 from pathlib import Path
 from typing import Any, Dict, List
 
 import numpy as np
 import torch
+
+from pds_nerfstudio.errors import InputError
 
 
 def _numpy_checkpoint_globals() -> List[Any]:
@@ -40,3 +43,19 @@ def load_checkpoint(path: Path) -> Dict[str, Any]:
     """Load a nerfstudio checkpoint on the CPU with the safe unpickler."""
     allow_nerfstudio_checkpoints()
     return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def is_whole_checkpoint(path: Path) -> bool:
+    """Whether ``path`` is a whole checkpoint file: torch saves a zip archive, whose directory is written
+    last, so a file cut short (a copy, or a save that was killed) has none."""
+    try:
+        with zipfile.ZipFile(path):
+            return True
+    except (zipfile.BadZipFile, OSError):
+        return False
+
+
+def check_checkpoint(path: Path) -> None:
+    """Raise InputError unless ``path`` is a whole checkpoint file."""
+    if not is_whole_checkpoint(path):
+        raise InputError(f"the checkpoint {path} is damaged or incomplete; copy the run again from where it was made")

@@ -39,7 +39,7 @@ import html
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Dict, List, NamedTuple, Optional, Sequence, Tuple
+from typing import Any, Dict, List, NamedTuple, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -47,7 +47,6 @@ import torch.nn.functional as F
 import tyro
 from nerfstudio.cameras.camera_paths import get_path_from_json
 from nerfstudio.cameras.cameras import Cameras
-from nerfstudio.engine.trainer import TrainerConfig
 from nerfstudio.models.base_model import Model
 from nerfstudio.utils.rich_utils import CONSOLE
 from PIL import Image
@@ -61,7 +60,7 @@ from pds_nerfstudio.guidance import check_device, check_pretrained_available
 from pds_nerfstudio.perceptual import LPIPS_VERSION, LpipsNet, ensure_lpips_weights, load_lpips
 from pds_nerfstudio.pipeline import EditPipeline, EditPipelineConfig, is_edit_run, is_source_run
 from pds_nerfstudio.rendering import render_view_image
-from pds_nerfstudio.source_run import CONFIG_NAME, Run, find_runs, newest_with_checkpoint, read_run
+from pds_nerfstudio.source_run import CONFIG_NAME, Run, find_run, read_run
 
 DEFAULT_CLIP_MODELS: Tuple[str, ...] = ("openai/clip-vit-base-patch32",)
 """CLIP ViT-B/32. For the three-backbone average reported by PnR pass
@@ -219,20 +218,6 @@ class ClipEmbedder:
 # --------------------------------------------------------------------------------------------------
 # Runs and renders
 # --------------------------------------------------------------------------------------------------
-
-
-def find_run(path: Path, accepts: Callable[[TrainerConfig], bool], description: str, flag: str = "") -> Run:
-    """The newest run with a checkpoint under ``path`` (any level of an output folder) that ``accepts``.
-
-    ``flag`` is the option that gave ``path``, if any (for messages). Raises InputError.
-    """
-    given = f"{flag} {path}" if flag else str(path)
-    if not path.exists():
-        raise InputError(f"{given} does not exist")
-    runs = [run for run in find_runs(path) if accepts(run.config)]
-    if not runs:
-        raise InputError(f"{given} holds no run to use here; expected {description}")
-    return newest_with_checkpoint(runs)
 
 
 def original_source(checkpoint: Path) -> Tuple[Path, List[Path]]:

@@ -8,6 +8,8 @@ Nothing is loaded until the first editing step needs it, so ``ns-train -h``, ``n
 from __future__ import annotations
 
 import functools
+import json
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, Literal, Optional, Tuple, Type
@@ -28,6 +30,10 @@ from pds_nerfstudio.errors import InputError, check_ratio_range
 
 DEFAULT_MODEL_ID = "stable-diffusion-v1-5/stable-diffusion-v1-5"
 MODEL_FLAG = "--pipeline.guidance.model-id"
+DREAMBOOTH_INFO = "dreambooth.json"
+"""What ``pds-dreambooth`` writes beside its model: prompts, settings and, for a LoRA adapter, the base model."""
+LORA_WEIGHTS_NAME = "pytorch_lora_weights.safetensors"
+"""The LoRA adapter file of a ``pds-dreambooth --mode lora`` output (diffusers' name)."""
 
 
 @dataclass
@@ -36,7 +42,8 @@ class GuidanceConfig(InstantiateConfig):
 
     _target: Type = field(default_factory=lambda: StableDiffusionGuidance)
     model_id: str = DEFAULT_MODEL_ID
-    """Stable Diffusion 1.x pipeline: a Hugging Face id (needs the hub or its cache) or a local folder saved by diffusers."""
+    """Stable Diffusion 1.x pipeline: a Hugging Face id (needs the hub or its cache), a local folder saved by diffusers,
+    or a pds-dreambooth output (a whole fine-tuned pipeline, or a LoRA adapter loaded on top of its base model)."""
     method: DistillationMethod = "pds"
     """Distillation gradient: pds (Posterior Distillation Sampling), or the baselines sds (DreamFusion) and dds (Delta Denoising Score)."""
     guidance_scale: float = 100.0
@@ -50,13 +57,21 @@ class GuidanceConfig(InstantiateConfig):
     device: Optional[str] = None
     """Device for the diffusion model, e.g. cuda:1 to keep it on a second GPU; default: the scene's device."""
     dtype: Literal["auto", "float16", "float32"] = "auto"
-    """Precision of the diffusion model: auto is float16 on CUDA and float32 on the CPU."""
+    """Precision of the UNet and text encoder: auto is float32 on every device, as in the official release;
+    float16 halves their memory and time on a GPU but moves the gradient (guidance 100 amplifies the UNet's
+    rounding; docs/benchmarks.md, "Precision"). The VAE, which the gradient passes through, always runs in float32."""
 
     def check(self, scene_device: str) -> None:
         """Cheap checks of the flags, run before any heavy work; raises InputError."""
         check_ratio_range("--pipeline.guidance.t-ratio-range", self.t_ratio_range)
         check_device(self.device or scene_device, "--pipeline.guidance.device")
         check_model_available(self.model_id)
+        train_steps = num_train_timesteps(self.model_id)
+        if not 1 <= self.num_inference_steps <= train_steps:
+            raise InputError(
+                f"--pipeline.guidance.num-inference-steps {self.num_inference_steps}: need 1 to the model's "
+                f"{train_steps} training timesteps (official: 500 for pds, 20 for pds-refine)"
+            )
 
 
 def check_device(name: str, flag: str) -> None:
@@ -103,9 +118,103 @@ def check_pretrained_available(model_id: str, kind: str, marker_file: str, flag:
         ) from None
 
 
+def check_weight_files(folder: Path, flag: str) -> None:
+    """Raise InputError if a weight file under ``folder`` (a model saved by diffusers or transformers) is cut
+    short, as an interrupted download or copy leaves it. Reads only file headers and sizes.
+
+    A ``.safetensors`` file starts with the 8-byte length of a JSON header that gives every tensor's byte
+    range; the file must end where the last range ends. A ``.bin`` file saved by torch is a zip archive,
+    whose directory is written last.
+    """
+    for path in sorted(folder.rglob("*.safetensors")):
+        size = path.stat().st_size
+        with path.open("rb") as file:
+            prefix = file.read(8)
+            header_size = int.from_bytes(prefix, "little") if len(prefix) == 8 else size
+            try:
+                header = json.loads(file.read(header_size)) if 8 + header_size <= size else None
+            except ValueError:
+                header = None
+        ends = [entry["data_offsets"][1] for name, entry in (header or {}).items() if name != "__metadata__"]
+        expected = 8 + header_size + max(ends, default=0)
+        if header is None or size != expected:
+            raise InputError(
+                f"{flag} {folder}: the weight file {path} is incomplete ({size} bytes, expected {expected if header else 'more'}); "
+                "download or copy the model again"
+            )
+    for path in sorted(folder.rglob("*.bin")):
+        try:
+            with zipfile.ZipFile(path):
+                pass
+        except zipfile.BadZipFile:
+            raise InputError(f"{flag} {folder}: the weight file {path} is incomplete or damaged; download or copy the model again") from None
+
+
+def lora_base_model(model_id: str) -> Optional[str]:
+    """The base model of a ``pds-dreambooth --mode lora`` output folder, or None for any other model."""
+    info = Path(model_id).expanduser() / DREAMBOOTH_INFO
+    if not info.is_file():
+        return None
+    saved = json.loads(info.read_text())
+    return saved["base_model"] if saved.get("mode") == "lora" else None
+
+
 def check_model_available(model_id: str) -> None:
-    """Raise InputError unless the Stable Diffusion pipeline ``model_id`` can be loaded (see above)."""
+    """Raise InputError unless the Stable Diffusion pipeline ``model_id`` can be loaded (see above); a local
+    folder's weight files must be whole, and a LoRA adapter's base model must be available too."""
+    base = lora_base_model(model_id)
+    if base is not None:
+        folder = Path(model_id).expanduser()
+        if not (folder / LORA_WEIGHTS_NAME).is_file():
+            raise InputError(f"{MODEL_FLAG} {model_id}: no {LORA_WEIGHTS_NAME} there; has pds-dreambooth finished?")
+        check_weight_files(folder, MODEL_FLAG)
+        check_model_available(base)
+        return
     check_pretrained_available(model_id, "Stable Diffusion", "model_index.json", MODEL_FLAG, "diffusers")
+    if Path(model_id).expanduser().is_dir():
+        check_weight_files(Path(model_id).expanduser(), MODEL_FLAG)
+
+
+def load_stable_diffusion(model_id: str, dtype: torch.dtype):
+    """``StableDiffusionPipeline`` of ``model_id`` in ``dtype``, without safety checker; a pds-dreambooth LoRA
+    output is its base model with the adapter fused into the UNet. Raises InputError if it does not load."""
+    try:
+        from diffusers import StableDiffusionPipeline
+    except ImportError as error:
+        raise ImportError("Editing needs diffusers and transformers: pip install diffusers transformers") from error
+    base = lora_base_model(model_id)
+    try:
+        pipe = StableDiffusionPipeline.from_pretrained(
+            base or model_id, torch_dtype=dtype, safety_checker=None, feature_extractor=None, requires_safety_checker=False
+        )
+        if base is not None:
+            pipe.load_lora_weights(str(Path(model_id).expanduser()), weight_name=LORA_WEIGHTS_NAME)
+            pipe.fuse_lora()
+            pipe.unload_lora_weights()  # the fused weights stay; the adapter layers go
+    except (OSError, ValueError, RuntimeError) as error:
+        raise InputError(
+            f"cannot load Stable Diffusion from '{model_id}' ({str(error).splitlines()[0]}); "
+            f"pass a complete local folder with {MODEL_FLAG} DIR"
+        ) from None
+    return pipe
+
+
+def num_train_timesteps(model_id: str) -> int:
+    """The training schedule's length of a Stable Diffusion pipeline (1000 unless its local folder says otherwise)."""
+    model_id = lora_base_model(model_id) or model_id
+    scheduler_config = Path(model_id).expanduser() / "scheduler" / "scheduler_config.json"
+    if scheduler_config.is_file():
+        return int(json.loads(scheduler_config.read_text()).get("num_train_timesteps", 1000))
+    return 1000
+
+
+def model_dtype(dtype: str, device: torch.device) -> torch.dtype:
+    """The precision of the UNet and text encoder for the ``dtype`` flag on ``device``.
+
+    ``auto`` is float32 everywhere: measured on SD-1.5-shaped models, a float16 UNet sends the rendered
+    image a gradient with cosine 0.9986 (relative error 5%) to float32's, below the 0.999 the tests require.
+    """
+    return torch.float32 if dtype == "auto" else getattr(torch, dtype)
 
 
 @dataclass
@@ -129,10 +238,7 @@ class StableDiffusionGuidance:
     def __init__(self, config: GuidanceConfig, device: str) -> None:
         self.config = config
         self.device = torch.device(config.device or device)
-        if config.dtype == "auto":
-            self.dtype = torch.float16 if self.device.type == "cuda" else torch.float32
-        else:
-            self.dtype = getattr(torch, config.dtype)
+        self.dtype = model_dtype(config.dtype, self.device)
         self._pipe = None
         self._text_embeddings: Dict[str, Tensor] = {}
 
@@ -144,29 +250,30 @@ class StableDiffusionGuidance:
         return self._pipe
 
     def _load(self):
-        try:
-            from diffusers import DDIMScheduler, StableDiffusionPipeline
-        except ImportError as error:
-            raise ImportError("Editing needs diffusers and transformers: pip install diffusers transformers") from error
-        try:
-            pipe = StableDiffusionPipeline.from_pretrained(
-                self.config.model_id,
-                torch_dtype=self.dtype,
-                safety_checker=None,
-                feature_extractor=None,
-                requires_safety_checker=False,
-            )
-        except (OSError, ValueError) as error:
-            raise InputError(
-                f"cannot load Stable Diffusion from '{self.config.model_id}' ({error}); "
-                f"pass a complete local folder with {MODEL_FLAG} DIR"
-            ) from None
+        # Loaded in float32 (as saved) and cast down where asked: the VAE keeps its float32 weights.
+        return self.prepare(load_stable_diffusion(self.config.model_id, torch.float32))
+
+    def prepare(self, pipe):
+        """Make a loaded ``StableDiffusionPipeline`` this guidance's model: DDIM on the configured grid, frozen,
+        on the device; UNet and text encoder in the configured precision, the VAE in float32.
+
+        Why the VAE stays in float32: the gradient reaching the rendered image passes back through the VAE
+        encoder, and with the surrogate loss's mean reduction it enters there at about 1e-5, in float16's
+        subnormal range (docs/benchmarks.md, "Precision", has the measurement).
+        """
+        from diffusers import DDIMScheduler
+
         pipe.scheduler = DDIMScheduler.from_config(pipe.scheduler.config)
         pipe.scheduler.set_timesteps(self.config.num_inference_steps)
         pipe.set_progress_bar_config(disable=True)
         for module in (pipe.unet, pipe.vae, pipe.text_encoder):
             module.requires_grad_(False).eval()
-        return pipe.to(self.device)
+        for module, dtype in ((pipe.unet, self.dtype), (pipe.text_encoder, self.dtype), (pipe.vae, torch.float32)):
+            module.to(self.device)
+            if module.dtype != dtype:  # diffusers warns about every cast, even to the dtype a module has
+                module.to(dtype)
+        self._pipe = pipe
+        return pipe
 
     @property
     def alphas_cumprod(self) -> Tensor:
@@ -196,14 +303,14 @@ class StableDiffusionGuidance:
     def encode_images(self, images: Tensor) -> Tensor:
         """VAE latents (float32) of images [B, 3, H, W] in [0, 1]; differentiable wrt the images."""
         vae = self.pipe.vae
-        posterior = vae.encode((2 * images - 1).to(self.device, self.dtype)).latent_dist
+        posterior = vae.encode((2 * images - 1).to(self.device, vae.dtype)).latent_dist
         return posterior.sample().float() * vae.config.scaling_factor
 
     @torch.no_grad()
     def decode_latents(self, latents: Tensor) -> Tensor:
         """Images [B, 3, H, W] in [0, 1] (float32) from VAE latents."""
         vae = self.pipe.vae
-        images = vae.decode((latents / vae.config.scaling_factor).to(self.dtype)).sample.float()
+        images = vae.decode((latents / vae.config.scaling_factor).to(vae.dtype)).sample.float()
         return (images / 2 + 0.5).clamp(0, 1)
 
     @torch.no_grad()

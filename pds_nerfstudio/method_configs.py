@@ -41,9 +41,11 @@ def edit_method(
             method_name=method_name,
             max_num_iterations=max_num_iterations,  # type: ignore[arg-type]
             steps_per_save=steps_per_save,
-            steps_per_eval_batch=500,
-            steps_per_eval_image=500,
-            steps_per_eval_all_images=0,  # 0: never; renders of every training view are saved at the end instead
+            # 0: never. nerfstudio's evaluation scores the scene against the unedited source's eval images, which
+            # means nothing for an edit; pds-eval measures an edit, and renders are saved at the end.
+            steps_per_eval_batch=0,
+            steps_per_eval_image=0,
+            steps_per_eval_all_images=0,
             save_only_latest_checkpoint=True,
             mixed_precision=False,
             pipeline=pipeline,
@@ -65,6 +67,7 @@ pds_method = edit_method(
 pds_refine_method = edit_method(
     "pds-refine",
     "Refine a pds edit: SDEdit the edited views in turn and train on them (PDS paper, Sec. 5).",
-    RefinePipelineConfig(datamanager=EditDataManagerConfig(train_num_rays_per_batch=4096)),
+    # the official refinement trains on 32x32 patches: 4 of them a step
+    RefinePipelineConfig(datamanager=EditDataManagerConfig(train_num_rays_per_batch=4096, patch_size=32)),
     max_num_iterations=15000,
 )

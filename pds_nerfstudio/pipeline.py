@@ -16,11 +16,13 @@ from typing import Any, ClassVar, Dict, List, Literal, Optional, Tuple, Type
 import torch
 from nerfstudio.cameras.cameras import Cameras
 from nerfstudio.engine.callbacks import TrainingCallback, TrainingCallbackAttributes, TrainingCallbackLocation
+from nerfstudio.engine.optimizers import Optimizers
 from nerfstudio.engine.trainer import TrainerConfig
 from nerfstudio.models.nerfacto import NerfactoModelConfig
 from nerfstudio.pipelines.base_pipeline import VanillaPipeline, VanillaPipelineConfig
 from nerfstudio.utils import colormaps, writer
 from nerfstudio.utils.rich_utils import CONSOLE
+from rich.progress import track
 from torch import Tensor
 
 from pds_nerfstudio import outputs
@@ -63,6 +65,14 @@ class EditPipelineConfig(VanillaPipelineConfig):
     """Steps between images sent to the writer (source | current render | gradient magnitude)."""
     num_compare_views: int = 4
     """Views in the source | edited grid saved at the end (renders/compare.png)."""
+    result_views: int = 16
+    """Training views rendered into renders/ at the end (evenly spaced along the turntable); 0: every view."""
+    result_resolution: int = 256
+    """Short side of the renders saved at the end, at most the data's; 0: the data's resolution."""
+    optimizer_state: Literal["source", "fresh"] = "source"
+    """source: Adam continues with the source run's moments and step counts where its parameter groups match
+    the edit's, as in the official release (which starts through --load-dir); fresh (or a source trained with
+    an appearance embedding, which the edit freezes): Adam starts at step 0. Learning-rate schedules restart."""
 
     source_description: ClassVar[str] = "a nerfacto run (ns-train nerfacto)"
     """What --load-dir must name, for error messages."""
@@ -100,6 +110,13 @@ class EditPipelineConfig(VanillaPipelineConfig):
             raise InputError(f"the source run's data {data} does not exist; if it moved, pass its new location with --data PATH")
         if self.render_resolution <= 0 or self.ray_chunk_size <= 0:
             raise InputError("--pipeline.render-resolution and --pipeline.ray-chunk-size must be positive")
+        if self.datamanager.change_view_every <= 0:
+            raise InputError(
+                f"--pipeline.datamanager.change-view-every {self.datamanager.change_view_every}: need a positive "
+                "number of steps (official: 10)"
+            )
+        if self.result_views < 0 or self.result_resolution < 0:
+            raise InputError("--pipeline.result-views and --pipeline.result-resolution must be 0 (all, full size) or more")
         self.guidance.check(scene_device)
 
 
@@ -111,6 +128,21 @@ def is_edit_run(config: TrainerConfig) -> bool:
 def is_source_run(config: TrainerConfig) -> bool:
     """An unedited scene that edits start from: a nerfacto run that is not itself an edit."""
     return isinstance(config.pipeline.model, NerfactoModelConfig) and not is_edit_run(config)
+
+
+def _state_fits(optimizer: torch.optim.Optimizer, saved: Optional[Dict[str, Any]]) -> bool:
+    """Whether a saved optimizer state dict holds state for exactly ``optimizer``'s parameters, in order."""
+    if not saved or len(saved["param_groups"]) != len(optimizer.param_groups):
+        return False
+    params = [p for group in optimizer.param_groups for p in group["params"]]
+    saved_ids = [i for group in saved["param_groups"] for i in group["params"]]
+    if len(saved_ids) != len(params):
+        return False
+    for position, param in zip(saved_ids, params):
+        moment = saved["state"].get(position, {}).get("exp_avg")
+        if moment is None or moment.shape != param.shape:
+            return False
+    return True
 
 
 class EditPipeline(VanillaPipeline):
@@ -137,6 +169,8 @@ class EditPipeline(VanillaPipeline):
             config.tgt_prompt, config.guidance.guidance_scale, range_name, ratio_range, on_pause=self._pause_editing
         )
         self._trainer: Optional[Any] = None
+        self._source_optimizers: Optional[Dict[str, Any]] = None
+        self._values_in_use: Optional[Dict[str, Any]] = None
         self.method_name = "edit"
         # Training ("val") starts from the source field; evaluation and export load the edit's own checkpoint.
         if test_mode == "val" and config.source_checkpoint is not None:
@@ -151,6 +185,31 @@ class EditPipeline(VanillaPipeline):
             self._trainer.training_state = "paused" if paused else "training"
             CONSOLE.log("Editing paused in the viewer" if paused else "Editing resumed in the viewer")
 
+    def use_values(self, step: int, **values: Any) -> Dict[str, Any]:
+        """Record the values this step hands to the guidance and return them; each time they change (the
+        first step, a viewer change, a resume) they are printed on one console line."""
+        if values != self._values_in_use:
+            text = ", ".join(f"{name.replace('_', ' ')} {value!r}" for name, value in values.items())
+            CONSOLE.print(f"Step {step} uses: {text}", soft_wrap=True, highlight=False, markup=False)
+            self._values_in_use = values
+        return values
+
+    def continue_source_optimizers(self, optimizers: Optimizers) -> None:
+        """Give the edit's Adam the source run's moments and step counts, where its parameter groups match."""
+        saved = self._source_optimizers or {}
+        unmatched = [name for name, optimizer in optimizers.optimizers.items() if not _state_fits(optimizer, saved.get(name))]
+        if unmatched:
+            CONSOLE.log(
+                f"Adam starts fresh: the source's optimizer state does not fit the edit's parameter groups {unmatched} "
+                "(a source trained with an appearance embedding, which the edit freezes, has other parameters)"
+            )
+            return
+        for name, optimizer in optimizers.optimizers.items():
+            # The source's moments and step counts; the edit's own hyperparameters (learning rate, eps).
+            optimizer.load_state_dict({"state": saved[name]["state"], "param_groups": optimizer.state_dict()["param_groups"]})
+        steps = [int(state["step"]) for opt in optimizers.optimizers.values() for state in opt.state.values() if "step" in state]
+        CONSOLE.log(f"Adam continues from the source run's state (its step count {max(steps, default=0)})")
+
     def report(self, step: int, metrics: Dict[str, Any]) -> None:
         """Show the step's diagnostics in the viewer's status line."""
         def fmt(value: Any) -> str:
@@ -161,8 +220,15 @@ class EditPipeline(VanillaPipeline):
         self.controls.show_status(f"{self.method_name} | step {step} | {details}")
 
     def load_source(self, checkpoint: Path) -> None:
-        """Load the source run's field (all model weights) from its checkpoint."""
-        state = load_checkpoint(checkpoint)["pipeline"]
+        """Load the source run's field (all model weights) from its checkpoint.
+
+        Only the model: nothing else of the source's pipeline state (another edit's viewer controls, a
+        refinement's images) reaches a new edit.
+        """
+        saved = load_checkpoint(checkpoint)
+        if self.config.optimizer_state == "source":
+            self._source_optimizers = saved.get("optimizers")
+        state = {key: value for key, value in saved["pipeline"].items() if key.startswith("_model.")}
         try:
             self.load_state_dict(state, strict=True)
         except RuntimeError as error:
@@ -195,24 +261,35 @@ class EditPipeline(VanillaPipeline):
         row = torch.cat([source[0].permute(1, 2, 0).cpu(), render[0].detach().permute(1, 2, 0).clamp(0, 1).cpu(), heat], 1)
         writer.put_image(name="edit/source|render|gradient", image=row, step=step)
 
+    def result_camera(self, index: int) -> Cameras:
+        """Training view ``index``'s camera at the resolution of the results (never above the data's)."""
+        camera = self.datamanager.train_camera(index)
+        short_side = int(min(camera.height.item(), camera.width.item()))
+        if self.config.result_resolution == 0 or self.config.result_resolution >= short_side:
+            return camera
+        return guidance_camera(camera, self.config.result_resolution)
+
     @torch.no_grad()
     def save_results(self, output_dir: Path) -> List[Path]:
-        """Render every training view of the current scene at the data's resolution into ``output_dir``,
-        with a source | edited grid of a few views (compare.png) and a turntable along the training
-        cameras (turntable.gif). Returns the paths of the renders."""
+        """Render ``result_views`` training views (every one with 0), evenly spaced along the turntable order,
+        at ``result_resolution`` into ``output_dir``, with a source | edited grid of a few of them
+        (compare.png) and a turntable (turntable.gif). Returns the paths of the renders."""
         output_dir.mkdir(parents=True, exist_ok=True)
         filenames = self.datamanager.train_dataset.image_filenames
+        order = outputs.turntable_order(self.datamanager.train_dataset.cameras.camera_to_worlds[:, :3, 3])
+        if self.config.result_views:
+            order = [order[i] for i in outputs.evenly_spaced(len(order), self.config.result_views)]
         renders, paths = [], []
-        for index in range(self.datamanager.num_train_views):
-            image = self.training_view_image(index)
+        for index in track(order, description=f"Rendering {len(order)} views of the result", transient=True):
+            camera = self.result_camera(index)
+            image = render_view_image(self.model, camera, index, self.config.ray_chunk_size)
             paths.append(output_dir / f"{Path(filenames[index]).stem}.png")
             outputs.to_pil(image).save(paths[-1])
             renders.append(image)
         shown = outputs.evenly_spaced(len(renders), self.config.num_compare_views)
-        sources = [self.datamanager.source_image(i, tuple(renders[i].shape[:2]))[0].permute(1, 2, 0) for i in shown]
+        sources = [self.datamanager.source_image(order[i], tuple(renders[i].shape[:2]))[0].permute(1, 2, 0) for i in shown]
         outputs.compare_grid(sources, [renders[i] for i in shown]).save(output_dir / outputs.COMPARE_NAME)
-        order = outputs.turntable_order(self.datamanager.train_dataset.cameras.camera_to_worlds[:, :3, 3])
-        outputs.write_turntable([renders[i] for i in order], output_dir / outputs.TURNTABLE_NAME)
+        outputs.write_turntable(renders, output_dir / outputs.TURNTABLE_NAME)
         return paths
 
     def get_training_callbacks(self, training_callback_attributes: TrainingCallbackAttributes) -> List[TrainingCallback]:
@@ -221,11 +298,13 @@ class EditPipeline(VanillaPipeline):
         if trainer is not None:
             self._trainer = trainer
             self.method_name = trainer.config.method_name
+            if trainer.config.load_dir is None and self.config.optimizer_state == "source":  # a new edit
+                self.continue_source_optimizers(training_callback_attributes.optimizers)
 
             def save_final_renders(step: int) -> None:
                 paths = self.save_results(trainer.base_dir / RENDERS_DIR)
                 CONSOLE.log(
-                    f"Saved renders of {len(paths)} training views, {outputs.COMPARE_NAME} and "
+                    f"Saved renders of {len(paths)} of the {self.datamanager.num_train_views} training views, {outputs.COMPARE_NAME} and "
                     f"{outputs.TURNTABLE_NAME} to {trainer.base_dir / RENDERS_DIR}"
                 )
 
@@ -251,12 +330,37 @@ class PDSPipeline(EditPipeline):
         """Distillation loss of ``render`` against the source view ``index``, plus diagnostics."""
         x0_src = self.datamanager.source_latent(index, tuple(render.shape[-2:]), self.guidance.encode_images)
         x0_tgt = self.guidance.encode_images(render)
-        guidance_kwargs.setdefault("t_ratio_range", self.controls.ratio_range)
-        guidance_kwargs.setdefault("guidance_scale", self.controls.guidance_scale)
-        output = self.guidance(x0_tgt, x0_src, self.controls.tgt_prompt, self.config.src_prompt, **guidance_kwargs)
+        # A t ratio range passed in is a schedule's value of this step (pnr), not the viewer's: it changes every
+        # step, so it is reported in the metrics only.
+        scheduled_range = guidance_kwargs.pop("t_ratio_range", None)
+        controlled = {} if scheduled_range else {"t_ratio_range": self.controls.ratio_range}
+        used = self.use_values(
+            step,
+            tgt_prompt=self.controls.tgt_prompt,
+            src_prompt=self.config.src_prompt,
+            guidance_scale=self.controls.guidance_scale,
+            **controlled,
+        )
+        t_ratio_range = scheduled_range or used["t_ratio_range"]
+        output = self.guidance(
+            x0_tgt,
+            x0_src,
+            used["tgt_prompt"],
+            used["src_prompt"],
+            t_ratio_range=t_ratio_range,
+            guidance_scale=used["guidance_scale"],
+            **guidance_kwargs,
+        )
         if step % self.config.steps_per_log_image == 0:
             self.log_edit_image(step, index, render, output.grad)
-        metrics = {"guidance_t": output.t.float().mean(), "guidance_grad_norm": output.grad.norm(), "view": index}
+        metrics = {
+            "guidance_t": output.t.float().mean(),
+            "guidance_grad_norm": output.grad.norm(),
+            "guidance_scale": used["guidance_scale"],
+            "t_ratio_min": t_ratio_range[0],
+            "t_ratio_max": t_ratio_range[1],
+            "view": index,
+        }
         return self.config.guidance_loss_mult * output.loss.to(self.device), output, metrics
 
     def get_train_loss_dict(self, step: int):

@@ -66,6 +66,12 @@ class RefinePipelineConfig(EditPipelineConfig):
         check_ratio_range("--pipeline.skip-ratio-range", self.skip_ratio_range)
         if self.edit_every <= 0:
             raise InputError("--pipeline.edit-every must be positive")
+        patch, rays = self.datamanager.patch_size, self.datamanager.train_num_rays_per_batch
+        if patch <= 0 or rays < patch**2 or rays % patch**2:
+            raise InputError(
+                f"--pipeline.datamanager.train-num-rays-per-batch {rays} must be a positive multiple of the "
+                f"patch's {patch}x{patch} pixels (--pipeline.datamanager.patch-size {patch}; official: 4096 rays, patch 32)"
+            )
 
 
 class RefinePipeline(EditPipeline):
@@ -84,6 +90,8 @@ class RefinePipeline(EditPipeline):
         self.register_buffer("refined_images", torch.zeros(len(dataset), height, width, 3, dtype=torch.uint8))
         self.register_buffer("refined", torch.zeros(len(dataset), dtype=torch.bool))
         self.initial_renders: Dict[int, Tensor] = {}
+        self.last_sdedit: Dict[str, Any] = {}
+        """The values the last SDEdit used: view, grid steps skipped, guidance scale."""
         if test_mode == "val":
             self._start_from_renders()
 
@@ -127,18 +135,25 @@ class RefinePipeline(EditPipeline):
         camera = self.guidance_camera(index)
         size = (int(camera.height), int(camera.width))
         image = F.interpolate(before.permute(2, 0, 1)[None], size=size, mode="bilinear", align_corners=False)
+        used = self.use_values(
+            step,
+            tgt_prompt=self.controls.tgt_prompt,
+            guidance_scale=self.controls.guidance_scale,
+            skip_ratio_range=self.controls.ratio_range,
+        )
         num_steps = self.config.guidance.num_inference_steps
-        low, high = self.controls.ratio_range
+        low, high = used["skip_ratio_range"]
         rng = random.Random(step)  # a value of the step: a resumed run draws the same
         skip = rng.randint(int(num_steps * low), int(num_steps * high))
         generator = torch.Generator().manual_seed(step)
         latents = self.guidance.sdedit(
             self.guidance.encode_images(image),
-            self.controls.tgt_prompt,
+            used["tgt_prompt"],
             num_steps - skip,
             generator,
-            guidance_scale=self.controls.guidance_scale,
+            guidance_scale=used["guidance_scale"],
         )
+        self.last_sdedit = {"refined_view": index, "sdedit_skip": skip, "sdedit_guidance_scale": used["guidance_scale"]}
         after = self.guidance.decode_latents(latents).to(self.device)
         after = F.interpolate(after, size=before.shape[:2], mode="bilinear", align_corners=False)[0].permute(1, 2, 0)
         self.datamanager.replace_train_image(index, after)
@@ -151,8 +166,9 @@ class RefinePipeline(EditPipeline):
     def get_train_loss_dict(self, step: int):
         metrics: Dict[str, Any] = {}
         if step % self.config.edit_every == 0:
-            metrics["refined_view"] = self.refine_view(step)
+            self.refine_view(step)
+            metrics.update(self.last_sdedit)
         outputs, loss_dict, model_metrics = super().get_train_loss_dict(step)
         metrics = {**model_metrics, **metrics}
-        self.report(step, {name: value for name, value in metrics.items() if name in ("psnr", "refined_view")})
+        self.report(step, {name: value for name, value in metrics.items() if name in ("psnr", "refined_view", "sdedit_skip")})
         return outputs, loss_dict, metrics

@@ -41,10 +41,15 @@ class Run:
         return f"{self.method_name} run {self.run_dir}"
 
 
+def checkpoint_step(path: Path) -> int:
+    """The step of a nerfstudio checkpoint file ``step-<step>.ckpt``."""
+    return int(path.stem[len("step-") :])
+
+
 def newest_checkpoint(checkpoint_dir: Path) -> Optional[Path]:
     """The checkpoint with the highest step in a nerfstudio_models folder, or None."""
     checkpoints = [p for p in checkpoint_dir.glob("step-*.ckpt") if p.stem[len("step-") :].isdigit()]
-    return max(checkpoints, key=lambda p: int(p.stem[len("step-") :]), default=None)
+    return max(checkpoints, key=checkpoint_step, default=None)
 
 
 def read_run(config_path: Path) -> Run:
@@ -86,6 +91,20 @@ def newest_with_checkpoint(runs: List[Run]) -> Run:
             "let it train until it saves one (every --steps-per-save steps and at the end)"
         )
     return newest(with_checkpoint)
+
+
+def find_run(path: Path, accepts: Callable[[TrainerConfig], bool], description: str, flag: str = "") -> Run:
+    """The newest run with a checkpoint under ``path`` (any level of an output folder) that ``accepts``.
+
+    ``flag`` is the option that gave ``path``, if any (for messages). Raises InputError.
+    """
+    given = f"{flag} {path}" if flag else str(path)
+    if not path.exists():
+        raise InputError(f"{given} does not exist")
+    runs = [run for run in find_runs(path) if accepts(run.config)]
+    if not runs:
+        raise InputError(f"{given} holds no run to use here; expected {description}")
+    return newest_with_checkpoint(runs)
 
 
 def resolve_load_dir(

@@ -2,22 +2,75 @@
 
 from __future__ import annotations
 
+import inspect
+import os
+import shutil
 from dataclasses import dataclass, field
+from typing import Type
 
-from nerfstudio.engine.trainer import TrainerConfig
+from nerfstudio.engine.trainer import Trainer, TrainerConfig
+from nerfstudio.utils.rich_utils import CONSOLE
 
+from pds_nerfstudio.checkpoints import check_checkpoint, is_whole_checkpoint
 from pds_nerfstudio.errors import InputError
 from pds_nerfstudio.pipeline import EditPipelineConfig
-from pds_nerfstudio.source_run import resolve_load_dir
+from pds_nerfstudio.source_run import checkpoint_step, newest_checkpoint, resolve_load_dir
+
+
+def _counts_steps_from_the_resumed_step() -> bool:
+    """nerfstudio 1.1.5 runs ``max_num_iterations`` more steps after a resumed checkpoint; its unreleased main
+    (nerfstudio #3526) stops at step ``max_num_iterations``. Read from the training loop itself."""
+    return "self._start_step + num_iterations" in inspect.getsource(Trainer.train)
+
+
+class EditTrainer(Trainer):
+    """nerfstudio's trainer, with an edit's ``--max-num-iterations`` as its total (a resumed edit ends there)
+    and checkpoints that appear whole or not at all (a run killed while saving can be resumed)."""
+
+    config: "EditTrainerConfig"
+
+    def save_checkpoint(self, step: int) -> None:
+        """nerfstudio's save, into a staging folder beside ``nerfstudio_models``, then moved in by one rename."""
+        final_dir = self.checkpoint_dir
+        staging = final_dir.with_name(final_dir.name + ".partial")
+        shutil.rmtree(staging, ignore_errors=True)  # what a save that was killed left
+        self.checkpoint_dir = staging
+        try:
+            super().save_checkpoint(step)
+        finally:
+            self.checkpoint_dir = final_dir
+        final_dir.mkdir(parents=True, exist_ok=True)
+        saved = staging / f"step-{step:09d}.ckpt"
+        os.replace(saved, final_dir / saved.name)
+        staging.rmdir()
+        if self.config.save_only_latest_checkpoint:
+            for older in final_dir.glob("step-*.ckpt"):
+                if older.name != saved.name:
+                    older.unlink()
+
+    def train(self) -> None:
+        total = self.config.max_num_iterations
+        if self._start_step > 0:
+            CONSOLE.log(f"Resuming the edit at step {self._start_step} of {total}")
+            if _counts_steps_from_the_resumed_step():
+                self.config.max_num_iterations = total - self._start_step
+        try:
+            super().train()
+        except InputError as error:  # found only once training started (e.g. a model that does not load)
+            raise SystemExit(f"error: {error}") from None
+        finally:
+            self.config.max_num_iterations = total
 
 
 @dataclass
 class EditTrainerConfig(TrainerConfig):
     """A TrainerConfig whose ``--load-dir`` is the source run to edit, at any level of its output folder.
 
-    A ``--load-dir`` holding only runs of this same method resumes the newest of them instead.
+    A ``--load-dir`` holding only runs of this same method resumes the newest of them instead, up to the
+    same total number of steps (``--max-num-iterations`` counts the whole edit, resumed or not).
     """
 
+    _target: Type = field(default_factory=lambda: EditTrainer)
     pipeline: EditPipelineConfig = field(default_factory=EditPipelineConfig)
     """The editing pipeline."""
 
@@ -39,11 +92,51 @@ class EditTrainerConfig(TrainerConfig):
             run = resolve_load_dir(
                 self.load_dir, self.method_name, self.pipeline.accepts_source, self.pipeline.source_description
             )
-            default = all_methods[self.method_name].pipeline
+            assert run.checkpoint is not None
+            default = all_methods[self.method_name]
             if run.method_name == self.method_name:  # resume this edit where it stopped
-                self.pipeline = self.pipeline.resumed_from(run, default)
-                self.load_dir = run.checkpoint.parent if run.checkpoint else None
+                self.pipeline = self.pipeline.resumed_from(run, default.pipeline)
+                self.load_dir = run.checkpoint.parent
+                self.choose_whole_checkpoint()
+                if self.max_num_iterations == default.max_num_iterations:  # not given now: the run's total
+                    self.max_num_iterations = run.config.max_num_iterations
             else:  # start editing the source run
-                self.pipeline = self.pipeline.with_source(run, default)
+                check_checkpoint(run.checkpoint)
+                self.pipeline = self.pipeline.with_source(run, default.pipeline)
                 self.load_dir = None
         self.pipeline.check(self.machine.device_type)
+        if self.max_num_iterations is not None:
+            self.check_steps_left()
+
+    def choose_whole_checkpoint(self) -> None:
+        """Resume from the newest whole checkpoint: a run killed while saving leaves its newest one cut short
+        (nerfstudio deletes the older ones only after a save completes)."""
+        if self.load_step is not None:
+            check_checkpoint(self.load_dir / f"step-{self.load_step:09d}.ckpt")
+            return
+        checkpoints = sorted(self.load_dir.glob("step-*.ckpt"), key=checkpoint_step, reverse=True)
+        whole = next((path for path in checkpoints if is_whole_checkpoint(path)), None)
+        if whole is None:
+            check_checkpoint(checkpoints[0])  # raises: no whole checkpoint to resume from
+        elif whole != checkpoints[0]:
+            CONSOLE.log(f"{checkpoints[0]} is incomplete (the run stopped while saving it); resuming from {whole.name}")
+            self.load_step = checkpoint_step(whole)
+
+    def completed_steps(self) -> int:
+        """Steps a resumed run has done already (0 for a new edit): the step of its checkpoint, plus one."""
+        if self.load_dir is None:
+            return 0
+        if self.load_step is not None:
+            return self.load_step + 1
+        checkpoint = newest_checkpoint(self.load_dir)
+        return 0 if checkpoint is None else checkpoint_step(checkpoint) + 1
+
+    def check_steps_left(self) -> None:
+        if self.max_num_iterations <= 0:
+            raise InputError(f"--max-num-iterations {self.max_num_iterations}: need a positive number of steps")
+        done = self.completed_steps()
+        if done >= self.max_num_iterations:
+            raise InputError(
+                f"the {self.method_name} run in {self.load_dir} has done {done} of --max-num-iterations "
+                f"{self.max_num_iterations} steps (the edit's total); pass a larger --max-num-iterations to edit further"
+            )

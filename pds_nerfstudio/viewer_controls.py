@@ -3,6 +3,11 @@
 The controls are the one source of the settings a user may change while an edit runs (target prompt,
 guidance scale, a ratio range, pause). They start from the config; what the viewer changes is saved in
 every checkpoint (as this module's extra state), so a resumed run continues with it.
+
+Precedence of each value on resume: a flag given now (the resumed run's config differs from the config
+the values were saved under) > a change made in the viewer (the saved value differs from that config) >
+the run's config. A new edit never loads another run's controls: ``EditPipeline.load_source`` loads
+only the source's model.
 """
 
 from __future__ import annotations
@@ -42,6 +47,7 @@ class EditControls(nn.Module):
         self.pause = ViewerCheckbox("Pause editing", False, cb_hook=lambda element: on_pause(bool(element.value)))
         self.status = ViewerText("Status", "waiting for the first step", disabled=True)
         self._prompt = tgt_prompt
+        self._configured = self.values()
 
     def _prompt_changed(self, element: ViewerText) -> None:
         text = element.value.strip()
@@ -67,12 +73,38 @@ class EditControls(nn.Module):
     def show_status(self, text: str) -> None:
         self.status.value = text
 
-    def get_extra_state(self) -> Dict[str, Any]:
+    def values(self) -> Dict[str, Any]:
+        """The values in use now, by name."""
         return {"tgt_prompt": self.tgt_prompt, "guidance_scale": self.guidance_scale, "ratio_range": self.ratio_range}
 
+    def _set(self, name: str, value: Any) -> None:
+        if name == "tgt_prompt":
+            self._prompt = self.prompt.value = value
+        elif name == "guidance_scale":
+            self.scale.value = value
+        else:
+            self.range_from.value, self.range_to.value = value
+
+    def get_extra_state(self) -> Dict[str, Any]:
+        # "configured" (this run's config) lets a resumed run tell a viewer change from a flag given now.
+        return {**self.values(), "configured": self._configured}
+
     def set_extra_state(self, state: Optional[Dict[str, Any]]) -> None:
-        if not state:
+        """Resume: take back what the viewer changed during the run, unless a flag given now sets that value."""
+        if not state or "configured" not in state:  # nothing saved, or saved without its config: keep the config
             return
-        self._prompt = self.prompt.value = state["tgt_prompt"]
-        self.scale.value = state["guidance_scale"]
-        self.range_from.value, self.range_to.value = state["ratio_range"]
+        configured_now, configured_then = _normalised(self._configured), _normalised(state["configured"])
+        for name, value in _normalised(state).items():
+            flag_given_now = configured_now[name] != configured_then[name]
+            changed_in_viewer = value != configured_then[name]
+            if changed_in_viewer and not flag_given_now:
+                self._set(name, value)
+
+
+def _normalised(values: Dict[str, Any]) -> Dict[str, Any]:
+    """Control values in one form (a checkpoint may hold the range as a list), for comparison."""
+    return {
+        "tgt_prompt": str(values["tgt_prompt"]),
+        "guidance_scale": float(values["guidance_scale"]),
+        "ratio_range": tuple(float(v) for v in values["ratio_range"]),
+    }

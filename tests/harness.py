@@ -174,6 +174,57 @@ def build_tiny_stable_diffusion(path: Path) -> Path:
     return path
 
 
+def sd15_shaped_pipeline(tiny_path: Path):
+    """An in-memory ``StableDiffusionPipeline`` with Stable Diffusion 1.5's UNet, VAE and text encoder shapes
+    (UNet 859.5M, VAE 83.7M, text encoder 123M parameters), seeded random weights, in float32.
+
+    Random weights cost the same compute and memory as the real ones. The tokenizer and scheduler come from
+    the tiny pipeline saved at ``tiny_path`` (:func:`build_tiny_stable_diffusion`).
+    """
+    import torch
+    from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionPipeline, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+
+    tokenizer = CLIPTokenizer.from_pretrained(tiny_path, subfolder="tokenizer")
+    scheduler = DDIMScheduler.from_pretrained(tiny_path, subfolder="scheduler")
+    torch.manual_seed(0)
+    unet = UNet2DConditionModel(cross_attention_dim=768, attention_head_dim=8, sample_size=64)
+    vae = AutoencoderKL(
+        block_out_channels=[128, 256, 512, 512],
+        down_block_types=["DownEncoderBlock2D"] * 4,
+        up_block_types=["UpDecoderBlock2D"] * 4,
+        latent_channels=4,
+        layers_per_block=2,
+        sample_size=512,
+    )
+    text_encoder = CLIPTextModel(
+        CLIPTextConfig(hidden_size=768, intermediate_size=3072, num_attention_heads=12, num_hidden_layers=12,
+                       vocab_size=tokenizer.vocab_size, max_position_embeddings=TINY_SD_MODEL_MAX_LENGTH)
+    )  # fmt: skip
+    return StableDiffusionPipeline(
+        vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet, scheduler=scheduler,
+        safety_checker=None, feature_extractor=None, requires_safety_checker=False,
+    )  # fmt: skip
+
+
+def rendered_image_gradient(guidance, image, source, tgt_prompt: str, src_prompt: str, seed: int = 0):
+    """The gradient a pds step sends back to a rendered ``image`` [1, 3, H, W] in [0, 1] against the
+    ``source`` image: VAE-encode the render, take the distillation gradient, backpropagate the surrogate
+    loss (what :class:`pds_nerfstudio.pipeline.PDSPipeline` does after rendering). Seeded, so two
+    guidance precisions draw the same t, noise and VAE sample."""
+    import torch
+
+    image = image.detach().clone().requires_grad_(True)
+    with torch.no_grad():
+        torch.manual_seed(seed)
+        x0_src = guidance.encode_images(source)
+    torch.manual_seed(seed + 1)
+    x0_tgt = guidance.encode_images(image)
+    output = guidance(x0_tgt, x0_src, tgt_prompt, src_prompt, generator=torch.Generator().manual_seed(seed))
+    output.loss.backward()
+    return image.grad
+
+
 # --------------------------------------------------------------------------------------------------
 # TORCH_HOME with random torchvision backbones (LPIPS)
 # --------------------------------------------------------------------------------------------------
@@ -494,6 +545,18 @@ TINY_EDIT_FLAGS: List[str] = [
 """Options shared by every editing method that keep a CPU edit of the synthetic scene to seconds per step."""
 
 
+def tiny_edit_command(method: str, load_dir: Path, output_dir: Path, steps: int, extra_args: Sequence[str] = ()) -> List[str]:
+    """``ns-train <method> --load-dir <load_dir>`` with :data:`TINY_EDIT_FLAGS` plus ``extra_args``."""
+    return [
+        _ns_train_executable(), method,
+        "--load-dir", str(load_dir),
+        "--output-dir", str(output_dir),
+        "--max-num-iterations", str(steps),
+        *TINY_EDIT_FLAGS,
+        *extra_args,
+    ]  # fmt: skip
+
+
 def run_tiny_edit(
     method: str,
     load_dir: Path,
@@ -511,14 +574,7 @@ def run_tiny_edit(
     """
     output_dir = Path(output_dir)
     before = set(find_run_dirs(output_dir, method))
-    command = [
-        _ns_train_executable(), method,
-        "--load-dir", str(load_dir),
-        "--output-dir", str(output_dir),
-        "--max-num-iterations", str(steps),
-        *TINY_EDIT_FLAGS,
-        *extra_args,
-    ]  # fmt: skip
+    command = tiny_edit_command(method, load_dir, output_dir, steps, extra_args)
     result = subprocess.run(
         command, env=offline_env(torch_home), cwd=cwd, capture_output=True, text=True, timeout=timeout, check=False
     )

@@ -31,13 +31,13 @@ from pds_nerfstudio.evaluation import (
     directional_similarity,
     edit_direction_consistency,
     ensure_lpips_weights,
-    find_run,
     load_lpips,
     lpips_distances,
     original_source,
     text_image_similarity,
 )
 from pds_nerfstudio.pipeline import is_edit_run, is_source_run
+from pds_nerfstudio.source_run import find_run
 from pds_nerfstudio.source_run import newest_checkpoint
 from tests.harness import offline_env, run_tiny_edit, write_tiny_clip_tokenizer_files
 

@@ -81,7 +81,7 @@ def runs(tmp_path_factory, source_run, synthetic_scene, tiny_sd, torch_home) -> 
         stopped_dir,
         work / "resumed",
         torch_home,
-        SELECTION_STEPS + EDIT_STEPS + REVISE_STEPS - STOP_AT,
+        SELECTION_STEPS + EDIT_STEPS + REVISE_STEPS,  # the edit's total
         ["--steps-per-save", "1", "--save-only-latest-checkpoint", "False", "--logging.steps-per-log", "1"],
         cwd=work,
     )
@@ -190,15 +190,29 @@ def test_source_images_and_checkpoint_are_untouched(runs, synthetic_scene):
     assert file_digests(synthetic_scene, runs.source_run) == runs.digests_before
 
 
-def test_resuming_runs_the_rest_of_the_phases_by_default(runs):
+def test_resuming_runs_the_rest_of_the_phases_by_default(runs, tmp_path):
+    """A run started without --max-num-iterations (its total: all phases) and stopped at step STOP_AT resumes
+    up to that total; the stopped run of the fixture was given --max-num-iterations STOP_AT, and is done."""
+    from pds_nerfstudio.errors import InputError
     from pnr_nerfstudio.method_configs import pnr_method
 
-    config = copy.deepcopy(pnr_method.config)
-    config.load_dir = runs.stopped_dir
-    config.machine.device_type = "cpu"
-    config.resolve_source()
-    assert config.max_num_iterations == SELECTION_STEPS + EDIT_STEPS + REVISE_STEPS - STOP_AT
+    def resolved(run_dir):
+        config = copy.deepcopy(pnr_method.config)
+        config.load_dir, config.machine.device_type = run_dir, "cpu"
+        config.resolve_source()
+        return config
+
+    stopped = tmp_path / "pnr" / runs.stopped_dir.name
+    shutil.copytree(runs.stopped_dir, stopped)
+    saved = yaml.load((stopped / "config.yml").read_text(), Loader=yaml.Loader)
+    saved.max_num_iterations = SELECTION_STEPS + EDIT_STEPS + REVISE_STEPS  # what a plain `ns-train pnr` saves
+    (stopped / "config.yml").write_text(yaml.dump(saved), "utf8")
+    config = resolved(stopped)
+    assert config.max_num_iterations == SELECTION_STEPS + EDIT_STEPS + REVISE_STEPS  # the total: the trainer ends there
+    assert config.completed_steps() == STOP_AT
     assert config.pipeline.perturbation.loss_window == WINDOW  # the run's own settings
+    with pytest.raises(InputError, match=f"has done {STOP_AT} of --max-num-iterations {STOP_AT} steps"):
+        resolved(runs.stopped_dir)
 
 
 def test_a_resumed_run_refuses_another_eta(runs, monkeypatch, tmp_path):

@@ -14,6 +14,7 @@ from pds_nerfstudio.source_run import newest_checkpoint
 from tests.harness import check_run_opens_without_diffusion_model, file_digests, run_tiny_edit
 
 PROMPT = "a photo of a polar bear"
+REFINE_PROMPT = "a photo of a bear statue"
 REFINE_STEPS = 9
 
 
@@ -68,12 +69,15 @@ def pds_source(tmp_path_factory, source_run, tiny_sd, torch_home):
         "pds", source_run, work / "outputs", torch_home, 2,
         ["--pipeline.tgt-prompt", PROMPT, "--pipeline.guidance.model-id", str(work / "sd")], cwd=work,
     )  # fmt: skip
+    # pds's controls (guidance 100, t ratio 0.02-0.98, its prompt) are in its checkpoint: refine must not use them
+    assert load_checkpoint(newest_checkpoint(run_dir / "nerfstudio_models"))["pipeline"]["controls._extra_state"]["guidance_scale"] == 100
     return run_dir
 
 
 @pytest.fixture(scope="module")
 def refine_run(pds_source, source_run, synthetic_scene, torch_home, tmp_path_factory):
-    """pds-refine for 9 steps, SDEditing a view every 2 steps; with the digests of every input before it."""
+    """pds-refine for 9 steps towards a new prompt, SDEditing a view every 2 steps, on one 32x32 patch a step;
+    with the digests of every input before it."""
     digests = file_digests(synthetic_scene, source_run, pds_source)
     run_dir, result = run_tiny_edit(
         "pds-refine",
@@ -81,7 +85,8 @@ def refine_run(pds_source, source_run, synthetic_scene, torch_home, tmp_path_fac
         tmp_path_factory.mktemp("refine") / "outputs",
         torch_home,
         REFINE_STEPS,
-        ["--pipeline.edit-every", "2", "--pipeline.datamanager.train-num-rays-per-batch", "512"],
+        ["--pipeline.edit-every", "2", "--pipeline.datamanager.train-num-rays-per-batch", "1024"]
+        + ["--pipeline.tgt-prompt", REFINE_PROMPT, "--logging.steps-per-log", "1"],
         cwd=pds_source.parents[3],
     )
     return run_dir, result, digests
@@ -91,7 +96,7 @@ def test_refine_end_to_end(refine_run, pds_source, source_run, synthetic_scene):
     run_dir, result, digests = refine_run
     assert "Rendered the 9 training views of the edited scene to refine" in result.stdout
     config = yaml.load((run_dir / "config.yml").read_text(), Loader=yaml.Loader)
-    assert config.pipeline.tgt_prompt == PROMPT  # taken from the pds run
+    assert config.pipeline.src_prompt == "" and config.pipeline.guidance.model_id.endswith("sd")  # from the pds run
     assert config.pipeline.source_checkpoint == newest_checkpoint(pds_source / "nerfstudio_models")
 
     # Training images were replaced by SDEdits: views 0..4 (steps 0, 2, 4, 6, 8), kept in the checkpoint.
@@ -123,10 +128,52 @@ def test_refine_end_to_end(refine_run, pds_source, source_run, synthetic_scene):
     assert file_digests(synthetic_scene, source_run, pds_source) == digests
 
 
+def test_sdedit_uses_refine_values_not_the_pds_runs(refine_run):
+    """The pds run saved guidance 100, t ratio 0.02-0.98 and its prompt in its controls; the SDEdit steps use
+    refine's guidance 15, skip ratio 0.8-0.9 and the prompt given now."""
+    run_dir, result, _ = refine_run
+    assert f"Step 0 uses: tgt prompt '{REFINE_PROMPT}', guidance scale 15.0, skip ratio range (0.8, 0.9)" in result.stdout
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(run_dir)).Reload()
+    scales = {e.step: e.value for e in events.Scalars("Train Metrics Dict/sdedit_guidance_scale")}
+    skips = {e.step: e.value for e in events.Scalars("Train Metrics Dict/sdedit_skip")}
+    assert sorted(scales) == sorted(skips) == [0, 2, 4, 6, 8]  # every --pipeline.edit-every steps
+    assert set(scales.values()) == {15.0} and set(skips.values()) <= {16.0, 17.0, 18.0}  # skip of 20 grid steps
+
+
+def test_refinement_trains_on_32_pixel_patches(refine_run):
+    """The official refinement's patch_size 32: the rays of a training batch form whole 32x32 squares."""
+    from nerfstudio.utils.eval_utils import eval_setup
+
+    run_dir, _, _ = refine_run
+    config, _, _, _ = eval_setup(run_dir / "config.yml", test_mode="inference")
+    assert config.pipeline.datamanager.patch_size == 32
+    pipeline = config.pipeline.setup(device="cpu", test_mode="val")
+    _, batch = pipeline.datamanager.next_train(0)
+    indices = batch["indices"].view(-1, 32, 32, 3)  # (image, row, column) of each ray, patch by patch
+    assert (indices[..., 0] == indices[:, :1, :1, 0]).all()  # one image per patch
+    assert torch.equal(indices[0, :, 0, 1] - indices[0, 0, 0, 1], torch.arange(32))  # consecutive rows
+    assert torch.equal(indices[0, 0, :, 2] - indices[0, 0, 0, 2], torch.arange(32))  # consecutive columns
+
+
+def test_refine_inherits_the_pds_runs_prompt_and_model(pds_source, tmp_path):
+    import copy
+
+    from nerfstudio.configs.method_configs import all_methods
+
+    config = copy.deepcopy(all_methods["pds-refine"])
+    config.load_dir, config.machine.device_type = pds_source, "cpu"
+    config.resolve_source()
+    assert config.pipeline.tgt_prompt == PROMPT
+    assert config.pipeline.guidance.model_id == str(pds_source.parents[3] / "sd")
+    assert config.pipeline.guidance.guidance_scale == 15.0 and config.pipeline.skip_ratio_range == (0.8, 0.9)
+
+
 def test_a_stopped_refinement_resumes_with_its_refined_images(refine_run, torch_home, tmp_path):
     run_dir, _, _ = refine_run
     resumed, result = run_tiny_edit(
-        "pds-refine", run_dir, tmp_path / "outputs", torch_home, 2, ["--pipeline.edit-every", "2"],
+        "pds-refine", run_dir, tmp_path / "outputs", torch_home, REFINE_STEPS + 2, ["--pipeline.edit-every", "2"],
         cwd=run_dir.parents[3],
     )  # fmt: skip
     assert "Done loading Nerfstudio checkpoint" in result.stdout

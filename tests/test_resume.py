@@ -1,0 +1,86 @@
+"""Starting and resuming an edit: Adam's state from the source, and a killed edit that ends at its total."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import time
+
+import pytest
+
+from pds_nerfstudio.checkpoints import load_checkpoint
+from pds_nerfstudio.source_run import checkpoint_step, newest_checkpoint
+from tests.harness import (
+    TINY_NERFACTO_STEPS,
+    find_run_dirs,
+    offline_env,
+    run_tiny_edit,
+    tiny_edit_command,
+    train_tiny_nerfacto,
+)
+
+pytestmark = pytest.mark.e2e
+
+PROMPT = "a photo of a polar bear"
+TOTAL, SAVE_EVERY = 30, 5
+
+
+@pytest.fixture(scope="module")
+def plain_source(tmp_path_factory, synthetic_scene, torch_home):
+    """A source reconstructed without an appearance embedding, as the release (and our README) recommends:
+    its parameter groups are the edit's."""
+    extra = ["--pipeline.model.use-appearance-embedding", "False"]
+    return train_tiny_nerfacto(synthetic_scene, tmp_path_factory.mktemp("plain"), torch_home, extra_args=extra)
+
+
+def adam_steps(run_dir):
+    optimizers = load_checkpoint(newest_checkpoint(run_dir / "nerfstudio_models"))["optimizers"]
+    return {group: {int(state["step"]) for state in saved["state"].values()} for group, saved in optimizers.items()}
+
+
+def test_adam_continues_from_the_source_or_starts_fresh_on_request(plain_source, tiny_sd, torch_home, tmp_path):
+    flags = ["--pipeline.tgt-prompt", PROMPT, "--pipeline.guidance.model-id", str(tiny_sd)]
+    run_dir, result = run_tiny_edit("pds", plain_source, tmp_path / "continued", torch_home, 2, flags)
+    assert f"Adam continues from the source run's state (its step count {TINY_NERFACTO_STEPS})" in result.stdout
+    # The field's Adam steps every step (the proposal networks only when nerfacto's schedule updates them).
+    assert adam_steps(plain_source)["fields"] == {TINY_NERFACTO_STEPS}
+    assert adam_steps(run_dir)["fields"] == {TINY_NERFACTO_STEPS + 2}
+    assert min(adam_steps(run_dir)["proposal_networks"]) >= min(adam_steps(plain_source)["proposal_networks"]) > 0
+
+    run_dir, result = run_tiny_edit(
+        "pds", plain_source, tmp_path / "fresh", torch_home, 2, [*flags, "--pipeline.optimizer-state", "fresh"]
+    )
+    assert "Adam continues" not in result.stdout and adam_steps(run_dir)["fields"] == {2}
+
+
+def test_a_killed_edit_resumes_where_it_was_and_ends_at_its_total(plain_source, tiny_sd, torch_home, tmp_path):
+    flags = ["--pipeline.tgt-prompt", PROMPT, "--pipeline.guidance.model-id", str(tiny_sd)]
+    flags += ["--steps-per-save", str(SAVE_EVERY), "--logging.steps-per-log", "1"]
+    command = tiny_edit_command("pds", plain_source, tmp_path / "outputs", TOTAL, flags)
+    process = subprocess.Popen(command, env=offline_env(torch_home), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        # Wait for the first checkpoint (a state, not a time), then kill -9 at once.
+        deadline = time.monotonic() + 900
+        while not list((tmp_path / "outputs").glob("*/pds/*/nerfstudio_models/step-*.ckpt")):
+            assert process.poll() is None, f"the edit ended before it could be killed:\n{process.stdout.read()[-3000:]}"
+            assert time.monotonic() < deadline, "no checkpoint was saved"
+            time.sleep(0.05)
+        os.kill(process.pid, signal.SIGKILL)
+    finally:
+        process.kill()
+        process.wait(timeout=60)
+    assert process.returncode == -signal.SIGKILL
+    (run_dir,) = find_run_dirs(tmp_path / "outputs", "pds")
+
+    resumed, result = run_tiny_edit("pds", run_dir, tmp_path / "resumed", torch_home, TOTAL, flags)
+    resumed_at = re.findall(rf"Resuming the edit at step (\d+) of {TOTAL}", result.stdout)
+    assert len(resumed_at) == 1, result.stdout[-3000:]
+    first = int(resumed_at[0])
+    assert first % SAVE_EVERY == 1 and first < TOTAL  # the step after the last whole checkpoint
+    assert checkpoint_step(newest_checkpoint(resumed / "nerfstudio_models")) == TOTAL - 1  # ends at the total
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    steps = [event.step for event in EventAccumulator(str(resumed)).Reload().Scalars("Train Loss")]
+    assert steps == list(range(first, TOTAL))
