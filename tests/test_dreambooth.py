@@ -1,0 +1,201 @@
+"""`pds-dreambooth`: DreamBooth fine-tuning (full and LoRA) on the tiny Stable Diffusion, its output in the guidance."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from pds_nerfstudio.dreambooth import (
+    CHECKPOINT_NAME,
+    CLASS_IMAGES_DIR,
+    DreamBooth,
+    DreamBoothTrainer,
+    denoising_losses,
+    ensure_class_images,
+    load_image,
+)
+from pds_nerfstudio.guidance import DREAMBOOTH_INFO, LORA_WEIGHTS_NAME, GuidanceConfig, load_stable_diffusion
+from tests.harness import _ns_train_executable, file_digests, offline_env, run_tiny_edit
+
+INSTANCE, CLASS = "a photo of a sks bear", "a photo of a bear"
+TINY = dict(resolution=32, num_class_images=3, class_image_steps=2, device="cpu")
+"""Settings that keep a CPU run of the tiny model to seconds."""
+
+
+def dreambooth(source, model_id, output_dir, **overrides) -> DreamBooth:
+    values = dict(instance_prompt=INSTANCE, class_prompt=CLASS, model_id=str(model_id), output_dir=output_dir, **TINY)
+    return DreamBooth(source=Path(source), **{**values, **overrides})
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, source_run, tiny_sd):
+    """A full and a LoRA model of the synthetic scene, with the base model's digests before training."""
+    work = tmp_path_factory.mktemp("dreambooth")
+    digests = file_digests(tiny_sd, source_run)
+    full = dreambooth(source_run, tiny_sd, work / "full", max_train_steps=12, learning_rate=1e-3).main()
+    lora = dreambooth(source_run, tiny_sd, work / "lora", mode="lora", max_train_steps=12, learning_rate=1e-2).main()
+    return {"full": full, "lora": lora, "digests": digests}
+
+
+def instance_loss(unet, scheduler, source_run, tiny_sd) -> float:
+    """The denoising loss of the instance prompt on fixed images, noises and timesteps."""
+    config = dreambooth(source_run, tiny_sd, None)
+    paths, _ = config.instance_images()
+    pipe = load_stable_diffusion(str(tiny_sd), torch.float32)
+    images = torch.stack([load_image(p) for p in paths])
+    generator = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        latents = pipe.vae.encode(images).latent_dist.mean * pipe.vae.config.scaling_factor
+        noise = torch.randn(latents.shape, generator=generator)
+        timesteps = torch.randint(0, 1000, (len(latents),), generator=generator)
+        embedding, _ = pipe.encode_prompt(INSTANCE, "cpu", 1, do_classifier_free_guidance=False)
+        losses = denoising_losses(unet, scheduler, latents, noise, timesteps, embedding.expand(len(latents), -1, -1))
+    return torch.stack(losses).mean().item()
+
+
+def test_the_source_runs_training_images_are_the_instance_images(source_run, tiny_sd):
+    paths, experiment = dreambooth(source_run.parents[1], tiny_sd, None).instance_images()
+    assert len(paths) == 9  # 10 views, 1 held out for eval by nerfstudio's split
+    assert experiment == source_run.parents[1]
+
+
+def test_full_fine_tuning_lowers_the_instance_loss_and_saves_a_pipeline(trained, source_run, tiny_sd):
+    from diffusers import StableDiffusionPipeline
+
+    base = StableDiffusionPipeline.from_pretrained(tiny_sd)
+    tuned = StableDiffusionPipeline.from_pretrained(trained["full"])  # a whole pipeline, as users load it
+    before = instance_loss(base.unet, base.scheduler, source_run, tiny_sd)
+    after = instance_loss(tuned.unet, base.scheduler, source_run, tiny_sd)
+    assert after < before, (before, after)
+    assert not (trained["full"] / CHECKPOINT_NAME).exists()  # removed once training ended
+    assert len(list((trained["full"] / CLASS_IMAGES_DIR).glob("*.png"))) == 3
+
+
+def test_lora_trains_only_an_adapter_that_changes_the_unet(trained, tiny_sd):
+    lora = trained["lora"]
+    assert (lora / LORA_WEIGHTS_NAME).is_file() and not (lora / "unet").exists()
+    base = GuidanceConfig(model_id=str(tiny_sd)).setup(device="cpu")
+    tuned = GuidanceConfig(model_id=str(lora)).setup(device="cpu")  # the one flag, --pipeline.guidance.model-id
+    generator = torch.Generator().manual_seed(0)
+    x_t, t = torch.randn(1, 4, 16, 16, generator=generator), torch.tensor([500])
+    cond = base.text_embedding(INSTANCE)
+    difference = (tuned.predict_noise(x_t, t, cond, 1.0) - base.predict_noise(x_t, t, cond, 1.0)).abs().max()
+    assert difference > 1e-4
+    assert [n for n, _ in tuned.pipe.unet.named_modules() if "lora" in n] == []  # fused: no adapter layers left
+
+
+def test_the_source_run_and_base_model_are_never_written(trained, source_run, tiny_sd):
+    assert file_digests(tiny_sd, source_run) == trained["digests"]
+
+
+@pytest.mark.e2e
+@pytest.mark.parametrize("mode", ["full", "lora"])
+def test_the_model_drives_a_pds_edit(trained, mode, source_run, torch_home, tmp_path):
+    run_dir, _ = run_tiny_edit(
+        "pds", source_run, tmp_path / "outputs", torch_home, 3,
+        ["--pipeline.guidance.model-id", str(trained[mode]), "--pipeline.src-prompt", INSTANCE,
+         "--pipeline.tgt-prompt", "a photo of a sks polar bear"],
+    )  # fmt: skip
+    assert (run_dir / "nerfstudio_models" / "step-000000002.ckpt").is_file()
+
+
+def test_class_images_are_generated_once(tiny_sd, tmp_path):
+    pipe = load_stable_diffusion(str(tiny_sd), torch.float32)
+    pipe.set_progress_bar_config(disable=True)
+    paths = ensure_class_images(pipe, CLASS, 2, tmp_path, 32, 2, seed=0)
+    digests = file_digests(tmp_path)
+    more = ensure_class_images(pipe, CLASS, 3, tmp_path, 32, 2, seed=0)  # the first two are reused, one is added
+    assert more[:2] == paths and len(more) == 3
+    assert {p: d for p, d in file_digests(tmp_path).items() if p in paths} == digests
+
+
+@pytest.mark.e2e
+def test_a_killed_run_resumes_and_reuses_its_class_images(source_run, tiny_sd, torch_home, tmp_path):
+    command = [
+        str(Path(_ns_train_executable()).parent / "pds-dreambooth"), str(source_run),
+        "--instance-prompt", INSTANCE, "--class-prompt", CLASS, "--model-id", str(tiny_sd),
+        "--output-dir", str(tmp_path / "out"), "--max-train-steps", "60", "--checkpoint-every", "3",
+        "--resolution", "32", "--num-class-images", "3", "--class-image-steps", "2", "--device", "cpu",
+    ]  # fmt: skip
+    process = subprocess.Popen(command, env=offline_env(torch_home), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + 900
+        while not (tmp_path / "out" / CHECKPOINT_NAME).exists():
+            assert process.poll() is None, f"ended before it could be killed:\n{process.stdout.read()[-3000:]}"
+            assert time.monotonic() < deadline, "no checkpoint was saved"
+            time.sleep(0.05)
+        os.kill(process.pid, signal.SIGKILL)
+    finally:
+        process.kill()
+        process.wait(timeout=60)
+    class_images = file_digests(tmp_path / "out" / CLASS_IMAGES_DIR)
+    assert len(class_images) == 3
+    result = subprocess.run(command, env=offline_env(torch_home), capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    resumed_at = re.findall(r"Resuming DreamBooth at step (\d+)", result.stdout)
+    assert len(resumed_at) == 1 and int(resumed_at[0]) % 3 == 0 and int(resumed_at[0]) > 0
+    assert "Using the 3 class images" in result.stdout and "Generating" not in result.stdout
+    assert file_digests(tmp_path / "out" / CLASS_IMAGES_DIR) == class_images
+    assert "ns-train pds --load-dir" in result.stdout and str(tmp_path / "out") in result.stdout
+
+
+# ---------------------------------------------------------------------------------------------
+# Bad input: one line, before any heavy work
+# ---------------------------------------------------------------------------------------------
+
+
+def run_command(monkeypatch, *args: str) -> str:
+    from pds_nerfstudio.dreambooth import entrypoint
+
+    monkeypatch.setattr(sys, "argv", ["pds-dreambooth", *args, "--device", "cpu"])
+    with pytest.raises(SystemExit) as exit_info:
+        entrypoint()
+    message = str(exit_info.value.code)
+    assert message.startswith("error: ") and "\n" not in message, message
+    return message
+
+
+def test_bad_input_stops_with_one_line(monkeypatch, source_run, tiny_sd, tmp_path):
+    prompts = ["--instance-prompt", INSTANCE, "--class-prompt", CLASS]
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert "holds no images" in run_command(monkeypatch, str(empty), *prompts, "--model-id", str(tiny_sd))
+    message = run_command(monkeypatch, str(source_run), *prompts, "--model-id", "someone/missing-diffusion-model")
+    assert "someone/missing-diffusion-model" in message
+    occupied = tmp_path / "occupied"
+    occupied.mkdir()
+    (occupied / "notes.txt").write_text("mine")
+    message = run_command(monkeypatch, str(source_run), *prompts, "--model-id", str(tiny_sd), "--output-dir", str(occupied))
+    assert "exists and holds something else" in message
+    assert (occupied / "notes.txt").read_text() == "mine" and len(list(occupied.iterdir())) == 1
+    assert "instance prompt is empty" in run_command(monkeypatch, str(source_run), "--model-id", str(tiny_sd))
+
+
+def test_an_instance_prompt_without_an_identifier_warns(source_run, tiny_sd, tmp_path, capsys):
+    config = dreambooth(source_run, tiny_sd, tmp_path / "out", instance_prompt="a photo of a bear")
+    config.check()
+    assert "rare identifier" in capsys.readouterr().out
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_resumed_output_with_other_settings_is_refused(trained, source_run, tiny_sd):
+    with pytest.raises(Exception, match="finished DreamBooth model"):
+        dreambooth(source_run, tiny_sd, trained["full"], max_train_steps=12, learning_rate=1e-3).check()
+    with pytest.raises(Exception, match="other settings .*instance_prompt"):
+        dreambooth(source_run, tiny_sd, trained["full"], instance_prompt="a photo of a xyz bear").check()
+    assert (trained["full"] / DREAMBOOTH_INFO).is_file()
+
+
+def test_the_trainer_holds_only_the_adapter_in_lora_mode(tiny_sd, source_run):
+    config = dreambooth(source_run, tiny_sd, None, mode="lora", gradient_checkpointing=False)
+    trainer = DreamBoothTrainer(config, load_stable_diffusion(str(tiny_sd), torch.float32), torch.device("cpu"))
+    names = [n for n, p in trainer.unet.named_parameters() if p.requires_grad]
+    assert names and all("lora" in n for n in names)
