@@ -24,6 +24,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.render_memory import PeakRSS  # noqa: E402
+from bench.report import replace_section  # noqa: E402
 
 REPORT = Path(__file__).resolve().parents[1] / "docs" / "benchmarks.md"
 
@@ -89,10 +90,8 @@ def main() -> None:
 def write_report(args, rows) -> None:
     import torch
 
-    marker = f"<!-- bench:dreambooth:{args.device} -->"
     memory = "peak torch.cuda.max_memory_allocated" if args.device.startswith("cuda") else "peak resident memory of the process"
     section = "\n".join([
-        marker,
         f"### DreamBooth training step, {args.device}, {args.resolution} px",
         "",
         f"`python bench/dreambooth.py --device {args.device} --resolution {args.resolution}` on {platform.machine()}, "
@@ -103,15 +102,8 @@ def write_report(args, rows) -> None:
         "| mode | trained parameters | peak memory (MiB) | s/step |",
         "|---|---|---|---|",
         *rows,
-        "<!-- /bench -->",
     ])  # fmt: skip
-    text = REPORT.read_text()
-    if marker in text:
-        head, rest = text.split(marker, 1)
-        text = head + section + rest.split("<!-- /bench -->", 1)[1]
-    else:
-        text = text.rstrip("\n") + "\n\n" + section + "\n"
-    REPORT.write_text(text)
+    replace_section(REPORT, f"<!-- bench:dreambooth:{args.device} -->", section)
     print(f"written to {REPORT}")
 
 

@@ -23,6 +23,8 @@ from typing import Dict, List
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.report import replace_section  # noqa: E402
+
 REPORT = Path(__file__).resolve().parents[1] / "docs" / "benchmarks.md"
 MARKER = "precision"
 PRECISIONS = {
@@ -111,7 +113,6 @@ def write_report(args, rows: List[str], torch_version: str) -> None:
     command += f" --sizes {' '.join(map(str, args.sizes))}"
     section = "\n".join(
         [
-            f"<!-- bench:{MARKER}:{args.device} -->",
             f"### Gradient precision, {args.device}",
             "",
             f"`{command}` on {platform.machine()}, torch {torch_version}; SD-1.5-shaped UNet, VAE and text encoder",
@@ -121,17 +122,9 @@ def write_report(args, rows: List[str], torch_version: str) -> None:
             "| size (px) | precision | cosine with float32 | relative error | s/step | peak (MiB) |",
             "|---|---|---|---|---|---|",
             *rows,
-            "<!-- /bench -->",
         ]
     )
-    text = REPORT.read_text()
-    start, end = f"<!-- bench:{MARKER}:{args.device} -->", "<!-- /bench -->"
-    if start in text:
-        head, rest = text.split(start, 1)
-        text = head + section + rest.split(end, 1)[1]
-    else:
-        text = text.rstrip("\n") + "\n\n" + section + "\n"
-    REPORT.write_text(text)
+    replace_section(REPORT, f"<!-- bench:{MARKER}:{args.device} -->", section)
     print(f"written to {REPORT}")
 
 

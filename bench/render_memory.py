@@ -26,6 +26,8 @@ from typing import Dict, List
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.report import replace_section  # noqa: E402
+
 MODES = ("full-graph", "chunked")
 # A mid-size nerfacto field: nerfacto's default field takes minutes per 256 px step on a 2-core CPU.
 BENCH_FIELD = dict(
@@ -217,16 +219,7 @@ def write_report(args, device: str, rows: List) -> None:
         )
     section = "\n".join(lines) + "\n"
     print("\n" + section)
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    marker = f"<!-- bench:{device}:{args.sd} -->"
-    text = args.output.read_text() if args.output.exists() else "# Benchmarks\n"
-    if marker in text:  # replace this device's previous table
-        head, rest = text.split(marker, 1)
-        tail = rest.split("<!-- /bench -->", 1)[1] if "<!-- /bench -->" in rest else ""
-        text = head + marker + "\n" + section + "<!-- /bench -->" + tail
-    else:
-        text = text.rstrip("\n") + "\n\n" + marker + "\n" + section + "<!-- /bench -->\n"
-    args.output.write_text(text)
+    replace_section(args.output, f"<!-- bench:{device}:{args.sd} -->", section)  # this device's previous table
 
 
 if __name__ == "__main__":

@@ -34,7 +34,7 @@ import tyro
 from nerfstudio.utils.rich_utils import CONSOLE
 from torch import Tensor
 
-from pds_nerfstudio.errors import InputError
+from pds_nerfstudio.errors import InputError, run_command
 from pds_nerfstudio.guidance import (
     DEFAULT_MODEL_ID,
     DREAMBOOTH_INFO,
@@ -481,13 +481,8 @@ def write_info(output_dir: Path, settings: Dict[str, Any], finished: bool) -> No
 
 
 def entrypoint() -> None:
-    """``pds-dreambooth``: bad input ends with one line saying what to do."""
-    tyro.extras.set_accent_color("bright_yellow")
-    command = tyro.cli(DreamBooth)
-    try:
-        command.main()
-    except InputError as error:
-        raise SystemExit(f"error: {error}") from None
+    """``pds-dreambooth``."""
+    run_command(DreamBooth)
 
 
 if __name__ == "__main__":

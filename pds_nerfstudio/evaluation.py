@@ -55,7 +55,7 @@ from rich.table import Table
 from torch import Tensor
 
 from pds_nerfstudio.checkpoints import load_checkpoint
-from pds_nerfstudio.errors import InputError
+from pds_nerfstudio.errors import InputError, run_command
 from pds_nerfstudio.guidance import check_device, check_pretrained_available
 from pds_nerfstudio.perceptual import LPIPS_VERSION, LpipsNet, ensure_lpips_weights, load_lpips
 from pds_nerfstudio.pipeline import EditPipeline, EditPipelineConfig, is_edit_run, is_source_run
@@ -602,13 +602,8 @@ Views: {views["count"]} ({e(views["cameras"])}), {views["height_width"][0]}x{vie
 
 
 def entrypoint() -> None:
-    """``pds-eval``: bad input ends with one line saying what to do."""
-    tyro.extras.set_accent_color("bright_yellow")
-    command = tyro.cli(EvaluateEdit)
-    try:
-        command.main()
-    except InputError as error:
-        raise SystemExit(f"error: {error}") from None
+    """``pds-eval``."""
+    run_command(EvaluateEdit)
 
 
 if __name__ == "__main__":

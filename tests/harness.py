@@ -586,6 +586,23 @@ def run_tiny_edit(
     return new[0], result
 
 
+def kill_when(process: subprocess.Popen, ready, what: str, timeout: float = 900.0) -> None:
+    """kill -9 ``process`` as soon as ``ready()`` is true (a state, not a time); fails if it ends before."""
+    import signal
+
+    try:
+        deadline = time.monotonic() + timeout
+        while not ready():
+            assert process.poll() is None, f"it ended before {what}:\n{process.stdout.read()[-3000:] if process.stdout else ''}"
+            assert time.monotonic() < deadline, f"{what} did not happen"
+            time.sleep(0.05)
+        os.kill(process.pid, signal.SIGKILL)
+    finally:
+        process.kill()
+        process.wait(timeout=60)
+    assert process.returncode == -signal.SIGKILL
+
+
 def _free_port() -> int:
     import socket
 

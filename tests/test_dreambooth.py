@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import os
 import re
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -23,7 +20,7 @@ from pds_nerfstudio.dreambooth import (
     load_image,
 )
 from pds_nerfstudio.guidance import DREAMBOOTH_INFO, LORA_WEIGHTS_NAME, GuidanceConfig, load_stable_diffusion
-from tests.harness import _ns_train_executable, file_digests, offline_env, run_tiny_edit
+from tests.harness import _ns_train_executable, file_digests, kill_when, offline_env, run_tiny_edit
 
 INSTANCE, CLASS = "a photo of a sks bear", "a photo of a bear"
 TINY = dict(resolution=32, num_class_images=3, class_image_steps=2, device="cpu")
@@ -126,16 +123,7 @@ def test_a_killed_run_resumes_and_reuses_its_class_images(source_run, tiny_sd, t
         "--resolution", "32", "--num-class-images", "3", "--class-image-steps", "2", "--device", "cpu",
     ]  # fmt: skip
     process = subprocess.Popen(command, env=offline_env(torch_home), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    try:
-        deadline = time.monotonic() + 900
-        while not (tmp_path / "out" / CHECKPOINT_NAME).exists():
-            assert process.poll() is None, f"ended before it could be killed:\n{process.stdout.read()[-3000:]}"
-            assert time.monotonic() < deadline, "no checkpoint was saved"
-            time.sleep(0.05)
-        os.kill(process.pid, signal.SIGKILL)
-    finally:
-        process.kill()
-        process.wait(timeout=60)
+    kill_when(process, (tmp_path / "out" / CHECKPOINT_NAME).exists, "the first checkpoint")
     class_images = file_digests(tmp_path / "out" / CLASS_IMAGES_DIR)
     assert len(class_images) == 3
     result = subprocess.run(command, env=offline_env(torch_home), capture_output=True, text=True, timeout=900)

@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import os
 import re
-import signal
 import subprocess
-import time
 
 import pytest
 
@@ -15,6 +12,7 @@ from pds_nerfstudio.source_run import checkpoint_step, newest_checkpoint
 from tests.harness import (
     TINY_NERFACTO_STEPS,
     find_run_dirs,
+    kill_when,
     offline_env,
     run_tiny_edit,
     tiny_edit_command,
@@ -60,18 +58,7 @@ def test_a_killed_edit_resumes_where_it_was_and_ends_at_its_total(plain_source, 
     flags += ["--steps-per-save", str(SAVE_EVERY), "--logging.steps-per-log", "1"]
     command = tiny_edit_command("pds", plain_source, tmp_path / "outputs", TOTAL, flags)
     process = subprocess.Popen(command, env=offline_env(torch_home), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    try:
-        # Wait for the first checkpoint (a state, not a time), then kill -9 at once.
-        deadline = time.monotonic() + 900
-        while not list((tmp_path / "outputs").glob("*/pds/*/nerfstudio_models/step-*.ckpt")):
-            assert process.poll() is None, f"the edit ended before it could be killed:\n{process.stdout.read()[-3000:]}"
-            assert time.monotonic() < deadline, "no checkpoint was saved"
-            time.sleep(0.05)
-        os.kill(process.pid, signal.SIGKILL)
-    finally:
-        process.kill()
-        process.wait(timeout=60)
-    assert process.returncode == -signal.SIGKILL
+    kill_when(process, lambda: bool(list((tmp_path / "outputs").glob("*/pds/*/nerfstudio_models/step-*.ckpt"))), "the first checkpoint")
     (run_dir,) = find_run_dirs(tmp_path / "outputs", "pds")
 
     resumed, result = run_tiny_edit("pds", run_dir, tmp_path / "resumed", torch_home, TOTAL, flags)
