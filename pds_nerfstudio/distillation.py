@@ -20,7 +20,7 @@ Notation follows the PDS paper (Koo et al., CVPR 2024, Eq. 6-14), with ``a`` the
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Literal, Optional, Tuple
+from typing import Callable, Dict, Literal, Optional, Tuple
 
 import torch
 from torch import Tensor
@@ -43,6 +43,8 @@ class DistillationOutput:
     """Gradient of the distillation objective with respect to the target latent x0_tgt."""
     t: Tensor
     """Timestep of each batch element."""
+    x0_hat_tgt: Optional[Tensor] = None
+    """The target's one-step estimate x0_hat(x_t^tgt, eps_hat_tgt) at t (Eq. 9): what the target denoises to."""
 
 
 def check_choice(name: str, value: str, allowed: Tuple[str, ...]) -> None:
@@ -147,6 +149,12 @@ def pds_psi_chi(
     return psi, chi
 
 
+def one_step_estimate(alphas_cumprod: Tensor, x_t: Tensor, eps_hat: Tensor, t: Tensor) -> Tensor:
+    """x0_hat = (x_t - sqrt(1 - a_t) eps_hat) / sqrt(a_t): Tweedie's one-step estimate (PDS paper Eq. 9)."""
+    a_t = _per_sample(alphas_cumprod[t.cpu()], x_t)
+    return (x_t - (1 - a_t).sqrt() * eps_hat) / a_t.sqrt()
+
+
 def _finite(grad: Tensor) -> Tensor:
     """Zero every non-finite entry: one bad latent must not poison the field's optimizer state."""
     return torch.where(torch.isfinite(grad), grad, torch.zeros_like(grad))
@@ -161,11 +169,21 @@ def _denoise_pair(
 
 
 def sds_gradient(
-    eps: Denoiser, alphas_cumprod: Tensor, x0_tgt: Tensor, cond_tgt: Tensor, t: Tensor, noise: Tensor
+    eps: Denoiser,
+    alphas_cumprod: Tensor,
+    x0_tgt: Tensor,
+    cond_tgt: Tensor,
+    t: Tensor,
+    noise: Tensor,
+    record: Optional[Dict[str, Tensor]] = None,
 ) -> Tensor:
-    """Score Distillation Sampling (DreamFusion Eq. 3): w(t) (eps_hat(x_t, y_tgt) - eps), w = 1 - a_t."""
+    """Score Distillation Sampling (DreamFusion Eq. 3): w(t) (eps_hat(x_t, y_tgt) - eps), w = 1 - a_t.
+
+    ``record``, if given, receives the target's one-step estimate as ``x0_hat_tgt``."""
     x_t = add_noise(alphas_cumprod, x0_tgt, noise, t)
     eps_hat = eps(x_t, t, cond_tgt)
+    if record is not None:
+        record["x0_hat_tgt"] = one_step_estimate(alphas_cumprod, x_t, eps_hat, t)
     weight = 1 - _per_sample(alphas_cumprod[t.cpu()], x0_tgt)
     return _finite(weight * (eps_hat - noise))
 
@@ -179,11 +197,14 @@ def dds_gradient(
     cond_src: Tensor,
     t: Tensor,
     noise: Tensor,
+    record: Optional[Dict[str, Tensor]] = None,
 ) -> Tensor:
     """Delta Denoising Score (Hertz et al. 2023, Eq. 6): eps_hat(x_t^tgt, y_tgt) - eps_hat(x_t^src, y_src), shared noise."""
     xt_tgt = add_noise(alphas_cumprod, x0_tgt, noise, t)
     xt_src = add_noise(alphas_cumprod, x0_src, noise, t)
     eps_src, eps_tgt = _denoise_pair(eps, xt_src, xt_tgt, t, cond_src, cond_tgt)
+    if record is not None:
+        record["x0_hat_tgt"] = one_step_estimate(alphas_cumprod, xt_tgt, eps_tgt, t)
     return _finite(eps_tgt - eps_src)
 
 
@@ -200,25 +221,29 @@ def pds_gradient(
     noise_prev: Tensor,
     coefficients: PosteriorCoefficients = "official",
     betas: Optional[Tensor] = None,
+    record: Optional[Dict[str, Tensor]] = None,
 ) -> Tensor:
     """Posterior Distillation Sampling (PDS paper Eq. 13): z_tgt - z_src through the stochastic latents.
 
     ``noise`` (eps_t) and ``noise_prev`` (eps_prev) are independent and shared by source and target.
+    ``record``, if given, receives the target's one-step estimate as ``x0_hat_tgt``.
     """
     coefficients_t = posterior_coefficients(alphas_cumprod, t, t_prev, coefficients, betas)
     c0, c1, sigma_t = (_per_sample(c, x0_tgt) for c in coefficients_t)
-    a_t = _per_sample(alphas_cumprod[t.cpu()], x0_tgt)
 
-    def stochastic_latent(x0: Tensor, x_t: Tensor, eps_hat: Tensor) -> Tensor:
+    def stochastic_latent(x0: Tensor, x_t: Tensor, x0_hat: Tensor) -> Tensor:
         x_prev = add_noise(alphas_cumprod, x0, noise_prev, t_prev)  # q(x_prev | x0), Eq. 6
-        x0_hat = (x_t - (1 - a_t).sqrt() * eps_hat) / a_t.sqrt()  # Tweedie one-step estimate, Eq. 9
         mu = c0 * x0_hat + c1 * x_t  # posterior mean, Eq. 10
         return (x_prev - mu) / sigma_t  # stochastic latent, Eq. 11
 
     xt_tgt = add_noise(alphas_cumprod, x0_tgt, noise, t)
     xt_src = add_noise(alphas_cumprod, x0_src, noise, t)
     eps_src, eps_tgt = _denoise_pair(eps, xt_src, xt_tgt, t, cond_src, cond_tgt)
-    return _finite(stochastic_latent(x0_tgt, xt_tgt, eps_tgt) - stochastic_latent(x0_src, xt_src, eps_src))
+    x0_hat_tgt = one_step_estimate(alphas_cumprod, xt_tgt, eps_tgt, t)  # Eq. 9
+    x0_hat_src = one_step_estimate(alphas_cumprod, xt_src, eps_src, t)
+    if record is not None:
+        record["x0_hat_tgt"] = x0_hat_tgt
+    return _finite(stochastic_latent(x0_tgt, xt_tgt, x0_hat_tgt) - stochastic_latent(x0_src, xt_src, x0_hat_src))
 
 
 def randn_like(x: Tensor, generator: Optional[torch.Generator]) -> Tensor:
@@ -246,16 +271,18 @@ def distillation_gradient(
     x0_tgt = x0_tgt.detach()
     x0_src = x0_src.detach()
     noise = randn_like(x0_tgt, generator)
+    record: Dict[str, Tensor] = {}
     if method == "sds":
-        grad = sds_gradient(eps, alphas_cumprod, x0_tgt, cond_tgt, t, noise)
+        grad = sds_gradient(eps, alphas_cumprod, x0_tgt, cond_tgt, t, noise, record)
     elif method == "dds":
-        grad = dds_gradient(eps, alphas_cumprod, x0_tgt, x0_src, cond_tgt, cond_src, t, noise)
+        grad = dds_gradient(eps, alphas_cumprod, x0_tgt, x0_src, cond_tgt, cond_src, t, noise, record)
     else:
         noise_prev = randn_like(x0_tgt, generator)
         grad = pds_gradient(
-            eps, alphas_cumprod, x0_tgt, x0_src, cond_tgt, cond_src, t, t_prev, noise, noise_prev, coefficients, betas
-        )
-    return DistillationOutput(grad=grad, t=t)
+            eps, alphas_cumprod, x0_tgt, x0_src, cond_tgt, cond_src, t, t_prev, noise, noise_prev, coefficients, betas,
+            record,
+        )  # fmt: skip
+    return DistillationOutput(grad=grad, t=t, x0_hat_tgt=record["x0_hat_tgt"])
 
 
 def surrogate_loss(x0: Tensor, grad: Tensor, reduction: Literal["mean", "sum"] = "mean") -> Tensor:

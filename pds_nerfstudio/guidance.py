@@ -227,6 +227,10 @@ class GuidanceOutput:
     """Distillation gradient in latent space."""
     t: Tensor
     """The timestep drawn for this step."""
+    x0: Tensor
+    """The target latent the gradient is for (detached)."""
+    x0_hat: Tensor
+    """The target's one-step estimate at t: what the denoiser makes of the noised target (PDS paper Eq. 9)."""
 
 
 class StableDiffusionGuidance:
@@ -392,4 +396,5 @@ class StableDiffusionGuidance:
                 betas=self.pipe.scheduler.betas,
             )
         grad = output.grad.to(x0_tgt.device)
-        return GuidanceOutput(loss=surrogate_loss(x0_tgt, grad), grad=grad, t=t)
+        x0_hat = output.x0_hat_tgt.to(x0_tgt.device)
+        return GuidanceOutput(loss=surrogate_loss(x0_tgt, grad), grad=grad, t=t, x0=x0_tgt.detach(), x0_hat=x0_hat)

@@ -4,12 +4,18 @@ During the revise steps the render of the edited field is pulled towards the ren
 field at the same view: lambda_L1 * L1 + lambda_p * LPIPS, both weights decaying linearly to 0 by
 half of the revise steps. The released code and the paper's Table 4 use lambda_L1 = 30000 and
 lambda_p = 300 (Appendix E's text has the two swapped).
+
+The weights were tuned for the released form of the terms, which is the default here: both renders
+compared at 256 px, and LPIPS given the [0, 1] images directly (the lpips package expects [-1, 1]; the
+"textbook" form, ``--pipeline.ipg.lpips-input normalised``, maps them first and gives other values).
+The released code sums LPIPS over the 4 views of a step; a step here renders one view, so its LPIPS
+term is that view's.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Dict, Tuple, Type
+from typing import Dict, Literal, Tuple, Type
 
 import torch.nn.functional as F
 from nerfstudio.configs.base_config import InstantiateConfig
@@ -33,12 +39,19 @@ class IPGConfig(InstantiateConfig):
     """Fraction of the revise steps over which both weights decay linearly to 0 (released code: 0.5)."""
     lpips_net: LpipsNet = "vgg"
     """LPIPS backbone (lpips package); the released code's perceptual loss is LPIPS on VGG16."""
+    lpips_input: Literal["released", "normalised"] = "released"
+    """released: the [0, 1] images go to LPIPS as they are, as in the released code (whose weights assume it);
+    normalised: mapped to [-1, 1] first, the range the lpips package documents."""
+    resolution: int = 256
+    """Short side, in pixels, at which both terms compare the render with the source's (released: 256); 0: as rendered."""
 
     def check(self) -> None:
         if self.l1_loss_mult < 0 or self.lpips_loss_mult < 0:
             raise InputError("--pipeline.ipg.l1-loss-mult and --pipeline.ipg.lpips-loss-mult must not be negative")
         if not 0.0 < self.decay_fraction <= 1.0:
             raise InputError(f"--pipeline.ipg.decay-fraction {self.decay_fraction}: need a number in (0, 1]")
+        if self.resolution < 0:
+            raise InputError(f"--pipeline.ipg.resolution {self.resolution}: need 0 (as rendered) or a size in pixels")
 
     def weights(self, step: int, num_steps: int) -> Tuple[float, float]:
         """(lambda_L1, lambda_p) at ``step`` of a revise phase of ``num_steps`` steps."""
@@ -60,7 +73,20 @@ class IdentityPreservingLoss:
 
     def __call__(self, render: Tensor, source: Tensor) -> Dict[str, Tensor]:
         """Unweighted distances of ``render`` [B, 3, H, W] (with graph) to ``source`` (no graph), both in [0, 1]."""
-        source = source.detach().to(render)
-        # LPIPS takes images in [-1, 1]; one value per image, summed over the batch as in the released code.
-        perceptual = self.lpips(2 * render - 1, 2 * source - 1).sum()
+        render, source = self.resized(render), self.resized(source.detach().to(render))
+        if self.config.lpips_input == "normalised":
+            render_in, source_in = 2 * render - 1, 2 * source - 1
+        else:  # released: the [0, 1] images as they are
+            render_in, source_in = render, source
+        # one LPIPS value per image, summed over the batch as in the released code
+        perceptual = self.lpips(render_in, source_in).sum()
         return {"l1": F.l1_loss(render, source), "lpips": perceptual}
+
+    def resized(self, images: Tensor) -> Tensor:
+        """``images`` with their short side at ``resolution`` (bilinear, antialiased), or as they are."""
+        height, width = images.shape[-2:]
+        if self.config.resolution == 0 or min(height, width) == self.config.resolution:
+            return images
+        scale = self.config.resolution / min(height, width)
+        size = (round(height * scale), round(width * scale))
+        return F.interpolate(images, size=size, mode="bilinear", antialias=True, align_corners=False)

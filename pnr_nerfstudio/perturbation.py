@@ -31,11 +31,14 @@ class PerturbationConfig:
     eta_max: float = 0.6
     """Largest eta that auto selection returns (released code: 0.6)."""
     d_min: float = 1000.0
-    """Loss change at which auto selection gives eta = 0, and its half-life (released code: 1000, in its loss units: 0.5 * squared norm of the latent gradient, summed)."""
+    """Loss change at which auto selection gives eta = 0, and its half-life (released code: 1000). Units: the x0-reconstruction
+    loss 0.5 ||x0 - x0_hat||^2 summed over a 4x32x32 latent (the released code's), which the recorded loss is scaled to."""
     loss_window: int = 10
     """Number of losses averaged at each end of the eta-selection steps (released code: 10)."""
     seed: int = 0
-    """Seed of the fresh initialisation theta_0."""
+    """Seed of the fresh initialisation theta_0 and of the eta-selection views. With nerfstudio's torch hash encoding it
+    draws every tensor of theta_0; with tiny-cuda-nn, tcnn initialises its hash grids and fused MLPs with its own
+    fixed seed (1337), as in the released code, so those parts of theta_0 equal the source run's own initialisation."""
 
     def check(self, selection_steps: int) -> None:
         """Cheap checks of the flags; raises InputError."""
@@ -52,13 +55,29 @@ class PerturbationConfig:
             )
 
 
-def selection_loss(grad: Tensor) -> float:
-    """The guidance loss recorded for eta selection, in the released code's units.
+RELEASED_LATENT_NUMEL = 4 * 32 * 32
+"""Elements of one view's latent in the released code (MVDream at 256 px: 4 x 32 x 32), the units of d_min."""
 
-    0.5 ||grad||^2 summed over the latent and averaged over the batch: the value of the sum-reduced
-    surrogate 0.5 ||x0 - (x0 - grad).detach()||^2 / B, whose gradient wrt x0 is ``grad``.
+
+def selection_loss(x0: Tensor, x0_hat: Tensor) -> float:
+    """The editing loss Alg. 2 records, in the released code's units.
+
+    The released code records MVDream's x0-reconstruction loss 0.5 ||x0 - x0_hat||^2 / B (x0_hat the
+    one-step estimate of the noised latent, summed over each view's 4x32x32 latent), and d_min = 1000 was
+    set for it. Here the same loss is summed over one view's latent of 4x(H/8)x(W/8) elements (16384 at
+    512 px), so it is scaled by 4096 / (elements per view): per element, the released units.
+
+    Why not the PDS gradient: at the selection steps' t = 751 (ratio 0.75 of the 500-step grid, SD 1.5
+    schedule) a_t = 0.0557, so x0 - x0_hat = sqrt((1 - a_t) / a_t) (eps_hat - eps) = 4.12 (eps_hat - eps) and
+    the loss is 8.5 ||eps_hat - eps||^2, whereas the PDS gradient weighs its noise difference by chi(751) =
+    0.093 (psi = 0.012): 0.5 ||PDS gradient||^2 is about 2000 times smaller per unit of noise difference,
+    so with it every dL was far below d_min and eta sat at eta_max / 2. What remains different: the released
+    code guides MVDream at scale 50, PDS here at 100 (the guided noise difference, and the loss with its
+    square, are larger), and it averages 4 views a step where one view is edited here.
     """
-    return 0.5 * grad.detach().float().pow(2).sum().item() / grad.shape[0]
+    per_view = x0[0].numel()
+    squared = (x0.detach().float() - x0_hat.detach().float()).pow(2).sum().item()
+    return 0.5 * squared / x0.shape[0] * RELEASED_LATENT_NUMEL / per_view
 
 
 def loss_change(losses: Sequence[float], window: int) -> float:

@@ -20,11 +20,14 @@ checkpoint, and ``ns-export`` or ``ns-viewer`` of a pnr run need neither.
 from __future__ import annotations
 
 import copy
+import dataclasses
+import random
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Tuple, Type
+from typing import Any, Dict, List, Literal, Optional, Tuple, Type
 
 import torch
+import torch.nn.functional as F
 from nerfstudio.cameras.cameras import Cameras
 from nerfstudio.engine.callbacks import TrainingCallback, TrainingCallbackAttributes, TrainingCallbackLocation
 from nerfstudio.engine.optimizers import Optimizers
@@ -36,8 +39,8 @@ from torch import Tensor
 from pds_nerfstudio.errors import InputError
 from pds_nerfstudio.guidance import GuidanceConfig
 from pds_nerfstudio.pipeline import PDSPipeline, PDSPipelineConfig
-from pds_nerfstudio.rendering import render_view_image, seeded, view_rays
-from pds_nerfstudio.source_run import Run
+from pds_nerfstudio.rendering import guidance_camera, render_view_image, seeded, view_rays
+from pds_nerfstudio.source_run import Run, merge_user_overrides
 from pnr_nerfstudio.ipg import IdentityPreservingLoss, IPGConfig
 from pnr_nerfstudio.perturbation import (
     PerturbationConfig,
@@ -55,12 +58,17 @@ class PnRPipelineConfig(PDSPipelineConfig):
     """Perturb-and-Revise: perturb the source field, edit it with annealed timesteps, revise it with IPG."""
 
     _target: Type = field(default_factory=lambda: PnRPipeline)
+    protocol: Literal["objects", "real-scenes"] = "objects"
+    """The paper's two settings (App. E). objects (the released code): eta auto from 50 selection steps, t annealed
+    from 0.75 to (0.02, 0.40) over 1500 edit steps, 1000 revise steps. real-scenes (nerfstudio scenes): PDS with a
+    fixed eta 0.6, the PDS t ratio range 0.02-0.98 without annealing, no eta selection, no revise steps, 15000 edit
+    steps (half of pds's 30000). Flags given beside it win."""
     eta_selection_steps: int = 50
     """K: editing steps from the source whose guidance losses choose eta; then discarded (only with eta auto)."""
     edit_steps: int = 1500
     """Editing steps from the perturbed field, with annealed timesteps (released code: 1500)."""
     revise_steps: int = 1000
-    """Revise steps: editing plus the identity-preserving gradient (released code: 1000)."""
+    """Revise steps: editing plus the identity-preserving gradient (released code: 1000); 0: none."""
     perturbation: PerturbationConfig = field(default_factory=PerturbationConfig)
     """Perturbation strength eta and its automatic selection."""
     annealing: TimestepAnnealingConfig = field(default_factory=TimestepAnnealingConfig)
@@ -69,6 +77,25 @@ class PnRPipelineConfig(PDSPipelineConfig):
     """Identity-preserving gradient of the revise steps."""
     interlevel_num_rays: int = 4096
     """Rays of the edited view rendered each step for nerfacto's proposal (interlevel) loss, so the proposal networks follow the new geometry; 0: off."""
+    coarse_resolution: int = 0
+    """Objects protocol option (App. E): for the first --pipeline.coarse-steps edit steps, render at this short side
+    and upsample to --pipeline.render-resolution for the guidance; 0: off (released object configs: 64 px for 800 steps)."""
+    coarse_steps: int = 800
+    """Edit steps rendered at --pipeline.coarse-resolution, when it is set."""
+
+    def with_protocol(self, default: "PnRPipelineConfig") -> "PnRPipelineConfig":
+        """This config with the values of its protocol where the user left the (objects) defaults."""
+        if self.protocol == "objects":
+            return self
+        real_scenes = dataclasses.replace(
+            default,
+            protocol="real-scenes",
+            perturbation=dataclasses.replace(default.perturbation, eta=0.6),
+            edit_steps=15000,
+            revise_steps=0,
+            annealing=dataclasses.replace(default.annealing, enabled=False),
+        )
+        return merge_user_overrides(default, self, real_scenes)
 
     @property
     def phases(self) -> PhasePlan:
@@ -77,20 +104,20 @@ class PnRPipelineConfig(PDSPipelineConfig):
         return PhasePlan(selection, self.edit_steps, self.revise_steps)
 
     def check(self, scene_device: str) -> None:
-        phase_steps = {
-            "eta-selection-steps": self.eta_selection_steps,
-            "edit-steps": self.edit_steps,
-            "revise-steps": self.revise_steps,
-        }
+        phase_steps = {"edit-steps": self.edit_steps}
+        if self.perturbation.eta == "auto":
+            phase_steps["eta-selection-steps"] = self.eta_selection_steps
         for flag, steps in phase_steps.items():
             if steps <= 0:
                 raise InputError(f"--pipeline.{flag} {steps}: need a positive number of steps")
-        if self.interlevel_num_rays < 0:
-            raise InputError(f"--pipeline.interlevel-num-rays {self.interlevel_num_rays}: need 0 (off) or more")
-        if tuple(self.guidance.t_ratio_range) != tuple(GuidanceConfig().t_ratio_range):
+        for flag, value in (("revise-steps", self.revise_steps), ("interlevel-num-rays", self.interlevel_num_rays),
+                            ("coarse-resolution", self.coarse_resolution), ("coarse-steps", self.coarse_steps)):  # fmt: skip
+            if value < 0:
+                raise InputError(f"--pipeline.{flag} {value}: need 0 (none) or more")
+        if self.annealing.enabled and tuple(self.guidance.t_ratio_range) != tuple(GuidanceConfig().t_ratio_range):
             raise InputError(
                 "pnr anneals t: set --pipeline.annealing.start and --pipeline.annealing.end, "
-                "not --pipeline.guidance.t-ratio-range"
+                "not --pipeline.guidance.t-ratio-range (or turn annealing off: --pipeline.annealing.enabled False)"
             )
         self.perturbation.check(self.eta_selection_steps)
         self.annealing.check()
@@ -100,14 +127,20 @@ class PnRPipelineConfig(PDSPipelineConfig):
     def resumed_from(self, run: Run, default: "PnRPipelineConfig") -> "PnRPipelineConfig":
         merged = super().resumed_from(run, default)
         started = run.config.pipeline
-        if (merged.perturbation.eta, merged.eta_selection_steps) != (
-            started.perturbation.eta,
-            started.eta_selection_steps,
-        ):
+        # What eta comes from: a resumed run must keep it, or the losses recorded so far mean something else.
+        kept = {
+            "--pipeline.perturbation.eta": lambda c: c.perturbation.eta,
+            "--pipeline.eta-selection-steps": lambda c: c.eta_selection_steps,
+            "--pipeline.perturbation.eta-max": lambda c: c.perturbation.eta_max,
+            "--pipeline.perturbation.d-min": lambda c: c.perturbation.d_min,
+            "--pipeline.perturbation.loss-window": lambda c: c.perturbation.loss_window,
+            "--pipeline.perturbation.seed": lambda c: c.perturbation.seed,
+        }
+        changed = [f"{flag} {value(started)}" for flag, value in kept.items() if value(merged) != value(started)]
+        if changed:
             raise InputError(
-                f"{run.describe()} started with --pipeline.perturbation.eta {started.perturbation.eta} and "
-                f"--pipeline.eta-selection-steps {started.eta_selection_steps}, which a resumed run keeps; "
-                "resume without changing them, or start a new edit from the source run"
+                f"{run.describe()} started with {', '.join(changed)}, which a resumed run keeps (they decide eta and "
+                "theta_0); resume without changing them, or start a new edit from the source run"
             )
         return merged
 
@@ -159,7 +192,9 @@ class PnRPipeline(PDSPipeline):
             self.ipg = config.ipg.setup(device=device)
 
     def ratio_control(self) -> Tuple[str, Tuple[float, float]]:
-        """The viewer's two sliders set the range the timestep annealing ends at."""
+        """The viewer's two sliders set the range the timestep annealing ends at (or, without annealing, the t range)."""
+        if not self.config.annealing.enabled:
+            return super().ratio_control()
         return "t ratio end", self.config.annealing.end
 
     def load_source(self, checkpoint: Path) -> None:
@@ -184,8 +219,28 @@ class PnRPipeline(PDSPipeline):
         phase = self.config.phases.phase(step)
         if phase is not self._announced:
             self.announce(step, phase)
-        if phase is not Phase.ETA_SELECTION and not bool(self.perturbed):
+        if phase is Phase.ETA_SELECTION:
+            self.hold_configured_learning_rates()
+        elif not bool(self.perturbed):
             self.perturb(self.choose_eta())
+            self.restart_learning_rate_schedules()
+
+    def hold_configured_learning_rates(self) -> None:
+        """The eta-selection steps simulate editing at the configured learning rate (the released code's constant
+        rate), not at the start of the warmup, where nerfacto's rate is a few percent of it."""
+        if self._optimizers is None:
+            return
+        for scheduler in self._optimizers.schedulers.values():
+            for group, base in zip(scheduler.optimizer.param_groups, scheduler.base_lrs):
+                group["lr"] = base
+
+    def restart_learning_rate_schedules(self) -> None:
+        """The learning-rate schedules (warmup, decay) start at the perturbation, as if the edit began there."""
+        if self._optimizers is None:
+            return
+        for scheduler in self._optimizers.schedulers.values():
+            scheduler.last_epoch = -1
+            scheduler.step()  # the schedule's value at its step 0, for this step
 
     def announce(self, step: int, phase: Phase) -> None:
         """Say on the console which phase this step starts (the viewer's status line shows it at every step)."""
@@ -267,22 +322,45 @@ class PnRPipeline(PDSPipeline):
         loss, output, metrics = super().guidance_loss(step, index, render, **guidance_kwargs)
         return loss * output.grad.numel(), output, metrics
 
+    def selection_views(self) -> List[int]:
+        """The views of the eta-selection steps: ``loss_window`` views, cycled, so that the first and the last
+        window of losses (Alg. 2) are taken on the same views and their difference measures descent, not a
+        change of view. Drawn once from ``perturbation.seed``; a resumed run draws the same."""
+        count, window = self.datamanager.num_train_views, self.config.perturbation.loss_window
+        order = random.Random(self.config.perturbation.seed).sample(range(count), count)
+        return [order[i % count] for i in range(window)]
+
+    def edit_view(self, step: int) -> int:
+        """The training view edited at ``step``: cycled through :meth:`selection_views` while eta is selected."""
+        if self.config.phases.phase(step) is Phase.ETA_SELECTION:
+            views = self.selection_views()
+            return views[step % len(views)]
+        return self.datamanager.edit_view(step)
+
     def get_train_loss_dict(self, step: int):
         plan = self.config.phases
         phase = plan.phase(step)
-        index = self.datamanager.edit_view(step)
+        index = self.edit_view(step)
         camera = self.guidance_camera(index)
+        coarse = phase is Phase.EDIT and self.config.coarse_resolution > 0 and plan.step_in_phase(step) < self.config.coarse_steps
+        render_camera = guidance_camera(self.datamanager.train_camera(index), self.config.coarse_resolution) if coarse else camera
         loss_dict: Dict[str, Tensor] = {}
         # Before the guidance render: the proposal networks take their gradient on the first forward of a step.
         if self.config.interlevel_num_rays > 0:
-            loss_dict["interlevel_loss"] = self.proposal_loss(camera, index)
-        render = self.guidance_view(index, camera)
-        t_range = self.config.annealing.at(plan, step, end=self.controls.ratio_range)
-        guidance, output, metrics = self.guidance_loss(step, index, render, t_ratio_range=t_range)
+            loss_dict["interlevel_loss"] = self.proposal_loss(render_camera, index)
+        render = self.guidance_view(index, render_camera)
+        if coarse:  # the coarse view, upsampled to the guidance resolution
+            render = F.interpolate(render, size=(int(camera.height), int(camera.width)), mode="bilinear", align_corners=False)
+        scheduled = self.config.annealing.at(plan, step, end=self.controls.ratio_range)
+        guidance, output, metrics = self.guidance_loss(step, index, render, **({"t_ratio_range": scheduled} if scheduled else {}))
+        t_range = scheduled or self.controls.ratio_range
         loss_dict["guidance_loss"] = guidance
-        metrics.update({"phase": int(phase), "t_ratio_min": t_range[0], "t_ratio_max": t_range[1]})
+        metrics["phase"] = int(phase)
+        metrics["render_short_side"] = int(min(render_camera.height.item(), render_camera.width.item()))
+        if self._optimizers is not None:  # the rate this step's update uses
+            metrics["learning_rate_fields"] = self._optimizers.optimizers["fields"].param_groups[0]["lr"]
         if phase is Phase.ETA_SELECTION:
-            value = selection_loss(output.grad)
+            value = selection_loss(output.x0, output.x0_hat)
             self.eta_selection_losses[step] = value
             metrics["eta_selection_loss"] = value
         else:

@@ -89,8 +89,12 @@ class TimestepAnnealingConfig:
     """Fraction of the editing steps over which the range moves from start to end (released code: 0.8)."""
     restart_at_revise: bool = True
     """Anneal again over the revise steps, as the released code's IPG stage does; False keeps the end range."""
+    enabled: bool = True
+    """False: no annealing; t is drawn from --pipeline.guidance.t-ratio-range at every step (real-scenes protocol)."""
 
     def check(self) -> None:
+        if not self.enabled:
+            return
         check_ratio_range("--pipeline.annealing.start", self.start)
         check_ratio_range("--pipeline.annealing.end", self.end)
         if not 0.0 < self.end_fraction <= 1.0:
@@ -102,9 +106,11 @@ class TimestepAnnealingConfig:
         w = linear_ramp(step, self.end_fraction * num_steps)
         return (self.start[0] + w * (end[0] - self.start[0]), self.start[1] + w * (end[1] - self.start[1]))
 
-    def at(self, plan: PhasePlan, step: int, end: Optional[TRange] = None) -> TRange:
+    def at(self, plan: PhasePlan, step: int, end: Optional[TRange] = None) -> Optional[TRange]:
         """The range at training ``step``: ``start`` while eta is selected, annealed over the edit phase
-        and, with ``restart_at_revise``, again over the revise phase."""
+        and, with ``restart_at_revise``, again over the revise phase; None when annealing is off."""
+        if not self.enabled:
+            return None
         phase = plan.phase(step)
         if phase is Phase.ETA_SELECTION:
             return self.start

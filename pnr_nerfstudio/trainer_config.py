@@ -19,6 +19,9 @@ class PnRTrainerConfig(EditTrainerConfig):
     """The edit's total number of steps; default: all phases (eta selection + edit + revise). A resumed run ends there too."""
 
     def resolve_source(self) -> None:
+        from nerfstudio.configs.method_configs import all_methods
+
+        self.pipeline = self.pipeline.with_protocol(all_methods[self.method_name].pipeline)
         super().resolve_source()
         if self.max_num_iterations is None:
             self.max_num_iterations = self.pipeline.phases.total_steps

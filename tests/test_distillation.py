@@ -302,6 +302,20 @@ def test_sds_matches_dreamfusion(alphas_cumprod):
     assert torch.equal(out.t, T)
 
 
+@pytest.mark.parametrize("method", ["sds", "dds", "pds"])
+def test_the_targets_one_step_estimate_is_reported(alphas_cumprod, method):
+    """x0_hat_tgt = (x_t - sqrt(1 - a_t) eps_hat(x_t, y_tgt)) / sqrt(a_t) at the target's x_t (Eq. 9), for every method."""
+    eps = RandomNonlinearDenoiser()
+    x0_tgt, x0_src, cond_tgt, cond_src, _, _ = make_inputs(batch=len(T))
+    out = distillation_gradient(
+        method, eps, alphas_cumprod, x0_tgt, x0_src, cond_tgt, cond_src, T, T_PREV, torch.Generator().manual_seed(7)
+    )
+    drawn = torch.randn(x0_tgt.shape, generator=torch.Generator().manual_seed(7)).double()  # eps_t: the first draw
+    a_t = per_sample(alphas_cumprod[T])
+    x_t = a_t.sqrt() * x0_tgt + (1 - a_t).sqrt() * drawn
+    torch.testing.assert_close(out.x0_hat_tgt, (x_t - (1 - a_t).sqrt() * eps(x_t, T, cond_tgt)) / a_t.sqrt())
+
+
 def test_dds_matches_delta_denoising_score(alphas_cumprod):
     """DDS (Hertz et al. 2023) = eps_hat(x_t^tgt, y_tgt) - eps_hat(x_t^src, y_src), x_t of both from the
     same eps_t."""

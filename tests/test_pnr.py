@@ -56,11 +56,14 @@ def test_loss_change_compares_the_first_and_last_windows():
     assert select_eta(losses, 2) == pytest.approx(0.6 * (1 - 2 ** (-1005 / 1000)))
 
 
-def test_the_selection_loss_is_the_sum_reduced_surrogate():
+def test_the_selection_loss_is_the_x0_reconstruction_loss_in_released_units():
+    """0.5 ||x0 - x0_hat||^2 / B summed over a 4x32x32 latent, the released code's; other latent sizes scaled per element."""
     torch.manual_seed(0)
-    x0, grad = torch.randn(2, 4, 8, 8), torch.randn(2, 4, 8, 8)
-    assert selection_loss(grad) == pytest.approx(surrogate_loss(x0, grad, reduction="sum").item(), rel=1e-6)
-    assert selection_loss(grad[:1]) == pytest.approx(0.5 * grad[0].pow(2).sum().item(), rel=1e-6)
+    x0, x0_hat = torch.randn(2, 4, 32, 32), torch.randn(2, 4, 32, 32)
+    assert selection_loss(x0, x0_hat) == pytest.approx(0.5 * (x0 - x0_hat).pow(2).sum().item() / 2, rel=1e-6)
+    assert selection_loss(x0, x0_hat) == pytest.approx(surrogate_loss(x0, x0 - x0_hat, reduction="sum").item(), rel=1e-6)
+    large = torch.randn(1, 4, 64, 64)  # a 512 px view: 4 times the elements, a quarter of the sum
+    assert selection_loss(large, torch.zeros_like(large)) == pytest.approx(0.5 * large.pow(2).sum().item() / 4, rel=1e-6)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -192,7 +195,26 @@ def test_lpips_of_identical_images_is_zero(ipg_loss):
     assert terms["l1"].item() == 0.0 and terms["lpips"].item() == 0.0
 
 
-def test_ipg_distances_of_different_images_are_positive_and_reach_the_render(ipg_loss):
+def test_ipg_terms_are_the_released_ones(ipg_loss):
+    """Released form (the default): both images resized to a 256 px short side, LPIPS (VGG, v0.1) given the [0, 1]
+    images directly and summed over the views; pinned against a direct lpips call on the same images."""
+    import lpips
+
+    generator = torch.Generator().manual_seed(0)
+    render, source = torch.rand(2, 1, 3, 64, 96, generator=generator)
+    size = (256, 384)
+    resized = [torch.nn.functional.interpolate(x, size=size, mode="bilinear", antialias=True) for x in (render, source)]
+    direct = lpips.LPIPS(net="vgg", version="0.1", verbose=False).eval()
+    terms = ipg_loss(render, source)
+    assert terms["lpips"].item() == pytest.approx(direct(*resized).sum().item(), rel=1e-5)
+    assert terms["l1"].item() == pytest.approx((resized[0] - resized[1]).abs().mean().item(), rel=1e-5)
+    normalised = IPGConfig(lpips_input="normalised").setup(device="cpu")(render, source)["lpips"]
+    assert normalised.item() == pytest.approx(direct(2 * resized[0] - 1, 2 * resized[1] - 1).sum().item(), rel=1e-5)
+    assert abs(normalised.item() - terms["lpips"].item()) > 1e-4  # the two forms differ
+
+
+def test_ipg_distances_of_different_images_are_positive_and_reach_the_render():
+    ipg_loss = IPGConfig(resolution=0).setup(device="cpu")  # as rendered
     generator = torch.Generator().manual_seed(0)
     render = torch.rand(1, 3, 32, 32, generator=generator).requires_grad_(True)
     source = torch.rand(1, 3, 32, 32, generator=generator)
@@ -219,7 +241,9 @@ def test_ipg_distances_of_different_images_are_positive_and_reach_the_render(ipg
         (PnRPipelineConfig(perturbation=PerturbationConfig(loss_window=60)), "--pipeline.perturbation.loss-window"),
         (PnRPipelineConfig(eta_selection_steps=0), "--pipeline.eta-selection-steps 0"),
         (PnRPipelineConfig(edit_steps=-1), "--pipeline.edit-steps -1"),
-        (PnRPipelineConfig(revise_steps=0), "--pipeline.revise-steps 0"),
+        (PnRPipelineConfig(revise_steps=-1), "--pipeline.revise-steps -1"),
+        (PnRPipelineConfig(coarse_resolution=-64), "--pipeline.coarse-resolution -64"),
+        (PnRPipelineConfig(ipg=IPGConfig(resolution=-1)), "--pipeline.ipg.resolution -1"),
         (PnRPipelineConfig(interlevel_num_rays=-1), "--pipeline.interlevel-num-rays"),
         (PnRPipelineConfig(annealing=TimestepAnnealingConfig(start=(0.8, 0.5))), "--pipeline.annealing.start"),
         (PnRPipelineConfig(annealing=TimestepAnnealingConfig(end_fraction=0.0)), "--pipeline.annealing.end-fraction"),
@@ -236,3 +260,61 @@ def test_bad_pnr_flags_are_one_line_errors(config, flag):
 
 def test_a_given_eta_needs_no_loss_window():
     PerturbationConfig(eta=0.6, loss_window=100).check(selection_steps=50)
+
+
+# ---------------------------------------------------------------------------------------------
+# The paper's two protocols
+# ---------------------------------------------------------------------------------------------
+
+
+def test_the_real_scenes_protocol_sets_the_papers_values_and_flags_beside_it_win():
+    default = PnRPipelineConfig()
+    real = PnRPipelineConfig(protocol="real-scenes").with_protocol(default)
+    assert real.perturbation.eta == 0.6 and real.phases == PhasePlan(0, 15000, 0)  # no selection, no revise
+    assert not real.annealing.enabled and real.guidance.t_ratio_range == (0.02, 0.98)  # PDS's range, not annealed
+    flagged = PnRPipelineConfig(protocol="real-scenes", edit_steps=700, perturbation=PerturbationConfig(eta=0.3))
+    flagged = flagged.with_protocol(default)
+    assert flagged.edit_steps == 700 and flagged.perturbation.eta == 0.3 and flagged.revise_steps == 0
+    assert PnRPipelineConfig().with_protocol(default) == default  # objects: the released code's defaults
+
+
+def test_without_annealing_the_guidance_range_is_allowed_and_used():
+    annealing = TimestepAnnealingConfig(enabled=False)
+    assert annealing.at(PhasePlan(0, 10, 0), 3) is None  # the guidance's own range, as in pds
+    guidance = GuidanceConfig(t_ratio_range=(0.1, 0.5))
+    with pytest.raises(InputError, match="pnr anneals t"):
+        PnRPipelineConfig(guidance=guidance).check("cpu")
+    with pytest.raises(InputError, match="target prompt is empty"):  # past pnr's own checks, to the shared ones
+        PnRPipelineConfig(annealing=annealing, guidance=guidance, revise_steps=0).check("cpu")
+
+
+# ---------------------------------------------------------------------------------------------
+# eta responds to the edit (Alg. 2 with the recorded loss in the released units)
+# ---------------------------------------------------------------------------------------------
+
+
+def toy_selection_eta(target_class: int, learning_rate: float, seed: int = 0) -> float:
+    """Alg. 2 on the paper's 2D toy (exact two-blob denoiser, guidance 3): 50 PDS steps from class-A samples at
+    t ratio 0.75 towards ``target_class``, each step's x0-reconstruction loss recorded as pnr records it."""
+    from tests.toy2d import TwoBlobDiffusion, edit_samples, sd_alphas_cumprod
+
+    model = TwoBlobDiffusion(sd_alphas_cumprod(), guidance_scale=3.0, std=0.15)
+    losses: list = []
+    edit_samples(
+        model, "pds", num_samples=64, num_steps=50, learning_rate=learning_rate, t_ratio_range=(0.75, 0.75),
+        seed=seed, target_class=target_class, on_step=lambda x0, out: losses.append(selection_loss(x0, out.x0_hat_tgt)),
+    )  # fmt: skip
+    return select_eta(losses, window=10)
+
+
+def test_eta_responds_to_how_far_the_loss_falls():
+    """A source/target pair the model cannot edit (A to A: the loss barely moves) gets about eta_max / 2; editing A to
+    B, the loss falls by hundreds to thousands of d_min's units, and the faster it falls the smaller eta.
+    (The tiny random Stable Diffusion of the other tests cannot show this: its loss rises for every prompt.)"""
+    from tests.toy2d import CLASS_A, CLASS_B
+
+    unmoved = toy_selection_eta(CLASS_A, 0.02)
+    gentle, strong = toy_selection_eta(CLASS_B, 0.01), toy_selection_eta(CLASS_B, 0.02)
+    assert unmoved == pytest.approx(0.3, abs=0.02)
+    assert unmoved > gentle + 0.05 > strong + 0.1 and strong < 0.1  # graded, not pinned near eta_max / 2
+    assert toy_selection_eta(CLASS_B, 0.01, seed=1) == pytest.approx(gentle, abs=0.02)  # the edit, not the noise

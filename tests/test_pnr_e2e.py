@@ -37,6 +37,9 @@ PHASE_FLAGS = [
     "--pipeline.interlevel-num-rays", "64",
     "--pipeline.guidance.num-inference-steps", "50",
     "--logging.steps-per-log", "1",
+    # App. E's resolution milestone: the first edit step renders at 8 px, then at the guidance resolution (16)
+    "--pipeline.coarse-resolution", "8",
+    "--pipeline.coarse-steps", "1",
 ]  # fmt: skip
 
 
@@ -122,6 +125,44 @@ def test_eta_is_chosen_from_the_selection_losses_and_logged(runs):
     assert "PnR phase 1/3: eta-selection (steps 0 to 3)" in output
     assert "PnR phase 2/3: edit (steps 4 to 6)" in output
     assert f"with eta = {eta:.4f}; optimizer state reset" in output
+
+
+def logged(run_dir: Path, name: str) -> Dict[int, float]:
+    """A metric the steps logged (--logging.steps-per-log 1), by step."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    return {event.step: event.value for event in EventAccumulator(str(run_dir)).Reload().Scalars(f"Train Metrics Dict/{name}")}
+
+
+def test_both_loss_windows_see_the_same_views(runs):
+    """dL compares the first and the last WINDOW selection losses: taken on the same views, it measures descent."""
+    views = logged(runs.stopped_dir, "view")
+    first, last = [views[s] for s in range(WINDOW)], [views[s] for s in range(SELECTION_STEPS - WINDOW, SELECTION_STEPS)]
+    assert sorted(first) == sorted(last) and len(set(first)) == WINDOW
+
+
+def test_selection_runs_at_the_configured_learning_rate_and_the_schedule_starts_at_the_perturbation(runs):
+    rates = logged(runs.stopped_dir, "learning_rate_fields")
+    assert [rates[s] for s in range(SELECTION_STEPS)] == pytest.approx([1e-2] * SELECTION_STEPS)  # not the warmup's
+    # the configured schedule (nerfacto's warmup from 1e-8) from its step 0 at the first edit step
+    from pds_nerfstudio.method_configs import field_optimizers
+
+    fields = field_optimizers()["fields"]
+    optimizer = torch.optim.Adam([torch.zeros(1, requires_grad=True)], lr=fields["optimizer"].lr)
+    scheduler = fields["scheduler"].setup().get_scheduler(optimizer, lr_init=fields["optimizer"].lr)
+    expected = []
+    for _ in range(EDIT_STEPS):
+        expected.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        scheduler.step()
+    rates.update(logged(runs.resumed_dir, "learning_rate_fields"))  # the resumed run continues the schedule
+    assert [rates[SELECTION_STEPS + k] for k in range(EDIT_STEPS)] == pytest.approx(expected, rel=1e-6)
+    assert expected[0] == pytest.approx(1e-8)
+
+
+def test_the_first_edit_steps_render_coarse(runs):
+    sides = logged(runs.stopped_dir, "render_short_side")
+    assert sides == {0: 16, 1: 16, 2: 16, 3: 16, SELECTION_STEPS: 8, SELECTION_STEPS + 1: 16}
 
 
 def test_the_field_is_perturbed_and_poses_and_appearance_are_not(runs):
@@ -215,16 +256,44 @@ def test_resuming_runs_the_rest_of_the_phases_by_default(runs, tmp_path):
         resolved(runs.stopped_dir)
 
 
-def test_a_resumed_run_refuses_another_eta(runs, monkeypatch, tmp_path):
+@pytest.mark.parametrize(
+    "flag, value, kept",
+    [
+        ("--pipeline.perturbation.eta", "0.5", "--pipeline.perturbation.eta auto"),
+        ("--pipeline.perturbation.d-min", "50", "--pipeline.perturbation.d-min 1000.0"),
+        ("--pipeline.perturbation.eta-max", "0.9", "--pipeline.perturbation.eta-max 0.6"),
+        ("--pipeline.perturbation.loss-window", "1", f"--pipeline.perturbation.loss-window {WINDOW}"),
+        ("--pipeline.perturbation.seed", "7", "--pipeline.perturbation.seed 0"),
+    ],
+)
+def test_a_resumed_run_refuses_another_eta_or_theta_0(runs, monkeypatch, tmp_path, flag, value, kept):
     from nerfstudio.scripts import train
 
     argv = ["ns-train", "pnr", "--load-dir", str(runs.stopped_dir), "--output-dir", str(tmp_path / "out")]
-    monkeypatch.setattr(sys, "argv", [*argv, "--machine.device-type", "cpu", "--pipeline.perturbation.eta", "0.5"])
+    monkeypatch.setattr(sys, "argv", [*argv, "--machine.device-type", "cpu", flag, value])
     with pytest.raises(SystemExit) as exit_info:
         train.entrypoint()
     message = str(exit_info.value.code)
-    assert message.startswith("error: ") and "\n" not in message and "--pipeline.perturbation.eta auto" in message
+    assert message.startswith("error: ") and "\n" not in message and kept in message, message
     assert not (tmp_path / "out").exists()
+
+
+def test_the_real_scenes_protocol_end_to_end(source_run, tiny_sd, torch_home, tmp_path):
+    """App. E's real scenes: fixed eta 0.6, no selection, PDS's t range without annealing, no revise phase."""
+    run_dir, result = run_tiny_edit(
+        "pnr", source_run, tmp_path / "outputs", torch_home, 3,
+        ["--pipeline.protocol", "real-scenes", "--pipeline.edit-steps", "3", "--pipeline.tgt-prompt", PROMPT,
+         "--pipeline.guidance.model-id", str(tiny_sd), "--pipeline.interlevel-num-rays", "64", "--logging.steps-per-log", "1"],
+    )  # fmt: skip
+    output = console_text(result.stdout)
+    assert "eta selection" not in output and "with eta = 0.6000" in output
+    assert "PnR phase 2/3: edit (steps 0 to 2)" in output and "PnR phase 3/3" not in output
+    assert logged(run_dir, "eta") == pytest.approx({0: 0.6, 1: 0.6, 2: 0.6})
+    assert logged(run_dir, "t_ratio_min") == pytest.approx({0: 0.02, 1: 0.02, 2: 0.02})
+    assert logged(run_dir, "t_ratio_max") == pytest.approx({0: 0.98, 1: 0.98, 2: 0.98})
+    assert set(logged(run_dir, "phase").values()) == {1.0}
+    config = yaml.load((run_dir / "config.yml").read_text(), Loader=yaml.Loader)
+    assert config.max_num_iterations == 3 and config.pipeline.revise_steps == 0
 
 
 @pytest.mark.parametrize(

@@ -17,12 +17,12 @@ and timesteps are drawn on the 500-step DDIM grid 1, 3, ..., 999 as the official
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal, Optional, Tuple
+from typing import Callable, Literal, Optional, Tuple
 
 import torch
 from torch import Tensor
 
-from pds_nerfstudio.distillation import distillation_gradient, sample_timesteps
+from pds_nerfstudio.distillation import DistillationOutput, distillation_gradient, sample_timesteps
 
 CLASS_A = 0
 CLASS_B = 1
@@ -113,12 +113,15 @@ def edit_samples(
     num_inference_steps: int = 500,
     t_ratio_range: Tuple[float, float] = (0.02, 0.98),
     seed: int = 0,
+    target_class: int = 1,
+    on_step: Optional[Callable[[Tensor, DistillationOutput], None]] = None,
 ) -> Tuple[Tensor, Tensor]:
     """Edit samples of class A towards class B by plain gradient descent on one distillation gradient.
 
     x0_src are samples of class A (source condition A); x0_tgt starts at x0_src and follows
-    x0_tgt <- x0_tgt - learning_rate * grad with target condition B, where each step draws its own
-    (t, t_prev) per sample on the DDIM grid and fresh shared noises.
+    x0_tgt <- x0_tgt - learning_rate * grad with target condition ``target_class`` (B), where each step draws its
+    own (t, t_prev) per sample on the DDIM grid and fresh shared noises. ``on_step(x0_tgt, output)`` sees each
+    step's target before the update and the distillation output.
 
     Returns:
         (x0_src, x0_tgt) after ``num_steps`` steps, both (num_samples, 2).
@@ -128,7 +131,7 @@ def edit_samples(
     x0_src = model.sample(CLASS_A, num_samples, generator)
     x0_tgt = x0_src.clone()
     cond_src = torch.full((num_samples,), CLASS_A, dtype=torch.long)
-    cond_tgt = torch.full((num_samples,), CLASS_B, dtype=torch.long)
+    cond_tgt = torch.full((num_samples,), target_class, dtype=torch.long)
     for _ in range(num_steps):
         t, t_prev = sample_timesteps(grid, *t_ratio_range, num_samples, generator=generator)
         out = distillation_gradient(
@@ -144,5 +147,7 @@ def edit_samples(
             generator=generator,
             coefficients=coefficients,
         )
+        if on_step is not None:
+            on_step(x0_tgt, out)
         x0_tgt = x0_tgt - learning_rate * out.grad
     return x0_src, x0_tgt
