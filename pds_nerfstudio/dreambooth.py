@@ -147,6 +147,8 @@ class DreamBooth:
             raise InputError(f"--learning-rate {self.lr}: need a positive number")
         device = torch.device(self.device or ("cuda" if torch.cuda.is_available() else "cpu"))
         check_device(str(device), "--device")
+        if self.mixed_precision == "fp16" and device.type != "cuda":
+            raise InputError(f"--mixed-precision fp16 needs a CUDA device (--device {device}); use auto or no")
         check_model_available(self.model_id)
         if (Path(self.model_id).expanduser() / DREAMBOOTH_INFO).is_file():
             raise InputError(f"--model-id {self.model_id} is itself a DreamBooth output; pass the base Stable Diffusion model")

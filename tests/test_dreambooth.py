@@ -165,6 +165,8 @@ def test_bad_input_stops_with_one_line(monkeypatch, source_run, tiny_sd, tmp_pat
     assert "exists and holds something else" in message
     assert (occupied / "notes.txt").read_text() == "mine" and len(list(occupied.iterdir())) == 1
     assert "instance prompt is empty" in run_command(monkeypatch, str(source_run), "--model-id", str(tiny_sd))
+    message = run_command(monkeypatch, str(source_run), *prompts, "--model-id", str(tiny_sd), "--mixed-precision", "fp16")
+    assert "--mixed-precision fp16 needs a CUDA device" in message
 
 
 def test_an_instance_prompt_without_an_identifier_warns(source_run, tiny_sd, tmp_path, capsys):
