@@ -300,6 +300,7 @@ class EditPipeline(VanillaPipeline):
             self.method_name = trainer.config.method_name
             if trainer.config.load_dir is None and self.config.optimizer_state == "source":  # a new edit
                 self.continue_source_optimizers(training_callback_attributes.optimizers)
+            self._source_optimizers = None  # used (or, on resume, not needed): do not hold twice the field's size
 
             def save_final_renders(step: int) -> None:
                 paths = self.save_results(trainer.base_dir / RENDERS_DIR)
