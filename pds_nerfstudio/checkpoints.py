@@ -46,8 +46,9 @@ def load_checkpoint(path: Path) -> Dict[str, Any]:
 
 
 def is_whole_checkpoint(path: Path) -> bool:
-    """Whether ``path`` is a whole checkpoint file: torch saves a zip archive, whose directory is written
-    last, so a file cut short (a copy, or a save that was killed) has none."""
+    """Whether ``path`` is a whole file saved by ``torch.save`` (a checkpoint, a ``.bin`` weight file): torch
+    saves a zip archive, whose directory is written last, so a file cut short (a copy, or a save that was
+    killed) has none."""
     try:
         with zipfile.ZipFile(path):
             return True

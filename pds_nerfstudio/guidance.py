@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import functools
 import json
-import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, Literal, Optional, Tuple, Type
@@ -18,6 +17,7 @@ import torch
 from nerfstudio.configs.base_config import InstantiateConfig
 from torch import Tensor
 
+from pds_nerfstudio.checkpoints import is_whole_checkpoint
 from pds_nerfstudio.distillation import (
     DistillationMethod,
     PosteriorCoefficients,
@@ -143,11 +143,8 @@ def check_weight_files(folder: Path, flag: str) -> None:
                 "download or copy the model again"
             )
     for path in sorted(folder.rglob("*.bin")):
-        try:
-            with zipfile.ZipFile(path):
-                pass
-        except zipfile.BadZipFile:
-            raise InputError(f"{flag} {folder}: the weight file {path} is incomplete or damaged; download or copy the model again") from None
+        if not is_whole_checkpoint(path):
+            raise InputError(f"{flag} {folder}: the weight file {path} is incomplete or damaged; download or copy the model again")
 
 
 def lora_base_model(model_id: str) -> Optional[str]:

@@ -90,8 +90,6 @@ class RefinePipeline(EditPipeline):
         self.register_buffer("refined_images", torch.zeros(len(dataset), height, width, 3, dtype=torch.uint8))
         self.register_buffer("refined", torch.zeros(len(dataset), dtype=torch.bool))
         self.initial_renders: Dict[int, Tensor] = {}
-        self.last_sdedit: Dict[str, Any] = {}
-        """The values the last SDEdit used: view, grid steps skipped, guidance scale."""
         if test_mode == "val":
             self._start_from_renders()
 
@@ -128,8 +126,9 @@ class RefinePipeline(EditPipeline):
         return self.training_view_image(index)
 
     @torch.no_grad()
-    def refine_view(self, step: int) -> int:
-        """SDEdit one training view (views in turn) and make the result its training image; returns its index."""
+    def refine_view(self, step: int) -> Dict[str, Any]:
+        """SDEdit one training view (views in turn) and make the result its training image; returns the values it
+        used: the view, the grid steps skipped and the guidance scale."""
         index = (step // self.config.edit_every) % self.datamanager.num_train_views
         before = self.view_to_refine(index).to(self.device)
         camera = self.guidance_camera(index)
@@ -153,7 +152,6 @@ class RefinePipeline(EditPipeline):
             generator,
             guidance_scale=used["guidance_scale"],
         )
-        self.last_sdedit = {"refined_view": index, "sdedit_skip": skip, "sdedit_guidance_scale": used["guidance_scale"]}
         after = self.guidance.decode_latents(latents).to(self.device)
         after = F.interpolate(after, size=before.shape[:2], mode="bilinear", align_corners=False)[0].permute(1, 2, 0)
         self.datamanager.replace_train_image(index, after)
@@ -161,13 +159,12 @@ class RefinePipeline(EditPipeline):
         self.refined[index] = True
         if step % self.config.steps_per_log_image == 0:
             writer.put_image(name="refine/before|after SDEdit", image=torch.cat([before, after], 1).cpu(), step=step)
-        return index
+        return {"refined_view": index, "sdedit_skip": skip, "sdedit_guidance_scale": used["guidance_scale"]}
 
     def get_train_loss_dict(self, step: int):
         metrics: Dict[str, Any] = {}
         if step % self.config.edit_every == 0:
-            self.refine_view(step)
-            metrics.update(self.last_sdedit)
+            metrics.update(self.refine_view(step))
         outputs, loss_dict, model_metrics = super().get_train_loss_dict(step)
         metrics = {**model_metrics, **metrics}
         self.report(step, {name: value for name, value in metrics.items() if name in ("psnr", "refined_view", "sdedit_skip")})

@@ -119,3 +119,23 @@ def test_nonexistent_devices_are_refused():
     with pytest.raises(InputError, match="not a device name"):
         check_device("gpu-one", "--pipeline.guidance.device")
     check_device("cpu", "--pipeline.guidance.device")
+
+
+def test_a_weight_file_cut_short_is_found_by_its_header(tmp_path):
+    """safetensors: the file must end where its header's last tensor ends; .bin (torch.save): a whole zip archive."""
+    import pytest
+    from safetensors.torch import save_file
+
+    from pds_nerfstudio.errors import InputError
+    from pds_nerfstudio.guidance import check_weight_files
+
+    save_file({"w": torch.ones(64)}, tmp_path / "model.safetensors")
+    torch.save({"w": torch.ones(64)}, tmp_path / "model.bin")
+    check_weight_files(tmp_path, "--flag")  # whole files pass
+    for name in ("model.bin", "model.safetensors"):
+        path = tmp_path / name
+        whole = path.read_bytes()
+        path.write_bytes(whole[: len(whole) - 100])
+        with pytest.raises(InputError, match=f"the weight file {path} is incomplete"):
+            check_weight_files(tmp_path, "--flag")
+        path.write_bytes(whole)
