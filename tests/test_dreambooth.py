@@ -189,3 +189,17 @@ def test_the_trainer_holds_only_the_adapter_in_lora_mode(tiny_sd, source_run):
     trainer = DreamBoothTrainer(config, load_stable_diffusion(str(tiny_sd), torch.float32), torch.device("cpu"))
     names = [n for n, p in trainer.unet.named_parameters() if p.requires_grad]
     assert names and all("lora" in n for n in names)
+
+
+@pytest.mark.parametrize("mode, lr", [("full", 5e-6), ("lora", 1e-4)])
+def test_the_trainer_steps_with_the_official_optimizer(tiny_sd, source_run, mode, lr):
+    """AdamW (0.9, 0.999), weight decay 1e-2, eps 1e-8, constant lr 5e-6 (full, official) or 1e-4 (LoRA), read
+    back from the optimizer the training step uses, before and after a step (no schedule)."""
+    config = dreambooth(source_run, tiny_sd, None, mode=mode, gradient_checkpointing=False)
+    trainer = DreamBoothTrainer(config, load_stable_diffusion(str(tiny_sd), torch.float32), torch.device("cpu"))
+    assert isinstance(trainer.optimizer, torch.optim.AdamW)
+    embeddings = torch.cat([trainer.text_embedding(INSTANCE), trainer.text_embedding(CLASS)])
+    for _ in range(2):
+        (group,) = trainer.optimizer.param_groups
+        assert (group["lr"], group["betas"], group["weight_decay"], group["eps"]) == (lr, (0.9, 0.999), 1e-2, 1e-8)
+        trainer.training_step(torch.rand(2, 3, 32, 32) * 2 - 1, embeddings, torch.Generator().manual_seed(0))
