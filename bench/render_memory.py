@@ -97,7 +97,7 @@ def measure(assets: Dict[str, str], size: int, mode: str, steps: int, device: st
 
     from pds_nerfstudio.datamanager import EditDataManagerConfig
     from pds_nerfstudio.guidance import GuidanceConfig
-    from pds_nerfstudio.method_configs import field_optimizers
+    from pds_nerfstudio.representations import Nerfacto
     from pds_nerfstudio.model import EditNerfactoModelConfig
     from pds_nerfstudio.pipeline import PDSPipelineConfig
 
@@ -113,7 +113,7 @@ def measure(assets: Dict[str, str], size: int, mode: str, steps: int, device: st
         steps_per_log_image=10**9,
     )
     pipeline = config.setup(device=device, test_mode="val")
-    optimizers = Optimizers(field_optimizers(), pipeline.get_param_groups())
+    optimizers = Optimizers(Nerfacto().optimizers(), pipeline.get_param_groups())
 
     def step(i: int) -> None:
         optimizers.zero_grad_all()

@@ -69,6 +69,16 @@ class EditDataManager(VanillaDataManager):
         block = step // max(1, self.config.change_view_every)
         return random.Random(block).randrange(self.num_train_views)
 
+    def next_train_view(self, step: int) -> Tuple[Cameras, Dict[str, Tensor]]:
+        """A whole training view and its current image, for models trained on whole views (splatfacto), as
+        nerfstudio's full-image datamanager serves them: every view once per epoch, in a random order. Drawn from
+        the step alone, so a resumed run trains on the same sequence."""
+        epoch, position = divmod(step, self.num_train_views)
+        index = random.Random(epoch).sample(range(self.num_train_views), self.num_train_views)[position]
+        camera = self.train_camera(index)
+        camera.metadata = {**(camera.metadata or {}), "cam_idx": index}
+        return camera, {"image": self.train_image(index), "image_idx": index}
+
     def train_camera(self, index: int) -> Cameras:
         """The training camera of view ``index`` at the data's resolution, on the scene's device."""
         return self.train_dataset.cameras[index : index + 1].to(self.device)

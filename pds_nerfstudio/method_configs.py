@@ -6,25 +6,13 @@ from __future__ import annotations
 from typing import Optional, Type
 
 from nerfstudio.configs.base_config import ViewerConfig
-from nerfstudio.engine.optimizers import AdamOptimizerConfig
-from nerfstudio.engine.schedulers import ExponentialDecaySchedulerConfig
 from nerfstudio.plugins.types import MethodSpecification
 
 from pds_nerfstudio.datamanager import EditDataManagerConfig
 from pds_nerfstudio.pipeline import EditPipelineConfig, PDSPipelineConfig
 from pds_nerfstudio.refine import RefinePipelineConfig
+from pds_nerfstudio.representations import Nerfacto
 from pds_nerfstudio.trainer_config import EditTrainerConfig
-
-
-def field_optimizers():
-    """Adam on the field and proposal networks, as the official PDS release edits nerfacto."""
-    return {
-        group: {
-            "optimizer": AdamOptimizerConfig(lr=1e-2, eps=1e-15),
-            "scheduler": ExponentialDecaySchedulerConfig(lr_final=1e-3, warmup_steps=1000),
-        }
-        for group in ("proposal_networks", "fields")
-    }
 
 
 def edit_method(
@@ -49,7 +37,8 @@ def edit_method(
             save_only_latest_checkpoint=True,
             mixed_precision=False,
             pipeline=pipeline,
-            optimizers=field_optimizers(),
+            # nerfacto's; an edit of a splatfacto run gets the Gaussians' (representations.Splatfacto.optimizers)
+            optimizers=Nerfacto().optimizers(),
             viewer=ViewerConfig(num_rays_per_chunk=1 << 15),
             vis="viewer",
         ),
@@ -59,7 +48,7 @@ def edit_method(
 
 pds_method = edit_method(
     "pds",
-    "Edit a nerfacto scene from a text prompt with Posterior Distillation Sampling (Koo et al., CVPR 2024).",
+    "Edit a nerfacto or splatfacto scene from a text prompt with Posterior Distillation Sampling (Koo et al., CVPR 2024).",
     PDSPipelineConfig(),
     max_num_iterations=30000,
 )

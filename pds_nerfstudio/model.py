@@ -1,13 +1,22 @@
-"""nerfacto as an edit target: the source run's field, with the camera poses and appearance frozen."""
+"""The two edit targets, side by side: nerfacto's field and splatfacto's Gaussians, each as the source run
+left it, with the camera poses and per-image appearance frozen."""
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass, field
-from typing import Dict, List, Type
+from typing import Any, Dict, Iterator, List, Literal, Optional, Type
 
+import torch
+from gsplat.strategy.base import Strategy
+from gsplat.strategy.ops import remove
 from nerfstudio.engine.callbacks import TrainingCallback, TrainingCallbackAttributes
 from nerfstudio.models.nerfacto import NerfactoModel, NerfactoModelConfig
+from nerfstudio.models.splatfacto import SplatfactoModel, SplatfactoModelConfig
+from torch import Tensor
 from torch.nn import Parameter
+
+from pds_nerfstudio.splat_cpu import splatfacto_on_cpu
 
 
 @dataclass
@@ -45,3 +54,101 @@ class EditNerfactoModel(NerfactoModel):
             "proposal_networks": list(self.proposal_networks.parameters()),
             "fields": [p for p in self.field.parameters() if p.requires_grad],
         }
+
+
+@dataclass
+class CullingStrategy(Strategy):
+    """Gaussian densification as the official PDS splat edit runs it: no splitting, duplication or opacity
+    reset (its steps continue past the source's ``stop_split_at``); every ``refine_every`` steps, Gaussians
+    with opacity below ``prune_opa`` or a largest scale above ``prune_scale3d`` (x scene scale) are removed."""
+
+    prune_opa: float = 0.1
+    prune_scale3d: float = 0.5
+    refine_every: int = 100
+    absgrad: bool = False
+    """Read by splatfacto's render call; culling needs no screen-space gradients."""
+
+    def initialize_state(self, scene_scale: float = 1.0) -> Dict[str, Any]:
+        return {"scene_scale": scene_scale}
+
+    @torch.no_grad()
+    def step_post_backward(self, params, optimizers, state, step: int, info, packed: bool = False) -> int:
+        """Cull after the optimizer step of every ``refine_every``-th step; returns how many Gaussians went."""
+        if step % self.refine_every:
+            return 0
+        too_faint = torch.sigmoid(params["opacities"].flatten()) < self.prune_opa
+        too_big = torch.exp(params["scales"]).max(dim=-1).values > self.prune_scale3d * state["scene_scale"]
+        culled = too_faint | too_big
+        if culled.any():
+            remove(params=params, optimizers=optimizers, state=state, mask=culled)
+        return int(culled.sum())
+
+
+@dataclass
+class EditSplatfactoModelConfig(SplatfactoModelConfig):
+    """splatfacto, built from the source run's model config; only its Gaussians are edited.
+
+    Settings that differ from splatfacto's for an edit, whatever the source used (the official release's):"""
+
+    _target: Type = field(default_factory=lambda: EditSplatfactoModel)
+    num_downscales: int = 0
+    """Views at full resolution from the first step (official: 0; splatfacto starts at 1/4)."""
+    densification: Literal["cull", "splatfacto"] = "cull"
+    """cull: no splitting, duplication or opacity reset; culling every --refine-every steps (the official release,
+    whose edit steps continue past the source's stop-split-at). splatfacto: splatfacto's own schedule from step 0."""
+    full_sh_degree: bool = True
+    """Render with all --sh-degree bands from the first step (the source finished splatfacto's schedule); False: the
+    degree restarts at 0 and grows every --sh-degree-interval steps."""
+
+    EDIT_SETTINGS = ("num_downscales",)
+    """Fields of splatfacto's config that an edit sets itself instead of taking the source run's value."""
+
+
+class EditSplatfactoModel(SplatfactoModel):
+    """splatfacto whose camera pose refinements and bilateral grids stay as the source learned them.
+
+    Runs on a CPU too (tests, CI): there splatfacto's own code runs with a torch rasteriser of gsplat's math
+    (:mod:`pds_nerfstudio.splat_cpu`).
+    """
+
+    config: EditSplatfactoModelConfig
+
+    def populate_modules(self) -> None:
+        with self._cpu_if_no_cuda(torch.cuda.is_available()):
+            super().populate_modules()
+        self.camera_optimizer.requires_grad_(False)
+        if self.config.use_bilateral_grid:
+            self.bil_grids.requires_grad_(False)
+        if self.config.densification == "cull":
+            self.strategy = CullingStrategy(self.config.cull_alpha_thresh, self.config.cull_scale_thresh, self.config.refine_every)
+            self.strategy_state = self.strategy.initialize_state(scene_scale=1.0)
+        self.optimizers: Dict[str, torch.optim.Optimizer] = {}  # the trainer's, from the first step on
+        self.fixed_background: Optional[Tensor] = None
+
+    @staticmethod
+    def _cpu_if_no_cuda(has_cuda: bool) -> contextlib.AbstractContextManager:
+        return contextlib.nullcontext() if has_cuda else splatfacto_on_cpu()
+
+    @contextlib.contextmanager
+    def _sh_degree_step(self) -> Iterator[None]:
+        """splatfacto picks the SH degree from ``self.step``; with ``full_sh_degree`` it sees a step past its schedule."""
+        step = self.step
+        if self.config.full_sh_degree:
+            self.step = max(step, self.config.sh_degree * self.config.sh_degree_interval)
+        try:
+            yield
+        finally:
+            self.step = step
+
+    def get_outputs(self, camera):  # type: ignore[override]
+        with self._cpu_if_no_cuda(self.device.type == "cuda"), self._sh_degree_step():
+            return super().get_outputs(camera)
+
+    def _get_background_color(self) -> Tensor:
+        """splatfacto's (random while training), unless a step fixed one for the renders it compares."""
+        if self.fixed_background is not None:
+            return self.fixed_background.to(self.device)
+        return super()._get_background_color()
+
+    def get_param_groups(self) -> Dict[str, List[Parameter]]:
+        return self.get_gaussian_param_groups()

@@ -1,4 +1,4 @@
-"""Editing pipelines: a source run's nerfacto field, edited with Stable Diffusion guidance.
+"""Editing pipelines: a source run's scene (nerfacto field or splatfacto Gaussians), edited with Stable Diffusion guidance.
 
 ``EditPipeline`` holds what every editing method shares: adopting the source run named by
 ``--load-dir``, the frozen source views, the lazily loaded guidance model, and the renders of every
@@ -18,7 +18,6 @@ from nerfstudio.cameras.cameras import Cameras
 from nerfstudio.engine.callbacks import TrainingCallback, TrainingCallbackAttributes, TrainingCallbackLocation
 from nerfstudio.engine.optimizers import Optimizers
 from nerfstudio.engine.trainer import TrainerConfig
-from nerfstudio.models.nerfacto import NerfactoModelConfig
 from nerfstudio.pipelines.base_pipeline import VanillaPipeline, VanillaPipelineConfig
 from nerfstudio.utils import colormaps, writer
 from nerfstudio.utils.rich_utils import CONSOLE
@@ -30,8 +29,9 @@ from pds_nerfstudio.checkpoints import allow_nerfstudio_checkpoints, load_checkp
 from pds_nerfstudio.datamanager import EditDataManager, EditDataManagerConfig
 from pds_nerfstudio.errors import InputError
 from pds_nerfstudio.guidance import GuidanceConfig, StableDiffusionGuidance
-from pds_nerfstudio.model import EditNerfactoModelConfig
-from pds_nerfstudio.rendering import RenderMode, guidance_camera, render_view, render_view_image
+from pds_nerfstudio.model import EditNerfactoModelConfig, EditSplatfactoModelConfig
+from pds_nerfstudio.representations import Representation, rebind_optimizers, representation_of, supported_sources
+from pds_nerfstudio.rendering import RenderMode, guidance_camera
 from pds_nerfstudio.source_run import Run, merge_user_overrides
 from pds_nerfstudio.viewer_controls import EditControls
 
@@ -46,7 +46,11 @@ class EditPipelineConfig(VanillaPipelineConfig):
     datamanager: EditDataManagerConfig = field(default_factory=EditDataManagerConfig)
     """The source scene's data; its dataparser and data path come from the source run."""
     model: EditNerfactoModelConfig = field(default_factory=EditNerfactoModelConfig)
-    """The edited field; its architecture comes from the source run's model config."""
+    """The edited scene. From a nerfacto source: its architecture (hash sizes, samples, ...) comes from the source run's
+    config, and these flags override it. From a splatfacto source it becomes the splat-model settings below."""
+    splat_model: EditSplatfactoModelConfig = field(default_factory=EditSplatfactoModelConfig)
+    """The edited Gaussians, when the source is a splatfacto run: the source's settings, with the edit's own defaults
+    below (full resolution, all SH bands, culling without densification); these flags override them."""
     guidance: GuidanceConfig = field(default_factory=GuidanceConfig)
     """The Stable Diffusion guidance."""
     source_checkpoint: Optional[Path] = None
@@ -58,9 +62,10 @@ class EditPipelineConfig(VanillaPipelineConfig):
     render_resolution: int = 512
     """Short side, in pixels, of the views rendered for guidance (official: 512)."""
     render_mode: RenderMode = "chunked"
-    """chunked: render memory independent of the view size; full-graph: one autograd graph per view."""
+    """nerfacto: chunked keeps render memory independent of the view size; full-graph: one autograd graph per view.
+    (splatfacto renders whole views.)"""
     ray_chunk_size: int = 4096
-    """Rays rendered at once in chunked mode."""
+    """nerfacto: rays rendered at once in chunked mode."""
     steps_per_log_image: int = 200
     """Steps between images sent to the writer (source | current render | gradient magnitude)."""
     num_compare_views: int = 4
@@ -74,7 +79,7 @@ class EditPipelineConfig(VanillaPipelineConfig):
     the edit's, as in the official release (which starts through --load-dir); fresh (or a source trained with
     an appearance embedding, which the edit freezes): Adam starts at step 0. Learning-rate schedules restart."""
 
-    source_description: ClassVar[str] = "a nerfacto run (ns-train nerfacto)"
+    source_description: ClassVar[str] = f"a {supported_sources()} run"
     """What --load-dir must name, for error messages."""
 
     def accepts_source(self, config: TrainerConfig) -> bool:
@@ -91,15 +96,32 @@ class EditPipelineConfig(VanillaPipelineConfig):
         dataparser = copy.deepcopy(source.datamanager.dataparser)
         dataparser.data = data
         datamanager = dataclasses.replace(self.datamanager, data=data, dataparser=dataparser)
-        model = merge_user_overrides(default.model, self.model, source.model)
+        model = self.source_representation(source.model).edit_model_config(self, default, source.model)
         return dataclasses.replace(self, datamanager=datamanager, model=model, source_checkpoint=run.checkpoint)
+
+    @staticmethod
+    def source_representation(model: Any) -> Representation:
+        representation = representation_of(model)
+        if representation is None:
+            raise InputError(f"cannot edit a {type(model).__name__} scene; edits start from a {supported_sources()} run")
+        return representation
+
+    @property
+    def representation(self) -> Representation:
+        """What the edited scene is (nerfacto or splatfacto), from the resolved model config."""
+        return self.source_representation(self.model)
 
     def resumed_from(self, run: Run, default: "EditPipelineConfig") -> "EditPipelineConfig":
         """The config of an edit run being resumed, except for the flags the user set now."""
         merged = merge_user_overrides(default, self, run.config.pipeline)
+        merged.model = self.source_representation(run.config.pipeline.model).edit_model_config(self, default, run.config.pipeline.model)
         if self.datamanager.data is not None:  # --data given now: the data moved
             merged.datamanager.data = merged.datamanager.dataparser.data = self.datamanager.data
         return merged
+
+    def default_max_num_iterations(self, method_default: Optional[int]) -> Optional[int]:
+        """The edit's number of steps when --max-num-iterations is not given (a method may differ per representation)."""
+        return method_default
 
     def check(self, scene_device: str) -> None:
         """Cheap checks of the resolved config, before any heavy work; raises InputError."""
@@ -126,8 +148,8 @@ def is_edit_run(config: TrainerConfig) -> bool:
 
 
 def is_source_run(config: TrainerConfig) -> bool:
-    """An unedited scene that edits start from: a nerfacto run that is not itself an edit."""
-    return isinstance(config.pipeline.model, NerfactoModelConfig) and not is_edit_run(config)
+    """An unedited scene that edits start from: a nerfacto or splatfacto run that is not itself an edit."""
+    return representation_of(config.pipeline.model) is not None and not is_edit_run(config)
 
 
 def _state_fits(optimizer: torch.optim.Optimizer, saved: Optional[Dict[str, Any]]) -> bool:
@@ -163,6 +185,7 @@ class EditPipeline(VanillaPipeline):
         # Every way a run is opened (training, resume, ns-export/render/viewer) builds this pipeline first.
         allow_nerfstudio_checkpoints()
         super().__init__(config, device, test_mode, world_size, local_rank, grad_scaler)
+        self.representation: Representation = config.representation
         self.guidance: StableDiffusionGuidance = config.guidance.setup(device=device)
         range_name, ratio_range = self.ratio_control()
         self.controls = EditControls(
@@ -245,11 +268,15 @@ class EditPipeline(VanillaPipeline):
     def guidance_view(self, index: int, camera: Optional[Cameras] = None) -> Tensor:
         """Render training view ``index`` for guidance, differentiably: [1, 3, H, W] in [0, 1]."""
         camera = camera if camera is not None else self.guidance_camera(index)
-        return render_view(self.model, camera, index, self.config.render_mode, self.config.ray_chunk_size)
+        return self.representation.render(self.model, camera, index, self.config.render_mode, self.config.ray_chunk_size)
+
+    def view_image(self, camera: Cameras, index: int) -> Tensor:
+        """Training view ``index`` of the current scene seen by ``camera``, no graph: [H, W, 3] on the CPU."""
+        return self.representation.render_image(self.model, camera, index, self.config.ray_chunk_size)
 
     def training_view_image(self, index: int) -> Tensor:
         """Training view ``index`` of the current scene at the data's resolution, no graph: [H, W, 3] on the CPU."""
-        return render_view_image(self.model, self.datamanager.train_camera(index), index, self.config.ray_chunk_size)
+        return self.view_image(self.datamanager.train_camera(index), index)
 
     def log_edit_image(self, step: int, index: int, render: Tensor, grad: Tensor) -> None:
         """Send source | current render | gradient magnitude of view ``index`` to the writer (tensorboard, wandb, ...)."""
@@ -281,8 +308,7 @@ class EditPipeline(VanillaPipeline):
             order = [order[i] for i in outputs.evenly_spaced(len(order), self.config.result_views)]
         renders, paths = [], []
         for index in track(order, description=f"Rendering {len(order)} views of the result", transient=True):
-            camera = self.result_camera(index)
-            image = render_view_image(self.model, camera, index, self.config.ray_chunk_size)
+            image = self.view_image(self.result_camera(index), index)
             paths.append(output_dir / f"{Path(filenames[index]).stem}.png")
             outputs.to_pil(image).save(paths[-1])
             renders.append(image)
@@ -296,6 +322,8 @@ class EditPipeline(VanillaPipeline):
         callbacks = super().get_training_callbacks(training_callback_attributes)
         trainer = training_callback_attributes.trainer
         if trainer is not None:
+            # A resumed splatfacto edit: loading the checkpoint replaced the Gaussian tensors the optimizers were built on.
+            rebind_optimizers(training_callback_attributes.optimizers.optimizers, self.model.get_param_groups())
             self._trainer = trainer
             self.method_name = trainer.config.method_name
             if trainer.config.load_dir is None and self.config.optimizer_state == "source":  # a new edit

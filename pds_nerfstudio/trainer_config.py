@@ -104,6 +104,10 @@ class EditTrainerConfig(TrainerConfig):
                 check_checkpoint(run.checkpoint)
                 self.pipeline = self.pipeline.with_source(run, default.pipeline)
                 self.load_dir = None
+                if self.max_num_iterations == default.max_num_iterations:
+                    self.max_num_iterations = self.pipeline.default_max_num_iterations(self.max_num_iterations)
+            if self.optimizers == default.optimizers:  # the edited scene's own (nerfacto's or the Gaussians')
+                self.optimizers = self.pipeline.representation.optimizers()
         self.pipeline.check(self.machine.device_type)
         if self.max_num_iterations is not None:
             self.check_steps_left()

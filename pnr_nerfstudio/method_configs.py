@@ -8,7 +8,7 @@ from pnr_nerfstudio.trainer_config import PnRTrainerConfig
 
 pnr_method = edit_method(
     "pnr",
-    "Edit a nerfacto scene with large geometric changes: Perturb-and-Revise (Hong et al., CVPR 2025).",
+    "Edit a nerfacto or splatfacto scene with large geometric changes: Perturb-and-Revise (Hong et al., CVPR 2025).",
     PnRPipelineConfig(),
     max_num_iterations=None,  # the phases: 50 eta-selection + 1500 edit + 1000 revise steps by default
     steps_per_save=500,

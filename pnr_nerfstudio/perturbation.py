@@ -12,7 +12,7 @@ initialisation of the same field.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Dict, Literal, Mapping, Sequence, Union
+from typing import Callable, Dict, Literal, Mapping, Sequence, Union
 
 import torch
 from torch import Tensor, nn
@@ -104,35 +104,38 @@ def select_eta(losses: Sequence[float], window: int, eta_max: float = 0.6, d_min
 def edited_parameters(model: nn.Module) -> Dict[str, nn.Parameter]:
     """The parameters an edit trains, by name: those in the model's optimizer parameter groups.
 
-    For the edit model these are the nerfacto field and proposal networks; the camera pose
-    refinements and the appearance embedding stay out, so they are never perturbed either.
+    For the edit models these are nerfacto's field and proposal networks, or splatfacto's Gaussians; the
+    camera pose refinements and per-image appearance stay out, so they are never perturbed either.
     """
     trained = {id(p) for group in model.get_param_groups().values() for p in group}  # type: ignore[operator]
     return {name: p for name, p in model.named_parameters() if id(p) in trained}
 
 
 @torch.no_grad()
-def perturb_parameters(
-    parameters: Mapping[str, Tensor], source: Mapping[str, Tensor], fresh: Mapping[str, Tensor], eta: float
-) -> None:
-    """Set each of ``parameters`` in place to (1 - eta) theta_src + eta theta_0 (Alg. 1).
+def perturbed_values(
+    names: Sequence[str],
+    source: Mapping[str, Tensor],
+    fresh: Mapping[str, Tensor],
+    eta: float,
+    interpolate: Callable[[str, Tensor, Tensor, float], Tensor],
+) -> Dict[str, Tensor]:
+    """theta = (1 - eta) theta_src + eta theta_0 for each parameter in ``names`` (Alg. 1).
 
     Args:
-        parameters: the tensors to overwrite, by name.
-        source: theta_src, the source field's values, by the same names.
-        fresh: theta_0, a fresh initialisation of the same field, by the same names.
+        source: theta_src, the source scene's values, by name.
+        fresh: theta_0, a fresh initialisation of the same scene, by the same names.
         eta: perturbation strength in [0, 1]; 0 gives theta_src exactly, 1 gives theta_0 exactly.
+        interpolate: how one parameter is interpolated (the representation's ``interpolate``: its geometry).
     """
     if not 0.0 <= eta <= 1.0:
         raise ValueError(f"eta must be in [0, 1], got {eta}")
-    missing = [name for name in parameters if name not in source or name not in fresh]
+    missing = [name for name in names if name not in source or name not in fresh]
     if missing:
         raise KeyError(f"no source or fresh value for parameters {missing}")
-    for name, theta in parameters.items():
-        theta_src = source[name].to(theta.device, theta.dtype)
-        theta_0 = fresh[name].to(theta.device, theta.dtype)
-        if theta_src.shape != theta.shape or theta_0.shape != theta.shape:
-            raise ValueError(
-                f"{name}: shape {tuple(theta.shape)}, source {tuple(theta_src.shape)}, fresh {tuple(theta_0.shape)}"
-            )
-        theta.copy_((1 - eta) * theta_src + eta * theta_0)
+    values = {}
+    for name in names:
+        theta_src, theta_0 = source[name], fresh[name].to(source[name])
+        if theta_src.shape != theta_0.shape:
+            raise ValueError(f"{name}: source {tuple(theta_src.shape)}, fresh {tuple(theta_0.shape)}")
+        values[name] = interpolate(name, theta_src, theta_0, eta)
+    return values

@@ -39,7 +39,8 @@ from torch import Tensor
 from pds_nerfstudio.errors import InputError
 from pds_nerfstudio.guidance import GuidanceConfig
 from pds_nerfstudio.pipeline import PDSPipeline, PDSPipelineConfig
-from pds_nerfstudio.rendering import guidance_camera, render_view_image, seeded, view_rays
+from pds_nerfstudio.representations import Nerfacto, Representation, rebind_optimizers
+from pds_nerfstudio.rendering import guidance_camera, seeded, view_rays
 from pds_nerfstudio.source_run import Run, merge_user_overrides
 from pnr_nerfstudio.ipg import IdentityPreservingLoss, IPGConfig
 from pnr_nerfstudio.perturbation import (
@@ -47,7 +48,7 @@ from pnr_nerfstudio.perturbation import (
     edited_parameters,
     eta_from_loss_change,
     loss_change,
-    perturb_parameters,
+    perturbed_values,
     selection_loss,
 )
 from pnr_nerfstudio.schedules import Phase, PhasePlan, TimestepAnnealingConfig
@@ -76,7 +77,8 @@ class PnRPipelineConfig(PDSPipelineConfig):
     ipg: IPGConfig = field(default_factory=IPGConfig)
     """Identity-preserving gradient of the revise steps."""
     interlevel_num_rays: int = 4096
-    """Rays of the edited view rendered each step for nerfacto's proposal (interlevel) loss, so the proposal networks follow the new geometry; 0: off."""
+    """nerfacto: rays of the edited view rendered each step for the proposal (interlevel) loss, so the proposal networks
+    follow the new geometry; 0: off."""
     coarse_resolution: int = 0
     """Objects protocol option (App. E): for the first --pipeline.coarse-steps edit steps, render at this short side
     and upsample to --pipeline.render-resolution for the guidance; 0: off (released object configs: 64 px for 800 steps)."""
@@ -151,22 +153,24 @@ class FrozenSource:
     Deliberately not an ``nn.Module`` attribute of the pipeline: it never enters the edit's checkpoints.
     """
 
-    def __init__(self, model: Model) -> None:
+    def __init__(self, model: Model, representation: Representation) -> None:
         self.model = copy.deepcopy(model).requires_grad_(False)
+        self.representation = representation
         # Training mode, as the edit model renders while editing: each view with the source's pose
         # refinement and appearance embedding of that view.
         self.model.train()
         self.parameters: Dict[str, Tensor] = {name: p.detach() for name, p in self.model.named_parameters()}
-        self._last: Optional[Tuple[Tuple[int, int, int], Tensor]] = None
+        self._last: Optional[Tuple[Tuple[Any, ...], Tensor]] = None
 
     def render(self, camera: Cameras, index: int, chunk_size: int) -> Tensor:
         """The source scene at training view ``index`` seen by ``camera``: [1, 3, H, W] in [0, 1], no graph.
 
         The last view rendered is kept: a view is edited for several steps in a row.
         """
-        key = (index, int(camera.height.item()), int(camera.width.item()))
+        background = getattr(self.model, "fixed_background", None)
+        key = (index, int(camera.height.item()), int(camera.width.item()), None if background is None else tuple(background.tolist()))
         if self._last is None or self._last[0] != key:
-            image = render_view_image(self.model, camera, index, chunk_size)
+            image = self.representation.render_image(self.model, camera, index, chunk_size)
             self._last = (key, image.permute(2, 0, 1)[None].to(camera.device))
         return self._last[1]
 
@@ -200,7 +204,7 @@ class PnRPipeline(PDSPipeline):
     def load_source(self, checkpoint: Path) -> None:
         """Load the source field and keep a frozen copy of it (training only: evaluation never loads the source)."""
         super().load_source(checkpoint)
-        self.source = FrozenSource(self.model)
+        self.source = FrozenSource(self.model, self.representation)
 
     # ----------------------------------------------------------------------------------------------
     # Phases
@@ -280,37 +284,34 @@ class PnRPipeline(PDSPipeline):
 
     @torch.no_grad()
     def perturb(self, eta: float) -> None:
-        """theta <- (1 - eta) theta_src + eta theta_0 for the field and proposal networks (Alg. 1).
+        """theta <- (1 - eta) theta_src + eta theta_0 for the edited parameters (Alg. 1): nerfacto's field and
+        proposal networks, or every Gaussian's attributes (see :meth:`Splatfacto.interpolate`).
 
-        Starts from theta_src, so whatever the eta-selection steps did to the field is discarded; the
-        optimizers' state (Adam's moments and step counts) starts fresh.
+        Starts from theta_src, so whatever the eta-selection steps did (to the field, or the Gaussians they
+        culled) is discarded; the optimizers' state (Adam's moments and step counts) starts fresh.
         """
         if self.source is None:
-            raise RuntimeError("the pnr pipeline was built without its source checkpoint; it cannot perturb the field")
-        parameters = edited_parameters(self.model)
-        perturb_parameters(parameters, self.source.parameters, self.fresh_initialisation(), eta)
+            raise RuntimeError("the pnr pipeline was built without its source checkpoint; it cannot perturb the scene")
+        names = list(edited_parameters(self.source.model))
+        fresh = self.fresh_initialisation()
+        values = perturbed_values(names, self.source.parameters, fresh, eta, self.representation.interpolate)
+        self.representation.assign(self.model, values)
         if self._optimizers is not None:
             for optimizer in self._optimizers.optimizers.values():
                 optimizer.state.clear()  # Adam's moments and step counts start again for every parameter
+            rebind_optimizers(self._optimizers.optimizers, self.model.get_param_groups())
         self.eta.fill_(eta)
         self.perturbed.fill_(True)
         CONSOLE.log(
-            f"PnR: perturbed {len(parameters)} field and proposal-network tensors to (1 - eta) theta_src + eta theta_0 "
+            f"PnR: perturbed {len(names)} {self.representation.name} tensors to (1 - eta) theta_src + eta theta_0 "
             f"with eta = {eta:.4f}; optimizer state reset"
         )
 
     def fresh_initialisation(self) -> Dict[str, Tensor]:
-        """theta_0: the parameters of a new model of the same config, seeded with ``perturbation.seed``."""
-        dataset = self.datamanager.train_dataset
+        """theta_0: a fresh initialisation of the edited scene, seeded with ``perturbation.seed``."""
+        assert self.source is not None
         with seeded(self.config.perturbation.seed, self.device):
-            model = self.config.model.setup(
-                scene_box=dataset.scene_box,
-                num_train_data=len(dataset),
-                metadata=dataset.metadata,
-                device=self.device,
-                grad_scaler=None,
-            )
-        return {name: p.detach() for name, p in model.named_parameters()}
+            return self.representation.fresh_parameters(self.config.model, self, self.source.parameters)
 
     # ----------------------------------------------------------------------------------------------
     # One step
@@ -338,6 +339,14 @@ class PnRPipeline(PDSPipeline):
         return self.datamanager.edit_view(step)
 
     def get_train_loss_dict(self, step: int):
+        if self.config.phases.phase(step) is Phase.REVISE and self.source is not None:
+            # the render and the source's render it is compared with, over one background
+            with self.representation.same_background(self.model, self.source.model):
+                return self.editing_step(step)
+        return self.editing_step(step)
+
+    def editing_step(self, step: int):
+        """One step of the current phase: the guidance loss, plus the revise losses in the revise phase."""
         plan = self.config.phases
         phase = plan.phase(step)
         index = self.edit_view(step)
@@ -346,7 +355,7 @@ class PnRPipeline(PDSPipeline):
         render_camera = guidance_camera(self.datamanager.train_camera(index), self.config.coarse_resolution) if coarse else camera
         loss_dict: Dict[str, Tensor] = {}
         # Before the guidance render: the proposal networks take their gradient on the first forward of a step.
-        if self.config.interlevel_num_rays > 0:
+        if self.config.interlevel_num_rays > 0 and isinstance(self.representation, Nerfacto):
             loss_dict["interlevel_loss"] = self.proposal_loss(render_camera, index)
         render = self.guidance_view(index, render_camera)
         if coarse:  # the coarse view, upsampled to the guidance resolution
@@ -358,7 +367,8 @@ class PnRPipeline(PDSPipeline):
         metrics["phase"] = int(phase)
         metrics["render_short_side"] = int(min(render_camera.height.item(), render_camera.width.item()))
         if self._optimizers is not None:  # the rate this step's update uses
-            metrics["learning_rate_fields"] = self._optimizers.optimizers["fields"].param_groups[0]["lr"]
+            group = self.representation.reported_group
+            metrics[f"learning_rate_{group}"] = self._optimizers.optimizers[group].param_groups[0]["lr"]
         if phase is Phase.ETA_SELECTION:
             value = selection_loss(output.x0, output.x0_hat)
             self.eta_selection_losses[step] = value

@@ -494,17 +494,46 @@ def train_tiny_nerfacto(
     ``dataparser_transforms.json`` and ``nerfstudio_models/step-<steps - 1>.ckpt``.
     ``extra_args`` go after :data:`TINY_NERFACTO_FLAGS` and override them.
     """
+    command = [_ns_train_executable(), "nerfacto", *TINY_NERFACTO_FLAGS, *extra_args]
+    return _train_source("nerfacto", command, scene, output_dir, torch_home, steps, timeout)
+
+
+TINY_SPLATFACTO_STEPS = 30
+"""Default number of training iterations of the tiny splatfacto source run."""
+
+TINY_SPLATFACTO_FLAGS: List[str] = [
+    "--machine.device-type", "cpu",
+    "--vis", "tensorboard",
+    "--viewer.quit-on-train-completion", "True",
+    "--logging.local-writer.enable", "False",
+    "--steps-per-eval-batch", "0",
+    "--steps-per-eval-image", "0",
+    "--steps-per-eval-all-images", "0",
+    "--steps-per-save", "1000000",
+    # gsplat's absgrad comes from its CUDA backward; the CPU rasteriser gives the plain screen-space gradient.
+    "--pipeline.model.use-absgrad", "False",
+    # a few hundred Gaussians in the synthetic scene's box (the scene has no sparse points)
+    "--pipeline.model.num-random", "400",
+    "--pipeline.model.random-scale", "1.5",
+]  # fmt: skip
+"""``ns-train splatfacto`` options that keep a CPU run of the synthetic scene to seconds."""
+
+
+def train_tiny_splatfacto(
+    scene: Path, output_dir: Path, torch_home: Path, steps: int = TINY_SPLATFACTO_STEPS, timeout: float = 600.0
+) -> Path:
+    """Train a tiny splatfacto on ``scene`` with nerfstudio's ``ns-train``, rasterised on the CPU
+    (``python -m pds_nerfstudio.splat_cpu``: gsplat's kernels need CUDA), and return its run directory."""
+    command = [sys.executable, "-m", "pds_nerfstudio.splat_cpu", "splatfacto", *TINY_SPLATFACTO_FLAGS]
+    return _train_source("splatfacto", command, scene, output_dir, torch_home, steps, timeout)
+
+
+def _train_source(
+    method: str, command: List[str], scene: Path, output_dir: Path, torch_home: Path, steps: int, timeout: float
+) -> Path:
     output_dir = Path(output_dir)
-    before = set(find_run_dirs(output_dir))
-    command = [
-        _ns_train_executable(),
-        "nerfacto",
-        "--data", str(scene),
-        "--output-dir", str(output_dir),
-        "--max-num-iterations", str(steps),
-        *TINY_NERFACTO_FLAGS,
-        *extra_args,
-    ]  # fmt: skip
+    before = set(find_run_dirs(output_dir, method))
+    command = [*command, "--data", str(scene), "--output-dir", str(output_dir), "--max-num-iterations", str(steps)]
     start = time.perf_counter()
     result = subprocess.run(
         command,
@@ -518,10 +547,10 @@ def train_tiny_nerfacto(
     elapsed = time.perf_counter() - start
     if result.returncode != 0:
         raise RuntimeError(
-            f"ns-train nerfacto failed (exit {result.returncode}) after {elapsed:.1f}s:\n"
+            f"ns-train {method} failed (exit {result.returncode}) after {elapsed:.1f}s:\n"
             f"{' '.join(command)}\n{result.stdout[-6000:]}"
         )
-    new = [d for d in find_run_dirs(output_dir) if d not in before]
+    new = [d for d in find_run_dirs(output_dir, method) if d not in before]
     if len(new) != 1:
         raise RuntimeError(f"expected one new run directory under {output_dir}, found {new}\n{result.stdout[-3000:]}")
     run_dir = new[0]
@@ -611,8 +640,8 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-def check_run_opens_without_diffusion_model(run_dir: Path, torch_home: Path, work: Path) -> None:
-    """``ns-export pointcloud``, ``ns-render interpolate`` and ``ns-viewer`` all open an edit run.
+def check_run_opens_without_diffusion_model(run_dir: Path, torch_home: Path, work: Path, export: str = "pointcloud") -> None:
+    """``ns-export pointcloud`` (or ``gaussian-splat``), ``ns-render interpolate`` and ``ns-viewer`` all open an edit run.
 
     Call it after deleting the run's diffusion model folder: none of them may load it.
     """
@@ -627,10 +656,15 @@ def check_run_opens_without_diffusion_model(run_dir: Path, torch_home: Path, wor
         if result.returncode != 0:
             raise RuntimeError(f"{' '.join(command)} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
 
-    run(str(bin_dir / "ns-export"), "pointcloud", "--load-config", config, "--output-dir", str(work / "export"),
-        "--num-points", "500", "--remove-outliers", "False", "--normal-method", "open3d")  # fmt: skip
-    if not (work / "export" / "point_cloud.ply").stat().st_size:
-        raise RuntimeError("ns-export wrote an empty point cloud")
+    if export == "pointcloud":
+        run(str(bin_dir / "ns-export"), "pointcloud", "--load-config", config, "--output-dir", str(work / "export"),
+            "--num-points", "500", "--remove-outliers", "False", "--normal-method", "open3d")  # fmt: skip
+        exported = work / "export" / "point_cloud.ply"
+    else:
+        run(str(bin_dir / "ns-export"), export, "--load-config", config, "--output-dir", str(work / "export"))
+        exported = work / "export" / "splat.ply"
+    if not exported.stat().st_size:
+        raise RuntimeError(f"ns-export {export} wrote an empty file")
     run(str(bin_dir / "ns-render"), "interpolate", "--load-config", config, "--output-path", str(work / "render"),
         "--output-format", "images", "--pose-source", "train", "--interpolation-steps", "1")  # fmt: skip
     if not list((work / "render").glob("*.jpg")):

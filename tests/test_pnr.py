@@ -8,13 +8,14 @@ import torch
 from pds_nerfstudio.distillation import surrogate_loss
 from pds_nerfstudio.errors import InputError
 from pds_nerfstudio.guidance import GuidanceConfig
+from pds_nerfstudio.representations import Nerfacto
 from pnr_nerfstudio.ipg import IdentityPreservingLoss, IPGConfig
 from pnr_nerfstudio.perturbation import (
     PerturbationConfig,
     edited_parameters,
     eta_from_loss_change,
     loss_change,
-    perturb_parameters,
+    perturbed_values,
     select_eta,
     selection_loss,
 )
@@ -71,6 +72,9 @@ def test_the_selection_loss_is_the_x0_reconstruction_loss_in_released_units():
 # ---------------------------------------------------------------------------------------------
 
 
+LINEAR = Nerfacto().interpolate
+
+
 def _tensors(seed: int):
     generator = torch.Generator().manual_seed(seed)
     return {"a": torch.randn(5, 3, generator=generator), "b.c": torch.randn(7, generator=generator)}
@@ -79,22 +83,20 @@ def _tensors(seed: int):
 def test_perturbation_endpoints_are_exact_and_it_mixes_in_between():
     source, fresh = _tensors(0), _tensors(1)
     for eta, expected in ((0.0, source), (1.0, fresh)):
-        theta = {k: torch.zeros_like(v) for k, v in source.items()}
-        perturb_parameters(theta, source, fresh, eta)
+        theta = perturbed_values(list(source), source, fresh, eta, LINEAR)
         assert all(torch.equal(theta[k], expected[k]) for k in theta)
-    theta = {k: torch.zeros_like(v) for k, v in source.items()}
-    perturb_parameters(theta, source, fresh, 0.25)
+    theta = perturbed_values(list(source), source, fresh, 0.25, LINEAR)
     assert all(torch.allclose(theta[k], 0.75 * source[k] + 0.25 * fresh[k]) for k in theta)
 
 
 def test_perturbation_rejects_bad_input():
     source, fresh = _tensors(0), _tensors(1)
     with pytest.raises(ValueError):
-        perturb_parameters(dict(source), source, fresh, 1.5)
+        perturbed_values(list(source), source, fresh, 1.5, LINEAR)
     with pytest.raises(KeyError):
-        perturb_parameters({"missing": torch.zeros(1)}, source, fresh, 0.5)
+        perturbed_values(["missing"], source, fresh, 0.5, LINEAR)
     with pytest.raises(ValueError):
-        perturb_parameters({"a": torch.zeros(3, 5)}, source, fresh, 0.5)
+        perturbed_values(["a"], source, {**fresh, "a": torch.zeros(3, 5)}, 0.5, LINEAR)
 
 
 def _tiny_edit_model(seed: int):
@@ -124,10 +126,11 @@ def test_perturbing_a_nerfacto_edit_model_touches_only_the_field_and_proposal_ne
     source_state = {n: p.detach() for n, p in source.named_parameters()}
     fresh_state = {n: p.detach() for n, p in fresh.named_parameters()}
 
-    perturb_parameters(edited_parameters(model), source_state, fresh_state, 0.0)
+    nerfacto = Nerfacto()
+    nerfacto.assign(model, perturbed_values(list(names), source_state, fresh_state, 0.0, nerfacto.interpolate))
     assert all(torch.equal(p, source_state[n]) for n, p in model.named_parameters())
 
-    perturb_parameters(edited_parameters(model), source_state, fresh_state, 1.0)
+    nerfacto.assign(model, perturbed_values(list(names), source_state, fresh_state, 1.0, nerfacto.interpolate))
     for name, p in model.named_parameters():
         expected = fresh_state[name] if name in names else source_state[name]
         assert torch.equal(p, expected), name

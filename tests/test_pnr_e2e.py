@@ -145,9 +145,9 @@ def test_selection_runs_at_the_configured_learning_rate_and_the_schedule_starts_
     rates = logged(runs.stopped_dir, "learning_rate_fields")
     assert [rates[s] for s in range(SELECTION_STEPS)] == pytest.approx([1e-2] * SELECTION_STEPS)  # not the warmup's
     # the configured schedule (nerfacto's warmup from 1e-8) from its step 0 at the first edit step
-    from pds_nerfstudio.method_configs import field_optimizers
+    from pds_nerfstudio.representations import Nerfacto
 
-    fields = field_optimizers()["fields"]
+    fields = Nerfacto().optimizers()["fields"]
     optimizer = torch.optim.Adam([torch.zeros(1, requires_grad=True)], lr=fields["optimizer"].lr)
     scheduler = fields["scheduler"].setup().get_scheduler(optimizer, lr_init=fields["optimizer"].lr)
     expected = []

@@ -1,0 +1,246 @@
+"""What differs between editing a nerfacto field and editing splatfacto's Gaussians, behind one interface.
+
+The editing pipelines (pds, pds-refine, pnr) never ask which representation they edit; they ask the
+:class:`Representation` of their model config to build the edit model's config from the source run's, to
+render a view (with or without gradient), for the default optimizers, and (pnr) for a fresh initialisation
+theta_0 and the interpolation between two parameter sets.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+from typing import Any, ClassVar, Dict, Iterator, Mapping, Optional, Type
+
+import torch
+import torch.nn.functional as F
+from nerfstudio.cameras.cameras import Cameras
+from nerfstudio.engine.optimizers import AdamOptimizerConfig
+from nerfstudio.engine.schedulers import ExponentialDecaySchedulerConfig
+from nerfstudio.models.base_model import Model, ModelConfig
+from nerfstudio.models.nerfacto import NerfactoModelConfig
+from nerfstudio.models.splatfacto import SplatfactoModelConfig
+from torch import Tensor, nn
+
+from pds_nerfstudio.errors import InputError
+from pds_nerfstudio.model import EditSplatfactoModelConfig
+from pds_nerfstudio.rendering import RenderMode, render_view, render_view_image
+from pds_nerfstudio.source_run import merge_user_overrides
+
+
+class Representation:
+    """One kind of scene an edit can start from."""
+
+    name: ClassVar[str]
+    source_config: ClassVar[Type[ModelConfig]]
+    """The model config of the source runs it edits (subclasses included: nerfacto-big, splatfacto-big, ...)."""
+    reported_group: ClassVar[str]
+    """The optimizer group whose learning rate the metrics report."""
+
+    def edit_model_config(self, user: Any, default: Any, source: ModelConfig) -> ModelConfig:
+        """The edit model's config: the source run's, with the flags the user set (``user`` vs ``default``, the
+        pipeline configs) winning. Raises InputError on flags of the other representation."""
+        raise NotImplementedError
+
+    def optimizers(self) -> Dict[str, Dict[str, Any]]:
+        """The edit's default optimizers, one entry per parameter group of the edit model."""
+        raise NotImplementedError
+
+    def render(self, model: Model, camera: Cameras, index: int, mode: RenderMode, chunk_size: int) -> Tensor:
+        """Training view ``index`` seen by ``camera``, differentiable: [1, 3, H, W]."""
+        raise NotImplementedError
+
+    def render_image(self, model: Model, camera: Cameras, index: int, chunk_size: int) -> Tensor:
+        """The same without a graph: [H, W, 3] in [0, 1] on the CPU."""
+        raise NotImplementedError
+
+    def interpolate(self, name: str, source: Tensor, fresh: Tensor, eta: float) -> Tensor:
+        """(1 - eta) theta_src + eta theta_0 for parameter ``name`` (Alg. 1 of Perturb-and-Revise)."""
+        return (1 - eta) * source + eta * fresh
+
+    def fresh_parameters(self, model_config: ModelConfig, pipeline: Any, source: Mapping[str, Tensor]) -> Dict[str, Tensor]:
+        """theta_0: a fresh initialisation of the edit model (call under a seed)."""
+        raise NotImplementedError
+
+    @contextlib.contextmanager
+    def same_background(self, *models: Model) -> Iterator[None]:
+        """Within this, ``models`` render over one background (renders that are compared pixel by pixel)."""
+        yield
+
+    @torch.no_grad()
+    def assign(self, model: Model, values: Mapping[str, Tensor]) -> None:
+        """Set the model's parameters named in ``values`` to those values."""
+        for name, parameter in model.named_parameters():
+            if name in values:
+                parameter.copy_(values[name].to(parameter))
+
+
+def _flags_given(user: Any, default: Any) -> bool:
+    return user != default
+
+
+class Nerfacto(Representation):
+    name = "nerfacto"
+    source_config = NerfactoModelConfig
+    reported_group = "fields"
+
+    def edit_model_config(self, user: Any, default: Any, source: ModelConfig) -> ModelConfig:
+        if _flags_given(user.splat_model, default.splat_model):
+            raise InputError("--pipeline.splat-model.* sets splatfacto settings, but the source is a nerfacto run: use --pipeline.model.*")
+        return merge_user_overrides(default.model, user.model, source)
+
+    def optimizers(self) -> Dict[str, Dict[str, Any]]:
+        """Adam on the field and proposal networks, as the official PDS release edits nerfacto."""
+        return {
+            group: {
+                "optimizer": AdamOptimizerConfig(lr=1e-2, eps=1e-15),
+                "scheduler": ExponentialDecaySchedulerConfig(lr_final=1e-3, warmup_steps=1000),
+            }
+            for group in ("proposal_networks", "fields")
+        }
+
+    def render(self, model: Model, camera: Cameras, index: int, mode: RenderMode, chunk_size: int) -> Tensor:
+        return render_view(model, camera, index, mode, chunk_size)
+
+    def render_image(self, model: Model, camera: Cameras, index: int, chunk_size: int) -> Tensor:
+        return render_view_image(model, camera, index, chunk_size)
+
+    def fresh_parameters(self, model_config: ModelConfig, pipeline: Any, source: Mapping[str, Tensor]) -> Dict[str, Tensor]:
+        """A new model of the same config: what nerfstudio initialises (the released code: a new field instance)."""
+        dataset = pipeline.datamanager.train_dataset
+        model = model_config.setup(
+            scene_box=dataset.scene_box, num_train_data=len(dataset), metadata=dataset.metadata, device=pipeline.device, grad_scaler=None
+        )
+        return {name: p.detach() for name, p in model.named_parameters()}
+
+
+GAUSSIAN_GROUPS = ("means", "scales", "quats", "features_dc", "features_rest", "opacities")
+
+
+class Splatfacto(Representation):
+    name = "splatfacto"
+    source_config = SplatfactoModelConfig
+    reported_group = "means"
+
+    def edit_model_config(self, user: Any, default: Any, source: ModelConfig) -> ModelConfig:
+        if _flags_given(user.model, default.model):
+            raise InputError("--pipeline.model.* sets nerfacto settings, but the source is a splatfacto run: use --pipeline.splat-model.*")
+        if not isinstance(source, EditSplatfactoModelConfig):  # a splatfacto run: the edit sets its own values of these
+            edit_defaults = default.splat_model
+            source = dataclasses.replace(source, **{name: getattr(edit_defaults, name) for name in edit_defaults.EDIT_SETTINGS})
+        return merge_user_overrides(default.splat_model, user.splat_model, source)
+
+    def optimizers(self) -> Dict[str, Dict[str, Any]]:
+        """Adam (eps 1e-15) per Gaussian attribute, as the official PDS splat edit (pds_config.py: pds_splat)."""
+        rates = {"means": 1.6e-4, "features_dc": 2.5e-3, "features_rest": 1.25e-4, "opacities": 0.05, "scales": 5e-3, "quats": 1e-3}
+        return {
+            name: {
+                "optimizer": AdamOptimizerConfig(lr=lr, eps=1e-15),
+                "scheduler": ExponentialDecaySchedulerConfig(lr_final=1.6e-6, max_steps=30000) if name == "means" else None,
+            }
+            for name, lr in rates.items()
+        }
+
+    @staticmethod
+    def _view_camera(camera: Cameras, index: int) -> Cameras:
+        camera = camera[0:1]
+        camera.metadata = {**(camera.metadata or {}), "cam_idx": index}  # the source's pose refinement of the view
+        return camera
+
+    def render(self, model: Model, camera: Cameras, index: int, mode: RenderMode, chunk_size: int) -> Tensor:
+        """splatfacto's own render of the whole view, as the official splat edit takes it (``get_outputs``)."""
+        return model.get_outputs(self._view_camera(camera, index))["rgb"].permute(2, 0, 1)[None]
+
+    @torch.no_grad()
+    def render_image(self, model: Model, camera: Cameras, index: int, chunk_size: int) -> Tensor:
+        """In evaluation mode: splatfacto's fixed background (or the step's shared one), not a random colour."""
+        training = model.training
+        model.eval()
+        try:
+            return model.get_outputs(self._view_camera(camera, index))["rgb"].clamp(0, 1).cpu()
+        finally:
+            model.train(training)
+
+    def interpolate(self, name: str, source: Tensor, fresh: Tensor, eta: float) -> Tensor:
+        """Linear in splatfacto's parameters (log-scales, logit opacities, SH coefficients); means kept (theta_0
+        keeps them); rotations along the great circle between the two normalised quaternions (slerp)."""
+        if name.endswith("quats"):
+            return slerp(F.normalize(source, dim=-1), F.normalize(fresh, dim=-1), eta)
+        return super().interpolate(name, source, fresh, eta)
+
+    def fresh_parameters(self, model_config: ModelConfig, pipeline: Any, source: Mapping[str, Tensor]) -> Dict[str, Tensor]:
+        """theta_0 for these Gaussians: splatfacto's own initialisation of Gaussians at the source's means, without
+        seed colours (scales log of the mean distance to the 3 nearest neighbours, random rotations, opacity 0.1,
+        random DC colours, zero higher SH bands)."""
+        dataset = pipeline.datamanager.train_dataset
+        config = dataclasses.replace(model_config, random_init=False)
+        means = source["gauss_params.means"].detach().cpu()
+        model = config.setup(
+            scene_box=dataset.scene_box, num_train_data=len(dataset), metadata=dataset.metadata, device=pipeline.device,
+            grad_scaler=None, seed_points=(means, torch.zeros(0, 3)),
+        )  # fmt: skip
+        return {name: p.detach() for name, p in model.named_parameters()}
+
+    @contextlib.contextmanager
+    def same_background(self, *models: Model) -> Iterator[None]:
+        """One random colour for all of them (splatfacto draws one per render while training)."""
+        background = torch.rand(3)
+        for model in models:
+            model.fixed_background = background  # type: ignore[assignment]
+        try:
+            yield
+        finally:
+            for model in models:
+                model.fixed_background = None  # type: ignore[assignment]
+
+    @torch.no_grad()
+    def assign(self, model: Model, values: Mapping[str, Tensor]) -> None:
+        """New Gaussian parameters (their number may differ from the model's: culling); the optimizers follow
+        with :func:`rebind_optimizers`."""
+        for group in GAUSSIAN_GROUPS:
+            name = f"gauss_params.{group}"
+            if name in values:
+                model.gauss_params[group] = nn.Parameter(values[name].to(model.device).clone())  # type: ignore[index]
+
+
+def slerp(q0: Tensor, q1: Tensor, t: float) -> Tensor:
+    """Spherical interpolation between unit quaternions [N, 4] along the shorter arc (q and -q are one rotation)."""
+    dot = (q0 * q1).sum(-1, keepdim=True)
+    q1 = torch.where(dot < 0, -q1, q1)
+    dot = dot.abs().clamp(max=1.0)
+    angle = torch.acos(dot)
+    sin = torch.sin(angle)
+    close = sin < 1e-6
+    w0 = torch.where(close, torch.full_like(sin, 1 - t), torch.sin((1 - t) * angle) / torch.where(close, torch.ones_like(sin), sin))
+    w1 = torch.where(close, torch.full_like(sin, t), torch.sin(t * angle) / torch.where(close, torch.ones_like(sin), sin))
+    return F.normalize(w0 * q0 + w1 * q1, dim=-1)
+
+
+REPRESENTATIONS = (Nerfacto(), Splatfacto())
+
+
+def representation_of(model_config: ModelConfig) -> Optional[Representation]:
+    """The representation of a source (or edit) run's model config; None for a model no edit supports."""
+    return next((r for r in REPRESENTATIONS if isinstance(model_config, r.source_config)), None)
+
+
+def supported_sources() -> str:
+    return " or ".join(f"{r.name} (ns-train {r.name})" for r in REPRESENTATIONS)
+
+
+def rebind_optimizers(optimizers: Mapping[str, torch.optim.Optimizer], param_groups: Mapping[str, Any]) -> None:
+    """Point each optimizer at the model's current parameters of its group, keeping the state it has for them.
+
+    splatfacto's ``load_state_dict`` (nerfstudio >= 1.1) replaces every Gaussian tensor by a new one, after
+    the trainer built its optimizers from the old ones: without this, Adam would step tensors the model no
+    longer renders with, and the edit would have no effect (Instruct-GS2GS #21, #22, #24).
+    """
+    for name, optimizer in optimizers.items():
+        if name not in param_groups:
+            continue
+        (group,) = optimizer.param_groups
+        current = list(param_groups[name])
+        for old, new in zip(group["params"], current):
+            if old is not new and old in optimizer.state:
+                optimizer.state[new] = optimizer.state.pop(old)
+        group["params"] = current

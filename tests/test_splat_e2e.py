@@ -1,0 +1,150 @@
+"""pds, pds-refine and pnr on a splatfacto source, through the real ns-train / ns-export / ns-render / ns-viewer.
+
+The source is trained by nerfstudio's own ``ns-train splatfacto`` with the CPU rasteriser in place of
+gsplat's CUDA kernels (``python -m pds_nerfstudio.splat_cpu``), so it is written exactly as splatfacto
+writes a run.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from pds_nerfstudio.checkpoints import load_checkpoint
+from pds_nerfstudio.model import EditSplatfactoModelConfig
+from pds_nerfstudio.source_run import newest_checkpoint
+from tests.harness import (
+    TINY_SPLATFACTO_STEPS,
+    check_run_opens_without_diffusion_model,
+    file_digests,
+    run_tiny_edit,
+    train_tiny_splatfacto,
+)
+
+pytestmark = pytest.mark.e2e
+
+PROMPT = "a photo of a polar bear"
+GROUPS = ("means", "scales", "quats", "features_dc", "features_rest", "opacities")
+NO_CULLING = ["--pipeline.splat-model.cull-alpha-thresh", "0", "--pipeline.splat-model.cull-scale-thresh", "1e9"]
+RESOLUTION = ["--pipeline.render-resolution", "32"]  # the data's: a whole 32x32 view a step
+
+
+@pytest.fixture(scope="module")
+def splat_source(synthetic_scene, torch_home, tmp_path_factory):
+    return train_tiny_splatfacto(synthetic_scene, tmp_path_factory.mktemp("splat_outputs"), torch_home)
+
+
+@pytest.fixture(scope="module")
+def model_copy(tiny_sd, tmp_path_factory):
+    """A copy of the tiny diffusion model that a test may delete."""
+    return Path(shutil.copytree(tiny_sd, tmp_path_factory.mktemp("model") / "sd"))
+
+
+def gaussians(run_dir: Path):
+    """The Gaussian tensors and the Adam state of a run's newest checkpoint."""
+    saved = load_checkpoint(newest_checkpoint(run_dir / "nerfstudio_models"))
+    params = {group: saved["pipeline"][f"_model.gauss_params.{group}"] for group in GROUPS}
+    return params, saved["optimizers"]
+
+
+def test_every_gaussian_group_is_edited_and_a_resumed_edit_keeps_editing(splat_source, tiny_sd, torch_home, tmp_path):
+    """The trap of nerfstudio >= 1.1: splatfacto's load_state_dict replaces the tensors the optimizers hold.
+    If an optimizer held a stale tensor, its group would not change in the checkpoint while Adam's state did."""
+    source_files = file_digests(splat_source, Path(yaml.load((splat_source / "config.yml").read_text(), Loader=yaml.Loader).data))
+    flags = ["--pipeline.tgt-prompt", PROMPT, "--pipeline.guidance.model-id", str(tiny_sd), *RESOLUTION, *NO_CULLING]
+    first, result = run_tiny_edit("pds", splat_source, tmp_path / "first", torch_home, 3, flags)
+    assert "Adam continues from the source run's state" in result.stdout
+    resumed, result = run_tiny_edit("pds", first, tmp_path / "resumed", torch_home, 6, ["--steps-per-save", "1000"])
+    assert "Resuming the edit at step 3 of 6" in result.stdout
+
+    source, _ = gaussians(splat_source)
+    edited, _ = gaussians(first)
+    final, adam = gaussians(resumed)
+    for group in GROUPS:
+        assert edited[group].shape == source[group].shape == final[group].shape, group  # culling off: same Gaussians
+        assert not torch.equal(edited[group], source[group]), f"{group} did not change in the edit"
+        assert not torch.equal(final[group], edited[group]), f"{group} did not change after the resume"
+        (state,) = adam[group]["state"].values()
+        assert state["exp_avg"].shape == final[group].shape and int(state["step"]) == TINY_SPLATFACTO_STEPS + 6
+    config = yaml.load((resumed / "config.yml").read_text(), Loader=yaml.Loader)
+    assert isinstance(config.pipeline.model, EditSplatfactoModelConfig)
+    assert config.pipeline.model.cull_alpha_thresh == 0  # the flag given at the start, kept by the resume
+    assert config.pipeline.model.num_downscales == 0 and config.optimizers["means"]["optimizer"].lr == 1.6e-4
+    assert file_digests(splat_source, config.pipeline.datamanager.data) == source_files  # nothing of the source changed
+
+
+def test_a_splat_edit_culls_and_opens_without_the_diffusion_model(splat_source, model_copy, torch_home, tmp_path):
+    flags = ["--pipeline.tgt-prompt", PROMPT, "--pipeline.guidance.model-id", str(model_copy), *RESOLUTION]
+    run_dir, result = run_tiny_edit("pds", splat_source, tmp_path / "outputs", torch_home, 2, flags)
+    assert "Step 0 uses: tgt prompt 'a photo of a polar bear'" in result.stdout
+    source, _ = gaussians(splat_source)
+    edited, _ = gaussians(run_dir)
+    # the tiny source still has Gaussians at splatfacto's initial opacity 0.1: the first step culls some
+    remaining = torch.sigmoid(source["opacities"]).flatten() >= 0.1
+    assert 0 < len(edited["means"]) == int(remaining.sum()) < len(source["means"])
+    assert (run_dir / "renders" / "compare.png").exists() and len(list((run_dir / "renders").glob("frame_*.png"))) == 9
+
+    shutil.rmtree(model_copy)  # export, render and viewer must not need Stable Diffusion
+    check_run_opens_without_diffusion_model(run_dir, torch_home, tmp_path / "opened", export="gaussian-splat")
+    header = (tmp_path / "opened" / "export" / "splat.ply").read_bytes()[:400].decode("latin-1")
+    assert f"element vertex {len(edited['means'])}" in header
+
+
+def test_refine_and_pnr_edit_splats(splat_source, tiny_sd, torch_home, tmp_path):
+    flags = ["--pipeline.guidance.model-id", str(tiny_sd), *RESOLUTION]
+    pds_run, _ = run_tiny_edit("pds", splat_source, tmp_path / "outputs", torch_home, 2, ["--pipeline.tgt-prompt", PROMPT, *flags])
+    refined, result = run_tiny_edit("pds-refine", pds_run, tmp_path / "outputs", torch_home, 3, [*flags, "--pipeline.edit-every", "2"])
+    assert "Rendered the 9 training views of the edited scene to refine" in result.stdout
+    before, _ = gaussians(pds_run)
+    after, _ = gaussians(refined)
+    assert not torch.equal(before["features_dc"], after["features_dc"])
+
+    pnr_flags = [*flags, "--pipeline.tgt-prompt", "a photo of a bear statue", "--pipeline.eta-selection-steps", "4",
+                 "--pipeline.perturbation.loss-window", "2", "--pipeline.edit-steps", "2", "--pipeline.revise-steps", "2",
+                 "--pipeline.ipg.resolution", "32"]  # fmt: skip
+    pnr_run, result = run_tiny_edit("pnr", splat_source, tmp_path / "outputs", torch_home, 8, pnr_flags)
+    (eta,) = re.findall(r"perturbed 6 splatfacto tensors to \(1 - eta\) theta_src \+ eta theta_0\s+with eta = ([0-9.]+)", result.stdout)
+    assert 0 <= float(eta) <= 0.6
+    assert "PnR phase 3/3: revise" in result.stdout and (pnr_run / "renders" / "compare.png").exists()
+
+
+@pytest.fixture()
+def ns_train(monkeypatch, tmp_path, tiny_sd):
+    from nerfstudio.scripts import train
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+
+    def call(method: str, *args: str) -> str:
+        argv = ["ns-train", method, "--output-dir", str(tmp_path / "out"), "--machine.device-type", "cpu"]
+        monkeypatch.setattr(sys, "argv", [*argv, "--pipeline.guidance.model-id", str(tiny_sd), *args])
+        with pytest.raises(SystemExit) as exit_info:
+            train.entrypoint()
+        assert not (tmp_path / "out").exists()
+        message = str(exit_info.value.code)
+        assert message.startswith("error: ") and "\n" not in message, message
+        return message
+
+    return call
+
+
+def test_flags_of_the_other_representation_and_unsupported_sources_stop_with_one_line(ns_train, splat_source, source_run, tmp_path):
+    message = ns_train("pds", "--load-dir", str(splat_source), "--pipeline.tgt-prompt", PROMPT, "--pipeline.model.hidden-dim", "8")
+    assert "the source is a splatfacto run: use --pipeline.splat-model.*" in message
+    message = ns_train("pnr", "--load-dir", str(source_run), "--pipeline.tgt-prompt", PROMPT, "--pipeline.splat-model.sh-degree", "1")
+    assert "the source is a nerfacto run: use --pipeline.model.*" in message
+
+    from nerfstudio.configs.method_configs import all_methods
+
+    other = tmp_path / "ngp" / "instant-ngp" / "2024-01-01_000000"
+    shutil.copytree(splat_source / "nerfstudio_models", other / "nerfstudio_models")
+    config = all_methods["instant-ngp"]
+    config.pipeline.datamanager.data = yaml.load((splat_source / "config.yml").read_text(), Loader=yaml.Loader).data
+    (other / "config.yml").write_text(yaml.dump(config), "utf8")
+    message = ns_train("pds", "--load-dir", str(tmp_path / "ngp"), "--pipeline.tgt-prompt", PROMPT)
+    assert "holds instant-ngp runs" in message and "nerfacto (ns-train nerfacto) or splatfacto (ns-train splatfacto)" in message
