@@ -1,6 +1,8 @@
-"""Peak memory and time of one pds editing step: one-graph (naive) vs chunked rendering, side by side.
+"""Peak memory and time of one pds editing step: nerfacto with one-graph (naive) or chunked rendering, and
+splatfacto, side by side.
 
     python bench/render_memory.py                     # CPU: 64, 128, 256 px, tiny Stable Diffusion
+    python bench/render_memory.py --modes chunked splatfacto      # nerfacto beside splatfacto
     python bench/render_memory.py --device cuda --sizes 512 --sd full   # GPU: SD-1.5-shaped UNet and VAE
 
 Each (size, mode) runs in a fresh child process of this script, so that one measurement's allocations
@@ -28,7 +30,11 @@ sys.path.insert(0, str(ROOT))
 
 from bench.report import replace_section  # noqa: E402
 
-MODES = ("full-graph", "chunked")
+NERFACTO_MODES = ("full-graph", "chunked")
+MODES = (*NERFACTO_MODES, "splatfacto")
+BENCH_GAUSSIANS = 4096
+"""Gaussians of the splatfacto scene (random, in the synthetic scene's box). On a CPU they are rasterised by
+pds_nerfstudio.splat_cpu (every pixel against every Gaussian), on CUDA by gsplat's kernels."""
 # A mid-size nerfacto field: nerfacto's default field takes minutes per 256 px step on a 2-core CPU.
 BENCH_FIELD = dict(
     num_levels=16,
@@ -97,23 +103,26 @@ def measure(assets: Dict[str, str], size: int, mode: str, steps: int, device: st
 
     from pds_nerfstudio.datamanager import EditDataManagerConfig
     from pds_nerfstudio.guidance import GuidanceConfig
-    from pds_nerfstudio.representations import Nerfacto
-    from pds_nerfstudio.model import EditNerfactoModelConfig
+    from pds_nerfstudio.model import EditNerfactoModelConfig, EditSplatfactoModelConfig
     from pds_nerfstudio.pipeline import PDSPipelineConfig
 
     torch.manual_seed(0)
+    if mode == "splatfacto":
+        model = EditSplatfactoModelConfig(random_init=True, num_random=BENCH_GAUSSIANS, random_scale=1.5)
+    else:
+        model = EditNerfactoModelConfig(**BENCH_FIELD)
     config = PDSPipelineConfig(
         datamanager=EditDataManagerConfig(data=Path(assets["scene"]), dataparser=NerfstudioDataParserConfig()),
-        model=EditNerfactoModelConfig(**BENCH_FIELD),
+        model=model,  # type: ignore[arg-type]
         guidance=GuidanceConfig(model_id=assets["sd"]),
         tgt_prompt="a photo of a polar bear",
         render_resolution=16,  # warm-up size: loads Stable Diffusion and fills caches before measuring
-        render_mode=mode,
+        render_mode="chunked" if mode == "splatfacto" else mode,
         ray_chunk_size=chunk,
         steps_per_log_image=10**9,
     )
     pipeline = config.setup(device=device, test_mode="val")
-    optimizers = Optimizers(Nerfacto().optimizers(), pipeline.get_param_groups())
+    optimizers = Optimizers(pipeline.representation.optimizers(), pipeline.get_param_groups())
 
     def step(i: int) -> None:
         optimizers.zero_grad_all()
@@ -150,7 +159,8 @@ def main() -> None:
     parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda when present)")
     parser.add_argument("--sd", choices=["tiny", "full"], default="tiny", help="tiny test model or SD-1.5-shaped")
     parser.add_argument("--chunk", type=int, default=4096, help="rays per chunk in chunked mode")
-    parser.add_argument("--modes", nargs="+", choices=MODES, default=list(MODES), help="renderings to measure")
+    parser.add_argument("--modes", nargs="+", choices=MODES, default=list(NERFACTO_MODES),
+                        help="what to measure: nerfacto rendered full-graph or chunked, or splatfacto")
     parser.add_argument("--output", type=Path, default=ROOT / "docs" / "benchmarks.md")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -188,38 +198,44 @@ def write_report(args, device: str, rows: List) -> None:
 
     import torch
 
+    modes = [mode for mode in MODES if mode in args.modes]
+    both = all(mode in modes for mode in NERFACTO_MODES)  # nerfacto's two renderings: their ratios too
+    names = {"full-graph": "one-graph", "chunked": "chunked", "splatfacto": "splatfacto"}
+    title = "pds step" if modes != ["splatfacto"] else "pds step, splatfacto"
+    header = ["size (px)"]
+    header += [f"step peak {names[m]} (MiB)" for m in modes] + (["chunked / one-graph memory"] if both else [])
+    header += [f"in all {names[m]} (MiB)" for m in modes]
+    header += [f"s/step {names[m]}" for m in modes] + (["chunked / one-graph time"] if both else [])
     lines = [
-        f"### pds step, {device}, {'SD-1.5-shaped' if args.sd == 'full' else 'tiny'} Stable Diffusion",
+        f"### {title}, {device}, {'SD-1.5-shaped' if args.sd == 'full' else 'tiny'} Stable Diffusion",
         "",
         f"`python bench/render_memory.py {' '.join(sys.argv[1:])}`".replace(" `", "`"),
         f"on {platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}; "
-        f"diffusion model in {'float16' if device.startswith('cuda') else 'float32'}; "
-        f"nerfacto field {BENCH_FIELD}; chunk {args.chunk} rays; {args.steps} steps each, first not timed.",
+        f"diffusion model in float32; nerfacto field {BENCH_FIELD}; chunk {args.chunk} rays; "
+        f"splatfacto: {BENCH_GAUSSIANS} Gaussians, SH degree 3, rasterised by "
+        f"{'gsplat' if device.startswith('cuda') else 'pds_nerfstudio.splat_cpu'}; {args.steps} steps each, first not timed.",
         "",
-        "| size (px) | step peak one-graph (MiB) | step peak chunked (MiB) | chunked / one-graph memory "
-        "| in all one-graph (MiB) | in all chunked (MiB) | s/step one-graph | s/step chunked | chunked / one-graph time |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| " + " | ".join(header) + " |",
+        "|" + "---|" * len(header),
     ]
 
-    def cell(result: Dict, mode: str, key: str, fmt: str) -> str:
-        return format(result[mode][key], fmt) if mode in result else "not run"
-
-    def ratio(result: Dict, key: str) -> str:
-        if not all(mode in result for mode in MODES) or result["full-graph"][key] <= 0:
-            return "-"
-        return f"{result['chunked'][key] / result['full-graph'][key]:.2f}"
+    def ratio(result: Dict, key: str) -> List[str]:
+        if not both:
+            return []
+        if result["full-graph"][key] <= 0:
+            return ["-"]
+        return [f"{result['chunked'][key] / result['full-graph'][key]:.2f}"]
 
     for size, result in rows:
-        lines.append(
-            f"| {size} | {cell(result, 'full-graph', 'peak_mib', '.0f')} | {cell(result, 'chunked', 'peak_mib', '.0f')} "
-            f"| {ratio(result, 'peak_mib')} "
-            f"| {cell(result, 'full-graph', 'total_mib', '.0f')} | {cell(result, 'chunked', 'total_mib', '.0f')} "
-            f"| {cell(result, 'full-graph', 'seconds_per_step', '.2f')} | {cell(result, 'chunked', 'seconds_per_step', '.2f')} "
-            f"| {ratio(result, 'seconds_per_step')} |"
-        )
+        cells = [str(size)]
+        cells += [format(result[m]["peak_mib"], ".0f") for m in modes] + ratio(result, "peak_mib")
+        cells += [format(result[m]["total_mib"], ".0f") for m in modes]
+        cells += [format(result[m]["seconds_per_step"], ".2f") for m in modes] + ratio(result, "seconds_per_step")
+        lines.append("| " + " | ".join(cells) + " |")
     section = "\n".join(lines) + "\n"
     print("\n" + section)
-    replace_section(args.output, f"<!-- bench:{device}:{args.sd} -->", section)  # this device's previous table
+    marker = f"<!-- bench:{device}:{args.sd}{'' if modes == list(NERFACTO_MODES) else ':' + '+'.join(modes)} -->"
+    replace_section(args.output, marker, section)  # this device's and these modes' previous table
 
 
 if __name__ == "__main__":

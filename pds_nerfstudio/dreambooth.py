@@ -171,7 +171,7 @@ class DreamBooth:
             return images, Path("outputs") / self.source.name
         if not find_runs(self.source):
             raise InputError(f"{self.source} holds no images ({', '.join(IMAGE_SUFFIXES)}) and no nerfstudio run")
-        run = find_run(self.source, is_source_run, "a source run (ns-train nerfacto) or a folder of images")
+        run = find_run(self.source, is_source_run, "a source run (ns-train nerfacto or splatfacto) or a folder of images")
         dataparser = run.config.pipeline.datamanager.dataparser
         data = run.config.pipeline.datamanager.data or dataparser.data
         if data is None or not Path(data).exists():

@@ -47,7 +47,6 @@ import torch.nn.functional as F
 import tyro
 from nerfstudio.cameras.camera_paths import get_path_from_json
 from nerfstudio.cameras.cameras import Cameras
-from nerfstudio.models.base_model import Model
 from nerfstudio.utils.rich_utils import CONSOLE
 from PIL import Image
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
@@ -59,7 +58,6 @@ from pds_nerfstudio.errors import InputError, run_command
 from pds_nerfstudio.guidance import check_device, check_pretrained_available
 from pds_nerfstudio.perceptual import LPIPS_VERSION, LpipsNet, ensure_lpips_weights, load_lpips
 from pds_nerfstudio.pipeline import EditPipeline, EditPipelineConfig, is_edit_run, is_source_run
-from pds_nerfstudio.rendering import render_view_image
 from pds_nerfstudio.source_run import CONFIG_NAME, Run, find_run, read_run
 
 DEFAULT_CLIP_MODELS: Tuple[str, ...] = ("openai/clip-vit-base-patch32",)
@@ -273,13 +271,15 @@ def _rescaled(cameras: List[Cameras], downscale_factor: float) -> List[Cameras]:
     return cameras
 
 
-def render_views(model: Model, views: Views, chunk_size: int, label: str) -> List[np.ndarray]:
-    """Render every view (no graph, ``chunk_size`` rays at once) as 8-bit [H, W, 3] images, with a progress bar."""
+def render_views(pipeline: EditPipeline, views: Views, label: str) -> List[np.ndarray]:
+    """Render every view of the pipeline's scene (no graph; nerfacto in nerfstudio's evaluation chunks of rays, as
+    ns-render) as 8-bit [H, W, 3] images, with a progress bar."""
+    chunk_size = getattr(pipeline.model.config, "eval_num_rays_per_chunk", 4096)
     images = []
     columns = (TextColumn(f"Rendering the {label}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
     with Progress(*columns, console=CONSOLE, transient=True) as progress:
         for camera, index in progress.track(list(zip(views.cameras, views.camera_indices))):
-            image = render_view_image(model, camera, index, chunk_size)
+            image = pipeline.representation.render_image(pipeline.model, camera, index, chunk_size)
             images.append((image.numpy() * 255).round().astype(np.uint8))
     CONSOLE.log(f"Rendered the {label} at {len(images)} views")
     return images
@@ -432,16 +432,15 @@ class EvaluateEdit:
                 f"LPIPS needs views of at least {LPIPS_MIN_SIZE} px on each side, these have {smallest} px; "
                 "render them larger (a smaller --downscale-factor, a larger camera path resolution)"
             )
-        chunk = pipeline.model.config.eval_num_rays_per_chunk  # no graph: nerfstudio's evaluation chunk, as ns-render
-        edit_images = render_views(pipeline.model, views, chunk, "edited scene")
+        edit_images = render_views(pipeline, views, "edited scene")
         pipeline.load_source(source_checkpoint)
-        src_images = render_views(pipeline.model, views, chunk, "source scene")
+        src_images = render_views(pipeline, views, "source scene")
         return views, src_images, edit_images
 
     def _source_checkpoint(self, pipeline_config: EditPipelineConfig) -> Tuple[Path, List[Path]]:
         """The unedited scene's checkpoint, and the edit checkpoints passed on the way to it."""
         if self.source is not None:
-            run = find_run(self.source, is_source_run, "a source run (ns-train nerfacto)", "--source")
+            run = find_run(self.source, is_source_run, "a source run (ns-train nerfacto or splatfacto)", "--source")
             assert run.checkpoint is not None
             return run.checkpoint, []
         if pipeline_config.source_checkpoint is None:

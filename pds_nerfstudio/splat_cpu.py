@@ -111,14 +111,15 @@ def rasterize_on_cpu(
     pixel_centres = pixel_index.to(means.dtype) + 0.5
     pixel_tiles = torch.div(pixel_index, TILE_SIZE, rounding_mode="floor")
     tile_counts = torch.tensor([math.ceil(width / TILE_SIZE), math.ceil(height / TILE_SIZE)], device=means.device)
+    first_tile = torch.zeros(2, device=means.device)
     renders, alphas = [], []
     for cam in range(num_cameras):
         visible = torch.nonzero(radii[cam] > 0)[:, 0]
         order = visible[torch.argsort(depths[cam, visible])]  # front to back
         radius = radii[cam, order, None].to(means.dtype)
         centre = means2d[cam, order].detach() / TILE_SIZE
-        tile_min = torch.minimum(torch.maximum(torch.floor(centre - radius / TILE_SIZE), torch.zeros(2)), tile_counts)
-        tile_max = torch.minimum(torch.maximum(torch.ceil(centre + radius / TILE_SIZE), torch.zeros(2)), tile_counts)
+        tile_min = torch.minimum(torch.maximum(torch.floor(centre - radius / TILE_SIZE), first_tile), tile_counts)
+        tile_max = torch.minimum(torch.maximum(torch.ceil(centre + radius / TILE_SIZE), first_tile), tile_counts)
         gaussians = (means2d[cam, order], conics[cam, order], opacities[cam, order], colors[cam, order], tile_min, tile_max)
         chunks = [
             checkpoint(_composite_pixels, pixel_centres[start : start + pixel_chunk], pixel_tiles[start : start + pixel_chunk],

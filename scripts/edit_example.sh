@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Set up, reconstruct a scene with nerfacto, edit it with pds, export the edited scene as a point cloud.
+# Set up, reconstruct a scene with nerfacto, edit it with pds, export the edited scene as a point cloud
+# (--demo: also a splatfacto reconstruction, edited with pds and exported as Gaussian splats).
 #
 #   bash scripts/edit_example.sh "a photo of a poster of a polar bear"
 #       nerfstudio's "poster" capture and Stable Diffusion 1.5 from the hub: needs the network; a CUDA GPU
@@ -33,6 +34,20 @@ PY
   ns-export pointcloud --load-config "$run/config.yml" --output-dir demo/export --num-points 2000 \
     --remove-outliers False --normal-method open3d
   echo "edited run: $run (renders in $run/renders), point cloud: demo/export/point_cloud.ply"
+
+  # The same edit of a splatfacto reconstruction. gsplat's kernels need CUDA: on this CPU, nerfstudio's
+  # ns-train runs splatfacto through pds_nerfstudio.splat_cpu (with a GPU: plain `ns-train splatfacto`).
+  splat_flags=$(python -c 'from tests.harness import TINY_SPLATFACTO_FLAGS; print(" ".join(TINY_SPLATFACTO_FLAGS))')
+  # shellcheck disable=SC2086
+  python -m pds_nerfstudio.splat_cpu splatfacto --data demo/scene --output-dir demo/splat-outputs \
+    --max-num-iterations 100 $splat_flags
+  ns-train pds --load-dir demo/splat-outputs/scene --output-dir demo/splat-outputs --max-num-iterations 20 \
+    --pipeline.tgt-prompt "a photo of a polar bear" --pipeline.guidance.model-id demo/tiny-sd \
+    --pipeline.render-resolution 32 --machine.device-type cpu --vis tensorboard \
+    --viewer.quit-on-train-completion True
+  run=$(ls -d demo/splat-outputs/scene/pds/*/ | tail -n 1)
+  ns-export gaussian-splat --load-config "$run/config.yml" --output-dir demo/splat-export
+  echo "edited splat run: $run (renders in $run/renders), splats: demo/splat-export/splat.ply"
   exit 0
 fi
 

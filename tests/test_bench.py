@@ -28,3 +28,19 @@ def test_render_memory_benchmark_writes_its_table(tmp_path: Path) -> None:
     # the ratios come from the unrounded figures, the cells are rounded
     assert abs(memory_ratio - peak_ours / peak_naive) < 0.02 + 0.15 * memory_ratio
     assert abs(time_ratio - time_ours / time_naive) < 0.02 + 0.15 * time_ratio
+
+
+def test_render_memory_benchmark_puts_splatfacto_beside_nerfacto(tmp_path: Path) -> None:
+    report = tmp_path / "benchmarks.md"
+    command = [sys.executable, str(ROOT / "bench" / "render_memory.py"), "--device", "cpu", "--sizes", "32",
+               "--steps", "1", "--modes", "chunked", "splatfacto", "--output", str(report)]
+    out = subprocess.run(command, capture_output=True, text=True, check=False, cwd=tmp_path)
+    assert out.returncode == 0, out.stderr[-3000:]
+
+    text = report.read_text()
+    assert "<!-- bench:cpu:tiny:chunked+splatfacto -->" in text and "rasterised by pds_nerfstudio.splat_cpu" in text
+    header = next(line for line in text.splitlines() if line.startswith("| size"))
+    assert "step peak splatfacto (MiB)" in header and "s/step chunked" in header
+    row = next(line for line in text.splitlines() if line.startswith("| 32 |"))
+    values = [float(cell) for cell in row.strip("|").split("|")[1:]]
+    assert len(values) == 6 and all(value > 0 for value in values)

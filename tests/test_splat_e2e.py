@@ -7,8 +7,10 @@ writes a run.
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
+import subprocess
 import sys
 from pathlib import Path
 
@@ -23,6 +25,7 @@ from tests.harness import (
     TINY_SPLATFACTO_STEPS,
     check_run_opens_without_diffusion_model,
     file_digests,
+    offline_env,
     run_tiny_edit,
     train_tiny_splatfacto,
 )
@@ -32,6 +35,7 @@ pytestmark = pytest.mark.e2e
 PROMPT = "a photo of a polar bear"
 GROUPS = ("means", "scales", "quats", "features_dc", "features_rest", "opacities")
 NO_CULLING = ["--pipeline.splat-model.cull-alpha-thresh", "0", "--pipeline.splat-model.cull-scale-thresh", "1e9"]
+OFFICIAL_RATES = {"means": 1.6e-4, "features_dc": 2.5e-3, "features_rest": 1.25e-4, "opacities": 0.05, "scales": 5e-3, "quats": 1e-3}
 RESOLUTION = ["--pipeline.render-resolution", "32"]  # the data's: a whole 32x32 view a step
 
 
@@ -72,10 +76,12 @@ def test_every_gaussian_group_is_edited_and_a_resumed_edit_keeps_editing(splat_s
         assert not torch.equal(final[group], edited[group]), f"{group} did not change after the resume"
         (state,) = adam[group]["state"].values()
         assert state["exp_avg"].shape == final[group].shape and int(state["step"]) == TINY_SPLATFACTO_STEPS + 6
+        (used,) = adam[group]["param_groups"]  # the values the last step used: the official splat rates
+        assert used["eps"] == 1e-15 and used["lr"] == pytest.approx(OFFICIAL_RATES[group], rel=1e-3), group
     config = yaml.load((resumed / "config.yml").read_text(), Loader=yaml.Loader)
     assert isinstance(config.pipeline.model, EditSplatfactoModelConfig)
     assert config.pipeline.model.cull_alpha_thresh == 0  # the flag given at the start, kept by the resume
-    assert config.pipeline.model.num_downscales == 0 and config.optimizers["means"]["optimizer"].lr == 1.6e-4
+    assert config.pipeline.model.num_downscales == 0
     assert file_digests(splat_source, config.pipeline.datamanager.data) == source_files  # nothing of the source changed
 
 
@@ -96,9 +102,29 @@ def test_a_splat_edit_culls_and_opens_without_the_diffusion_model(splat_source, 
     assert f"element vertex {len(edited['means'])}" in header
 
 
-def test_refine_and_pnr_edit_splats(splat_source, tiny_sd, torch_home, tmp_path):
+@pytest.fixture(scope="module")
+def splat_pds_run(splat_source, tiny_sd, torch_home, tmp_path_factory):
+    flags = ["--pipeline.tgt-prompt", PROMPT, "--pipeline.guidance.model-id", str(tiny_sd), *RESOLUTION]
+    run_dir, _ = run_tiny_edit("pds", splat_source, tmp_path_factory.mktemp("splat_pds"), torch_home, 2, flags)
+    return run_dir
+
+
+def test_pds_eval_measures_a_splat_edit(splat_pds_run, torch_home, tmp_path):
+    from tests.test_evaluation import BIN, build_tiny_clip
+
+    clip = build_tiny_clip(tmp_path / "clip", seed=0)
+    command = [str(BIN / "pds-eval"), str(splat_pds_run), "--clip-models", str(clip), "--output-dir", str(tmp_path / "eval")]
+    result = subprocess.run(command, env=offline_env(torch_home), cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, f"{result.stdout[-4000:]}\n{result.stderr[-4000:]}"
+    assert "Rendered the edited scene at 9 views" in result.stdout and "Rendered the source scene at 9 views" in result.stdout
+    metrics = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    assert metrics["views"]["height_width"] == [32, 32]
+    assert all(metrics["metrics"]["lpips"][net]["value"] > 0 for net in metrics["metrics"]["lpips"])  # edit != source
+
+
+def test_refine_and_pnr_edit_splats(splat_source, splat_pds_run, tiny_sd, torch_home, tmp_path):
     flags = ["--pipeline.guidance.model-id", str(tiny_sd), *RESOLUTION]
-    pds_run, _ = run_tiny_edit("pds", splat_source, tmp_path / "outputs", torch_home, 2, ["--pipeline.tgt-prompt", PROMPT, *flags])
+    pds_run = splat_pds_run
     refined, result = run_tiny_edit("pds-refine", pds_run, tmp_path / "outputs", torch_home, 3, [*flags, "--pipeline.edit-every", "2"])
     assert "Rendered the 9 training views of the edited scene to refine" in result.stdout
     before, _ = gaussians(pds_run)

@@ -1,0 +1,147 @@
+"""The splatfacto edit target and its representation: settings, culling, theta_0 and interpolation for pnr."""
+
+from __future__ import annotations
+
+import math
+from types import SimpleNamespace
+
+import pytest
+import torch
+from nerfstudio.cameras.cameras import Cameras
+from nerfstudio.data.scene_box import SceneBox
+from nerfstudio.models.splatfacto import SplatfactoModelConfig
+
+import pds_nerfstudio.splat_cpu as splat_cpu
+from pds_nerfstudio.errors import InputError
+from pds_nerfstudio.model import CullingStrategy, EditSplatfactoModelConfig
+from pds_nerfstudio.pipeline import PDSPipelineConfig
+from pds_nerfstudio.representations import Splatfacto, rebind_optimizers, representation_of, slerp
+
+SPLAT = Splatfacto()
+
+
+def test_the_edit_takes_the_sources_settings_except_its_own_and_user_flags_win():
+    source = SplatfactoModelConfig(num_downscales=2, sh_degree=2, cull_alpha_thresh=0.05, background_color="white")
+    default = PDSPipelineConfig()
+    model = SPLAT.edit_model_config(PDSPipelineConfig(), default, source)
+    assert isinstance(model, EditSplatfactoModelConfig) and isinstance(representation_of(model), Splatfacto)
+    assert (model.sh_degree, model.cull_alpha_thresh, model.background_color) == (2, 0.05, "white")  # the source's
+    assert model.num_downscales == 0 and model.densification == "cull" and model.full_sh_degree  # the edit's
+
+    user = PDSPipelineConfig(splat_model=EditSplatfactoModelConfig(num_downscales=1, sh_degree=1, densification="splatfacto"))
+    model = SPLAT.edit_model_config(user, default, source)
+    assert (model.num_downscales, model.sh_degree, model.densification) == (1, 1, "splatfacto")
+
+    nerfacto_flag = PDSPipelineConfig()
+    nerfacto_flag.model.hidden_dim = 8
+    with pytest.raises(InputError, match="use --pipeline.splat-model"):
+        SPLAT.edit_model_config(nerfacto_flag, default, source)
+
+
+def test_the_official_optimizers():
+    optimizers = SPLAT.optimizers()
+    rates = {name: entry["optimizer"].lr for name, entry in optimizers.items()}
+    assert rates == {"means": 1.6e-4, "features_dc": 2.5e-3, "features_rest": 1.25e-4, "opacities": 0.05, "scales": 5e-3, "quats": 1e-3}
+    assert all(entry["optimizer"].eps == 1e-15 for entry in optimizers.values())
+    means = optimizers["means"]["scheduler"]
+    assert (means.lr_final, means.max_steps) == (1.6e-6, 30000)
+    assert all(entry["scheduler"] is None for name, entry in optimizers.items() if name != "means")
+
+
+def _gaussians(opacity, scale):
+    params = torch.nn.ParameterDict({
+        "opacities": torch.nn.Parameter(torch.logit(torch.tensor(opacity))[:, None]),
+        "scales": torch.nn.Parameter(torch.log(torch.tensor(scale))[:, None].repeat(1, 3)),
+    })  # fmt: skip
+    optimizers = {name: torch.optim.Adam([p], lr=0.1) for name, p in params.items()}
+    for p in params.values():
+        p.grad = torch.ones_like(p)
+    for optimizer in optimizers.values():
+        optimizer.step()
+    return params, optimizers
+
+
+def test_culling_removes_faint_and_huge_gaussians_every_refine_every_steps_only():
+    strategy = CullingStrategy(prune_opa=0.1, prune_scale3d=0.5, refine_every=100)
+    params, optimizers = _gaussians([0.05, 0.6, 0.9, 0.5], [0.1, 0.1, 0.1, 2.0])
+    state = strategy.initialize_state()
+    kept = params["opacities"][[1, 2]].detach().clone()
+    assert strategy.step_post_backward(params, optimizers, state, step=150, info={}) == 0 and len(params["opacities"]) == 4
+    assert strategy.step_post_backward(params, optimizers, state, step=200, info={}) == 2
+    assert torch.equal(params["opacities"].detach(), kept)
+    for name, optimizer in optimizers.items():  # the optimizers follow, with their state sliced
+        (param,) = optimizer.param_groups[0]["params"]
+        assert param is params[name] and optimizer.state[param]["exp_avg"].shape == param.shape
+
+
+def test_rebind_optimizers_moves_the_state_to_the_models_new_tensors():
+    old = torch.nn.Parameter(torch.zeros(3))
+    optimizer = torch.optim.Adam([old])
+    old.grad = torch.ones(3)
+    optimizer.step()
+    new = torch.nn.Parameter(torch.ones(3))
+    rebind_optimizers({"means": optimizer}, {"means": [new]})
+    assert optimizer.param_groups[0]["params"] == [new] and old not in optimizer.state
+    assert int(optimizer.state[new]["step"]) == 1
+
+
+def test_slerp_follows_the_shorter_arc_between_unit_quaternions():
+    q0 = torch.tensor([[1.0, 0.0, 0.0, 0.0]])
+    q1 = torch.tensor([[math.cos(0.5), math.sin(0.5), 0.0, 0.0]])  # a rotation by 1 radian about x
+    assert torch.allclose(slerp(q0, q1, 0.0), q0) and torch.allclose(slerp(q0, q1, 1.0), q1, atol=1e-6)
+    half = slerp(q0, q1, 0.5)
+    assert torch.allclose(half, torch.tensor([[math.cos(0.25), math.sin(0.25), 0.0, 0.0]]), atol=1e-6)
+    assert torch.allclose(slerp(q0, -q1, 0.5), half, atol=1e-6)  # -q1 is the same rotation
+    assert torch.allclose(slerp(q0, q0, 0.3), q0)  # no angle: no division by zero
+
+
+class _Dataset:
+    scene_box = SceneBox(aabb=torch.tensor([[-1.0] * 3, [1.0] * 3]))
+    metadata: dict = {}
+
+    def __len__(self) -> int:
+        return 3
+
+
+def test_theta_0_keeps_the_means_and_initialises_the_rest_as_splatfacto_does():
+    means = torch.rand(50, 3, generator=torch.Generator().manual_seed(0))
+    source = {"gauss_params.means": means}
+    pipeline = SimpleNamespace(datamanager=SimpleNamespace(train_dataset=_Dataset()), device="cpu")
+    fresh = SPLAT.fresh_parameters(EditSplatfactoModelConfig(random_init=True, num_random=7), pipeline, source)
+    assert torch.equal(fresh["gauss_params.means"], means)  # the same Gaussians (random_init is not used)
+    assert torch.allclose(torch.sigmoid(fresh["gauss_params.opacities"]), torch.full((50, 1), 0.1))
+    assert torch.equal(fresh["gauss_params.features_rest"], torch.zeros(50, 15, 3))
+    assert torch.allclose(fresh["gauss_params.quats"].norm(dim=-1), torch.ones(50))
+    distances = torch.cdist(means, means).topk(4, largest=False).values[:, 1:]  # the 3 nearest neighbours
+    assert torch.allclose(fresh["gauss_params.scales"], torch.log(distances.mean(-1, keepdim=True)).repeat(1, 3), atol=1e-5)
+
+
+def test_interpolation_is_linear_in_the_parameters_and_spherical_for_rotations():
+    generator = torch.Generator().manual_seed(0)
+    a, b = torch.randn(4, 3, generator=generator), torch.randn(4, 3, generator=generator)
+    assert torch.allclose(SPLAT.interpolate("gauss_params.scales", a, b, 0.25), 0.75 * a + 0.25 * b)  # log-scales
+    q0, q1 = torch.randn(4, 4, generator=generator), torch.randn(4, 4, generator=generator)
+    mixed = SPLAT.interpolate("gauss_params.quats", q0, q1, 0.5)
+    assert torch.allclose(mixed.norm(dim=-1), torch.ones(4))
+    angle = lambda p, q: torch.acos((torch.nn.functional.normalize(p, dim=-1) * torch.nn.functional.normalize(q, dim=-1)).sum(-1).abs().clamp(max=1))  # noqa: E731
+    assert torch.allclose(angle(q0, mixed), angle(mixed, q1), atol=1e-5)  # half way along the arc
+
+
+@pytest.mark.parametrize("full_sh_degree, expected", [(True, 3), (False, 0)])
+def test_the_first_edit_step_renders_with_every_sh_band(full_sh_degree, expected, monkeypatch):
+    used = []
+
+    def recording(*args, **kwargs):
+        used.append(kwargs["sh_degree"])
+        return splat_cpu_rasterize(*args, **kwargs)
+
+    splat_cpu_rasterize = splat_cpu.rasterize_on_cpu
+    monkeypatch.setattr(splat_cpu, "rasterize_on_cpu", recording)
+    config = EditSplatfactoModelConfig(random_init=True, num_random=20, random_scale=1.0, full_sh_degree=full_sh_degree)
+    model = config.setup(scene_box=_Dataset.scene_box, num_train_data=3, metadata={})
+    model.train()
+    model.step = 0
+    camera = Cameras(camera_to_worlds=torch.eye(4)[None, :3], fx=10.0, fy=10.0, cx=4.0, cy=4.0, width=8, height=8)
+    camera.camera_to_worlds[0, 2, 3] = 3.0  # 3 units back, looking down -z at the origin
+    image = model.get_outputs(camera)["rgb"]
+    assert image.shape == (8, 8, 3) and used == [expected] and model.step == 0
