@@ -145,3 +145,19 @@ def test_the_first_edit_step_renders_with_every_sh_band(full_sh_degree, expected
     camera.camera_to_worlds[0, 2, 3] = 3.0  # 3 units back, looking down -z at the origin
     image = model.get_outputs(camera)["rgb"]
     assert image.shape == (8, 8, 3) and used == [expected] and model.step == 0
+
+
+def test_a_resumed_splat_edit_keeps_its_settings_and_takes_the_flags_given_now():
+    from pathlib import Path
+
+    from nerfstudio.engine.trainer import TrainerConfig
+
+    from pds_nerfstudio.source_run import Run
+
+    started = PDSPipelineConfig(model=EditSplatfactoModelConfig(cull_alpha_thresh=0.0, sh_degree=2))  # type: ignore[arg-type]
+    run = Run(config_path=Path("config.yml"), config=TrainerConfig(method_name="pds", pipeline=started), checkpoint=None)
+    merged = PDSPipelineConfig().resumed_from(run, PDSPipelineConfig())
+    assert isinstance(merged.model, EditSplatfactoModelConfig) and (merged.model.cull_alpha_thresh, merged.model.sh_degree) == (0.0, 2)
+    now = PDSPipelineConfig(splat_model=EditSplatfactoModelConfig(sh_degree=1))
+    merged = now.resumed_from(run, PDSPipelineConfig())
+    assert (merged.model.cull_alpha_thresh, merged.model.sh_degree) == (0.0, 1)
