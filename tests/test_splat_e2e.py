@@ -174,3 +174,22 @@ def test_flags_of_the_other_representation_and_unsupported_sources_stop_with_one
     (other / "config.yml").write_text(yaml.dump(config), "utf8")
     message = ns_train("pds", "--load-dir", str(tmp_path / "ngp"), "--pipeline.tgt-prompt", PROMPT)
     assert "holds instant-ngp runs" in message and "nerfacto (ns-train nerfacto) or splatfacto (ns-train splatfacto)" in message
+
+
+def test_refinement_of_a_splat_edit_defaults_to_the_official_30000_steps(splat_pds_run, source_run, tiny_sd, torch_home, tmp_path):
+    import copy
+
+    from nerfstudio.configs.method_configs import all_methods
+
+    def resolved_steps(load_dir: Path) -> int:
+        config = copy.deepcopy(all_methods["pds-refine"])
+        config.load_dir, config.machine.device_type = load_dir, "cpu"
+        config.pipeline.guidance.model_id = str(tiny_sd)
+        config.resolve_source()
+        return config.max_num_iterations
+
+    assert resolved_steps(splat_pds_run) == 30000
+    nerfacto_edit, _ = run_tiny_edit(
+        "pds", source_run, tmp_path / "outputs", torch_home, 1, ["--pipeline.tgt-prompt", PROMPT, "--pipeline.guidance.model-id", str(tiny_sd)]
+    )
+    assert resolved_steps(nerfacto_edit) == 15000
