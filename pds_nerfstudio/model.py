@@ -124,6 +124,7 @@ class EditSplatfactoModel(SplatfactoModel):
             self.strategy_state = self.strategy.initialize_state(scene_scale=1.0)
         self.optimizers: Dict[str, torch.optim.Optimizer] = {}  # the trainer's, from the first step on
         self.fixed_background: Optional[Tensor] = None
+        self._edit_step: Optional[int] = None
 
     @staticmethod
     def _cpu_if_no_cuda(has_cuda: bool) -> contextlib.AbstractContextManager:
@@ -131,18 +132,30 @@ class EditSplatfactoModel(SplatfactoModel):
 
     @contextlib.contextmanager
     def _sh_degree_step(self) -> Iterator[None]:
-        """splatfacto picks the SH degree from ``self.step``; with ``full_sh_degree`` it sees a step past its schedule."""
+        """splatfacto picks the SH degree from ``self.step``; with ``full_sh_degree`` it sees a step past its schedule
+        while it renders (nerfstudio renders for the viewer and trains under one lock, so no other render sees it)."""
         step = self.step
         if self.config.full_sh_degree:
             self.step = max(step, self.config.sh_degree * self.config.sh_degree_interval)
+        self._edit_step = step
         try:
             yield
         finally:
-            self.step = step
+            self.step, self._edit_step = step, None
 
     def get_outputs(self, camera):  # type: ignore[override]
         with self._cpu_if_no_cuda(self.device.type == "cuda"), self._sh_degree_step():
             return super().get_outputs(camera)
+
+    def _get_downscale_factor(self) -> int:
+        """splatfacto's, on the edit's own step (the render's raised step is for the SH degree only), so a render and
+        the image it is compared with (get_loss_dict) are downscaled alike."""
+        raised = self.step
+        self.step = self._edit_step if self._edit_step is not None else raised
+        try:
+            return super()._get_downscale_factor()
+        finally:
+            self.step = raised
 
     def _get_background_color(self) -> Tensor:
         """splatfacto's (random while training), unless a step fixed one for the renders it compares."""

@@ -161,3 +161,14 @@ def test_a_resumed_splat_edit_keeps_its_settings_and_takes_the_flags_given_now()
     now = PDSPipelineConfig(splat_model=EditSplatfactoModelConfig(sh_degree=1))
     merged = now.resumed_from(run, PDSPipelineConfig())
     assert (merged.model.cull_alpha_thresh, merged.model.sh_degree) == (0.0, 1)
+
+
+def test_with_full_sh_degree_the_render_and_its_target_are_downscaled_alike():
+    config = EditSplatfactoModelConfig(random_init=True, num_random=20, random_scale=1.0, num_downscales=2)
+    model = config.setup(scene_box=_Dataset.scene_box, num_train_data=3, metadata={})
+    model.train()
+    model.step = 0
+    camera = Cameras(camera_to_worlds=torch.eye(4)[None, :3], fx=10.0, fy=10.0, cx=4.0, cy=4.0, width=8, height=8)
+    outputs = model.get_outputs(camera)
+    target = model.get_gt_img(torch.rand(8, 8, 3))
+    assert outputs["rgb"].shape == target.shape == (2, 2, 3)  # 1/4 at step 0, as splatfacto's schedule says
