@@ -153,11 +153,16 @@ class Splatfacto(Representation):
 
     @torch.no_grad()
     def render_image(self, model: Model, camera: Cameras, index: int, chunk_size: int) -> Tensor:
-        """In evaluation mode: splatfacto's fixed background (or the step's shared one), not a random colour."""
+        """Rendered in evaluation mode: over splatfacto's display background (or the step's shared one) instead of a
+        random colour, and without densification bookkeeping; a model in training mode renders the view with its pose
+        as training renders it (the source's pose refinement of view ``index``), as nerfacto does."""
+        camera = self._view_camera(camera, index)
         training = model.training
+        if training:
+            camera.camera_to_worlds = model.camera_optimizer.apply_to_camera(camera)  # type: ignore[union-attr]
         model.eval()
         try:
-            return model.get_outputs(self._view_camera(camera, index))["rgb"].clamp(0, 1).cpu()
+            return model.get_outputs(camera)["rgb"].clamp(0, 1).cpu()
         finally:
             model.train(training)
 

@@ -172,3 +172,25 @@ def test_with_full_sh_degree_the_render_and_its_target_are_downscaled_alike():
     outputs = model.get_outputs(camera)
     target = model.get_gt_img(torch.rand(8, 8, 3))
     assert outputs["rgb"].shape == target.shape == (2, 2, 3)  # 1/4 at step 0, as splatfacto's schedule says
+
+
+def test_an_image_of_a_training_view_is_what_the_edit_renders_of_it():
+    """render_image (results, the frozen source of pnr's revise steps) and the training render agree, pose refinement
+    of the view included, when they share the background."""
+    from nerfstudio.cameras.camera_optimizers import CameraOptimizerConfig
+
+    config = EditSplatfactoModelConfig(random_init=True, num_random=30, random_scale=1.0, camera_optimizer=CameraOptimizerConfig(mode="SO3xR3"))
+    torch.manual_seed(0)
+    model = config.setup(scene_box=_Dataset.scene_box, num_train_data=3, metadata={})
+    with torch.no_grad():
+        model.camera_optimizer.pose_adjustment[1] = torch.tensor([0.05, -0.03, 0.02, 0.01, 0.02, -0.01])  # as a source learned
+    model.train()
+    camera = Cameras(camera_to_worlds=torch.eye(4)[None, :3], fx=10.0, fy=10.0, cx=4.0, cy=4.0, width=8, height=8)
+    camera.camera_to_worlds[0, 2, 3] = 3.0
+    with SPLAT.same_background(model):
+        trained = SPLAT.render(model, camera, 1, "chunked", 4096)[0].permute(1, 2, 0).detach()
+        image = SPLAT.render_image(model, camera, 1, 4096)
+        model.eval()
+        unrefined = SPLAT.render_image(model, camera, 1, 4096)
+    assert torch.allclose(image, trained, atol=1e-6)
+    assert not torch.allclose(unrefined, trained, atol=1e-3)  # evaluation renders the pose as given
