@@ -75,6 +75,16 @@ class Representation:
                 parameter.copy_(values[name].to(parameter))
 
 
+def new_model_parameters(model_config: ModelConfig, pipeline: Any, **kwargs: Any) -> Dict[str, Tensor]:
+    """The parameters of a new model of ``model_config`` for the pipeline's scene, as nerfstudio initialises them."""
+    dataset = pipeline.datamanager.train_dataset
+    model = model_config.setup(
+        scene_box=dataset.scene_box, num_train_data=len(dataset), metadata=dataset.metadata, device=pipeline.device,
+        grad_scaler=None, **kwargs,
+    )  # fmt: skip
+    return {name: p.detach() for name, p in model.named_parameters()}
+
+
 def _flags_given(user: Any, default: Any) -> bool:
     return user != default
 
@@ -107,11 +117,7 @@ class Nerfacto(Representation):
 
     def fresh_parameters(self, model_config: ModelConfig, pipeline: Any, source: Mapping[str, Tensor]) -> Dict[str, Tensor]:
         """A new model of the same config: what nerfstudio initialises (the released code: a new field instance)."""
-        dataset = pipeline.datamanager.train_dataset
-        model = model_config.setup(
-            scene_box=dataset.scene_box, num_train_data=len(dataset), metadata=dataset.metadata, device=pipeline.device, grad_scaler=None
-        )
-        return {name: p.detach() for name, p in model.named_parameters()}
+        return new_model_parameters(model_config, pipeline)
 
 
 GAUSSIAN_GROUPS = ("means", "scales", "quats", "features_dc", "features_rest", "opacities")
@@ -177,14 +183,9 @@ class Splatfacto(Representation):
         """theta_0 for these Gaussians: splatfacto's own initialisation of Gaussians at the source's means, without
         seed colours (scales log of the mean distance to the 3 nearest neighbours, random rotations, opacity 0.1,
         random DC colours, zero higher SH bands)."""
-        dataset = pipeline.datamanager.train_dataset
-        config = dataclasses.replace(model_config, random_init=False)
         means = source["gauss_params.means"].detach().cpu()
-        model = config.setup(
-            scene_box=dataset.scene_box, num_train_data=len(dataset), metadata=dataset.metadata, device=pipeline.device,
-            grad_scaler=None, seed_points=(means, torch.zeros(0, 3)),
-        )  # fmt: skip
-        return {name: p.detach() for name, p in model.named_parameters()}
+        config = dataclasses.replace(model_config, random_init=False)
+        return new_model_parameters(config, pipeline, seed_points=(means, torch.zeros(0, 3)))
 
     @contextlib.contextmanager
     def same_background(self, *models: Model) -> Iterator[None]:
