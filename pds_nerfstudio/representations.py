@@ -1,9 +1,10 @@
 """What differs between editing a nerfacto field and editing splatfacto's Gaussians, behind one interface.
 
-The editing pipelines (pds, pds-refine, pnr) never ask which representation they edit; they ask the
-:class:`Representation` of their model config to build the edit model's config from the source run's, to
-render a view (with or without gradient), for the default optimizers, and (pnr) for a fresh initialisation
-theta_0 and the interpolation between two parameter sets.
+The editing pipelines ask the :class:`Representation` of their model config to build the edit model's config
+from the source run's, to render a view (with or without gradient), for the default optimizers, and (pnr) for
+a fresh initialisation theta_0 and the interpolation between two parameter sets. Two steps differ in kind
+and check the representation's type where they happen: pds-refine's reconstruction batch (rays or whole
+views) and step count, and pnr's proposal loss (nerfacto only).
 """
 
 from __future__ import annotations
@@ -120,9 +121,6 @@ class Nerfacto(Representation):
         return new_model_parameters(model_config, pipeline)
 
 
-GAUSSIAN_GROUPS = ("means", "scales", "quats", "features_dc", "features_rest", "opacities")
-
-
 class Splatfacto(Representation):
     name = "splatfacto"
     source_config = SplatfactoModelConfig
@@ -203,7 +201,7 @@ class Splatfacto(Representation):
     def assign(self, model: Model, values: Mapping[str, Tensor]) -> None:
         """New Gaussian parameters (their number may differ from the model's: culling); the optimizers follow
         with :func:`rebind_optimizers`."""
-        for group in GAUSSIAN_GROUPS:
+        for group in list(model.gauss_params):  # type: ignore[union-attr]
             name = f"gauss_params.{group}"
             if name in values:
                 model.gauss_params[group] = nn.Parameter(values[name].to(model.device).clone())  # type: ignore[index]
