@@ -11,7 +11,7 @@ from nerfstudio.plugins.types import MethodSpecification
 from pds_nerfstudio.datamanager import EditDataManagerConfig
 from pds_nerfstudio.pipeline import EditPipelineConfig, PDSPipelineConfig
 from pds_nerfstudio.refine import RefinePipelineConfig
-from pds_nerfstudio.representations import Nerfacto
+from pds_nerfstudio.representations import Nerfacto, Splatfacto
 from pds_nerfstudio.trainer_config import EditTrainerConfig
 
 
@@ -37,8 +37,8 @@ def edit_method(
             save_only_latest_checkpoint=True,
             mixed_precision=False,
             pipeline=pipeline,
-            # nerfacto's; an edit of a splatfacto run gets the Gaussians' (representations.Splatfacto.optimizers)
-            optimizers=Nerfacto().optimizers(),
+            # both representations' groups, so that --optimizers.<group>.* exists for each; an edit keeps its scene's
+            optimizers={**Nerfacto().optimizers(), **Splatfacto().optimizers()},
             viewer=ViewerConfig(num_rays_per_chunk=1 << 15),
             vis="viewer",
         ),

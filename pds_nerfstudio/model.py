@@ -100,7 +100,12 @@ class EditSplatfactoModelConfig(SplatfactoModelConfig):
     """Render with all --sh-degree bands from the first step (the source finished splatfacto's schedule); False: the
     degree restarts at 0 and grows every --sh-degree-interval steps."""
 
-    EDIT_SETTINGS = ("num_downscales",)
+    cull_alpha_thresh: float = 0.1
+    """Gaussians with a lower opacity are culled (official edit: 0.1, whatever the source used; splatfacto-big: 0.005)."""
+    cull_scale_thresh: float = 0.5
+    """Gaussians whose largest scale exceeds this (x scene scale) are culled (official edit: 0.5)."""
+
+    EDIT_SETTINGS = ("num_downscales", "cull_alpha_thresh", "cull_scale_thresh")
     """Fields of splatfacto's config that an edit sets itself instead of taking the source run's value."""
 
 

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, ClassVar, Dict, List, Literal, Optional, Tuple, Type
 
 import torch
+import tyro
 from nerfstudio.cameras.cameras import Cameras
 from nerfstudio.engine.callbacks import TrainingCallback, TrainingCallbackAttributes, TrainingCallbackLocation
 from nerfstudio.engine.optimizers import Optimizers
@@ -32,7 +33,8 @@ from pds_nerfstudio.guidance import GuidanceConfig, StableDiffusionGuidance
 from pds_nerfstudio.model import EditNerfactoModelConfig, EditSplatfactoModelConfig
 from pds_nerfstudio.representations import Representation, rebind_optimizers, representation_of, supported_sources
 from pds_nerfstudio.rendering import RenderMode, guidance_camera
-from pds_nerfstudio.source_run import Run, merge_user_overrides
+from pds_nerfstudio.source_run import Run
+from pds_nerfstudio.typed_flags import TypedFlags, merge_typed
 from pds_nerfstudio.viewer_controls import EditControls
 
 RENDERS_DIR = "renders"
@@ -79,24 +81,38 @@ class EditPipelineConfig(VanillaPipelineConfig):
     the edit's, as in the official release (which starts through --load-dir); fresh (or a source trained with
     an appearance embedding, which the edit freezes): Adam starts at step 0. Learning-rate schedules restart."""
 
+    typed_controls: tyro.conf.Suppress[Tuple[str, ...]] = ()
+    """The viewer-controlled values (tgt_prompt, guidance_scale, ratio_range) typed on the command line that started or
+    resumed this run; filled in from it. On resume they win over what the viewer changed."""
+
     source_description: ClassVar[str] = f"a {supported_sources()} run"
     """What --load-dir must name, for error messages."""
+
+    @property
+    def ratio_range_path(self) -> str:
+        """The config field the viewer's two range sliders start from."""
+        return "guidance.t_ratio_range"
+
+    def with_typed_controls(self, typed: TypedFlags) -> "EditPipelineConfig":
+        """This config, recording which of the viewer's values were typed now (``typed``, relative to it)."""
+        paths = {"tgt_prompt": "tgt_prompt", "guidance_scale": "guidance.guidance_scale", "ratio_range": self.ratio_range_path}
+        return dataclasses.replace(self, typed_controls=tuple(name for name, path in paths.items() if path in typed))
 
     def accepts_source(self, config: TrainerConfig) -> bool:
         """Whether a run with this saved config can be the source of an edit."""
         return is_source_run(config)
 
-    def with_source(self, run: Run, default: "EditPipelineConfig") -> "EditPipelineConfig":
+    def with_source(self, run: Run, typed: TypedFlags) -> "EditPipelineConfig":
         """This config completed from a source run: its data, dataparser, model architecture and checkpoint.
 
-        Model flags the user set (those that differ from ``default``) win over the source's values.
+        Model flags the user typed (``typed``, relative to this config) win over the source's values.
         """
         source = run.config.pipeline
         data = self.datamanager.data or source.datamanager.data or source.datamanager.dataparser.data
         dataparser = copy.deepcopy(source.datamanager.dataparser)
         dataparser.data = data
         datamanager = dataclasses.replace(self.datamanager, data=data, dataparser=dataparser)
-        model = self.source_representation(source.model).edit_model_config(self, default, source.model)
+        model = self.source_representation(source.model).edit_model_config(self, typed, source.model)
         return dataclasses.replace(self, datamanager=datamanager, model=model, source_checkpoint=run.checkpoint)
 
     @staticmethod
@@ -111,13 +127,21 @@ class EditPipelineConfig(VanillaPipelineConfig):
         """What the edited scene is (nerfacto or splatfacto), from the resolved model config."""
         return self.source_representation(self.model)
 
-    def resumed_from(self, run: Run, default: "EditPipelineConfig") -> "EditPipelineConfig":
-        """The config of an edit run being resumed, except for the flags the user set now."""
-        merged = merge_user_overrides(default, self, run.config.pipeline)
-        merged.model = self.source_representation(run.config.pipeline.model).edit_model_config(self, default, run.config.pipeline.model)
+    def resumed_from(self, run: Run, typed: TypedFlags) -> "EditPipelineConfig":
+        """The config of an edit run being resumed, except for the flags the user typed now (``typed``, relative to
+        this config)."""
+        merged = merge_typed(self, run.config.pipeline, typed)
+        merged.model = self.source_representation(run.config.pipeline.model).edit_model_config(self, typed, run.config.pipeline.model)
         if self.datamanager.data is not None:  # --data given now: the data moved
             merged.datamanager.data = merged.datamanager.dataparser.data = self.datamanager.data
         return merged
+
+    def check_flags(self, typed: TypedFlags) -> None:
+        """Checks of the flags typed (relative to this config) against the resolved config; raises InputError."""
+
+    def resumed_max_num_iterations(self, run: Run) -> Optional[int]:
+        """The total number of steps of a resumed run when --max-num-iterations is not typed: the run's."""
+        return run.config.max_num_iterations
 
     def default_max_num_iterations(self, method_default: Optional[int]) -> Optional[int]:
         """The edit's number of steps when --max-num-iterations is not given (a method may differ per representation)."""
@@ -189,7 +213,8 @@ class EditPipeline(VanillaPipeline):
         self.guidance: StableDiffusionGuidance = config.guidance.setup(device=device)
         range_name, ratio_range = self.ratio_control()
         self.controls = EditControls(
-            config.tgt_prompt, config.guidance.guidance_scale, range_name, ratio_range, on_pause=self._pause_editing
+            config.tgt_prompt, config.guidance.guidance_scale, range_name, ratio_range, on_pause=self._pause_editing,
+            typed_now=config.typed_controls,
         )
         self._trainer: Optional[Any] = None
         self._source_optimizers: Optional[Dict[str, Any]] = None

@@ -27,6 +27,7 @@ from pds_nerfstudio.guidance import GuidanceConfig
 from pds_nerfstudio.pipeline import EditPipeline, EditPipelineConfig, PDSPipelineConfig
 from pds_nerfstudio.representations import Splatfacto
 from pds_nerfstudio.source_run import Run
+from pds_nerfstudio.typed_flags import TypedFlags
 
 SPLAT_REFINE_STEPS = 30000
 """Steps of the official refinement of a splatfacto edit (pds_config.py: pds_splat_refinement)."""
@@ -49,20 +50,22 @@ class RefinePipelineConfig(EditPipelineConfig):
 
     source_description: ClassVar[str] = "a pds run (ns-train pds)"
 
+    @property
+    def ratio_range_path(self) -> str:
+        return "skip_ratio_range"
+
     def accepts_source(self, config: TrainerConfig) -> bool:
         return isinstance(config.pipeline, PDSPipelineConfig)
 
-    def with_source(self, run: Run, default: EditPipelineConfig) -> "RefinePipelineConfig":
-        """The pds run supplies data, model and checkpoint, and by default its target prompt and guidance model."""
-        completed = super().with_source(run, default)
+    def with_source(self, run: Run, typed: TypedFlags) -> "RefinePipelineConfig":
+        """The pds run supplies data, model and checkpoint, and unless typed its prompts and guidance model."""
+        completed = super().with_source(run, typed)
         edit = run.config.pipeline
-        model_id = self.guidance.model_id
-        if model_id == default.guidance.model_id:
-            model_id = edit.guidance.model_id
+        model_id = self.guidance.model_id if "guidance.model_id" in typed else edit.guidance.model_id
         return dataclasses.replace(
             completed,
-            tgt_prompt=self.tgt_prompt or edit.tgt_prompt,
-            src_prompt=self.src_prompt or edit.src_prompt,
+            tgt_prompt=self.tgt_prompt if "tgt_prompt" in typed else edit.tgt_prompt,
+            src_prompt=self.src_prompt if "src_prompt" in typed else edit.src_prompt,
             guidance=dataclasses.replace(self.guidance, model_id=model_id),
         )
 

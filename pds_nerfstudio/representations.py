@@ -26,7 +26,7 @@ from torch import Tensor, nn
 from pds_nerfstudio.errors import InputError
 from pds_nerfstudio.model import EditSplatfactoModelConfig
 from pds_nerfstudio.rendering import RenderMode, render_view, render_view_image
-from pds_nerfstudio.source_run import merge_user_overrides
+from pds_nerfstudio.typed_flags import TypedFlags, merge_typed
 
 
 class Representation:
@@ -38,9 +38,9 @@ class Representation:
     reported_group: ClassVar[str]
     """The optimizer group whose learning rate the metrics report."""
 
-    def edit_model_config(self, user: Any, default: Any, source: ModelConfig) -> ModelConfig:
-        """The edit model's config: the source run's, with the flags the user set (``user`` vs ``default``, the
-        pipeline configs) winning. Raises InputError on flags of the other representation."""
+    def edit_model_config(self, user: Any, typed: TypedFlags, source: ModelConfig) -> ModelConfig:
+        """The edit model's config: the source run's, with the flags the user typed (``typed``, relative to the
+        pipeline config ``user``) winning. Raises InputError on flags of the other representation."""
         raise NotImplementedError
 
     def optimizers(self) -> Dict[str, Dict[str, Any]]:
@@ -86,8 +86,13 @@ def new_model_parameters(model_config: ModelConfig, pipeline: Any, **kwargs: Any
     return {name: p.detach() for name, p in model.named_parameters()}
 
 
-def _flags_given(user: Any, default: Any) -> bool:
-    return user != default
+def _refuse_flags_of(typed: TypedFlags, section: str, source: str, own: str) -> None:
+    flags = typed.typed_under(section)
+    if flags:
+        raise InputError(
+            f"{', '.join(flags)} set{'s' if len(flags) == 1 else ''} {'splatfacto' if source == 'nerfacto' else 'nerfacto'} "
+            f"settings, but the source is a {source} run: use --pipeline.{own.replace('_', '-')}.*"
+        )
 
 
 class Nerfacto(Representation):
@@ -95,10 +100,9 @@ class Nerfacto(Representation):
     source_config = NerfactoModelConfig
     reported_group = "fields"
 
-    def edit_model_config(self, user: Any, default: Any, source: ModelConfig) -> ModelConfig:
-        if _flags_given(user.splat_model, default.splat_model):
-            raise InputError("--pipeline.splat-model.* sets splatfacto settings, but the source is a nerfacto run: use --pipeline.model.*")
-        return merge_user_overrides(default.model, user.model, source)
+    def edit_model_config(self, user: Any, typed: TypedFlags, source: ModelConfig) -> ModelConfig:
+        _refuse_flags_of(typed, "splat_model", "nerfacto", "model")
+        return merge_typed(user.model, source, typed.under("model"))
 
     def optimizers(self) -> Dict[str, Dict[str, Any]]:
         """Adam on the field and proposal networks, as the official PDS release edits nerfacto."""
@@ -126,13 +130,12 @@ class Splatfacto(Representation):
     source_config = SplatfactoModelConfig
     reported_group = "means"
 
-    def edit_model_config(self, user: Any, default: Any, source: ModelConfig) -> ModelConfig:
-        if _flags_given(user.model, default.model):
-            raise InputError("--pipeline.model.* sets nerfacto settings, but the source is a splatfacto run: use --pipeline.splat-model.*")
+    def edit_model_config(self, user: Any, typed: TypedFlags, source: ModelConfig) -> ModelConfig:
+        _refuse_flags_of(typed, "model", "splatfacto", "splat_model")
         if not isinstance(source, EditSplatfactoModelConfig):  # a splatfacto run: the edit sets its own values of these
-            edit_defaults = default.splat_model
-            source = dataclasses.replace(source, **{name: getattr(edit_defaults, name) for name in edit_defaults.EDIT_SETTINGS})
-        return merge_user_overrides(default.splat_model, user.splat_model, source)
+            edit = EditSplatfactoModelConfig()
+            source = dataclasses.replace(source, **{name: getattr(edit, name) for name in edit.EDIT_SETTINGS})
+        return merge_typed(user.splat_model, source, typed.under("splat_model"))
 
     def optimizers(self) -> Dict[str, Dict[str, Any]]:
         """Adam (eps 1e-15) per Gaussian attribute, as the official PDS splat edit (pds_config.py: pds_splat)."""

@@ -6,10 +6,9 @@
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, List, Optional
+from typing import Callable, List, Optional
 
 import yaml
 from nerfstudio.engine.trainer import TrainerConfig
@@ -142,24 +141,3 @@ def resolve_load_dir(
             found = ", ".join(sorted({run.method_name for run in runs}))
             raise InputError(f"--load-dir {load_dir} holds {found} runs, but {method_name} edits {source_description}")
     return newest_with_checkpoint(candidates)
-
-
-def merge_user_overrides(default: Any, user: Any, base: Any) -> Any:
-    """Values of ``base``, except where ``user`` differs from ``default`` (a flag the user set).
-
-    Recurses into nested dataclasses of related types (one a subclass of the other); fields of ``user`` that ``base`` lacks keep the user's value,
-    and private fields (``_target``) always keep the user's. Returns a new ``user``-typed object.
-    """
-    related = isinstance(user, type(base)) or isinstance(base, type(user))  # e.g. EditNerfactoModelConfig, NerfactoModelConfig
-    if not (dataclasses.is_dataclass(user) and dataclasses.is_dataclass(base) and related):
-        return user if user != default else base
-    values = {}
-    for f in dataclasses.fields(user):
-        if not f.init:
-            continue
-        user_value = getattr(user, f.name)
-        if f.name.startswith("_") or not hasattr(base, f.name) or not hasattr(default, f.name):
-            values[f.name] = user_value
-        else:
-            values[f.name] = merge_user_overrides(getattr(default, f.name), user_value, getattr(base, f.name))
-    return type(user)(**values)

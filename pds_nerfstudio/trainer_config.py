@@ -6,7 +6,7 @@ import inspect
 import os
 import shutil
 from dataclasses import dataclass, field
-from typing import Type
+from typing import Any, Dict, Type
 
 from nerfstudio.engine.trainer import Trainer, TrainerConfig
 from nerfstudio.utils.rich_utils import CONSOLE
@@ -15,6 +15,7 @@ from pds_nerfstudio.checkpoints import check_checkpoint, is_whole_checkpoint
 from pds_nerfstudio.errors import InputError
 from pds_nerfstudio.pipeline import EditPipelineConfig
 from pds_nerfstudio.source_run import checkpoint_step, newest_checkpoint, resolve_load_dir
+from pds_nerfstudio.typed_flags import TypedFlags, merge_typed
 
 
 def _counts_steps_from_the_resumed_step() -> bool:
@@ -78,39 +79,64 @@ class EditTrainerConfig(TrainerConfig):
         """``ns-train`` calls this first on the parsed config: the source run is resolved here, so the
         printed and saved config.yml already name it, and bad input stops before any heavy work."""
         try:
-            self.resolve_source()
+            self.resolve_source(TypedFlags.from_command_line())
         except InputError as error:
             raise SystemExit(f"error: {error}") from None
         super().set_timestamp()
 
-    def resolve_source(self) -> None:
-        """Complete this config from ``--load-dir``; raises InputError on bad input."""
-        from nerfstudio.configs.method_configs import all_methods
-
+    def resolve_source(self, typed: TypedFlags = TypedFlags()) -> None:
+        """Complete this config from ``--load-dir``; the flags in ``typed`` (what was typed on the command line,
+        whatever its value) win over the source's and the resumed run's values. Raises InputError on bad input."""
+        if "pipeline.model.prompt" in typed:
+            raise InputError(
+                "--prompt (--pipeline.model.prompt) is not read by an edit: give the target prompt as "
+                '--pipeline.tgt-prompt "a photo of a polar bear"'
+            )
+        if self.mixed_precision:
+            raise InputError(
+                "--mixed-precision True: edits run in float32, as the official releases do (the gradient through the "
+                "VAE is in float16's subnormal range); --pipeline.guidance.dtype float16 halves the UNet instead"
+            )
         already_resolved = self.load_dir is None and self.pipeline.source_checkpoint is not None  # --load-config
         if not already_resolved:
             run = resolve_load_dir(
                 self.load_dir, self.method_name, self.pipeline.accepts_source, self.pipeline.source_description
             )
             assert run.checkpoint is not None
-            default = all_methods[self.method_name]
+            pipeline_flags = typed.under("pipeline")
             if run.method_name == self.method_name:  # resume this edit where it stopped
-                self.pipeline = self.pipeline.resumed_from(run, default.pipeline)
+                self.pipeline = self.pipeline.resumed_from(run, pipeline_flags)
                 self.load_dir = run.checkpoint.parent
                 self.choose_whole_checkpoint()
-                if self.max_num_iterations == default.max_num_iterations:  # not given now: the run's total
-                    self.max_num_iterations = run.config.max_num_iterations
+                if "max_num_iterations" not in typed:  # the run's total
+                    self.max_num_iterations = self.pipeline.resumed_max_num_iterations(run)
+                optimizers = run.config.optimizers
             else:  # start editing the source run
                 check_checkpoint(run.checkpoint)
-                self.pipeline = self.pipeline.with_source(run, default.pipeline)
+                self.pipeline = self.pipeline.with_source(run, pipeline_flags)
                 self.load_dir = None
-                if self.max_num_iterations == default.max_num_iterations:
+                if "max_num_iterations" not in typed:
                     self.max_num_iterations = self.pipeline.default_max_num_iterations(self.max_num_iterations)
-            if self.optimizers == default.optimizers:  # the edited scene's own (nerfacto's or the Gaussians')
-                self.optimizers = self.pipeline.representation.optimizers()
+                optimizers = self.pipeline.representation.optimizers()
+            self.optimizers = self.edit_optimizers(optimizers, typed.under("optimizers"))
+            self.pipeline = self.pipeline.with_typed_controls(pipeline_flags)
+            self.pipeline.check_flags(pipeline_flags)
         self.pipeline.check(self.machine.device_type)
         if self.max_num_iterations is not None:
             self.check_steps_left()
+
+    def edit_optimizers(self, base: Dict[str, Any], typed: TypedFlags) -> Dict[str, Any]:
+        """The edited scene's optimizer groups (``base``), with the ``--optimizers.*`` flags typed; a typed group of
+        the other representation is an error."""
+        representation = self.pipeline.representation
+        foreign = sorted(group for group in self.optimizers if group not in base and typed.any_under(group))
+        if foreign:
+            raise InputError(
+                f"--optimizers.{foreign[0].replace('_', '-')}.* sets a parameter group this {representation.name} "
+                f"edit does not have; its groups are {', '.join(base)} (--optimizers.<group>.optimizer.lr ...)"
+            )
+        typed_groups = {group: self.optimizers[group] for group in base if group in self.optimizers}
+        return merge_typed(typed_groups, dict(base), typed)
 
     def choose_whole_checkpoint(self) -> None:
         """Resume from the newest whole checkpoint: a run killed while saving leaves its newest one cut short

@@ -4,15 +4,14 @@ The controls are the one source of the settings a user may change while an edit 
 guidance scale, a ratio range, pause). They start from the config; what the viewer changes is saved in
 every checkpoint (as this module's extra state), so a resumed run continues with it.
 
-Precedence of each value on resume: a flag given now (the resumed run's config differs from the config
-the values were saved under) > a change made in the viewer (the saved value differs from that config) >
-the run's config. A new edit never loads another run's controls: ``EditPipeline.load_source`` loads
+Precedence of each value on resume: a flag typed now (on the resuming command line, whatever its value)
+> a change made in the viewer (the saved value differs from the config it was saved under) > the run's config. A new edit never loads another run's controls: ``EditPipeline.load_source`` loads
 only the source's model.
 """
 
 from __future__ import annotations
 
-from typing import Any, Callable, Dict, Optional, Tuple
+from typing import Any, Callable, Collection, Dict, Optional, Tuple
 
 from nerfstudio.utils.rich_utils import CONSOLE
 from nerfstudio.viewer.viewer_elements import ViewerCheckbox, ViewerNumber, ViewerSlider, ViewerText
@@ -29,6 +28,8 @@ class EditControls(nn.Module):
         range_name: what the two sliders set, e.g. "t ratio".
         ratio_range: their starting values.
         on_pause: called with True or False when editing is paused or resumed.
+        typed_now: the names of the values (tgt_prompt, guidance_scale, ratio_range) typed on the command line of
+            this run: on resume they win over a change made in the viewer, whatever their value.
     """
 
     def __init__(
@@ -38,6 +39,7 @@ class EditControls(nn.Module):
         range_name: str,
         ratio_range: Tuple[float, float],
         on_pause: Callable[[bool], None] = lambda paused: None,
+        typed_now: Collection[str] = (),
     ) -> None:
         super().__init__()
         self.prompt = ViewerText("Target prompt", tgt_prompt, cb_hook=self._prompt_changed, hint="what the edit should show")
@@ -48,6 +50,7 @@ class EditControls(nn.Module):
         self.status = ViewerText("Status", "waiting for the first step", disabled=True)
         self._prompt = tgt_prompt
         self._configured = self.values()
+        self._typed_now = frozenset(typed_now)
 
     def _prompt_changed(self, element: ViewerText) -> None:
         text = element.value.strip()
@@ -93,11 +96,10 @@ class EditControls(nn.Module):
         """Resume: take back what the viewer changed during the run, unless a flag given now sets that value."""
         if not state or "configured" not in state:  # nothing saved, or saved without its config: keep the config
             return
-        configured_now, configured_then = _normalised(self._configured), _normalised(state["configured"])
+        configured_then = _normalised(state["configured"])
         for name, value in _normalised(state).items():
-            flag_given_now = configured_now[name] != configured_then[name]
             changed_in_viewer = value != configured_then[name]
-            if changed_in_viewer and not flag_given_now:
+            if changed_in_viewer and name not in self._typed_now:
                 self._set(name, value)
 
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import math
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,11 +38,11 @@ from nerfstudio.utils.rich_utils import CONSOLE
 from torch import Tensor
 
 from pds_nerfstudio.errors import InputError
-from pds_nerfstudio.guidance import GuidanceConfig
 from pds_nerfstudio.pipeline import PDSPipeline, PDSPipelineConfig
 from pds_nerfstudio.representations import Nerfacto, Representation, rebind_optimizers
 from pds_nerfstudio.rendering import guidance_camera, seeded, view_rays
-from pds_nerfstudio.source_run import Run, merge_user_overrides
+from pds_nerfstudio.source_run import Run
+from pds_nerfstudio.typed_flags import TypedFlags, merge_typed
 from pnr_nerfstudio.ipg import IdentityPreservingLoss, IPGConfig
 from pnr_nerfstudio.perturbation import (
     PerturbationConfig,
@@ -61,9 +62,10 @@ class PnRPipelineConfig(PDSPipelineConfig):
     _target: Type = field(default_factory=lambda: PnRPipeline)
     protocol: Literal["objects", "real-scenes"] = "objects"
     """The paper's two settings (App. E). objects (the released code): eta auto from 50 selection steps, t annealed
-    from 0.75 to (0.02, 0.40) over 1500 edit steps, 1000 revise steps. real-scenes (nerfstudio scenes): PDS with a
-    fixed eta 0.6, the PDS t ratio range 0.02-0.98 without annealing, no eta selection, no revise steps, 15000 edit
-    steps (half of pds's 30000). Flags given beside it win."""
+    from 0.75 to (0.02, 0.40) over 1500 edit steps, 1000 revise steps, a fresh Adam at a constant learning rate, 64 px
+    renders below step 800. real-scenes (nerfstudio scenes): PDS with a fixed eta 0.6, the PDS t ratio range
+    0.02-0.98 without annealing, no eta selection, no revise steps, 15000 edit steps (half of pds's 30000), PDS's
+    learning-rate schedule from the perturbation, full-size renders. Flags typed beside it win."""
     eta_selection_steps: int = 50
     """K: editing steps from the source whose guidance losses choose eta; then discarded (only with eta auto)."""
     edit_steps: int = 1500
@@ -79,25 +81,35 @@ class PnRPipelineConfig(PDSPipelineConfig):
     interlevel_num_rays: int = 4096
     """nerfacto: rays of the edited view rendered each step for the proposal (interlevel) loss, so the proposal networks
     follow the new geometry; 0: off."""
-    coarse_resolution: int = 0
-    """Objects protocol option (App. E): for the first --pipeline.coarse-steps edit steps, render at this short side
-    and upsample to --pipeline.render-resolution for the guidance; 0: off (released object configs: 64 px for 800 steps)."""
+    learning_rate_schedule: Literal["constant", "scheduled"] = "constant"
+    """After the perturbation: constant at the --optimizers.* rates, as the released objects code edits (its optimiser
+    has no schedule); scheduled: the --optimizers.* schedules (nerfacto: 1000-step warmup, decay) from their step 0
+    at the perturbation, PDS's update rule (the real-scenes protocol). The eta-selection steps always run at the
+    constant rate."""
+    optimizer_state: Literal["source", "fresh"] = "fresh"
+    """fresh: Adam starts at step 0 for the eta-selection steps, as the released code builds a new optimiser (and
+    again at the perturbation, always); source: the selection steps continue the source run's Adam state."""
+    coarse_resolution: int = 64
+    """For the first --pipeline.coarse-steps steps of the run (eta selection included), render at this short side and
+    upsample to --pipeline.render-resolution for the guidance (released object configs: 64 px below global step 800);
+    0: off (the real-scenes protocol)."""
     coarse_steps: int = 800
-    """Edit steps rendered at --pipeline.coarse-resolution, when it is set."""
+    """Steps, counted from the run's step 0, rendered at --pipeline.coarse-resolution."""
 
-    def with_protocol(self, default: "PnRPipelineConfig") -> "PnRPipelineConfig":
-        """This config with the values of its protocol where the user left the (objects) defaults."""
+    def with_protocol(self, typed: TypedFlags) -> "PnRPipelineConfig":
+        """This config with the values of its protocol, except for the flags typed (``typed``, relative to it)."""
         if self.protocol == "objects":
             return self
         real_scenes = dataclasses.replace(
-            default,
-            protocol="real-scenes",
-            perturbation=dataclasses.replace(default.perturbation, eta=0.6),
+            self,
+            perturbation=dataclasses.replace(self.perturbation, eta=0.6),
             edit_steps=15000,
             revise_steps=0,
-            annealing=dataclasses.replace(default.annealing, enabled=False),
+            coarse_resolution=0,
+            annealing=dataclasses.replace(self.annealing, enabled=False),
+            learning_rate_schedule="scheduled",
         )
-        return merge_user_overrides(default, self, real_scenes)
+        return merge_typed(self, real_scenes, typed)
 
     @property
     def phases(self) -> PhasePlan:
@@ -116,18 +128,32 @@ class PnRPipelineConfig(PDSPipelineConfig):
                             ("coarse-resolution", self.coarse_resolution), ("coarse-steps", self.coarse_steps)):  # fmt: skip
             if value < 0:
                 raise InputError(f"--pipeline.{flag} {value}: need 0 (none) or more")
-        if self.annealing.enabled and tuple(self.guidance.t_ratio_range) != tuple(GuidanceConfig().t_ratio_range):
-            raise InputError(
-                "pnr anneals t: set --pipeline.annealing.start and --pipeline.annealing.end, "
-                "not --pipeline.guidance.t-ratio-range (or turn annealing off: --pipeline.annealing.enabled False)"
-            )
         self.perturbation.check(self.eta_selection_steps)
         self.annealing.check()
         self.ipg.check()
         super().check(scene_device)
 
-    def resumed_from(self, run: Run, default: "PnRPipelineConfig") -> "PnRPipelineConfig":
-        merged = super().resumed_from(run, default)
+    @property
+    def ratio_range_path(self) -> str:
+        return "annealing.end" if self.annealing.enabled else "guidance.t_ratio_range"
+
+    def check_flags(self, typed: TypedFlags) -> None:
+        super().check_flags(typed)
+        if self.annealing.enabled and "guidance.t_ratio_range" in typed:
+            raise InputError(
+                "pnr anneals t: set --pipeline.annealing.start and --pipeline.annealing.end, "
+                "not --pipeline.guidance.t-ratio-range (or turn annealing off: --pipeline.annealing.enabled False)"
+            )
+
+    def resumed_max_num_iterations(self, run: Run) -> Optional[int]:
+        """The phases' total, when the run's total was its phases' (the default) and edit or revise steps change now."""
+        started: PnRPipelineConfig = run.config.pipeline
+        if run.config.max_num_iterations == started.phases.total_steps:
+            return self.phases.total_steps
+        return run.config.max_num_iterations
+
+    def resumed_from(self, run: Run, typed: TypedFlags) -> "PnRPipelineConfig":
+        merged = super().resumed_from(run, typed)
         started = run.config.pipeline
         # What eta comes from: a resumed run must keep it, or the losses recorded so far mean something else.
         kept = {
@@ -192,7 +218,7 @@ class PnRPipeline(PDSPipeline):
         self.ipg: Optional[IdentityPreservingLoss] = None
         self._optimizers: Optional[Optimizers] = None
         self._announced: Optional[Phase] = None
-        if test_mode == "val":
+        if test_mode == "val" and config.revise_steps > 0:  # LPIPS only where a phase uses it
             self.ipg = config.ipg.setup(device=device)
 
     def ratio_control(self) -> Tuple[str, Tuple[float, float]]:
@@ -215,6 +241,8 @@ class PnRPipeline(PDSPipeline):
     ) -> List[TrainingCallback]:
         callbacks = super().get_training_callbacks(training_callback_attributes)
         self._optimizers = training_callback_attributes.optimizers
+        if self._optimizers is not None:
+            self.follow_the_phases(self._optimizers)
         callbacks.append(TrainingCallback([TrainingCallbackLocation.BEFORE_TRAIN_ITERATION], self.begin_step))
         return callbacks
 
@@ -223,28 +251,31 @@ class PnRPipeline(PDSPipeline):
         phase = self.config.phases.phase(step)
         if phase is not self._announced:
             self.announce(step, phase)
-        if phase is Phase.ETA_SELECTION:
-            self.hold_configured_learning_rates()
-        elif not bool(self.perturbed):
+        if phase is not Phase.ETA_SELECTION and not bool(self.perturbed):
             self.perturb(self.choose_eta())
-            self.restart_learning_rate_schedules()
 
-    def hold_configured_learning_rates(self) -> None:
-        """The eta-selection steps simulate editing at the configured learning rate (the released code's constant
-        rate), not at the start of the warmup, where nerfacto's rate is a few percent of it."""
-        if self._optimizers is None:
-            return
-        for scheduler in self._optimizers.schedulers.values():
-            for group, base in zip(scheduler.optimizer.param_groups, scheduler.base_lrs):
-                group["lr"] = base
+    def follow_the_phases(self, optimizers: Optimizers) -> None:
+        """Make every learning-rate schedule a value of the step that follows the phases: the configured (constant)
+        rate while eta is selected, as the released code's optimiser steps; after the perturbation, that constant
+        rate again (``learning_rate_schedule constant``, the released objects code) or the configured schedule
+        (warmup and decay) from its step 0 (``scheduled``, PDS's rule: the real-scenes protocol).
 
-    def restart_learning_rate_schedules(self) -> None:
-        """The learning-rate schedules (warmup, decay) start at the perturbation, as if the edit began there."""
-        if self._optimizers is None:
-            return
-        for scheduler in self._optimizers.schedulers.values():
-            scheduler.last_epoch = -1
-            scheduler.step()  # the schedule's value at its step 0, for this step
+        The schedulers' own step counts are the training steps, so a resumed run continues the same values, and
+        nerfstudio's ``learning_rate/<group>`` log shows the rate its next step uses, as for any method.
+        """
+        edit_start = self.config.phases.start(Phase.EDIT)
+        constant = self.config.learning_rate_schedule == "constant"
+
+        def phased(schedule):
+            return lambda step: 1.0 if constant or step < edit_start else schedule(step - edit_start)
+
+        for scheduler in optimizers.schedulers.values():
+            if not isinstance(scheduler, torch.optim.lr_scheduler.LambdaLR):
+                raise TypeError(f"pnr follows its phases with LambdaLR schedules (nerfstudio's); got {type(scheduler).__name__}")
+            scheduler.lr_lambdas = [phased(schedule) for schedule in scheduler.lr_lambdas]
+            for group, base, schedule in zip(scheduler.optimizer.param_groups, scheduler.base_lrs, scheduler.lr_lambdas):
+                group["lr"] = base * schedule(scheduler.last_epoch)
+            scheduler._last_lr = [group["lr"] for group in scheduler.optimizer.param_groups]  # what get_last_lr() reports
 
     def announce(self, step: int, phase: Phase) -> None:
         """Say on the console which phase this step starts (the viewer's status line shows it at every step)."""
@@ -292,7 +323,7 @@ class PnRPipeline(PDSPipeline):
         """
         if self.source is None:
             raise RuntimeError("the pnr pipeline was built without its source checkpoint; it cannot perturb the scene")
-        names = list(edited_parameters(self.source.model))
+        names = list(edited_parameters(self.model))  # the edit model's trained groups (the frozen copy trains none)
         fresh = self.fresh_initialisation()
         values = perturbed_values(names, self.source.parameters, fresh, eta, self.representation.interpolate)
         self.representation.assign(self.model, values)
@@ -351,7 +382,7 @@ class PnRPipeline(PDSPipeline):
         phase = plan.phase(step)
         index = self.edit_view(step)
         camera = self.guidance_camera(index)
-        coarse = phase is Phase.EDIT and self.config.coarse_resolution > 0 and plan.step_in_phase(step) < self.config.coarse_steps
+        coarse = self.config.coarse_resolution > 0 and step < self.config.coarse_steps
         render_camera = guidance_camera(self.datamanager.train_camera(index), self.config.coarse_resolution) if coarse else camera
         loss_dict: Dict[str, Tensor] = {}
         # Before the guidance render: the proposal networks take their gradient on the first forward of a step.
@@ -371,6 +402,11 @@ class PnRPipeline(PDSPipeline):
             metrics[f"learning_rate_{group}"] = self._optimizers.optimizers[group].param_groups[0]["lr"]
         if phase is Phase.ETA_SELECTION:
             value = selection_loss(output.x0, output.x0_hat)
+            if not math.isfinite(value):
+                raise InputError(
+                    f"eta selection: the loss of step {step} is {value} (the render or the guidance gave non-finite values); "
+                    "pass a fixed --pipeline.perturbation.eta (real scenes: 0.6) or a lower --pipeline.guidance.guidance-scale"
+                )
             self.eta_selection_losses[step] = value
             metrics["eta_selection_loss"] = value
         else:

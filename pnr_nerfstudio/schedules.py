@@ -82,7 +82,8 @@ class TimestepAnnealingConfig:
     """
 
     start: TRange = (0.75, 0.75)
-    """t ratio range (min, max) at the first editing step; the eta-selection steps use it too (released code)."""
+    """t ratio range (min, max) at the first editing step; the eta-selection steps always use it (released code),
+    also with --pipeline.annealing.enabled False."""
     end: TRange = (0.02, 0.40)
     """t ratio range (min, max) reached at end-fraction of the editing steps, and kept after; the viewer's "t ratio end" sliders change it while editing."""
     end_fraction: float = 0.8
@@ -93,9 +94,9 @@ class TimestepAnnealingConfig:
     """False: no annealing; t is drawn from --pipeline.guidance.t-ratio-range at every step (real-scenes protocol)."""
 
     def check(self) -> None:
+        check_ratio_range("--pipeline.annealing.start", self.start)  # the eta-selection steps' range, always
         if not self.enabled:
             return
-        check_ratio_range("--pipeline.annealing.start", self.start)
         check_ratio_range("--pipeline.annealing.end", self.end)
         if not 0.0 < self.end_fraction <= 1.0:
             raise InputError(f"--pipeline.annealing.end-fraction {self.end_fraction}: need a number in (0, 1]")
@@ -107,13 +108,14 @@ class TimestepAnnealingConfig:
         return (self.start[0] + w * (end[0] - self.start[0]), self.start[1] + w * (end[1] - self.start[1]))
 
     def at(self, plan: PhasePlan, step: int, end: Optional[TRange] = None) -> Optional[TRange]:
-        """The range at training ``step``: ``start`` while eta is selected, annealed over the edit phase
-        and, with ``restart_at_revise``, again over the revise phase; None when annealing is off."""
-        if not self.enabled:
-            return None
+        """The range at training ``step``: ``start`` while eta is selected (annealing on or off: Alg. 2's losses are
+        taken at a fixed t), annealed over the edit phase and, with ``restart_at_revise``, again over the revise
+        phase; None (the guidance's own range) in the edit and revise phases when annealing is off."""
         phase = plan.phase(step)
         if phase is Phase.ETA_SELECTION:
             return self.start
+        if not self.enabled:
+            return None
         if phase is Phase.REVISE and not self.restart_at_revise:
             return end or self.end
         return self.t_ratio_range(plan.step_in_phase(step), plan.num_steps(phase), end)

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from typing import Optional
 
 from pds_nerfstudio.trainer_config import EditTrainerConfig
+from pds_nerfstudio.typed_flags import TypedFlags
 from pnr_nerfstudio.pipeline import PnRPipelineConfig
 
 
@@ -18,11 +19,9 @@ class PnRTrainerConfig(EditTrainerConfig):
     max_num_iterations: Optional[int] = None  # type: ignore[assignment]
     """The edit's total number of steps; default: all phases (eta selection + edit + revise). A resumed run ends there too."""
 
-    def resolve_source(self) -> None:
-        from nerfstudio.configs.method_configs import all_methods
-
-        self.pipeline = self.pipeline.with_protocol(all_methods[self.method_name].pipeline)
-        super().resolve_source()
+    def resolve_source(self, typed: TypedFlags = TypedFlags()) -> None:
+        self.pipeline = self.pipeline.with_protocol(typed.under("pipeline"))
+        super().resolve_source(typed)
         if self.max_num_iterations is None:
             self.max_num_iterations = self.pipeline.phases.total_steps
             self.check_steps_left()

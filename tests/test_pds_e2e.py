@@ -14,6 +14,7 @@ import yaml
 from pds_nerfstudio.checkpoints import load_checkpoint
 from pds_nerfstudio.source_run import newest_checkpoint
 from tests.harness import check_run_opens_without_diffusion_model, file_digests, run_tiny_edit
+from pds_nerfstudio.typed_flags import TypedFlags
 
 pytestmark = pytest.mark.e2e
 
@@ -137,7 +138,7 @@ def test_a_resume_skips_a_checkpoint_cut_short(pds_run, tiny_sd, tmp_path):
     config = copy.deepcopy(all_methods["pds"])
     config.load_dir, config.machine.device_type, config.max_num_iterations = run_copy, "cpu", PDS_STEPS + 10
     config.pipeline.guidance.model_id = str(tiny_sd)  # the run's own copy is deleted by the export test
-    config.resolve_source()
+    config.resolve_source(TypedFlags.from_argv(["--max-num-iterations", "--pipeline.guidance.model-id"]))
     assert config.load_step == PDS_STEPS - 1 and config.completed_steps() == PDS_STEPS
 
 

@@ -9,6 +9,7 @@ from pds_nerfstudio.distillation import surrogate_loss
 from pds_nerfstudio.errors import InputError
 from pds_nerfstudio.guidance import GuidanceConfig
 from pds_nerfstudio.representations import Nerfacto
+from pds_nerfstudio.typed_flags import TypedFlags
 from pnr_nerfstudio.ipg import IdentityPreservingLoss, IPGConfig
 from pnr_nerfstudio.perturbation import (
     PerturbationConfig,
@@ -252,7 +253,6 @@ def test_ipg_distances_of_different_images_are_positive_and_reach_the_render():
         (PnRPipelineConfig(annealing=TimestepAnnealingConfig(end_fraction=0.0)), "--pipeline.annealing.end-fraction"),
         (PnRPipelineConfig(ipg=IPGConfig(decay_fraction=1.5)), "--pipeline.ipg.decay-fraction"),
         (PnRPipelineConfig(ipg=IPGConfig(l1_loss_mult=-1.0)), "--pipeline.ipg.l1-loss-mult"),
-        (PnRPipelineConfig(guidance=GuidanceConfig(t_ratio_range=(0.1, 0.5))), "--pipeline.annealing.start"),
     ],
 )
 def test_bad_pnr_flags_are_one_line_errors(config, flag):
@@ -270,23 +270,30 @@ def test_a_given_eta_needs_no_loss_window():
 # ---------------------------------------------------------------------------------------------
 
 
-def test_the_real_scenes_protocol_sets_the_papers_values_and_flags_beside_it_win():
-    default = PnRPipelineConfig()
-    real = PnRPipelineConfig(protocol="real-scenes").with_protocol(default)
+def test_the_real_scenes_protocol_sets_the_papers_values_and_flags_typed_beside_it_win():
+    real = PnRPipelineConfig(protocol="real-scenes").with_protocol(TypedFlags.from_argv(["--protocol", "real-scenes"]))
     assert real.perturbation.eta == 0.6 and real.phases == PhasePlan(0, 15000, 0)  # no selection, no revise
     assert not real.annealing.enabled and real.guidance.t_ratio_range == (0.02, 0.98)  # PDS's range, not annealed
+    assert real.learning_rate_schedule == "scheduled" and real.coarse_resolution == 0
     flagged = PnRPipelineConfig(protocol="real-scenes", edit_steps=700, perturbation=PerturbationConfig(eta=0.3))
-    flagged = flagged.with_protocol(default)
+    flagged = flagged.with_protocol(TypedFlags.from_argv(["--edit-steps", "700", "--perturbation.eta", "0.3"]))
     assert flagged.edit_steps == 700 and flagged.perturbation.eta == 0.3 and flagged.revise_steps == 0
-    assert PnRPipelineConfig().with_protocol(default) == default  # objects: the released code's defaults
+    # flags typed with the objects protocol's default values win too
+    typed = TypedFlags.from_argv(["--protocol", "real-scenes", "--revise-steps", "1000", "--perturbation.eta", "auto"])
+    kept = PnRPipelineConfig(protocol="real-scenes").with_protocol(typed)
+    assert kept.revise_steps == 1000 and kept.perturbation.eta == "auto" and kept.phases == PhasePlan(50, 15000, 1000)
+    assert PnRPipelineConfig().with_protocol(TypedFlags()) == PnRPipelineConfig()  # objects: the released code's defaults
 
 
 def test_without_annealing_the_guidance_range_is_allowed_and_used():
     annealing = TimestepAnnealingConfig(enabled=False)
     assert annealing.at(PhasePlan(0, 10, 0), 3) is None  # the guidance's own range, as in pds
-    guidance = GuidanceConfig(t_ratio_range=(0.1, 0.5))
+    assert annealing.at(PhasePlan(5, 10, 0), 3) == (0.75, 0.75)  # eta selection: always at its fixed t
+    guidance = GuidanceConfig(t_ratio_range=(0.02, 0.98))  # typed, at its default value
+    typed = TypedFlags.from_argv(["--guidance.t-ratio-range", "0.02", "0.98"])
     with pytest.raises(InputError, match="pnr anneals t"):
-        PnRPipelineConfig(guidance=guidance).check("cpu")
+        PnRPipelineConfig(guidance=guidance).check_flags(typed)
+    PnRPipelineConfig(annealing=annealing, guidance=guidance).check_flags(typed)
     with pytest.raises(InputError, match="target prompt is empty"):  # past pnr's own checks, to the shared ones
         PnRPipelineConfig(annealing=annealing, guidance=guidance, revise_steps=0).check("cpu")
 

@@ -10,7 +10,8 @@ import yaml
 
 from pds_nerfstudio.errors import InputError
 from pds_nerfstudio.pipeline import PDSPipelineConfig
-from pds_nerfstudio.source_run import merge_user_overrides, read_run, resolve_load_dir
+from pds_nerfstudio.source_run import read_run, resolve_load_dir
+from pds_nerfstudio.typed_flags import TypedFlags, merge_typed
 
 ACCEPTS = PDSPipelineConfig().accepts_source
 DESCRIPTION = PDSPipelineConfig.source_description
@@ -95,8 +96,19 @@ class _Outer:
     c: float = 0.5
 
 
-def test_user_flags_win_over_the_base_config():
-    default, base = _Outer(), _Outer(inner=_Inner(a=7, b="base"), c=2.0)
-    user = _Outer(inner=_Inner(a=1, b="user"))  # the user changed inner.b only
-    merged = merge_user_overrides(default, user, base)
-    assert merged == _Outer(inner=_Inner(a=7, b="user"), c=2.0)
+def test_typed_flags_win_over_the_base_config_even_at_their_default_value():
+    base = _Outer(inner=_Inner(a=7, b="base"), c=2.0)
+    user = _Outer(inner=_Inner(a=1, b="user"))  # typed: --inner.a 1 (the default) and --inner.b user
+    typed = TypedFlags.from_argv(["--inner.a", "1", "--inner.b=user"])
+    assert merge_typed(user, base, typed) == _Outer(inner=_Inner(a=1, b="user"), c=2.0)
+    assert merge_typed(user, base, TypedFlags()) == base  # nothing typed: the base config
+    assert merge_typed(user, base, TypedFlags.from_argv(["--c", "0.5"])) == _Outer(inner=_Inner(a=7, b="base"), c=0.5)
+
+
+def test_typed_flags_are_read_with_tyros_names_and_nerfstudios_aliases():
+    typed = TypedFlags.from_argv(["pds", "--load-dir", "outputs/bear", "--pipeline.splat-model.cull-alpha-thresh", "0.1",
+                                  "--data", "d", "--prompt", "x", "--optimizers.means.optimizer.lr=1e-3", "--max-num-iterations", "-5"])
+    assert typed.paths == {"load_dir", "pipeline.splat_model.cull_alpha_thresh", "pipeline.datamanager.data",
+                           "pipeline.model.prompt", "optimizers.means.optimizer.lr", "max_num_iterations"}
+    assert typed.under("pipeline").any_under("splat_model") and not typed.under("pipeline").any_under("model.near_plane")
+    assert typed.under("optimizers").under("means").typed_under("optimizer") == ["--optimizers.means.optimizer.lr"]

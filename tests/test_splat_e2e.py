@@ -22,6 +22,7 @@ from pds_nerfstudio.checkpoints import load_checkpoint
 from pds_nerfstudio.model import EditSplatfactoModelConfig
 from pds_nerfstudio.source_run import newest_checkpoint
 from tests.harness import (
+from pds_nerfstudio.typed_flags import TypedFlags
     TINY_SPLATFACTO_STEPS,
     check_run_opens_without_diffusion_model,
     file_digests,
@@ -185,5 +186,5 @@ def test_refinement_of_a_splat_edit_defaults_to_the_official_30000_steps(splat_p
     assert config.max_num_iterations == 15000  # nerfacto's official refinement
     config.load_dir, config.machine.device_type = splat_pds_run, "cpu"
     config.pipeline.guidance.model_id = str(tiny_sd)
-    config.resolve_source()
+    config.resolve_source(TypedFlags.from_argv(["--pipeline.guidance.model-id"]))
     assert config.max_num_iterations == 30000

@@ -16,26 +16,33 @@ from pds_nerfstudio.errors import InputError
 from pds_nerfstudio.model import CullingStrategy, EditSplatfactoModelConfig
 from pds_nerfstudio.pipeline import PDSPipelineConfig
 from pds_nerfstudio.representations import Splatfacto, rebind_optimizers, representation_of, slerp
+from pds_nerfstudio.typed_flags import TypedFlags
 
 SPLAT = Splatfacto()
 
 
-def test_the_edit_takes_the_sources_settings_except_its_own_and_user_flags_win():
-    source = SplatfactoModelConfig(num_downscales=2, sh_degree=2, cull_alpha_thresh=0.05, background_color="white")
-    default = PDSPipelineConfig()
-    model = SPLAT.edit_model_config(PDSPipelineConfig(), default, source)
+def test_the_edit_takes_the_sources_settings_except_its_own_and_typed_flags_win():
+    source = SplatfactoModelConfig(num_downscales=2, sh_degree=2, cull_alpha_thresh=0.005, background_color="white")
+    model = SPLAT.edit_model_config(PDSPipelineConfig(), TypedFlags(), source)
     assert isinstance(model, EditSplatfactoModelConfig) and isinstance(representation_of(model), Splatfacto)
-    assert (model.sh_degree, model.cull_alpha_thresh, model.background_color) == (2, 0.05, "white")  # the source's
+    assert (model.sh_degree, model.background_color) == (2, "white")  # the source's
     assert model.num_downscales == 0 and model.densification == "cull" and model.full_sh_degree  # the edit's
+    assert (model.cull_alpha_thresh, model.cull_scale_thresh) == (0.1, 0.5)  # the release culls at 0.1 whatever the source
 
     user = PDSPipelineConfig(splat_model=EditSplatfactoModelConfig(num_downscales=1, sh_degree=1, densification="splatfacto"))
-    model = SPLAT.edit_model_config(user, default, source)
+    typed = TypedFlags.from_argv(["--splat-model.num-downscales", "1", "--splat-model.sh-degree", "1", "--splat-model.densification", "splatfacto"])
+    model = SPLAT.edit_model_config(user, typed, source)
     assert (model.num_downscales, model.sh_degree, model.densification) == (1, 1, "splatfacto")
 
-    nerfacto_flag = PDSPipelineConfig()
-    nerfacto_flag.model.hidden_dim = 8
-    with pytest.raises(InputError, match="use --pipeline.splat-model"):
-        SPLAT.edit_model_config(nerfacto_flag, default, source)
+    # a flag typed at its default value wins over the source's (splatfacto-big culls at 0.005): 0.1 is kept, and
+    # sh-degree 3 (the default) replaces the source's 2
+    typed = TypedFlags.from_argv(["--splat-model.cull-alpha-thresh", "0.1", "--splat-model.sh-degree", "3"])
+    big = SplatfactoModelConfig(cull_alpha_thresh=0.005, sh_degree=2)
+    model = SPLAT.edit_model_config(PDSPipelineConfig(), typed, big)
+    assert (model.cull_alpha_thresh, model.sh_degree) == (0.1, 3)
+
+    with pytest.raises(InputError, match="--pipeline.model.hidden-dim sets nerfacto settings.*use --pipeline.splat-model"):
+        SPLAT.edit_model_config(PDSPipelineConfig(), TypedFlags.from_argv(["--pipeline.model.hidden-dim", "64"]).under("pipeline"), source)
 
 
 def test_the_official_optimizers():
@@ -156,11 +163,14 @@ def test_a_resumed_splat_edit_keeps_its_settings_and_takes_the_flags_given_now()
 
     started = PDSPipelineConfig(model=EditSplatfactoModelConfig(cull_alpha_thresh=0.0, sh_degree=2))  # type: ignore[arg-type]
     run = Run(config_path=Path("config.yml"), config=TrainerConfig(method_name="pds", pipeline=started), checkpoint=None)
-    merged = PDSPipelineConfig().resumed_from(run, PDSPipelineConfig())
+    merged = PDSPipelineConfig().resumed_from(run, TypedFlags())
     assert isinstance(merged.model, EditSplatfactoModelConfig) and (merged.model.cull_alpha_thresh, merged.model.sh_degree) == (0.0, 2)
     now = PDSPipelineConfig(splat_model=EditSplatfactoModelConfig(sh_degree=1))
-    merged = now.resumed_from(run, PDSPipelineConfig())
+    merged = now.resumed_from(run, TypedFlags.from_argv(["--splat-model.sh-degree", "1"]))
     assert (merged.model.cull_alpha_thresh, merged.model.sh_degree) == (0.0, 1)
+    # typed at the default value: the resumed run's 0.0 and 2 give way
+    merged = PDSPipelineConfig().resumed_from(run, TypedFlags.from_argv(["--splat-model.cull-alpha-thresh=0.1", "--splat-model.sh-degree", "3"]))
+    assert (merged.model.cull_alpha_thresh, merged.model.sh_degree) == (0.1, 3)
 
 
 def test_with_full_sh_degree_the_render_and_its_target_are_downscaled_alike():

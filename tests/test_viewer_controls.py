@@ -17,7 +17,7 @@ def saved_after_a_viewer_change():
 
 
 def resumed(saved, **flags):
-    controls = EditControls(**{**CONFIG, **flags})
+    controls = EditControls(**{**CONFIG, **flags}, typed_now=tuple(flags))
     controls.set_extra_state(saved)
     return controls.values()
 
@@ -35,6 +35,11 @@ def test_a_flag_given_on_resume_wins_over_the_viewer_and_the_run():
     assert values == {"tgt_prompt": "a photo of a grizzly bear", "guidance_scale": 7.5, "ratio_range": (0.1, 0.9)}
     values = resumed(saved_after_a_viewer_change(), tgt_prompt="a photo of a panda")
     assert values["tgt_prompt"] == "a photo of a panda" and values["guidance_scale"] == 30.0
+
+
+def test_a_flag_typed_on_resume_at_the_runs_value_wins_over_the_viewer():
+    """The run was configured with guidance 100 and the viewer set 30: typing --guidance-scale 100 now means 100."""
+    assert resumed(saved_after_a_viewer_change(), guidance_scale=100.0)["guidance_scale"] == 100.0
 
 
 def test_without_a_viewer_change_the_config_holds():
