@@ -5,12 +5,14 @@ from __future__ import annotations
 import itertools
 import random
 from dataclasses import dataclass, field
-from typing import Callable, Dict, Tuple, Type
+from typing import Callable, Dict, List, Literal, Optional, Tuple, Type
 
 import torch
 import torch.nn.functional as F
+import tyro
 from nerfstudio.cameras.cameras import Cameras
 from nerfstudio.data.datamanagers.base_datamanager import VanillaDataManager, VanillaDataManagerConfig
+from nerfstudio.data.datamanagers.full_images_datamanager import FullImageDatamanager
 from torch import Tensor
 
 
@@ -21,6 +23,12 @@ class EditDataManagerConfig(VanillaDataManagerConfig):
     _target: Type = field(default_factory=lambda: EditDataManager)
     change_view_every: int = 10
     """Number of steps a training view is edited before another one is drawn (official: 10)."""
+    images: tyro.conf.Suppress[Literal["as-captured", "undistorted"]] = "as-captured"
+    """as-captured: the photos and intrinsics as the dataparser gives them (nerfacto's rays model the lens distortion);
+    undistorted: as nerfstudio's full-image datamanager serves them to splatfacto, which trained on them (images
+    undistorted by OpenCV, fx, fy, cx, cy, width and height rewritten). Set from the source run."""
+    cache_images_type: tyro.conf.Suppress[Literal["uint8", "float32"]] = "float32"
+    """With undistorted images: the pixel type they are undistorted in (the source's full-image datamanager's)."""
 
 
 class EditDataManager(VanillaDataManager):
@@ -34,6 +42,8 @@ class EditDataManager(VanillaDataManager):
     config: EditDataManagerConfig
 
     def __init__(self, *args, **kwargs) -> None:
+        self._undistorted: Optional[List[Tensor]] = None  # the source views, undistorted
+        self._undistorted_train: List[Tensor] = []  # their training copies, which a refinement replaces
         super().__init__(*args, **kwargs)
         self._source_latents: Dict[Tuple[int, int, int], Tensor] = {}
 
@@ -43,18 +53,34 @@ class EditDataManager(VanillaDataManager):
         # pixels); a refinement replaces images in it, never in the dataset or on disk.
         self._train_batch = next(self.iter_train_image_dataloader)
         self.iter_train_image_dataloader = itertools.repeat(self._train_batch)
+        if self.config.images == "undistorted":
+            self._undistort_train_views()
+
+    def _undistort_train_views(self) -> None:
+        """The training views exactly as splatfacto trained on them: nerfstudio's full-image datamanager's own
+        undistortion (``FullImageDatamanager._load_images``), which also rewrites the training cameras' intrinsics
+        and sizes. The images are kept in float32 in [0, 1], as splatfacto compares with them."""
+        cached = FullImageDatamanager._load_images(self, "train", cache_images_device="gpu")  # type: ignore[arg-type]
+        self._undistorted = []
+        for data in cached:
+            image = data["image"]
+            image = image.float() / 255.0 if image.dtype == torch.uint8 else image.float()
+            self._undistorted.append(image.to(self.device))
+        self._undistorted_train = [image.clone() for image in self._undistorted]
 
     def _batch_position(self, index: int) -> int:
         (position,) = (self._train_batch["image_idx"] == index).nonzero()[:, 0].tolist()
         return position
 
     def train_image(self, index: int) -> Tensor:
-        """The current training image [H, W, 3] of view ``index`` (what nerfacto's losses compare with)."""
+        """The current training image [H, W, 3] of view ``index`` (what the model's losses compare with)."""
+        if self._undistorted is not None:
+            return self._undistorted_train[index]
         return self._train_batch["image"][self._batch_position(index)]
 
     def replace_train_image(self, index: int, image: Tensor) -> None:
         """Replace the in-memory training image of view ``index`` with ``image`` [H, W, 3] in [0, 1]."""
-        target = self._train_batch["image"][self._batch_position(index)]
+        target = self.train_image(index)
         target.copy_(image.to(target)[..., : target.shape[-1]])
 
     @property
@@ -85,7 +111,10 @@ class EditDataManager(VanillaDataManager):
 
     def source_image(self, index: int, size: Tuple[int, int]) -> Tensor:
         """Source image of view ``index`` as [1, 3, H, W] in [0, 1], bilinearly resized to ``size``."""
-        image = self.train_dataset.get_image_float32(index)
+        if self._undistorted is not None:
+            image = self._undistorted[index]
+        else:
+            image = self.train_dataset.get_image_float32(index)
         if image.shape[-1] == 4:  # composite RGBA captures over white
             image = image[..., :3] * image[..., 3:] + (1 - image[..., 3:])
         image = image.permute(2, 0, 1)[None]

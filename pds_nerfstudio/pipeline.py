@@ -111,8 +111,11 @@ class EditPipelineConfig(VanillaPipelineConfig):
         data = self.datamanager.data or source.datamanager.data or source.datamanager.dataparser.data
         dataparser = copy.deepcopy(source.datamanager.dataparser)
         dataparser.data = data
-        datamanager = dataclasses.replace(self.datamanager, data=data, dataparser=dataparser)
-        model = self.source_representation(source.model).edit_model_config(self, typed, source.model)
+        representation = self.source_representation(source.model)
+        datamanager = dataclasses.replace(
+            self.datamanager, data=data, dataparser=dataparser, **representation.datamanager_settings(source.datamanager)
+        )
+        model = representation.edit_model_config(self, typed, source.model)
         return dataclasses.replace(self, datamanager=datamanager, model=model, source_checkpoint=run.checkpoint)
 
     @staticmethod

@@ -47,6 +47,10 @@ class Representation:
         """The edit's default optimizers, one entry per parameter group of the edit model."""
         raise NotImplementedError
 
+    def datamanager_settings(self, source: Any) -> Dict[str, Any]:
+        """Settings of the edit's datamanager that come from the source run's datamanager config ``source``."""
+        return {}
+
     def render(self, model: Model, camera: Cameras, index: int, mode: RenderMode, chunk_size: int) -> Tensor:
         """Training view ``index`` seen by ``camera``, differentiable: [1, 3, H, W]."""
         raise NotImplementedError
@@ -136,6 +140,11 @@ class Splatfacto(Representation):
             edit = EditSplatfactoModelConfig()
             source = dataclasses.replace(source, **{name: getattr(edit, name) for name in edit.EDIT_SETTINGS})
         return merge_typed(user.splat_model, source, typed.under("splat_model"))
+
+    def datamanager_settings(self, source: Any) -> Dict[str, Any]:
+        """splatfacto trained on undistorted images with rewritten intrinsics (its full-image datamanager): the edit
+        renders those cameras and compares with those images."""
+        return {"images": "undistorted", "cache_images_type": getattr(source, "cache_images_type", "float32")}
 
     def optimizers(self) -> Dict[str, Dict[str, Any]]:
         """Adam (eps 1e-15) per Gaussian attribute, as the official PDS splat edit (pds_config.py: pds_splat)."""

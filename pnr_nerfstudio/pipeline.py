@@ -382,7 +382,7 @@ class PnRPipeline(PDSPipeline):
         phase = plan.phase(step)
         index = self.edit_view(step)
         camera = self.guidance_camera(index)
-        coarse = self.config.coarse_resolution > 0 and step < self.config.coarse_steps
+        coarse = 0 < self.config.coarse_resolution < self.config.render_resolution and step < self.config.coarse_steps
         render_camera = guidance_camera(self.datamanager.train_camera(index), self.config.coarse_resolution) if coarse else camera
         loss_dict: Dict[str, Tensor] = {}
         # Before the guidance render: the proposal networks take their gradient on the first forward of a step.

@@ -348,12 +348,14 @@ def _render(c2w: np.ndarray, focal: float, size: int) -> np.ndarray:
     return np.clip(image, 0.0, 1.0)
 
 
-def make_synthetic_scene(path: Path, num_views: int = 10, size: int = 32) -> Path:
+def make_synthetic_scene(path: Path, num_views: int = 10, size: int = 32, k1: float = 0.0) -> Path:
     """Render a small scene with numpy and write it as a nerfstudio dataset (``transforms.json`` + PNGs).
 
     Two spheres on a checkered ground, seen by ``num_views`` cameras on a ring (radius 3, 30 degrees
     above the ground) looking at the origin; square ``size`` x ``size`` images, pinhole intrinsics
-    (camera model ``OPENCV`` with zero distortion). nerfstudio's ``nerfstudio-data`` parser holds out
+    (camera model ``OPENCV`` with zero distortion; ``k1`` declares a radial distortion coefficient, as
+    ns-process-data writes for real captures: the images stay the pinhole renders, enough to test that the
+    edit serves the images and cameras nerfstudio derives from them). nerfstudio's ``nerfstudio-data`` parser holds out
     ``num_views - ceil(0.9 * num_views)`` views for eval by default, so ``num_views`` must be at least
     10 for both splits to be non-empty (8 views would give an empty eval split).
     """
@@ -385,7 +387,7 @@ def make_synthetic_scene(path: Path, num_views: int = 10, size: int = 32) -> Pat
         "cy": size / 2,
         "w": size,
         "h": size,
-        "k1": 0.0,
+        "k1": k1,
         "k2": 0.0,
         "p1": 0.0,
         "p2": 0.0,
