@@ -23,6 +23,7 @@ import json
 import os
 import random
 import re
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -52,7 +53,9 @@ CHECKPOINT_NAME = "checkpoint.pt"
 LORA_TARGET_MODULES = ["to_k", "to_q", "to_v", "to_out.0"]
 """The UNet's attention projections, where diffusers' DreamBooth LoRA puts its adapters."""
 RESUME_IGNORES = ("max_train_steps", "checkpoint_every", "device", "output_dir")
-"""Settings a resumed run may change."""
+"""Settings a resumed run may change (the precision the device gives may not: it is a setting of its own)."""
+CLASS_IMAGE_SETTINGS = ("model_id", "class_prompt", "class_image_steps", "seed", "precision")
+"""Settings the class images depend on."""
 
 
 @dataclass
@@ -127,7 +130,12 @@ class DreamBooth:
         values["model_id"] = model_reference(self.model_id)
         values["learning_rate"] = self.lr
         values["output_dir"] = str(self.output_dir)
+        values["precision"] = "fp16" if self.uses_fp16(self.resolved_device) else "fp32"
         return values
+
+    @property
+    def resolved_device(self) -> torch.device:
+        return torch.device(self.device or ("cuda" if torch.cuda.is_available() else "cpu"))
 
     def check(self) -> Tuple[List[Path], Path, torch.device]:
         """Check every input; returns the instance images, the output folder and the device. Raises InputError."""
@@ -143,16 +151,33 @@ class DreamBooth:
                 raise InputError(f"--{name.replace('_', '-')} {getattr(self, name)}: need a positive number")
         if self.num_class_images <= 0 and self.prior_preservation:
             raise InputError(f"--num-class-images {self.num_class_images}: need a positive number with prior preservation")
-        if self.lr <= 0:
-            raise InputError(f"--learning-rate {self.lr}: need a positive number")
-        device = torch.device(self.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        for flag, value, valid, need in (
+            ("--learning-rate", self.lr, self.lr > 0, "a positive number"),
+            ("--adam-beta1", self.adam_beta1, 0 <= self.adam_beta1 < 1, "a number in [0, 1) (official: 0.9)"),
+            ("--adam-beta2", self.adam_beta2, 0 <= self.adam_beta2 < 1, "a number in [0, 1) (official: 0.999)"),
+            ("--adam-epsilon", self.adam_epsilon, self.adam_epsilon > 0, "a positive number (official: 1e-8)"),
+            ("--adam-weight-decay", self.adam_weight_decay, self.adam_weight_decay >= 0, "0 or more (official: 1e-2)"),
+            ("--max-grad-norm", self.max_grad_norm, self.max_grad_norm > 0, "a positive number, or inf for no clipping (official: 1.0)"),
+            ("--prior-loss-weight", self.prior_loss_weight, self.prior_loss_weight >= 0, "0 (no prior preservation) or more (official: 1.0)"),
+        ):  # fmt: skip
+            if not valid:
+                raise InputError(f"{flag} {value}: need {need}")
+        device = self.resolved_device
         check_device(str(device), "--device")
         if self.mixed_precision == "fp16" and device.type != "cuda":
             raise InputError(f"--mixed-precision fp16 needs a CUDA device (--device {device}); use auto or no")
-        check_model_available(self.model_id)
+        check_model_available(self.model_id, flag="--model-id")
         if (Path(self.model_id).expanduser() / DREAMBOOTH_INFO).is_file():
             raise InputError(f"--model-id {self.model_id} is itself a DreamBooth output; pass the base Stable Diffusion model")
+        multiple = latent_multiple(self.model_id)
+        if multiple is not None and self.resolution % multiple:
+            raise InputError(
+                f"--resolution {self.resolution}: need a multiple of {multiple} for {self.model_id} (its VAE's and UNet's "
+                f"downsampling), e.g. {max(multiple, self.resolution // multiple * multiple)}"
+            )
         images, experiment_dir = self.instance_images()
+        for path in images:
+            check_image(path)
         if not identifier_words(self.instance_prompt, self.class_prompt):
             CONSOLE.log(
                 f"[yellow]Warning: the instance prompt {self.instance_prompt!r} has no word that the class prompt lacks: "
@@ -167,8 +192,10 @@ class DreamBooth:
         if not self.source.exists():
             raise InputError(f"{self.source} does not exist; pass a source run (e.g. outputs/bear) or a folder of images")
         images = sorted(p for p in self.source.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES) if self.source.is_dir() else []
-        if images:
-            return images, Path("outputs") / self.source.name
+        if images:  # data/bear/images (nerfstudio's layout) is the scene "bear"
+            folder = self.source.resolve()
+            scene = folder.parent.name if folder.name == "images" and folder.parent.name else folder.name
+            return images, Path("outputs") / scene
         if not find_runs(self.source):
             raise InputError(f"{self.source} holds no images ({', '.join(IMAGE_SUFFIXES)}) and no nerfstudio run")
         run = find_run(self.source, is_source_run, "a source run (ns-train nerfacto or splatfacto) or a folder of images")
@@ -190,6 +217,8 @@ class DreamBooth:
         if not info.is_file():
             raise InputError(f"--output-dir {output_dir} exists and holds something else; choose a new folder")
         saved = json.loads(info.read_text())
+        if not saved.get("finished") and not (output_dir / CHECKPOINT_NAME).is_file():
+            return  # a start that stopped before its first checkpoint: this run takes the folder (see main)
         differs = [
             name
             for name, value in self.settings().items()
@@ -212,8 +241,9 @@ class DreamBooth:
         image_paths, output_dir, device = self.check()
         self.output_dir = output_dir
         output_dir.mkdir(parents=True, exist_ok=True)
+        self.drop_stale_class_images(output_dir)
         write_info(output_dir, self.settings(), finished=False)
-        pipe = load_stable_diffusion(self.model_id, torch.float32)
+        pipe = load_stable_diffusion(self.model_id, torch.float32, flag="--model-id")
         pipe.set_progress_bar_config(disable=True)
         pipe.to(device)
         autocast = self.autocast(device)
@@ -222,7 +252,7 @@ class DreamBooth:
             with autocast:
                 class_paths = ensure_class_images(
                     pipe, self.class_prompt, self.num_class_images, output_dir / CLASS_IMAGES_DIR,
-                    self.resolution, self.class_image_steps, self.seed,
+                    self.class_image_steps, self.seed,
                 )  # fmt: skip
         trainer = DreamBoothTrainer(self, pipe, device)
         trainer.train(image_paths, class_paths, output_dir)
@@ -231,6 +261,19 @@ class DreamBooth:
         (output_dir / CHECKPOINT_NAME).unlink(missing_ok=True)
         self.summary(output_dir)
         return output_dir
+
+    def drop_stale_class_images(self, output_dir: Path) -> None:
+        """A start that stopped before its first checkpoint may have generated class images with other settings
+        (base model, class prompt, seed, steps): those are removed; matching ones are reused."""
+        info = output_dir / DREAMBOOTH_INFO
+        folder = output_dir / CLASS_IMAGES_DIR
+        if not info.is_file() or not folder.is_dir():
+            return
+        saved = json.loads(info.read_text())["settings"]
+        now = self.settings()
+        if any(saved.get(name) != now[name] for name in CLASS_IMAGE_SETTINGS):
+            shutil.rmtree(folder)
+            CONSOLE.log(f"Removed the class images of an earlier start with other settings from {folder}")
 
     def uses_fp16(self, device: torch.device) -> bool:
         return self.mixed_precision == "fp16" or (self.mixed_precision == "auto" and device.type == "cuda")
@@ -243,8 +286,9 @@ class DreamBooth:
         identifier = " ".join(identifier_words(self.instance_prompt, self.class_prompt)) or "sks"
         CONSOLE.rule("DreamBooth finished")
         CONSOLE.print(f"The fine-tuned {what} is in {output_dir}. Edit the scene with it:", soft_wrap=True)
+        load_dir = self.source if find_runs(self.source) else "<the run reconstructed from these images, e.g. outputs/bear>"
         CONSOLE.print(
-            f'ns-train pds --load-dir {self.source} --pipeline.guidance.model-id {output_dir} '
+            f'ns-train pds --load-dir {load_dir} --pipeline.guidance.model-id {output_dir} '
             f'--pipeline.src-prompt "{self.instance_prompt}" --pipeline.tgt-prompt "<the instance prompt, edited: keep {identifier}>"',
             soft_wrap=True, highlight=False, markup=False,
         )  # fmt: skip
@@ -265,6 +309,7 @@ class DreamBoothTrainer:
             from peft import LoraConfig
 
             self.unet.requires_grad_(False)
+            torch.manual_seed(config.seed)  # peft draws the adapters' initial weights from the global generator
             self.unet.add_adapter(
                 LoraConfig(
                     r=config.lora_rank,
@@ -293,9 +338,11 @@ class DreamBoothTrainer:
         return embedding
 
     @torch.no_grad()
-    def latents(self, images: Tensor) -> Tensor:
+    def latents(self, images: Tensor, generator: torch.Generator) -> Tensor:
+        """VAE latents of images in [-1, 1], the posterior sampled with ``generator`` (the step's seed)."""
         vae = self.pipe.vae
-        return vae.encode(images.to(self.device, vae.dtype)).latent_dist.sample().float() * vae.config.scaling_factor
+        posterior = vae.encode(images.to(self.device, vae.dtype)).latent_dist
+        return posterior.sample(generator=generator).float() * vae.config.scaling_factor
 
     def train(self, instance_paths: List[Path], class_paths: List[Path], output_dir: Path) -> None:
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
@@ -332,7 +379,7 @@ class DreamBoothTrainer:
     def training_step(self, images: Tensor, embeddings: Tensor, generator: torch.Generator) -> float:
         """One optimizer step on [instance, class] images in [-1, 1]; returns the loss."""
         config = self.config
-        latents = self.latents(images)
+        latents = self.latents(images, generator)
         noise = torch.randn(latents.shape, generator=generator).to(latents)
         num_train = self.noise_scheduler.config.num_train_timesteps
         timesteps = torch.randint(0, num_train, (latents.shape[0],), generator=generator).to(self.device)
@@ -378,7 +425,8 @@ class DreamBoothTrainer:
         else:
             self.unet.load_state_dict(state["trainable"])
         self.optimizer.load_state_dict(state["optimizer"])
-        self.scaler.load_state_dict(state["scaler"])
+        if state["scaler"]:  # float16 runs only (a float32 run's scaler is disabled and saves nothing)
+            self.scaler.load_state_dict(state["scaler"])
         self.step = int(state["step"])
         CONSOLE.log(f"Resuming DreamBooth at step {self.step} from {path}")
 
@@ -410,8 +458,10 @@ def denoising_losses(unet, scheduler, latents: Tensor, noise: Tensor, timesteps:
 
 
 @torch.no_grad()
-def ensure_class_images(pipe, prompt: str, count: int, folder: Path, resolution: int, steps: int, seed: int) -> List[Path]:
-    """``count`` images of ``prompt`` from the base model in ``folder``: those already there are kept, the rest generated."""
+def ensure_class_images(pipe, prompt: str, count: int, folder: Path, steps: int, seed: int) -> List[Path]:
+    """``count`` images of ``prompt`` from the base model in ``folder``, at the model's own size (512 px for SD 1.5;
+    training resizes them as it does the instance images, as the official script does): those already there are
+    kept, the rest generated."""
     folder.mkdir(parents=True, exist_ok=True)
     paths = [folder / f"{index:04d}.png" for index in range(count)]
     missing = [path for path in paths if not path.is_file()]
@@ -421,28 +471,49 @@ def ensure_class_images(pipe, prompt: str, count: int, folder: Path, resolution:
         CONSOLE.log(f"Using the {count} class images in {folder}")
     for path in missing:
         generator = torch.Generator().manual_seed(seed * 100003 + int(path.stem))
-        image = pipe(prompt, height=resolution, width=resolution, num_inference_steps=steps, generator=generator).images[0]
+        image = pipe(prompt, num_inference_steps=steps, generator=generator).images[0]
         partial = path.with_suffix(".partial.png")
         image.save(partial)
         os.replace(partial, path)
     return paths
 
 
-def load_image(path: Path) -> Tensor:
-    """An image file as [3, H, W] in [-1, 1] (RGBA composited over white)."""
+def check_image(path: Path) -> None:
+    """Raise InputError unless ``path`` is an image file that can be read (cheap: PIL checks the file, no decoding)."""
     from PIL import Image
 
-    image = Image.open(path)
+    if not Path(path).is_file():
+        raise InputError(f"the image {path} is missing; restore it, or pass a folder of the images to use")
+    try:
+        with Image.open(path) as image:
+            image.verify()
+    except Exception as error:  # PIL raises several kinds for truncated, empty or foreign files
+        raise InputError(f"the image {path} cannot be read ({type(error).__name__}); replace or remove it") from None
+
+
+def load_image(path: Path) -> Tensor:
+    """An image file as [3, H, W] uint8, turned as its EXIF orientation says, RGBA composited over white."""
+    from PIL import Image, ImageOps
+
+    image = ImageOps.exif_transpose(Image.open(path))
     if image.mode in ("RGBA", "LA", "P"):
         image = image.convert("RGBA")
         background = Image.new("RGBA", image.size, (255, 255, 255, 255))
         image = Image.alpha_composite(background, image)
     array = torch.frombuffer(bytearray(image.convert("RGB").tobytes()), dtype=torch.uint8)
-    return array.view(image.height, image.width, 3).permute(2, 0, 1).float() / 127.5 - 1
+    return array.view(image.height, image.width, 3).permute(2, 0, 1).clone()
+
+
+def to_unit_range(image: Tensor) -> Tensor:
+    """uint8 [..., 3, H, W] to float32 in [-1, 1], the VAE's input range."""
+    return image.float() / 127.5 - 1
 
 
 def crop(image: Tensor, resolution: int, rng: random.Random) -> Tensor:
-    """Resize so the short side is ``resolution`` (bilinear, antialiased), then a random square crop of that size."""
+    """Resize so the short side is ``resolution`` (bilinear, antialiased), then a random square crop of that size;
+    a uint8 image becomes float32 in [-1, 1]."""
+    if image.dtype == torch.uint8:
+        image = to_unit_range(image)
     height, width = image.shape[-2:]
     scale = resolution / min(height, width)
     size = (max(resolution, round(height * scale)), max(resolution, round(width * scale)))
@@ -455,6 +526,18 @@ def identifier_words(instance_prompt: str, class_prompt: str) -> List[str]:
     """Words of the instance prompt that the class prompt lacks: DreamBooth's identifier (e.g. 'sks')."""
     class_words = set(re.findall(r"\w+", class_prompt.lower()))
     return [word for word in re.findall(r"\w+", instance_prompt.lower()) if word not in class_words]
+
+
+def latent_multiple(model_id: str) -> Optional[int]:
+    """What the image size must be a multiple of for a local Stable Diffusion folder: the VAE's downsampling times
+    the UNet's (64 for SD 1.x/2.x), read from their configs; None when the configs are not local files."""
+    folder = Path(model_id).expanduser()
+    try:
+        vae = json.loads((folder / "vae" / "config.json").read_text())
+        unet = json.loads((folder / "unet" / "config.json").read_text())
+    except (OSError, ValueError):
+        return None
+    return 2 ** (len(vae["block_out_channels"]) - 1) * 2 ** (len(unet["down_block_types"]) - 1)
 
 
 def default_name(config: DreamBooth) -> str:

@@ -156,23 +156,60 @@ def lora_base_model(model_id: str) -> Optional[str]:
     return saved["base_model"] if saved.get("mode") == "lora" else None
 
 
-def check_model_available(model_id: str) -> None:
-    """Raise InputError unless the Stable Diffusion pipeline ``model_id`` can be loaded (see above); a local
-    folder's weight files must be whole, and a LoRA adapter's base model must be available too."""
+def check_model_available(model_id: str, flag: str = MODEL_FLAG) -> None:
+    """Raise InputError unless the Stable Diffusion pipeline ``model_id`` (given with ``flag``) can be loaded (see
+    above); a local folder's weight files must be whole, a LoRA adapter's base model must be available too, and the
+    pipeline must be one this package reads right (:func:`check_supported_pipeline`)."""
     base = lora_base_model(model_id)
     if base is not None:
         folder = Path(model_id).expanduser()
         if not (folder / LORA_WEIGHTS_NAME).is_file():
-            raise InputError(f"{MODEL_FLAG} {model_id}: no {LORA_WEIGHTS_NAME} there; has pds-dreambooth finished?")
-        check_weight_files(folder, MODEL_FLAG)
-        check_model_available(base)
+            raise InputError(f"{flag} {model_id}: no {LORA_WEIGHTS_NAME} there; has pds-dreambooth finished?")
+        check_weight_files(folder, flag)
+        check_model_available(base, flag)
         return
-    check_pretrained_available(model_id, "Stable Diffusion", "model_index.json", MODEL_FLAG, "diffusers")
+    check_pretrained_available(model_id, "Stable Diffusion", "model_index.json", flag, "diffusers")
     if Path(model_id).expanduser().is_dir():
-        check_weight_files(Path(model_id).expanduser(), MODEL_FLAG)
+        check_weight_files(Path(model_id).expanduser(), flag)
+    check_supported_pipeline(model_id, flag)
 
 
-def load_stable_diffusion(model_id: str, dtype: torch.dtype):
+SUPPORTED_PIPELINES = ("StableDiffusionPipeline",)
+"""diffusers pipelines of Stable Diffusion 1.x and 2.x: one CLIP text encoder, a UNet on 4-channel latents, a DDPM schedule."""
+SUPPORTED_PREDICTIONS = ("epsilon", "v_prediction")
+"""What the UNet may predict: the noise (SD 1.x, SD 2.x-base) or v (SD 2.x 768 px); both are read as the noise."""
+
+
+def _model_file(model_id: str, filename: str) -> Optional[Path]:
+    """A small config file of a local folder or of the Hugging Face cache (None if neither has it)."""
+    path = Path(model_id).expanduser()
+    if path.exists():
+        return path / filename if (path / filename).is_file() else None
+    try:
+        from huggingface_hub import hf_hub_download
+
+        return Path(hf_hub_download(model_id, filename))
+    except Exception:  # offline and not cached: check_pretrained_available said what to do already
+        return None
+
+
+def check_supported_pipeline(model_id: str, flag: str = MODEL_FLAG) -> None:
+    """Raise InputError unless ``model_id`` is a Stable Diffusion 1.x/2.x pipeline whose UNet predicts epsilon or v
+    (read from model_index.json and the scheduler's config; SDXL and SD3 are other pipelines)."""
+    index = _model_file(model_id, "model_index.json")
+    supported = "Stable Diffusion 1.x and 2.x pipelines (StableDiffusionPipeline, epsilon or v-prediction)"
+    if index is not None:
+        name = json.loads(index.read_text()).get("_class_name")
+        if name not in SUPPORTED_PIPELINES:
+            raise InputError(f"{flag} {model_id} is a {name}; edits use {supported}")
+    scheduler = _model_file(model_id, "scheduler/scheduler_config.json")
+    if scheduler is not None:
+        prediction = json.loads(scheduler.read_text()).get("prediction_type", "epsilon")
+        if prediction not in SUPPORTED_PREDICTIONS:
+            raise InputError(f"{flag} {model_id} predicts {prediction!r}; edits use {supported}")
+
+
+def load_stable_diffusion(model_id: str, dtype: torch.dtype, flag: str = MODEL_FLAG):
     """``StableDiffusionPipeline`` of ``model_id`` in ``dtype``, without safety checker; a pds-dreambooth LoRA
     output is its base model with the adapter fused into the UNet. Raises InputError if it does not load."""
     try:
@@ -191,7 +228,7 @@ def load_stable_diffusion(model_id: str, dtype: torch.dtype):
     except (OSError, ValueError, RuntimeError) as error:
         raise InputError(
             f"cannot load Stable Diffusion from '{model_id}' ({str(error).splitlines()[0]}); "
-            f"pass a complete local folder with {MODEL_FLAG} DIR"
+            f"pass a complete local folder with {flag} DIR"
         ) from None
     return pipe
 
@@ -241,6 +278,7 @@ class StableDiffusionGuidance:
         self.device = torch.device(config.device or device)
         self.dtype = model_dtype(config.dtype, self.device)
         self._pipe = None
+        self.prediction_type = "epsilon"  # what the loaded UNet predicts (its scheduler's prediction_type), set on load
         self._text_embeddings: Dict[str, Tensor] = {}
 
     @property
@@ -264,7 +302,11 @@ class StableDiffusionGuidance:
         """
         from diffusers import DDIMScheduler
 
-        pipe.scheduler = DDIMScheduler.from_config(pipe.scheduler.config)
+        self.prediction_type = pipe.scheduler.config.get("prediction_type", "epsilon")
+        if self.prediction_type not in SUPPORTED_PREDICTIONS:
+            raise InputError(f"{self.config.model_id} predicts {self.prediction_type!r}; edits use epsilon or v-prediction models")
+        # predict_noise hands the scheduler the noise whatever the UNet predicts
+        pipe.scheduler = DDIMScheduler.from_config(pipe.scheduler.config, prediction_type="epsilon")
         pipe.scheduler.set_timesteps(self.config.num_inference_steps)
         pipe.set_progress_bar_config(disable=True)
         for module in (pipe.unet, pipe.vae, pipe.text_encoder):
@@ -316,7 +358,9 @@ class StableDiffusionGuidance:
 
     @torch.no_grad()
     def predict_noise(self, x_t: Tensor, t: Tensor, cond: Tensor, guidance_scale: Optional[float] = None) -> Tensor:
-        """Classifier-free guided noise prediction in ONE UNet call; float32 in and out, model dtype inside.
+        """Classifier-free guided noise prediction in ONE UNet call; float32 in and out, model dtype inside. A
+        v-prediction UNet's output is converted to the noise here, the one place every method (pds, sds, dds, SDEdit,
+        pnr's selection loss) reads the UNet.
 
         ``guidance_scale`` overrides the configured scale (the viewer can change it while editing)."""
         scale = self.config.guidance_scale if guidance_scale is None else guidance_scale
@@ -328,7 +372,13 @@ class StableDiffusionGuidance:
         ).sample.float()
         eps_cond, eps_uncond = eps.chunk(2)
         # classifier-free guidance
-        return eps_uncond + scale * (eps_cond - eps_uncond)
+        guided = eps_uncond + scale * (eps_cond - eps_uncond)
+        if self.prediction_type == "v_prediction":
+            # v = sqrt(a_t) eps - sqrt(1 - a_t) x0, so eps = sqrt(a_t) v + sqrt(1 - a_t) x_t (Salimans and Ho 2022;
+            # affine in v with the same x_t for both halves, so it commutes with the guidance above)
+            a_t = self.alphas_cumprod.to(x_t.device)[t.to(x_t.device).long()].view(-1, *[1] * (x_t.dim() - 1))
+            guided = a_t.sqrt() * guided + (1 - a_t).sqrt() * x_t.float()
+        return guided
 
     @torch.no_grad()
     def sdedit(

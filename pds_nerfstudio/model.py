@@ -4,10 +4,12 @@ left it, with the camera poses and per-image appearance frozen."""
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Dict, Iterator, List, Literal, Optional, Type
 
 import torch
+from gsplat.strategy import DefaultStrategy
 from gsplat.strategy.base import Strategy
 from gsplat.strategy.ops import remove
 from nerfstudio.engine.callbacks import TrainingCallback, TrainingCallbackAttributes
@@ -85,6 +87,20 @@ class CullingStrategy(Strategy):
 
 
 @dataclass
+class RestartedDensification(DefaultStrategy):
+    """splatfacto's own densification (gsplat's ``DefaultStrategy``) restarted at the edit's step 0, without the opacity
+    reset of step 0: gsplat resets every opacity to twice ``prune_opa`` whenever ``step % reset_every == 0``, which at
+    a finished scene's first edit step would clamp its opacities (0.98 -> 0.2) before anything is edited."""
+
+    def step_post_backward(self, params, optimizers, state, step: int, info, packed: bool = False):  # type: ignore[override]
+        if step == 0:  # only the screen-space statistics, as at any step without refinement or reset
+            if step < self.refine_stop_iter:
+                self._update_state(params, state, info, packed=packed)
+            return
+        super().step_post_backward(params, optimizers, state, step, info, packed=packed)
+
+
+@dataclass
 class EditSplatfactoModelConfig(SplatfactoModelConfig):
     """splatfacto, built from the source run's model config; only its Gaussians are edited.
 
@@ -95,7 +111,10 @@ class EditSplatfactoModelConfig(SplatfactoModelConfig):
     """Views at full resolution from the first step (official: 0; splatfacto starts at 1/4)."""
     densification: Literal["cull", "splatfacto"] = "cull"
     """cull: no splitting, duplication or opacity reset; culling every --refine-every steps (the official release,
-    whose edit steps continue past the source's stop-split-at). splatfacto: splatfacto's own schedule from step 0."""
+    whose edit steps continue past the source's stop-split-at). splatfacto: splatfacto's own schedule restarted at the
+    edit's step 0: splitting, duplication and culling every --refine-every steps from --warmup-length until
+    --stop-split-at, and every --reset-alpha-every x --refine-every steps (3000) an opacity reset to twice
+    --cull-alpha-thresh; not at step 0, where it would reset the finished source scene."""
     full_sh_degree: bool = True
     """Render with all --sh-degree bands from the first step (the source finished splatfacto's schedule); False: the
     degree restarts at 0 and grows every --sh-degree-interval steps."""
@@ -126,7 +145,9 @@ class EditSplatfactoModel(SplatfactoModel):
             self.bil_grids.requires_grad_(False)
         if self.config.densification == "cull":
             self.strategy = CullingStrategy(self.config.cull_alpha_thresh, self.config.cull_scale_thresh, self.config.refine_every)
-            self.strategy_state = self.strategy.initialize_state(scene_scale=1.0)
+        else:  # splatfacto's own strategy and settings, without the reset at step 0
+            self.strategy = RestartedDensification(**{f.name: getattr(self.strategy, f.name) for f in dataclasses.fields(self.strategy)})
+        self.strategy_state = self.strategy.initialize_state(scene_scale=1.0)
         self.optimizers: Dict[str, torch.optim.Optimizer] = {}  # the trainer's, from the first step on
         self.fixed_background: Optional[Tensor] = None
         self._edit_step: Optional[int] = None

@@ -170,15 +170,20 @@ class Splatfacto(Representation):
     @torch.no_grad()
     def render_image(self, model: Model, camera: Cameras, index: int, chunk_size: int) -> Tensor:
         """Rendered in evaluation mode: over splatfacto's display background (or the step's shared one) instead of a
-        random colour, and without densification bookkeeping; a model in training mode renders the view with its pose
-        as training renders it (the source's pose refinement of view ``index``), as nerfacto does."""
+        random colour, and without densification bookkeeping. A model in training mode renders training view ``index``
+        as its training renders are made (one rule for results, refine's first images and pnr's revise target): with
+        the source's pose refinement and, for a source trained with one, bilateral grid of that view, as nerfacto
+        renders with the view's appearance embedding."""
         camera = self._view_camera(camera, index)
         training = model.training
         if training:
             camera.camera_to_worlds = model.camera_optimizer.apply_to_camera(camera)  # type: ignore[union-attr]
         model.eval()
         try:
-            return model.get_outputs(camera)["rgb"].clamp(0, 1).cpu()
+            rgb = model.get_outputs(camera)["rgb"]
+            if training and model.config.use_bilateral_grid:  # splatfacto applies it to training renders only
+                rgb = model._apply_bilateral_grid(rgb[None], index, *rgb.shape[:2])[0]  # type: ignore[operator]
+            return rgb.clamp(0, 1).cpu()
         finally:
             model.train(training)
 

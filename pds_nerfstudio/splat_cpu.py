@@ -41,13 +41,40 @@ ALPHA_MAX = 0.999
 TRANSMITTANCE_MIN = 1e-4
 
 
+class _AbsGradSink:
+    """Where the backward pass adds one camera's absgrad: rows ``rows`` of ``buffer`` [N, 2]. Not a tensor argument,
+    so that the checkpointed compositing does not see its in-place update as a change of its inputs."""
+
+    def __init__(self, buffer: Tensor, rows: Tensor) -> None:
+        self.buffer, self.rows = buffer, rows
+
+
+class _AbsGrad(torch.autograd.Function):
+    """The identity on the per-pixel offsets [P, N, 2] (mean - pixel centre); its backward also adds the absolute
+    values of each pixel's gradient, summed over the pixels, into the sink: gsplat's absgrad (the densification
+    signal of splatfacto's default ``use_absgrad``), where a plain gradient sums before taking the abs."""
+
+    @staticmethod
+    def forward(ctx, delta: Tensor, sink: _AbsGradSink) -> Tensor:  # type: ignore[override]
+        ctx.sink = sink
+        return delta.view_as(delta)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):  # type: ignore[override]
+        sink = ctx.sink
+        sink.buffer.index_add_(0, sink.rows, grad.abs().sum(0).to(sink.buffer))
+        return grad, None
+
+
 def _composite_pixels(
     pixels: Tensor, tiles: Tensor, means2d: Tensor, conics: Tensor, opacities: Tensor, colors: Tensor,
-    tile_min: Tensor, tile_max: Tensor,
+    tile_min: Tensor, tile_max: Tensor, absgrad: Optional[_AbsGradSink] = None,
 ) -> Tuple[Tensor, Tensor]:
     """Colours [P, D] and alphas [P, 1] of pixel centres ``pixels`` [P, 2] (in tiles ``tiles`` [P, 2]) over the
-    Gaussians, which are sorted front to back."""
+    Gaussians, which are sorted front to back; with ``absgrad``, the backward fills it (see :class:`_AbsGrad`)."""
     delta = means2d[None] - pixels[:, None]  # [P, N, 2], as gsplat: mean - pixel centre
+    if absgrad is not None:
+        delta = _AbsGrad.apply(delta, absgrad)
     a, b, c = conics.unbind(-1)
     sigma = 0.5 * (a * delta[..., 0] ** 2 + c * delta[..., 1] ** 2) + b * delta[..., 0] * delta[..., 1]
     alpha = (opacities[None] * torch.exp(-sigma)).clamp(max=ALPHA_MAX)
@@ -77,14 +104,16 @@ def rasterize_on_cpu(
     backgrounds: Optional[Tensor] = None,
     render_mode: str = "RGB",
     rasterize_mode: str = "classic",
+    absgrad: bool = False,
     pixel_chunk: int = 4096,
     **_: object,
 ) -> Tuple[Tensor, Tensor, Dict[str, object]]:
     """The subset of ``gsplat.rendering.rasterization`` that splatfacto uses, differentiable with torch's autograd.
 
     Takes and returns what gsplat does: renders [C, H, W, D] (D = 3, or 4 with ``RGB+ED``), alphas
-    [C, H, W, 1] and the info dict that gsplat's densification strategies read (``means2d``, ``radii``, ...).
-    Options only for speed (``sparse_grad``, ``absgrad``, ``radius_clip``, ...) are accepted and ignored.
+    [C, H, W, 1] and the info dict that gsplat's densification strategies read (``means2d``, ``radii``, ...);
+    with ``absgrad``, ``means2d.absgrad`` is filled by the backward pass, as gsplat's kernels fill it.
+    Options only for speed (``sparse_grad``, ``radius_clip``, ...) are accepted and ignored.
     """
     if packed or render_mode not in ("RGB", "RGB+ED") or rasterize_mode not in ("classic", "antialiased"):
         raise NotImplementedError(f"CPU rasterisation: packed={packed}, render_mode={render_mode}, {rasterize_mode}")
@@ -112,6 +141,7 @@ def rasterize_on_cpu(
     pixel_tiles = torch.div(pixel_index, TILE_SIZE, rounding_mode="floor")
     tile_counts = torch.tensor([math.ceil(width / TILE_SIZE), math.ceil(height / TILE_SIZE)], device=means.device)
     first_tile = torch.zeros(2, device=means.device)
+    absgrads = torch.zeros_like(means2d, requires_grad=False) if absgrad else None
     renders, alphas = [], []
     for cam in range(num_cameras):
         visible = torch.nonzero(radii[cam] > 0)[:, 0]
@@ -120,7 +150,8 @@ def rasterize_on_cpu(
         centre = means2d[cam, order].detach() / TILE_SIZE
         tile_min = torch.minimum(torch.maximum(torch.floor(centre - radius / TILE_SIZE), first_tile), tile_counts)
         tile_max = torch.minimum(torch.maximum(torch.ceil(centre + radius / TILE_SIZE), first_tile), tile_counts)
-        gaussians = (means2d[cam, order], conics[cam, order], opacities[cam, order], colors[cam, order], tile_min, tile_max)
+        gaussians = (means2d[cam, order], conics[cam, order], opacities[cam, order], colors[cam, order], tile_min, tile_max,
+                     None if absgrads is None else _AbsGradSink(absgrads[cam], order))  # fmt: skip
         chunks = [
             checkpoint(_composite_pixels, pixel_centres[start : start + pixel_chunk], pixel_tiles[start : start + pixel_chunk],
                        *gaussians, use_reentrant=False)  # fmt: skip
@@ -133,6 +164,8 @@ def rasterize_on_cpu(
         render = torch.cat([render[..., :-1], render[..., -1:] / alpha.clamp(min=1e-10)], dim=-1)
     if backgrounds is not None:
         render = render + backgrounds[:, None, None, :] * (1 - alpha)
+    if absgrads is not None:
+        means2d.absgrad = absgrads  # type: ignore[attr-defined]  # gsplat's attribute, read by its strategies
     info = {
         "camera_ids": None, "gaussian_ids": None, "radii": radii, "means2d": means2d, "depths": depths,
         "conics": conics, "opacities": opacities, "width": width, "height": height, "n_cameras": num_cameras,

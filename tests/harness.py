@@ -512,8 +512,6 @@ TINY_SPLATFACTO_FLAGS: List[str] = [
     "--steps-per-eval-image", "0",
     "--steps-per-eval-all-images", "0",
     "--steps-per-save", "1000000",
-    # gsplat's absgrad comes from its CUDA backward; the CPU rasteriser gives the plain screen-space gradient.
-    "--pipeline.model.use-absgrad", "False",
     # a few hundred Gaussians in the synthetic scene's box (the scene has no sparse points)
     "--pipeline.model.num-random", "400",
     "--pipeline.model.random-scale", "1.5",

@@ -17,7 +17,9 @@ from pds_nerfstudio.dreambooth import (
     DreamBoothTrainer,
     denoising_losses,
     ensure_class_images,
+    latent_multiple,
     load_image,
+    to_unit_range,
 )
 from pds_nerfstudio.guidance import DREAMBOOTH_INFO, LORA_WEIGHTS_NAME, GuidanceConfig, load_stable_diffusion
 from tests.harness import _ns_train_executable, file_digests, kill_when, offline_env, run_tiny_edit
@@ -47,7 +49,7 @@ def instance_loss(unet, scheduler, source_run, tiny_sd) -> float:
     config = dreambooth(source_run, tiny_sd, None)
     paths, _ = config.instance_images()
     pipe = load_stable_diffusion(str(tiny_sd), torch.float32)
-    images = torch.stack([load_image(p) for p in paths])
+    images = torch.stack([to_unit_range(load_image(p)) for p in paths])
     generator = torch.Generator().manual_seed(0)
     with torch.no_grad():
         latents = pipe.vae.encode(images).latent_dist.mean * pipe.vae.config.scaling_factor
@@ -107,11 +109,14 @@ def test_the_model_drives_a_pds_edit(trained, mode, source_run, torch_home, tmp_
 def test_class_images_are_generated_once(tiny_sd, tmp_path):
     pipe = load_stable_diffusion(str(tiny_sd), torch.float32)
     pipe.set_progress_bar_config(disable=True)
-    paths = ensure_class_images(pipe, CLASS, 2, tmp_path, 32, 2, seed=0)
+    paths = ensure_class_images(pipe, CLASS, 2, tmp_path, 2, seed=0)
     digests = file_digests(tmp_path)
-    more = ensure_class_images(pipe, CLASS, 3, tmp_path, 32, 2, seed=0)  # the first two are reused, one is added
+    more = ensure_class_images(pipe, CLASS, 3, tmp_path, 2, seed=0)  # the first two are reused, one is added
     assert more[:2] == paths and len(more) == 3
     assert {p: d for p, d in file_digests(tmp_path).items() if p in paths} == digests
+    # at the model's own size (the UNet's sample size times the VAE's factor), as the official script generates them
+    size = pipe.unet.config.sample_size * pipe.vae_scale_factor
+    assert load_image(paths[0]).shape == (3, size, size) and size != TINY["resolution"]
 
 
 @pytest.mark.e2e
@@ -167,6 +172,133 @@ def test_bad_input_stops_with_one_line(monkeypatch, source_run, tiny_sd, tmp_pat
     assert "instance prompt is empty" in run_command(monkeypatch, str(source_run), "--model-id", str(tiny_sd))
     message = run_command(monkeypatch, str(source_run), *prompts, "--model-id", str(tiny_sd), "--mixed-precision", "fp16")
     assert "--mixed-precision fp16 needs a CUDA device" in message
+    assert "--model-id" in message_of(monkeypatch, source_run, "--model-id", "someone/missing-diffusion-model")
+    assert "--pipeline.guidance" not in message_of(monkeypatch, source_run, "--model-id", "someone/missing-diffusion-model")
+
+
+def message_of(monkeypatch, source, *flags) -> str:
+    return run_command(monkeypatch, str(source), "--instance-prompt", INSTANCE, "--class-prompt", CLASS, *flags)
+
+
+@pytest.mark.parametrize(
+    "flags, fragment",
+    [
+        (["--adam-beta1", "1.5"], "--adam-beta1 1.5: need a number in [0, 1)"),
+        (["--adam-beta2", "-0.1"], "--adam-beta2 -0.1: need a number in [0, 1)"),
+        (["--adam-epsilon", "-1"], "--adam-epsilon -1.0: need a positive number"),
+        (["--adam-weight-decay", "-1"], "--adam-weight-decay -1.0: need 0 or more"),
+        (["--max-grad-norm", "0"], "--max-grad-norm 0.0: need a positive number"),
+        (["--max-grad-norm", "-1"], "--max-grad-norm -1.0: need a positive number"),
+        (["--prior-loss-weight", "-1"], "--prior-loss-weight -1.0: need 0 (no prior preservation) or more"),
+        (["--resolution", "34"], "--resolution 34: need a multiple of 4"),  # the tiny model's 2 x 2; SD 1.5's is 64
+    ],
+)
+def test_bad_settings_stop_with_one_line_before_class_images(monkeypatch, source_run, tiny_sd, tmp_path, flags, fragment):
+    message = message_of(monkeypatch, source_run, "--model-id", str(tiny_sd), "--output-dir", str(tmp_path / "out"), *flags)
+    assert fragment in message, message
+    assert not (tmp_path / "out").exists()  # nothing written, no class image generated
+
+
+def test_latent_multiple_is_read_from_the_models_configs(tmp_path):
+    import json
+
+    for part, config in (("vae", {"block_out_channels": [128, 256, 512, 512]}),
+                         ("unet", {"down_block_types": ["CrossAttnDownBlock2D"] * 3 + ["DownBlock2D"]})):  # fmt: skip
+        (tmp_path / part).mkdir()
+        (tmp_path / part / "config.json").write_text(json.dumps(config))
+    assert latent_multiple(str(tmp_path)) == 64  # SD 1.5's shapes: 512 works, 36 or 520 do not
+
+
+def test_unreadable_or_missing_images_stop_with_one_line(monkeypatch, source_run, synthetic_scene, tiny_sd, tmp_path):
+    import shutil
+
+    import yaml
+
+    folder = tmp_path / "bear" / "images"
+    shutil.copytree(synthetic_scene / "images", folder)
+    (folder / "frame_00003.png").write_bytes(b"")
+    message = message_of(monkeypatch, folder, "--model-id", str(tiny_sd), "--output-dir", str(tmp_path / "out"))
+    assert "frame_00003.png cannot be read" in message and not (tmp_path / "out").exists()
+    # a source run whose capture lost an image
+    scene = Path(shutil.copytree(synthetic_scene, tmp_path / "scene"))
+    (scene / "images" / "frame_00002.png").unlink()
+    run = Path(shutil.copytree(source_run, tmp_path / "outputs" / "scene" / "nerfacto" / source_run.name))
+    saved = yaml.load((run / "config.yml").read_text(), Loader=yaml.Loader)
+    saved.pipeline.datamanager.data = saved.pipeline.datamanager.dataparser.data = scene
+    (run / "config.yml").write_text(yaml.dump(saved), "utf8")
+    message = message_of(monkeypatch, run, "--model-id", str(tiny_sd), "--output-dir", str(tmp_path / "out"))
+    assert "frame_00002.png is missing" in message and not (tmp_path / "out").exists()
+
+
+def test_an_image_folder_source_goes_under_its_scene_and_follows_exif_orientation(synthetic_scene, tiny_sd, tmp_path):
+    import shutil
+
+    from PIL import Image
+
+    folder = Path(shutil.copytree(synthetic_scene / "images", tmp_path / "data" / "bear" / "images"))
+    _, experiment = dreambooth(folder, tiny_sd, None).instance_images()
+    assert experiment == Path("outputs") / "bear"  # not outputs/images
+    image = Image.new("RGB", (40, 20), (255, 0, 0))
+    exif = image.getexif()
+    exif[0x0112] = 6  # orientation: rotate 90 degrees clockwise to view
+    image.save(tmp_path / "rotated.jpg", exif=exif)
+    assert load_image(tmp_path / "rotated.jpg").shape == (3, 40, 20)
+
+
+def test_a_start_that_trained_nothing_does_not_block_the_corrected_command(source_run, tiny_sd, tmp_path):
+    from pds_nerfstudio.dreambooth import write_info
+
+    wrong = dreambooth(source_run, tiny_sd, tmp_path / "out", learning_rate=1e-3)
+    (tmp_path / "out").mkdir()
+    write_info(tmp_path / "out", wrong.settings(), finished=False)  # what a start that failed before its first checkpoint left
+    dreambooth(source_run, tiny_sd, tmp_path / "out", learning_rate=2e-3).check()  # accepted
+    (tmp_path / "out" / CHECKPOINT_NAME).write_bytes(b"trained")  # once it trained, other settings are refused
+    with pytest.raises(Exception, match="other settings .*learning_rate"):
+        dreambooth(source_run, tiny_sd, tmp_path / "out", learning_rate=2e-3).check()
+
+
+def test_a_resume_in_another_precision_is_refused(source_run, tiny_sd, tmp_path):
+    import json
+
+    from pds_nerfstudio.dreambooth import write_info
+
+    config = dreambooth(source_run, tiny_sd, tmp_path / "out")
+    settings = {**config.settings(), "precision": "fp16"}  # started on a GPU with float16 autocast
+    (tmp_path / "out").mkdir()
+    write_info(tmp_path / "out", settings, finished=False)
+    (tmp_path / "out" / CHECKPOINT_NAME).write_bytes(b"trained")
+    with pytest.raises(Exception, match="other settings .*precision"):
+        config.check()
+    assert json.loads((tmp_path / "out" / DREAMBOOTH_INFO).read_text())["settings"]["precision"] == "fp16"
+
+
+def test_one_seed_gives_identical_lora_weights(source_run, tiny_sd, tmp_path):
+    from safetensors.torch import load_file
+
+    weights = []
+    for name in ("first", "second"):
+        out = dreambooth(source_run, tiny_sd, tmp_path / name, mode="lora", max_train_steps=3, learning_rate=1e-2).main()
+        weights.append(load_file(out / LORA_WEIGHTS_NAME))
+    assert weights[0].keys() == weights[1].keys() and all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
+    other = dreambooth(source_run, tiny_sd, tmp_path / "seed1", mode="lora", max_train_steps=3, learning_rate=1e-2, seed=1).main()
+    changed = load_file(other / LORA_WEIGHTS_NAME)
+    assert any(not torch.equal(weights[0][k], changed[k]) for k in changed)
+
+
+def test_the_fused_lora_unet_is_the_trained_adapter(trained, tiny_sd):
+    """The guidance fuses the adapter into the UNet; its prediction equals the base UNet with the peft adapter active."""
+    fused = GuidanceConfig(model_id=str(trained["lora"])).setup(device="cpu")
+    adapter = load_stable_diffusion(str(tiny_sd), torch.float32)
+    adapter.load_lora_weights(str(trained["lora"]), weight_name=LORA_WEIGHTS_NAME)  # peft layers, not fused
+    assert any("lora" in n for n, _ in adapter.unet.named_modules())
+    generator = torch.Generator().manual_seed(0)
+    x_t, t = torch.randn(1, 4, 16, 16, generator=generator), torch.tensor([500])
+    cond = fused.text_embedding(INSTANCE)
+    with torch.no_grad():
+        expected = adapter.unet(x_t, t, encoder_hidden_states=cond).sample
+        got = fused.pipe.unet(x_t, t, encoder_hidden_states=cond).sample
+        base = load_stable_diffusion(str(tiny_sd), torch.float32).unet(x_t, t, encoder_hidden_states=cond).sample
+    assert (got - expected).abs().max() < 1e-5 < (base - expected).abs().max()
 
 
 def test_an_instance_prompt_without_an_identifier_warns(source_run, tiny_sd, tmp_path, capsys):

@@ -21,8 +21,8 @@ import yaml
 from pds_nerfstudio.checkpoints import load_checkpoint
 from pds_nerfstudio.model import EditSplatfactoModelConfig
 from pds_nerfstudio.source_run import newest_checkpoint
-from tests.harness import (
 from pds_nerfstudio.typed_flags import TypedFlags
+from tests.harness import (
     TINY_SPLATFACTO_STEPS,
     check_run_opens_without_diffusion_model,
     file_digests,
@@ -165,6 +165,12 @@ def test_flags_of_the_other_representation_and_unsupported_sources_stop_with_one
     assert "the source is a splatfacto run: use --pipeline.splat-model.*" in message
     message = ns_train("pnr", "--load-dir", str(source_run), "--pipeline.tgt-prompt", PROMPT, "--pipeline.splat-model.sh-degree", "1")
     assert "the source is a nerfacto run: use --pipeline.model.*" in message
+    message = ns_train("pds", "--load-dir", str(splat_source), "--pipeline.tgt-prompt", PROMPT, "--optimizers.fields.optimizer.lr", "1e-3")
+    assert "--optimizers.fields.* sets a parameter group this splatfacto edit does not have" in message and "means" in message
+    message = ns_train("pds", "--load-dir", str(splat_source), "--prompt", PROMPT)
+    assert "--prompt" in message and "--pipeline.tgt-prompt" in message
+    message = ns_train("pds", "--load-dir", str(splat_source), "--pipeline.tgt-prompt", PROMPT, "--mixed-precision", "True")
+    assert "--mixed-precision True" in message and "float32" in message
 
     from nerfstudio.configs.method_configs import all_methods
 
@@ -175,6 +181,20 @@ def test_flags_of_the_other_representation_and_unsupported_sources_stop_with_one
     (other / "config.yml").write_text(yaml.dump(config), "utf8")
     message = ns_train("pds", "--load-dir", str(tmp_path / "ngp"), "--pipeline.tgt-prompt", PROMPT)
     assert "holds instant-ngp runs" in message and "nerfacto (ns-train nerfacto) or splatfacto (ns-train splatfacto)" in message
+
+
+def test_splat_learning_rates_are_flags_typed_ones_win_and_the_others_are_the_official(splat_source, tiny_sd):
+    import copy
+
+    from nerfstudio.configs.method_configs import all_methods
+
+    config = copy.deepcopy(all_methods["pds"])
+    config.load_dir, config.machine.device_type = splat_source, "cpu"
+    config.pipeline.tgt_prompt, config.pipeline.guidance.model_id = PROMPT, str(tiny_sd)
+    config.optimizers["means"]["optimizer"].lr = 1e-3
+    config.resolve_source(TypedFlags.from_argv(["--optimizers.means.optimizer.lr", "1e-3", "--optimizers.quats.optimizer.lr", "1e-3"]))
+    assert set(config.optimizers) == set(GROUPS)
+    assert {name: entry["optimizer"].lr for name, entry in config.optimizers.items()} == {**OFFICIAL_RATES, "means": 1e-3}
 
 
 def test_refinement_of_a_splat_edit_defaults_to_the_official_30000_steps(splat_pds_run, tiny_sd):

@@ -13,7 +13,7 @@ from nerfstudio.models.splatfacto import SplatfactoModelConfig
 
 import pds_nerfstudio.splat_cpu as splat_cpu
 from pds_nerfstudio.errors import InputError
-from pds_nerfstudio.model import CullingStrategy, EditSplatfactoModelConfig
+from pds_nerfstudio.model import CullingStrategy, EditSplatfactoModelConfig, RestartedDensification
 from pds_nerfstudio.pipeline import PDSPipelineConfig
 from pds_nerfstudio.representations import Splatfacto, rebind_optimizers, representation_of, slerp
 from pds_nerfstudio.typed_flags import TypedFlags
@@ -79,6 +79,29 @@ def test_culling_removes_faint_and_huge_gaussians_every_refine_every_steps_only(
     for name, optimizer in optimizers.items():  # the optimizers follow, with their state sliced
         (param,) = optimizer.param_groups[0]["params"]
         assert param is params[name] and optimizer.state[param]["exp_avg"].shape == param.shape
+
+
+def test_splatfactos_densification_restarted_by_an_edit_does_not_reset_the_scene_at_step_0():
+    config = EditSplatfactoModelConfig(random_init=True, num_random=30, random_scale=1.0, densification="splatfacto")
+    torch.manual_seed(0)
+    model = config.setup(scene_box=_Dataset.scene_box, num_train_data=3, metadata={})
+    assert isinstance(model.strategy, RestartedDensification)
+    assert (model.strategy.reset_every, model.strategy.prune_opa, model.strategy.absgrad) == (3000, 0.1, True)
+    model.train()
+    with torch.no_grad():
+        model.gauss_params["opacities"].fill_(torch.logit(torch.tensor(0.98)).item())
+    optimizers = {name: torch.optim.Adam(params, lr=1e-3) for name, params in model.get_gaussian_param_groups().items()}
+    camera = Cameras(camera_to_worlds=torch.eye(4)[None, :3], fx=10.0, fy=10.0, cx=4.0, cy=4.0, width=8, height=8)
+    camera.camera_to_worlds[0, 2, 3] = 3.0
+
+    def step(number: int) -> float:
+        model.step = number
+        model.get_outputs(camera)["rgb"].sum().backward()
+        model.strategy.step_post_backward(model.gauss_params, optimizers, model.strategy_state, number, model.info)
+        return torch.sigmoid(model.gauss_params["opacities"]).max().item()
+
+    assert step(0) == pytest.approx(0.98)  # gsplat's own schedule would clamp every opacity to 0.2 here
+    assert step(3000) == pytest.approx(0.2)  # splatfacto's periodic reset, as --help says
 
 
 def test_rebind_optimizers_moves_the_state_to_the_models_new_tensors():
@@ -185,15 +208,17 @@ def test_with_full_sh_degree_the_render_and_its_target_are_downscaled_alike():
 
 
 def test_an_image_of_a_training_view_is_what_the_edit_renders_of_it():
-    """render_image (results, the frozen source of pnr's revise steps) and the training render agree, pose refinement
-    of the view included, when they share the background."""
+    """render_image (results, refine's first images, the frozen source of pnr's revise steps) and the training render
+    agree, pose refinement and bilateral grid of the view included, when they share the background."""
     from nerfstudio.cameras.camera_optimizers import CameraOptimizerConfig
 
-    config = EditSplatfactoModelConfig(random_init=True, num_random=30, random_scale=1.0, camera_optimizer=CameraOptimizerConfig(mode="SO3xR3"))
+    config = EditSplatfactoModelConfig(random_init=True, num_random=30, random_scale=1.0, camera_optimizer=CameraOptimizerConfig(mode="SO3xR3"),
+                                       use_bilateral_grid=True)  # fmt: skip
     torch.manual_seed(0)
     model = config.setup(scene_box=_Dataset.scene_box, num_train_data=3, metadata={})
     with torch.no_grad():
         model.camera_optimizer.pose_adjustment[1] = torch.tensor([0.05, -0.03, 0.02, 0.01, 0.02, -0.01])  # as a source learned
+        model.bil_grids.grids[1] += 0.3 * torch.randn_like(model.bil_grids.grids[1])  # the view's learned colour transform
     model.train()
     camera = Cameras(camera_to_worlds=torch.eye(4)[None, :3], fx=10.0, fy=10.0, cx=4.0, cy=4.0, width=8, height=8)
     camera.camera_to_worlds[0, 2, 3] = 3.0
@@ -202,5 +227,5 @@ def test_an_image_of_a_training_view_is_what_the_edit_renders_of_it():
         image = SPLAT.render_image(model, camera, 1, 4096)
         model.eval()
         unrefined = SPLAT.render_image(model, camera, 1, 4096)
-    assert torch.allclose(image, trained, atol=1e-6)
+    assert torch.allclose(image, trained.clamp(0, 1), atol=1e-6)
     assert not torch.allclose(unrefined, trained, atol=1e-3)  # evaluation renders the pose as given
