@@ -245,6 +245,33 @@ def test_checkpoints_hold_the_resume_state_but_not_the_frozen_source_or_lpips(ru
     assert not any(k.startswith(("source", "ipg", "lpips")) for k in state)
 
 
+def test_the_proposal_loss_moves_the_proposal_networks_towards_the_fields_geometry(runs):
+    """nerfacto's interlevel loss, as a pnr step computes it, on a field whose geometry the proposal networks do not
+    bound (the source's proposal networks over a field moved all the way to theta_0): it is positive, reaches the
+    proposal networks only, and a few steps on it alone lower it."""
+    pipeline = _pipeline_at(runs, STOP_AT - 1)
+    pipeline.perturb(1.0)  # the field and the proposal networks: theta_0
+    with torch.no_grad():  # the source's proposal networks back: they describe the source's geometry, not theta_0's
+        for name, parameter in pipeline.model.proposal_networks.named_parameters():
+            parameter.copy_(pipeline.source.parameters[f"proposal_networks.{name}"])
+    camera = pipeline.guidance_camera(0)
+    torch.manual_seed(0)
+    first = pipeline.proposal_loss(camera, 0)
+    assert first.item() > 0
+    first.backward()
+    proposal_grads = [p.grad for p in pipeline.model.proposal_networks.parameters()]
+    assert any(g is not None and g.abs().sum() > 0 for g in proposal_grads)
+    assert all(p.grad is None or p.grad.abs().sum() == 0 for p in pipeline.model.field.parameters())
+    optimizer = torch.optim.Adam(pipeline.model.proposal_networks.parameters(), lr=1e-2)
+    for _ in range(5):
+        optimizer.step()
+        optimizer.zero_grad()
+        torch.manual_seed(0)
+        loss = pipeline.proposal_loss(camera, 0)
+        loss.backward()
+    assert loss.item() < first.item()
+
+
 def test_one_selection_step_records_the_x0_reconstruction_loss_at_its_fixed_t(runs):
     """The recorded loss, recomputed from what the step's UNet call saw: 0.5 ||x0 - x0_hat||^2 in the released units,
     x0_hat = (x_t - sqrt(1 - a_t) eps_hat) / sqrt(a_t), at the fixed t of ratio 0.75; and the viewer shows the phase."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 
@@ -71,3 +72,54 @@ def test_a_killed_edit_resumes_where_it_was_and_ends_at_its_total(plain_source, 
 
     steps = [event.step for event in EventAccumulator(str(resumed)).Reload().Scalars("Train Loss")]
     assert steps == list(range(first, TOTAL))
+
+
+SITECUSTOMIZE = '''
+import os
+import pathlib
+import time
+
+import torch
+
+_save, _saves = torch.save, []
+
+
+def _save_that_hangs(obj, f, *args, **kwargs):
+    """The second checkpoint save writes a few bytes, says so, and never finishes (a run killed while saving)."""
+    if str(f).endswith(".ckpt"):
+        _saves.append(f)
+        if len(_saves) == 2:
+            pathlib.Path(f).write_bytes(b"PK cut short")
+            pathlib.Path(os.environ["PDS_TEST_SAVING"]).touch()
+            time.sleep(3600)
+    return _save(obj, f, *args, **kwargs)
+
+
+torch.save = _save_that_hangs
+'''
+
+
+def test_an_edit_killed_while_saving_resumes_from_its_last_whole_checkpoint(plain_source, tiny_sd, torch_home, tmp_path):
+    """kill -9 in the middle of the second save: the first checkpoint stays whole and in place, the cut-short one never
+    appears beside it, and the resumed run starts after the first and ends at its total, leaving no staging folder."""
+    hook = tmp_path / "hook"
+    hook.mkdir()
+    (hook / "sitecustomize.py").write_text(SITECUSTOMIZE)
+    env = offline_env(torch_home)
+    env.update(PYTHONPATH=os.pathsep.join([str(hook), env.get("PYTHONPATH", "")]), PDS_TEST_SAVING=str(tmp_path / "saving"))
+    flags = ["--pipeline.tgt-prompt", PROMPT, "--pipeline.guidance.model-id", str(tiny_sd), "--steps-per-save", str(SAVE_EVERY)]
+    flags += ["--save-only-latest-checkpoint", "True"]
+    command = tiny_edit_command("pds", plain_source, tmp_path / "outputs", TOTAL, flags)
+    process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    kill_when(process, (tmp_path / "saving").exists, "the second save")
+    (run_dir,) = find_run_dirs(tmp_path / "outputs", "pds")
+    models = run_dir / "nerfstudio_models"
+    assert [p.name for p in models.glob("step-*.ckpt")] == [f"step-{SAVE_EVERY:09d}.ckpt"]
+    assert load_checkpoint(models / f"step-{SAVE_EVERY:09d}.ckpt")["step"] == SAVE_EVERY  # whole
+    staged = list((run_dir / "nerfstudio_models.partial").glob("*.ckpt"))
+    assert [p.read_bytes() for p in staged] == [b"PK cut short"]  # the save that was cut short, set aside
+
+    resumed, result = run_tiny_edit("pds", run_dir, tmp_path / "resumed", torch_home, TOTAL, flags)
+    assert f"Resuming the edit at step {SAVE_EVERY + 1} of {TOTAL}" in result.stdout
+    assert checkpoint_step(newest_checkpoint(resumed / "nerfstudio_models")) == TOTAL - 1
+    assert not (resumed / "nerfstudio_models.partial").exists()
