@@ -328,3 +328,21 @@ def test_eta_responds_to_how_far_the_loss_falls():
     assert unmoved == pytest.approx(0.3, abs=0.02)
     assert unmoved > gentle + 0.05 > strong + 0.1 and strong < 0.1  # graded, not pinned near eta_max / 2
     assert toy_selection_eta(CLASS_B, 0.01, seed=1) == pytest.approx(gentle, abs=0.02)  # the edit, not the noise
+
+
+def test_a_resume_with_other_edit_or_revise_steps_ends_at_the_new_phases_total():
+    from pathlib import Path
+
+    from nerfstudio.engine.trainer import TrainerConfig
+
+    from pds_nerfstudio.source_run import Run
+
+    started = PnRPipelineConfig(eta_selection_steps=4, perturbation=PerturbationConfig(loss_window=2), edit_steps=3, revise_steps=2)
+    run = Run(Path("config.yml"), TrainerConfig(method_name="pnr", pipeline=started, max_num_iterations=9), None)
+    typed = TypedFlags.from_argv(["--edit-steps", "10", "--revise-steps", "2"])  # 2: the run's own value, typed
+    merged = PnRPipelineConfig(edit_steps=10, revise_steps=2).resumed_from(run, typed)
+    assert (merged.edit_steps, merged.revise_steps, merged.eta_selection_steps) == (10, 2, 4)
+    assert merged.resumed_max_num_iterations(run) == 16
+    assert PnRPipelineConfig().resumed_from(run, TypedFlags()).resumed_max_num_iterations(run) == 9  # nothing typed
+    given = Run(Path("config.yml"), TrainerConfig(method_name="pnr", pipeline=started, max_num_iterations=6), None)
+    assert merged.resumed_max_num_iterations(given) == 6  # a run given its own --max-num-iterations keeps it

@@ -272,6 +272,18 @@ def test_the_proposal_loss_moves_the_proposal_networks_towards_the_fields_geomet
     assert loss.item() < first.item()
 
 
+def test_a_selection_loss_that_is_not_finite_stops_with_one_line(runs, monkeypatch):
+    import pnr_nerfstudio.pipeline as pnr_pipeline
+    from pds_nerfstudio.errors import InputError
+
+    config = yaml.load((runs.stopped_dir / "config.yml").read_text(), Loader=yaml.Loader)
+    pipeline = config.pipeline.setup(device="cpu", test_mode="val")
+    monkeypatch.setattr(pnr_pipeline, "selection_loss", lambda x0, x0_hat: float("inf"))
+    pipeline.begin_step(0)
+    with pytest.raises(InputError, match=r"eta selection: the loss of step 0 is inf .*--pipeline.perturbation.eta"):
+        pipeline.get_train_loss_dict(0)
+
+
 def test_one_selection_step_records_the_x0_reconstruction_loss_at_its_fixed_t(runs):
     """The recorded loss, recomputed from what the step's UNet call saw: 0.5 ||x0 - x0_hat||^2 in the released units,
     x0_hat = (x_t - sqrt(1 - a_t) eps_hat) / sqrt(a_t), at the fixed t of ratio 0.75; and the viewer shows the phase."""

@@ -60,3 +60,19 @@ def test_a_second_resume_still_tells_the_viewer_from_the_flags():
 def test_controls_saved_without_their_config_leave_the_config_in_force():
     old = {"tgt_prompt": "x", "guidance_scale": 3.0, "ratio_range": (0.5, 0.6)}
     assert resumed(old)["guidance_scale"] == 100.0
+
+
+def test_the_controls_typed_on_the_command_line_are_recorded_by_their_config_fields():
+    from pds_nerfstudio.pipeline import PDSPipelineConfig
+    from pds_nerfstudio.refine import RefinePipelineConfig
+    from pds_nerfstudio.typed_flags import TypedFlags
+    from pnr_nerfstudio.pipeline import PnRPipelineConfig
+
+    def typed(config, *flags):
+        return config.with_typed_controls(TypedFlags.from_argv(list(flags))).typed_controls
+
+    assert typed(PDSPipelineConfig(), "--guidance.guidance-scale", "100") == ("guidance_scale",)  # the default value
+    assert typed(PDSPipelineConfig(), "--tgt-prompt", "x", "--guidance.t-ratio-range", "0.02", "0.98") == ("tgt_prompt", "ratio_range")
+    assert typed(PDSPipelineConfig(), "--guidance.num-inference-steps", "50") == ()
+    assert typed(RefinePipelineConfig(), "--skip-ratio-range", "0.8", "0.9") == ("ratio_range",)
+    assert typed(PnRPipelineConfig(), "--annealing.end", "0.02", "0.4") == ("ratio_range",)  # the sliders set the end
