@@ -219,10 +219,16 @@ class DreamBooth:
         saved = json.loads(info.read_text())
         if not saved.get("finished") and not (output_dir / CHECKPOINT_NAME).is_file():
             return  # a start that stopped before its first checkpoint: this run takes the folder (see main)
+        settings = self.settings()
+        started_in = saved["settings"].get("precision")
+        if started_in is not None and started_in != settings["precision"]:
+            how = "--mixed-precision fp16 on a CUDA device" if started_in == "fp16" else "--mixed-precision no"
+            raise InputError(
+                f"--output-dir {output_dir} holds a DreamBooth run trained in {started_in}, this one would train in "
+                f"{settings['precision']}; resume it with {how}, or choose a new folder"
+            )
         differs = [
-            name
-            for name, value in self.settings().items()
-            if name not in RESUME_IGNORES and saved["settings"].get(name) != value
+            name for name, value in settings.items() if name not in RESUME_IGNORES and saved["settings"].get(name) != value
         ]
         if differs:
             raise InputError(

@@ -69,17 +69,27 @@ def merge_typed(user: Any, base: Any, typed: TypedFlags) -> Any:
     """``base`` with every value the user typed taken from ``user`` (``typed`` relative to both).
 
     Recurses into dataclasses of related types (one a subclass of the other, e.g. EditNerfactoModelConfig and
-    NerfactoModelConfig) and into dicts (the optimizers); fields of ``user`` that ``base`` lacks keep the user's
-    value, and private fields (``_target``) always keep the user's. Returns a new ``user``-typed object.
+    NerfactoModelConfig), into dicts (the optimizers) and lists (``proposal_net_args_list.0.hidden_dim``). Dataclass
+    fields that ``base`` lacks keep the user's value, and private fields (``_target``) always keep the user's; dict
+    keys that ``base`` lacks are taken only when typed. Returns a new object of ``user``'s type (``base``'s for
+    dicts and lists).
     """
     if isinstance(user, dict) and isinstance(base, dict):
         merged = dict(base)
         for key, value in user.items():
-            if key in typed or key not in base:
+            if key in typed or (key not in base and typed.any_under(key)):
                 merged[key] = value
-            elif typed.any_under(key):
+            elif key in base and typed.any_under(key):
                 merged[key] = merge_typed(value, base[key], typed.under(key))
         return merged
+    if isinstance(user, (list, tuple)) and isinstance(base, (list, tuple)) and typed.paths:
+        if len(user) != len(base):  # a flag inside a list of another length: the user's list
+            return user
+        items = [
+            item if str(i) in typed else merge_typed(item, base_item, typed.under(str(i))) if typed.any_under(str(i)) else base_item
+            for i, (item, base_item) in enumerate(zip(user, base))
+        ]  # fmt: skip
+        return type(base)(items)
     related = isinstance(user, type(base)) or isinstance(base, type(user))
     if not (dataclasses.is_dataclass(user) and dataclasses.is_dataclass(base) and related):
         return base

@@ -112,3 +112,13 @@ def test_typed_flags_are_read_with_tyros_names_and_nerfstudios_aliases():
                            "pipeline.model.prompt", "optimizers.means.optimizer.lr", "max_num_iterations"}
     assert typed.under("pipeline").any_under("splat_model") and not typed.under("pipeline").any_under("model.near_plane")
     assert typed.under("optimizers").under("means").typed_under("optimizer") == ["--optimizers.means.optimizer.lr"]
+
+
+def test_a_flag_inside_a_list_of_dicts_is_taken_alone():
+    from nerfstudio.models.nerfacto import NerfactoModelConfig
+
+    source = NerfactoModelConfig(proposal_net_args_list=[{"hidden_dim": 8, "num_levels": 4}, {"hidden_dim": 8, "num_levels": 4}])
+    user = NerfactoModelConfig()  # tyro: the default list with the typed entry set
+    user.proposal_net_args_list[1]["hidden_dim"] = 16
+    merged = merge_typed(user, source, TypedFlags.from_argv(["--proposal-net-args-list.1.hidden-dim", "16"]))
+    assert merged.proposal_net_args_list == [{"hidden_dim": 8, "num_levels": 4}, {"hidden_dim": 16, "num_levels": 4}]
