@@ -1,0 +1,242 @@
+"""Train the toy world's prior: a complete Stable Diffusion pipeline folder (diffusers' ``StableDiffusionPipeline``:
+UNet2DConditionModel, AutoencoderKL, a CLIP text encoder and tokenizer, SD 1.5's DDPM schedule, epsilon prediction)
+that knows the toy world of :mod:`toy_world.world` from its captions, small enough to train on two CPU cores.
+
+    python -m toy_world.train_prior --output toy_world/prior          # the committed model (about 40 minutes)
+    python -m toy_world.train_prior --output /tmp/p --vae-steps 2 --unet-steps 2 --images 64   # a smoke run
+
+1. render ``--images`` random views of the world at ``--resolution`` px with their captions (:func:`training_images`);
+2. train the VAE on them (L1 + a small KL term); its ``scaling_factor`` is set so the latents have unit variance, as
+   SD's 0.18215 does for its VAE;
+3. train the UNet and the text encoder together on the denoising loss, ||eps_hat(x_t, y) - eps||^2 with t uniform
+   in [0, 1000) on SD 1.5's schedule, the caption dropped to "" for ``--caption-dropout`` of the steps so that
+   classifier-free guidance has an unconditional model; the UNet's weights are averaged (EMA) and the average saved;
+4. ``save_pretrained`` the pipeline with a DDIM scheduler of SD 1.5's schedule, and write the model card (README.md)
+   and ``card.json`` (world, captions, resolution, steps, final losses, seed, sha256 of each weight file).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import time
+from pathlib import Path
+from typing import Dict, List
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from toy_world.models import SD15_SCHEDULER, write_clip_tokenizer_files
+from toy_world.world import CAPTION_WORDS, all_captions, caption, training_images
+
+CARD_NAME = "card.json"
+MAX_TOKENS = 16
+"""Tokenizer and text encoder length: the longest caption is 12 tokens with CLIP's start and end tokens."""
+
+
+def build_models(resolution: int, tokenizer_dir: Path):
+    """The untrained tokenizer, text encoder, VAE and UNet, seeded."""
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+
+    files = write_clip_tokenizer_files(tokenizer_dir, CAPTION_WORDS)
+    tokenizer = CLIPTokenizer(vocab=str(files / "vocab.json"), merges=str(files / "merges.txt"), model_max_length=MAX_TOKENS)
+    torch.manual_seed(0)
+    text_encoder = CLIPTextModel(
+        CLIPTextConfig(
+            bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
+            hidden_size=64, intermediate_size=128, projection_dim=64, num_attention_heads=4, num_hidden_layers=2,
+            max_position_embeddings=MAX_TOKENS, vocab_size=len(tokenizer),
+        )
+    )  # fmt: skip
+    torch.manual_seed(0)
+    vae = AutoencoderKL(
+        block_out_channels=[16, 32], in_channels=3, out_channels=3, latent_channels=4, layers_per_block=1,
+        down_block_types=["DownEncoderBlock2D"] * 2, up_block_types=["UpDecoderBlock2D"] * 2, norm_num_groups=8,
+        sample_size=resolution,
+    )  # fmt: skip
+    torch.manual_seed(0)
+    unet = UNet2DConditionModel(
+        sample_size=resolution // 2, in_channels=4, out_channels=4, layers_per_block=1, block_out_channels=(32, 64),
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"), up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+        cross_attention_dim=64, attention_head_dim=8, norm_num_groups=16,
+    )  # fmt: skip
+    return tokenizer, text_encoder, vae, unet
+
+
+def train_vae(vae, images: torch.Tensor, steps: int, batch: int, generator: torch.Generator, log) -> float:
+    """L1 reconstruction of images in [-1, 1] plus 1e-6 KL, AdamW 1e-3; returns the last 50 steps' mean loss."""
+    optimizer = torch.optim.AdamW(vae.parameters(), lr=1e-3, weight_decay=0.0)
+    losses: List[float] = []
+    vae.train()
+    for step in range(steps):
+        x = images[torch.randint(0, len(images), (batch,), generator=generator)]
+        posterior = vae.encode(x).latent_dist
+        reconstruction = vae.decode(posterior.sample(generator=generator)).sample
+        loss = F.l1_loss(reconstruction, x) + 1e-6 * posterior.kl().mean()
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+        if step % 200 == 0 or step == steps - 1:
+            log(f"vae step {step}: loss {np.mean(losses[-50:]):.4f}")
+    vae.eval()
+    return float(np.mean(losses[-50:]))
+
+
+def train_unet(unet, text_encoder, tokenizer, latents_mean, latents_std, caption_ids, steps, batch, dropout, generator, log):
+    """The denoising loss on (latent, caption) pairs, the text encoder trained with the UNet; EMA of the UNet."""
+    from diffusers import DDPMScheduler
+
+    scheduler = DDPMScheduler(**{k: v for k, v in SD15_SCHEDULER.items() if k in ("num_train_timesteps", "beta_start", "beta_end", "beta_schedule")})
+    texts = [caption(*pair) for pair in caption_ids["pairs"]] + [""]
+    tokens = tokenizer(texts, padding="max_length", max_length=MAX_TOKENS, truncation=True, return_tensors="pt").input_ids
+    labels = caption_ids["labels"]
+    parameters = list(unet.parameters()) + list(text_encoder.parameters())
+    optimizer = torch.optim.AdamW(parameters, lr=5e-4, weight_decay=1e-2)
+    ema = [p.detach().clone() for p in unet.parameters()]
+    losses: List[float] = []
+    unet.train()
+    text_encoder.train()
+    for step in range(steps):
+        index = torch.randint(0, len(labels), (batch,), generator=generator)
+        x0 = latents_mean[index] + latents_std[index] * torch.randn(latents_mean[index].shape, generator=generator)
+        label = labels[index].clone()
+        label[torch.rand(batch, generator=generator) < dropout] = len(texts) - 1  # the empty caption
+        noise = torch.randn(x0.shape, generator=generator)
+        t = torch.randint(0, scheduler.config.num_train_timesteps, (batch,), generator=generator)
+        hidden = text_encoder(tokens[label]).last_hidden_state
+        prediction = unet(scheduler.add_noise(x0, noise, t), t, encoder_hidden_states=hidden).sample
+        loss = F.mse_loss(prediction, noise)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(parameters, 1.0)
+        for group in optimizer.param_groups:  # 200-step linear warmup
+            group["lr"] = 5e-4 * min(1.0, (step + 1) / 200)
+        optimizer.step()
+        decay = min(0.999, (1 + step) / (10 + step))
+        with torch.no_grad():
+            for average, p in zip(ema, unet.parameters()):
+                average.mul_(decay).add_(p.detach(), alpha=1 - decay)
+        losses.append(loss.item())
+        if step % 200 == 0 or step == steps - 1:
+            log(f"unet step {step}: loss {np.mean(losses[-100:]):.4f}")
+    with torch.no_grad():
+        for average, p in zip(ema, unet.parameters()):
+            p.copy_(average)
+    unet.eval()
+    text_encoder.eval()
+    return float(np.mean(losses[-200:]))
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def weight_files(folder: Path) -> Dict[str, str]:
+    """sha256 of every weight file under ``folder``, by path relative to it."""
+    return {str(p.relative_to(folder)): sha256(p) for p in sorted(folder.rglob("*.safetensors"))}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--output", type=Path, required=True)
+    parser.add_argument("--resolution", type=int, default=32)
+    parser.add_argument("--images", type=int, default=16000)
+    parser.add_argument("--vae-steps", type=int, default=3000)
+    parser.add_argument("--unet-steps", type=int, default=8000)
+    parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--caption-dropout", type=float, default=0.1)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+    from diffusers import DDIMScheduler, StableDiffusionPipeline
+
+    torch.set_num_threads(max(1, torch.get_num_threads()))
+    start = time.perf_counter()
+
+    def log(text: str) -> None:
+        print(f"[{time.perf_counter() - start:7.1f} s] {text}", flush=True)
+
+    generator = torch.Generator().manual_seed(args.seed)
+    rendered = list(training_images(args.images, args.resolution, args.seed))
+    images = torch.from_numpy(np.stack([image for image, _, _ in rendered])).permute(0, 3, 1, 2).float() * 2 - 1
+    pairs = sorted({(colour, shape) for _, colour, shape in rendered}, key=lambda p: all_captions().index(caption(*p)))
+    labels = torch.tensor([pairs.index((colour, shape)) for _, colour, shape in rendered])
+    log(f"rendered {len(images)} images of {len(pairs)} captions at {args.resolution} px")
+
+    work = args.output.parent / (args.output.name + ".tokenizer")
+    tokenizer, text_encoder, vae, unet = build_models(args.resolution, work)
+    sizes = {name: sum(p.numel() for p in module.parameters()) for name, module in (("unet", unet), ("vae", vae), ("text_encoder", text_encoder))}
+    log(f"parameters: {sizes}")
+    vae_loss = train_vae(vae, images, args.vae_steps, args.batch, generator, log)
+    with torch.no_grad():
+        posteriors = [vae.encode(images[i : i + 256]).latent_dist for i in range(0, len(images), 256)]
+        means, stds = torch.cat([p.mean for p in posteriors]), torch.cat([p.std for p in posteriors])
+    scaling = float(1.0 / means.std())
+    vae.register_to_config(scaling_factor=scaling)
+    log(f"latent std {means.std():.4f}: scaling factor {scaling:.4f}")
+    unet_loss = train_unet(
+        unet, text_encoder, tokenizer, means * scaling, stds * scaling, {"pairs": pairs, "labels": labels},
+        args.unet_steps, args.batch, args.caption_dropout, generator, log,
+    )  # fmt: skip
+    pipe = StableDiffusionPipeline(
+        vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet, scheduler=DDIMScheduler(**SD15_SCHEDULER),
+        safety_checker=None, feature_extractor=None, image_encoder=None, requires_safety_checker=False,
+    )  # fmt: skip
+    pipe.save_pretrained(args.output)
+    for leftover in work.iterdir():
+        leftover.unlink()
+    work.rmdir()
+    card = {
+        "world": "toy_world.world: one ball or cube of four colours on a grey floor, cameras on a ring (radius 2.6-3.4, "
+        "elevation 20-40 degrees) looking at it, 45 degree field of view",
+        "captions": all_captions(),
+        "resolution": args.resolution,
+        "images": args.images,
+        "vae_steps": args.vae_steps,
+        "unet_steps": args.unet_steps,
+        "batch": args.batch,
+        "caption_dropout": args.caption_dropout,
+        "seed": args.seed,
+        "final_vae_loss": vae_loss,
+        "final_unet_loss": unet_loss,
+        "vae_scaling_factor": scaling,
+        "parameters": sizes,
+        "training_seconds": round(time.perf_counter() - start, 1),
+        "sha256": weight_files(args.output),
+    }
+    (args.output / CARD_NAME).write_text(json.dumps(card, indent=2) + "\n")
+    (args.output / "README.md").write_text(model_card(card))
+    log(f"saved {args.output}")
+
+
+def model_card(card: Dict) -> str:
+    files = "\n".join(f"| `{name}` | `{digest}` |" for name, digest in card["sha256"].items())
+    captions = "\n".join(f"- {text}" for text in card["captions"])
+    return f"""# Toy-world prior (Stable Diffusion format)
+
+A tiny model of a toy world, for checking that edits do what their prompt says (tests, the offline demo,
+benchmarks); not for real scenes. Load it as any Stable Diffusion 1.x folder:
+`--pipeline.guidance.model-id toy_world/prior`.
+
+- World: {card["world"]}.
+- Captions ({len(card["captions"])}):
+{captions}
+- Resolution: {card["resolution"]} px (latents {card["resolution"] // 2} x {card["resolution"] // 2} x 4); SD 1.5's DDPM schedule, epsilon prediction.
+- Training (`python -m toy_world.train_prior --output toy_world/prior`, seed {card["seed"]}): {card["images"]} rendered
+  images; VAE {card["vae_steps"]} steps (final L1 + KL loss {card["final_vae_loss"]:.4f}); UNet and text encoder
+  {card["unet_steps"]} steps of batch {card["batch"]}, captions dropped {card["caption_dropout"]:.0%} of the time
+  (final denoising loss {card["final_unet_loss"]:.4f}); EMA of the UNet saved; {card["training_seconds"]:.0f} s on a
+  2-core CPU.
+- Parameters: {card["parameters"]}.
+
+| weight file | sha256 |
+|---|---|
+{files}
+"""
+
+
+if __name__ == "__main__":
+    main()

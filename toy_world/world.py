@@ -1,0 +1,146 @@
+"""The toy world: one object (a ball or a cube, in one of four colours) on a grey floor under a light sky, seen by
+cameras on a ring around it, ray-cast analytically with numpy; and the captions that describe each image.
+
+    caption(colour, shape) = "a photo of a {colour} {shape} on a grey floor"
+
+Everything is a function of its arguments and a seed: the same call renders the same image.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Dict, Iterator, List, Sequence, Tuple
+
+import numpy as np
+
+COLOURS: Dict[str, Tuple[float, float, float]] = {
+    "red": (0.85, 0.15, 0.12),
+    "green": (0.15, 0.7, 0.2),
+    "blue": (0.15, 0.3, 0.9),
+    "yellow": (0.9, 0.8, 0.1),
+}
+"""Albedo of each object colour (saturated, so the classifier tells them from the grey floor and the sky)."""
+SHAPES = ("ball", "cube")
+FLOOR_Z = -0.35
+FLOOR_ALBEDO = np.array([0.55, 0.55, 0.55])
+SKY_LOW, SKY_HIGH = np.array([0.86, 0.86, 0.84]), np.array([0.72, 0.74, 0.78])
+LIGHT = np.array([0.4, -0.3, 0.85]) / np.linalg.norm([0.4, -0.3, 0.85])
+OBJECT_SIZE = 0.35
+"""Ball radius and cube half-edge at scale 1."""
+
+
+def caption(colour: str, shape: str) -> str:
+    return f"a photo of a {colour} {shape} on a grey floor"
+
+
+def all_captions() -> List[str]:
+    return [caption(colour, shape) for shape in SHAPES for colour in COLOURS]
+
+
+CAPTION_WORDS = ("a", "photo", "of", "on", "grey", "floor", *COLOURS, *SHAPES)
+"""Every word of the captions (the tokenizer gives each its own token)."""
+
+
+@dataclass(frozen=True)
+class Thing:
+    """The object in the scene: its colour, shape, centre on the floor, size and (cube) turn about the vertical."""
+
+    colour: str
+    shape: str
+    centre: Tuple[float, float] = (0.0, 0.0)
+    scale: float = 1.0
+    turn: float = 0.0
+
+    @property
+    def size(self) -> float:
+        return OBJECT_SIZE * self.scale
+
+
+def look_at(eye: np.ndarray, target: np.ndarray = np.zeros(3), up: np.ndarray = np.array([0.0, 0.0, 1.0])) -> np.ndarray:
+    """4x4 camera-to-world in nerfstudio's (OpenGL) convention: x right, y up, the camera looks along -z."""
+    forward = (target - eye) / np.linalg.norm(target - eye)
+    right = np.cross(forward, up)
+    right = right / np.linalg.norm(right)
+    c2w = np.eye(4)
+    c2w[:3, 0], c2w[:3, 1], c2w[:3, 2], c2w[:3, 3] = right, np.cross(right, forward), -forward, eye
+    return c2w
+
+
+def ring_camera(azimuth: float, elevation: float = np.deg2rad(30.0), radius: float = 3.0) -> np.ndarray:
+    """A camera on the ring around the origin, looking at it."""
+    eye = radius * np.array([np.cos(elevation) * np.cos(azimuth), np.cos(elevation) * np.sin(azimuth), np.sin(elevation)])
+    return look_at(eye)
+
+
+def focal_for(size: int, fov_degrees: float = 45.0) -> float:
+    return 0.5 * size / np.tan(0.5 * np.deg2rad(fov_degrees))
+
+
+def _rays(c2w: np.ndarray, focal: float, size: int) -> Tuple[np.ndarray, np.ndarray]:
+    pixel = np.arange(size) + 0.5
+    u, v = np.meshgrid(pixel, pixel, indexing="xy")
+    directions = np.stack([(u - size / 2) / focal, -(v - size / 2) / focal, -np.ones_like(u)], axis=-1) @ c2w[:3, :3].T
+    return c2w[:3, 3], directions / np.linalg.norm(directions, axis=-1, keepdims=True)
+
+
+def _hit_ball(origin, directions, thing: Thing):
+    centre = np.array([*thing.centre, FLOOR_Z + thing.size])
+    oc = origin - centre
+    b = directions @ oc
+    disc = b * b - (oc @ oc - thing.size**2)
+    t = -b - np.sqrt(np.maximum(disc, 0.0))
+    hit = (disc > 0) & (t > 0)
+    normals = (origin + t[..., None] * directions - centre) / thing.size
+    return np.where(hit, t, np.inf), normals
+
+
+def _hit_cube(origin, directions, thing: Thing):
+    """Slab test in the cube's frame (turned by ``turn`` about z, resting on the floor)."""
+    c, s = np.cos(thing.turn), np.sin(thing.turn)
+    rotation = np.array([[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]])  # cube frame -> world
+    centre = np.array([*thing.centre, FLOOR_Z + thing.size])
+    o, d = (origin - centre) @ rotation, directions @ rotation
+    with np.errstate(divide="ignore", invalid="ignore"):
+        t1, t2 = (-thing.size - o) / d, (thing.size - o) / d
+    t_near, t_far = np.minimum(t1, t2).max(-1), np.maximum(t1, t2).min(-1)
+    hit = (t_near <= t_far) & (t_near > 0)
+    axis = np.argmax(np.minimum(t1, t2), axis=-1)  # the slab entered last is the face hit
+    sign = -np.sign(np.take_along_axis(d, axis[..., None], -1))[..., 0]
+    normals = np.eye(3)[axis] * sign[..., None]
+    return np.where(hit, t_near, np.inf), normals @ rotation.T
+
+
+def render(thing: Thing, c2w: np.ndarray, size: int, focal: float = 0.0) -> np.ndarray:
+    """The image [size, size, 3] in [0, 1] of ``thing`` on the floor seen by ``c2w`` (focal: 45 degrees by default)."""
+    origin, directions = _rays(c2w, focal or focal_for(size), size)
+    height = np.clip(directions[..., 2:3] * 0.5 + 0.5, 0.0, 1.0)
+    image = (1 - height) * SKY_LOW + height * SKY_HIGH
+    with np.errstate(divide="ignore", invalid="ignore"):
+        t_floor = (FLOOR_Z - origin[2]) / directions[..., 2]
+    floor = np.isfinite(t_floor) & (t_floor > 0)
+    points = origin + t_floor[..., None] * directions
+    fade = np.exp(-0.08 * np.linalg.norm(points[..., :2], axis=-1))[..., None]
+    floor_colour = FLOOR_ALBEDO * (0.55 + 0.45 * LIGHT[2]) * fade + image * (1 - fade)
+    image = np.where(floor[..., None], floor_colour, image)
+    t_object, normals = (_hit_ball if thing.shape == "ball" else _hit_cube)(origin, directions, thing)
+    hit = np.isfinite(t_object) & (~floor | (t_object < np.where(floor, t_floor, np.inf)))
+    shade = 0.3 + 0.7 * np.clip(normals @ LIGHT, 0.0, 1.0)
+    image = np.where(hit[..., None], np.array(COLOURS[thing.colour]) * shade[..., None], image)
+    return np.clip(image, 0.0, 1.0)
+
+
+def random_view(rng: np.random.Generator, colour: str, shape: str, size: int) -> np.ndarray:
+    """One training image of the world: the object placed, sized and turned a little at random, seen from a random
+    point of the ring (the cameras of the world's scenes), the elevation and distance jittered."""
+    thing = Thing(colour, shape, tuple(rng.uniform(-0.15, 0.15, 2)), float(rng.uniform(0.8, 1.2)), float(rng.uniform(0, np.pi / 2)))
+    c2w = ring_camera(rng.uniform(0, 2 * np.pi), np.deg2rad(rng.uniform(20.0, 40.0)), rng.uniform(2.6, 3.4))
+    return render(thing, c2w, size)
+
+
+def training_images(count: int, size: int, seed: int) -> Iterator[Tuple[np.ndarray, str, str]]:
+    """``count`` (image, colour, shape) of random views, every caption equally often."""
+    rng = np.random.default_rng(seed)
+    pairs: Sequence[Tuple[str, str]] = [(colour, shape) for shape in SHAPES for colour in COLOURS]
+    for index in range(count):
+        colour, shape = pairs[index % len(pairs)]
+        yield random_view(rng, colour, shape, size), colour, shape
