@@ -46,3 +46,16 @@ def test_the_prior_training_script_writes_a_pipeline_folder_with_its_card(tmp_pa
     check_model_available(str(output))  # what --pipeline.guidance.model-id checks
     pipe = StableDiffusionPipeline.from_pretrained(output)
     assert pipe.unet.config.sample_size == 16 and pipe.vae.config.scaling_factor == card["vae_scaling_factor"]
+
+
+def test_a_scene_of_the_world_is_a_nerfstudio_dataset_whose_views_read_as_its_object(tmp_path):
+    from nerfstudio.data.dataparsers.nerfstudio_dataparser import NerfstudioDataParserConfig
+    from PIL import Image
+
+    from toy_world.world import write_scene
+
+    scene = write_scene(tmp_path / "red-ball", Thing("red", "ball"), num_views=10, size=32)
+    outputs = NerfstudioDataParserConfig(data=scene).setup().get_dataparser_outputs("train")
+    assert len(outputs.image_filenames) == 9
+    readings = [read(np.asarray(Image.open(path))) for path in outputs.image_filenames]
+    assert all(r.colour == "red" for r in readings) and np.mean([r.shape == "ball" for r in readings]) >= 0.8

@@ -2,7 +2,7 @@
 UNet2DConditionModel, AutoencoderKL, a CLIP text encoder and tokenizer, SD 1.5's DDPM schedule, epsilon prediction)
 that knows the toy world of :mod:`toy_world.world` from its captions, small enough to train on two CPU cores.
 
-    python -m toy_world.train_prior --output toy_world/prior          # the committed model (about 40 minutes)
+    python -m toy_world.train_prior --output toy_world/prior          # the committed model (about 45 minutes)
     python -m toy_world.train_prior --output /tmp/p --vae-steps 2 --unet-steps 2 --images 64   # a smoke run
 
 1. render ``--images`` random views of the world at ``--resolution`` px with their captions (:func:`training_images`);
@@ -145,8 +145,8 @@ def main() -> None:
     parser.add_argument("--output", type=Path, required=True)
     parser.add_argument("--resolution", type=int, default=32)
     parser.add_argument("--images", type=int, default=16000)
-    parser.add_argument("--vae-steps", type=int, default=3000)
-    parser.add_argument("--unet-steps", type=int, default=8000)
+    parser.add_argument("--vae-steps", type=int, default=1500)
+    parser.add_argument("--unet-steps", type=int, default=6000)
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--caption-dropout", type=float, default=0.1)
     parser.add_argument("--seed", type=int, default=0)

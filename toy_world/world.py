@@ -8,7 +8,9 @@ Everything is a function of its arguments and a seed: the same call renders the 
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Dict, Iterator, List, Sequence, Tuple
 
 import numpy as np
@@ -144,3 +146,28 @@ def training_images(count: int, size: int, seed: int) -> Iterator[Tuple[np.ndarr
     for index in range(count):
         colour, shape = pairs[index % len(pairs)]
         yield random_view(rng, colour, shape, size), colour, shape
+
+
+def write_scene(path: Path, thing: Thing, num_views: int = 10, size: int = 32) -> Path:
+    """Render ``thing`` from ``num_views`` cameras evenly spaced on the ring (radius 3, 30 degrees up) and write them as
+    a nerfstudio dataset (``transforms.json`` + PNGs, pinhole ``OPENCV`` intrinsics). nerfstudio holds out about a
+    tenth of the views for eval, so ``num_views`` must be at least 10."""
+    from PIL import Image
+
+    if num_views < 10:
+        raise ValueError(f"num_views must be at least 10 (the default split needs an eval view), got {num_views}")
+    path = Path(path)
+    (path / "images").mkdir(parents=True, exist_ok=True)
+    focal = focal_for(size)
+    frames = []
+    for i in range(num_views):
+        c2w = ring_camera(2 * np.pi * i / num_views)
+        file_path = f"images/frame_{i + 1:05d}.png"
+        Image.fromarray((render(thing, c2w, size, focal) * 255).round().astype(np.uint8)).save(path / file_path)
+        frames.append({"file_path": file_path, "transform_matrix": c2w.tolist()})
+    transforms = {
+        "camera_model": "OPENCV", "fl_x": focal, "fl_y": focal, "cx": size / 2, "cy": size / 2, "w": size, "h": size,
+        "k1": 0.0, "k2": 0.0, "p1": 0.0, "p2": 0.0, "frames": frames,
+    }  # fmt: skip
+    (path / "transforms.json").write_text(json.dumps(transforms, indent=2))
+    return path
