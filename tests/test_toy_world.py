@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 
@@ -59,3 +60,18 @@ def test_a_scene_of_the_world_is_a_nerfstudio_dataset_whose_views_read_as_its_ob
     assert len(outputs.image_filenames) == 9
     readings = [read(np.asarray(Image.open(path))) for path in outputs.image_filenames]
     assert all(r.colour == "red" for r in readings) and np.mean([r.shape == "ball" for r in readings]) >= 0.8
+
+
+PRIOR = Path(__file__).resolve().parents[1] / "toy_world" / "prior"
+
+
+def test_the_committed_prior_matches_its_card_and_loads_as_a_users_model():
+    from pds_nerfstudio.guidance import GuidanceConfig, check_model_available
+
+    card = json.loads((PRIOR / CARD_NAME).read_text())
+    assert card["sha256"] == weight_files(PRIOR), "the weight files are not the ones the card records"
+    assert sum(p.stat().st_size for p in PRIOR.rglob("*") if p.is_file()) < 20 * 2**20
+    check_model_available(str(PRIOR))
+    guidance = GuidanceConfig(model_id=str(PRIOR)).setup(device="cpu")
+    assert guidance.vae_scale_factor == 2 and guidance.prediction_type == "epsilon"
+    assert guidance.text_embedding(card["captions"][0]).shape == (1, 16, 64)
