@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import operator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Dict, List, Literal, Optional, Tuple, Type
@@ -89,13 +90,13 @@ class EditPipelineConfig(VanillaPipelineConfig):
     """What --load-dir must name, for error messages."""
 
     @property
-    def ratio_range_path(self) -> str:
-        """The config field the viewer's two range sliders start from."""
-        return "guidance.t_ratio_range"
+    def ratio_control(self) -> Tuple[str, str]:
+        """What the viewer's two range sliders are called, and the config field they start from."""
+        return "t ratio", "guidance.t_ratio_range"
 
     def with_typed_controls(self, typed: TypedFlags) -> "EditPipelineConfig":
         """This config, recording which of the viewer's values were typed now (``typed``, relative to it)."""
-        paths = {"tgt_prompt": "tgt_prompt", "guidance_scale": "guidance.guidance_scale", "ratio_range": self.ratio_range_path}
+        paths = {"tgt_prompt": "tgt_prompt", "guidance_scale": "guidance.guidance_scale", "ratio_range": self.ratio_control[1]}
         return dataclasses.replace(self, typed_controls=tuple(name for name, path in paths.items() if path in typed))
 
     def accepts_source(self, config: TrainerConfig) -> bool:
@@ -214,7 +215,8 @@ class EditPipeline(VanillaPipeline):
         super().__init__(config, device, test_mode, world_size, local_rank, grad_scaler)
         self.representation: Representation = config.representation
         self.guidance: StableDiffusionGuidance = config.guidance.setup(device=device)
-        range_name, ratio_range = self.ratio_control()
+        range_name, ratio_path = config.ratio_control
+        ratio_range = operator.attrgetter(ratio_path)(config)
         self.controls = EditControls(
             config.tgt_prompt, config.guidance.guidance_scale, range_name, ratio_range, on_pause=self._pause_editing,
             typed_now=config.typed_controls,
@@ -226,10 +228,6 @@ class EditPipeline(VanillaPipeline):
         # Training ("val") starts from the source field; evaluation and export load the edit's own checkpoint.
         if test_mode == "val" and config.source_checkpoint is not None:
             self.load_source(config.source_checkpoint)
-
-    def ratio_control(self) -> Tuple[str, Tuple[float, float]]:
-        """Name and starting value of the range the viewer's two sliders set."""
-        return "t ratio", self.config.guidance.t_ratio_range
 
     def _pause_editing(self, paused: bool) -> None:
         if self._trainer is not None:

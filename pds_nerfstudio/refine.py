@@ -51,8 +51,8 @@ class RefinePipelineConfig(EditPipelineConfig):
     source_description: ClassVar[str] = "a pds run (ns-train pds)"
 
     @property
-    def ratio_range_path(self) -> str:
-        return "skip_ratio_range"
+    def ratio_control(self) -> Tuple[str, str]:
+        return "SDEdit skip ratio", "skip_ratio_range"
 
     def accepts_source(self, config: TrainerConfig) -> bool:
         return isinstance(config.pipeline, PDSPipelineConfig)
@@ -104,9 +104,6 @@ class RefinePipeline(EditPipeline):
         self.initial_renders: Dict[int, Tensor] = {}
         if test_mode == "val":
             self._start_from_renders()
-
-    def ratio_control(self) -> Tuple[str, Tuple[float, float]]:
-        return "SDEdit skip ratio", self.config.skip_ratio_range
 
     def _start_from_renders(self) -> None:
         """Render every training view of the edited scene once; the renders are the first training images."""

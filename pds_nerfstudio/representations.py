@@ -90,12 +90,13 @@ def new_model_parameters(model_config: ModelConfig, pipeline: Any, **kwargs: Any
     return {name: p.detach() for name, p in model.named_parameters()}
 
 
-def _refuse_flags_of(typed: TypedFlags, section: str, source: str, own: str) -> None:
+def _refuse_flags_of(typed: TypedFlags, section: str, kind: str, source: str, own: str) -> None:
+    """InputError if flags of ``section`` (``kind``'s settings) were typed for a ``source`` run, whose are ``own``."""
     flags = typed.typed_under(section)
     if flags:
         raise InputError(
-            f"{', '.join(flags)} set{'s' if len(flags) == 1 else ''} {'splatfacto' if source == 'nerfacto' else 'nerfacto'} "
-            f"settings, but the source is a {source} run: use --pipeline.{own.replace('_', '-')}.*"
+            f"{', '.join(flags)} set{'s' if len(flags) == 1 else ''} {kind} settings, but the source is a {source} run: "
+            f"use --pipeline.{own}.*"
         )
 
 
@@ -105,7 +106,7 @@ class Nerfacto(Representation):
     reported_group = "fields"
 
     def edit_model_config(self, user: Any, typed: TypedFlags, source: ModelConfig) -> ModelConfig:
-        _refuse_flags_of(typed, "splat_model", "nerfacto", "model")
+        _refuse_flags_of(typed, "splat_model", "splatfacto", "nerfacto", "model")
         return merge_typed(user.model, source, typed.under("model"))
 
     def optimizers(self) -> Dict[str, Dict[str, Any]]:
@@ -135,7 +136,7 @@ class Splatfacto(Representation):
     reported_group = "means"
 
     def edit_model_config(self, user: Any, typed: TypedFlags, source: ModelConfig) -> ModelConfig:
-        _refuse_flags_of(typed, "model", "splatfacto", "splat_model")
+        _refuse_flags_of(typed, "model", "nerfacto", "splatfacto", "splat-model")
         if not isinstance(source, EditSplatfactoModelConfig):  # a splatfacto run: the edit sets its own values of these
             edit = EditSplatfactoModelConfig()
             source = dataclasses.replace(source, **{name: getattr(edit, name) for name in edit.EDIT_SETTINGS})

@@ -134,8 +134,9 @@ class PnRPipelineConfig(PDSPipelineConfig):
         super().check(scene_device)
 
     @property
-    def ratio_range_path(self) -> str:
-        return "annealing.end" if self.annealing.enabled else "guidance.t_ratio_range"
+    def ratio_control(self) -> Tuple[str, str]:
+        """The viewer's two sliders set the range the timestep annealing ends at (or, without annealing, the t range)."""
+        return ("t ratio end", "annealing.end") if self.annealing.enabled else super().ratio_control
 
     def check_flags(self, typed: TypedFlags) -> None:
         super().check_flags(typed)
@@ -220,12 +221,6 @@ class PnRPipeline(PDSPipeline):
         self._announced: Optional[Phase] = None
         if test_mode == "val" and config.revise_steps > 0:  # LPIPS only where a phase uses it
             self.ipg = config.ipg.setup(device=device)
-
-    def ratio_control(self) -> Tuple[str, Tuple[float, float]]:
-        """The viewer's two sliders set the range the timestep annealing ends at (or, without annealing, the t range)."""
-        if not self.config.annealing.enabled:
-            return super().ratio_control()
-        return "t ratio end", self.config.annealing.end
 
     def load_source(self, checkpoint: Path) -> None:
         """Load the source field and keep a frozen copy of it (training only: evaluation never loads the source)."""
