@@ -38,12 +38,12 @@ def test_the_prior_training_script_writes_a_pipeline_folder_with_its_card(tmp_pa
 
     output = tmp_path / "prior"
     command = [sys.executable, "-m", "toy_world.train_prior", "--output", str(output), "--images", "16",
-               "--vae-steps", "2", "--unet-steps", "2", "--batch", "4"]  # fmt: skip
+               "--vae-steps", "2", "--unet-steps", "2", "--vae-refit-steps", "2", "--batch", "4"]  # fmt: skip
     result = subprocess.run(command, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
     card = json.loads((output / CARD_NAME).read_text())
     assert card["sha256"] == weight_files(output) and len(card["sha256"]) == 3  # unet, vae, text encoder
-    assert card["unet_steps"] == 2 and len(card["captions"]) == 8 and (output / "README.md").is_file()
+    assert card["unet_steps"] == 2 and card["vae_refit_steps"] == 2 and len(card["captions"]) == 8 and (output / "README.md").is_file()
     check_model_available(str(output))  # what --pipeline.guidance.model-id checks
     pipe = StableDiffusionPipeline.from_pretrained(output)
     assert pipe.unet.config.sample_size == 16 and pipe.vae.config.scaling_factor == card["vae_scaling_factor"]
