@@ -1,0 +1,133 @@
+"""What an edit of a toy-world scene did: its effect on the object and how much of the rest it kept.
+
+Both are measured on the scene's training views, rendered from the edited run and from its source run. (Not on
+held-out views: the tiny source fields the tests can afford do not generalise to new cameras. A 500-step source of
+40 views renders its 4 held-out views at 19-20 dB PSNR, the ball smeared into a band.)
+
+- **effect**: the fraction of the object's pixels (where the source scene's image shows the object) whose colour is
+  the target colour: saturated (above :data:`toy_world.classify.SATURATION`) and nearest to the target colour's
+  chromaticity among the world's four;
+- **identity**: the PSNR (dB) of every other pixel (floor and sky, the object's outline dilated by one pixel left
+  out) of the edited render against the source run's render of the same view.
+
+A render of the source itself scores effect 0 for another colour and identity infinity: an edit that does nothing
+fails any effect threshold.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+
+from toy_world.classify import SATURATION, chromaticity, object_mask
+from toy_world.world import COLOURS, caption
+
+SOURCE_STEPS = 400
+"""Steps of the tiny nerfacto source (the test harness's small field) of a toy-world scene."""
+SOURCE_FLAGS: List[str] = [
+    "--pipeline.model.use-appearance-embedding", "False",
+    "--pipeline.model.camera-optimizer.mode", "off",
+]  # fmt: skip
+"""A synthetic capture has exact poses and one exposure: neither pose refinement nor per-image appearance."""
+EDIT_FLAGS: List[str] = [
+    "--pipeline.render-resolution", "32",
+    "--pipeline.result-resolution", "32",
+    "--pipeline.ray-chunk-size", "1024",
+    "--pipeline.steps-per-log-image", "1000000",
+]  # fmt: skip
+"""An edit at the prior's own resolution (32 px), whole views in one chunk."""
+
+
+def outcome_edit_flags(prior: str, source_colour: str, target_colour: str, shape: str = "ball") -> List[str]:
+    """The guidance model and the prompts of a colour edit of the world."""
+    return [
+        "--pipeline.guidance.model-id", prior,
+        "--pipeline.src-prompt", caption(source_colour, shape),
+        "--pipeline.tgt-prompt", caption(target_colour, shape),
+    ]  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Outcome:
+    effect: float
+    """Fraction of the object's pixels showing the target colour (0 to 1)."""
+    identity_psnr: float
+    """PSNR (dB) of the pixels outside the object against the source run's renders."""
+
+    def as_dict(self) -> Dict[str, float]:
+        return asdict(self)
+
+
+def nearest_colours(pixels: np.ndarray) -> np.ndarray:
+    """[N] index into ``list(COLOURS)`` of the world colour nearest to each pixel's chromaticity; -1 where the pixel
+    is not saturated (grey)."""
+    references = chromaticity(np.array(list(COLOURS.values())))
+    distances = ((chromaticity(pixels)[:, None, :] - references[None]) ** 2).sum(-1)
+    nearest = distances.argmin(-1)
+    saturated = (pixels.max(-1) - pixels.min(-1)) > SATURATION
+    return np.where(saturated, nearest, -1)
+
+
+def _dilate(mask: np.ndarray) -> np.ndarray:
+    grown = mask.copy()
+    grown[1:] |= mask[:-1]
+    grown[:-1] |= mask[1:]
+    grown[:, 1:] |= mask[:, :-1]
+    grown[:, :-1] |= mask[:, 1:]
+    return grown
+
+
+def measure(edits: Sequence[np.ndarray], sources: Sequence[np.ndarray], object_images: Sequence[np.ndarray], target_colour: str) -> Outcome:
+    """The outcome over views: ``edits`` and ``sources`` are the edited and source runs' renders, ``object_images``
+    the views' captured images (where the object is), all [H, W, 3] in [0, 1]."""
+    target = list(COLOURS).index(target_colour)
+    hits, total, squared, count = 0, 0, 0.0, 0
+    for edit, source, captured in zip(edits, sources, object_images, strict=True):
+        mask = object_mask(captured)
+        hits += int((nearest_colours(edit[mask]) == target).sum())
+        total += int(mask.sum())
+        rest = ~_dilate(mask)
+        squared += float(((edit[rest] - source[rest]) ** 2).sum())
+        count += int(rest.sum()) * 3
+    mse = squared / max(count, 1)
+    return Outcome(hits / max(total, 1), float("inf") if mse == 0 else float(-10 * np.log10(mse)))
+
+
+def training_views(config: Path, step: Optional[int] = None) -> Tuple[List[np.ndarray], List[np.ndarray]]:
+    """A run's renders of its dataset's training views and those views' captured images, [H, W, 3] in [0, 1] (nerfstudio's
+    ``eval_setup`` with the checkpoint of ``step``, default the newest; an edit run loads no diffusion model to render)."""
+    import torch
+    from nerfstudio.utils.eval_utils import eval_setup
+    from PIL import Image
+
+    from pds_nerfstudio.checkpoints import allow_nerfstudio_checkpoints
+    from pds_nerfstudio.splat_cpu import splatfacto_on_cpu
+
+    allow_nerfstudio_checkpoints()  # nerfstudio's checkpoints hold numpy scalars, which torch.load refuses by default
+    def at_step(trainer_config):
+        trainer_config.load_step = step
+        return trainer_config
+
+    _, pipeline, _, _ = eval_setup(Path(config), test_mode="test", update_config_callback=at_step)
+    dataset = pipeline.datamanager.train_dataset
+    cameras = dataset.cameras.to(pipeline.device)
+    renders = []
+    on_cpu = splatfacto_on_cpu() if pipeline.device.type == "cpu" else contextlib.nullcontext()  # gsplat needs CUDA
+    with torch.no_grad(), on_cpu:
+        for index in range(len(cameras)):
+            outputs = pipeline.model.get_outputs_for_camera(cameras[index : index + 1])
+            renders.append(outputs["rgb"].clamp(0, 1).cpu().numpy().astype(np.float64))
+    captured = [np.asarray(Image.open(name).convert("RGB"), dtype=np.float64) / 255 for name in dataset.image_filenames]
+    return renders, captured
+
+
+def edit_outcome(edit_config: Path, source_config: Path, target_colour: str, step: Optional[int] = None) -> Outcome:
+    """:func:`measure` on the training views of an edit run (its checkpoint of ``step``, default the newest) against
+    its source run."""
+    edits, _ = training_views(edit_config, step)
+    sources, captured = training_views(source_config)
+    return measure(edits, sources, captured, target_colour)
