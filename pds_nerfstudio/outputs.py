@@ -19,12 +19,24 @@ def to_pil(image: Tensor) -> Image.Image:
     return Image.fromarray((image.clamp(0, 1).cpu().numpy() * 255).round().astype(np.uint8))
 
 
+COMPARE_MIN_SIDE = 128
+"""Views smaller than this (short side, px) are enlarged in compare.png, pixels kept square, so they can be seen."""
+
+
+def compare_scale(height: int, width: int) -> int:
+    """The whole-number factor compare.png enlarges a view of ``height`` x ``width`` by (1 from 128 px up)."""
+    return max(1, -(-COMPARE_MIN_SIDE // min(height, width)))
+
+
 def compare_grid(sources: Sequence[Tensor], edits: Sequence[Tensor]) -> Image.Image:
-    """One row per view: source | edited, each [H, W, 3] in [0, 1]."""
+    """One row per view: source | edited, each [H, W, 3] in [0, 1], enlarged by :func:`compare_scale`
+    (nearest neighbour: a 32 px render shows as 128 px of 4 x 4 blocks, not as a blur)."""
     rows = [torch.cat([source.cpu(), edit.cpu()], dim=1) for source, edit in zip(sources, edits)]
     width = max(row.shape[1] for row in rows)
     rows = [torch.nn.functional.pad(row, (0, 0, 0, width - row.shape[1])) for row in rows]
-    return to_pil(torch.cat(rows, dim=0))
+    grid = to_pil(torch.cat(rows, dim=0))
+    scale = compare_scale(*sources[0].shape[:2])
+    return grid.resize((grid.width * scale, grid.height * scale), Image.Resampling.NEAREST) if scale > 1 else grid
 
 
 def turntable_order(camera_positions: Tensor) -> List[int]:

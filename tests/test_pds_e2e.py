@@ -12,6 +12,7 @@ import torch
 import yaml
 
 from pds_nerfstudio.checkpoints import load_checkpoint
+from pds_nerfstudio.outputs import compare_scale
 from pds_nerfstudio.source_run import newest_checkpoint
 from tests.harness import check_run_opens_without_diffusion_model, file_digests, run_tiny_edit
 from pds_nerfstudio.typed_flags import TypedFlags
@@ -81,7 +82,8 @@ def test_renders_grid_and_turntable_are_saved(pds_run, synthetic_scene):
     assert len(renders) == num_train
     width, height = Image.open(next(synthetic_scene.glob("images/*.png"))).size
     assert Image.open(renders[0]).size == (width, height)
-    assert Image.open(pds_run.run_dir / "renders" / "compare.png").size == (2 * width, 4 * height)  # 4 views
+    scale = compare_scale(height, width)  # small views are enlarged to be seen
+    assert scale > 1 and Image.open(pds_run.run_dir / "renders" / "compare.png").size == (2 * width * scale, 4 * height * scale)  # 4 views
     turntable = Image.open(pds_run.run_dir / "renders" / "turntable.gif")
     assert turntable.n_frames == num_train and turntable.size == (width, height)
 
@@ -115,7 +117,7 @@ def test_results_are_bounded_in_number_and_size(pds_run, tmp_path):
     pipeline.config.result_views, pipeline.config.result_resolution = 4, 16
     paths = pipeline.save_results(tmp_path)
     assert len(paths) == 4 and all(Image.open(path).size == (16, 16) for path in paths)
-    assert Image.open(tmp_path / "compare.png").size == (2 * 16, 4 * 16)
+    assert Image.open(tmp_path / "compare.png").size == (2 * 128, 4 * 128)  # 16 px views enlarged 8 times
     assert Image.open(tmp_path / "turntable.gif").n_frames == 4
 
 
