@@ -1,0 +1,135 @@
+"""Edit outcome against steps: how many steps an edit needs, measured with the toy-world prior, hardware-independent.
+
+A tiny source (nerfacto and splatfacto) of a red ball on a grey floor is edited to "a blue ball" with each method
+through the real ``ns-train``, a checkpoint kept every ``--every`` steps; :mod:`toy_world.outcome` reads each
+checkpoint's renders of the training views: the effect (fraction of the ball's pixels showing blue) and the
+identity (PSNR of every other pixel against the source run's render). The table goes to docs/benchmarks.md and the
+plot to docs/edit_outcome.png, so that a change meant to make edits faster can be judged by the steps it saves.
+
+    python bench/edit_outcome.py        # pds, sds, dds; nerfacto 200 steps, splatfacto 1000 (about 25 min on 2 cores)
+    python bench/edit_outcome.py --nerfacto-steps 20 --checkpoints 2 --methods pds --representations nerfacto --no-write
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Dict, List, Tuple
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from bench.report import replace_section  # noqa: E402
+
+MARKER = "<!-- bench:edit-outcome -->"
+PRIOR = ROOT / "toy_world" / "prior"
+
+
+def measure_method(method: str, source: Path, work: Path, torch_home: Path, steps: int, every: int) -> List[Tuple[int, float, float]]:
+    """(steps done, effect, identity dB) at every kept checkpoint of one edit."""
+    from tests.harness import run_tiny_edit
+    from toy_world.outcome import EDIT_FLAGS, edit_outcome, outcome_edit_flags
+
+    flags = [
+        *EDIT_FLAGS, *outcome_edit_flags(str(PRIOR), "red", "blue"), "--pipeline.guidance.method", method,
+        "--steps-per-save", str(every), "--save-only-latest-checkpoint", "False",
+    ]  # fmt: skip
+    run, _ = run_tiny_edit("pds", source, work / f"edit-{method}", torch_home, steps, flags)
+    rows = []
+    for checkpoint in sorted((run / "nerfstudio_models").glob("step-*.ckpt")):
+        step = int(checkpoint.stem.split("-")[1])
+        outcome = edit_outcome(run / "config.yml", source / "config.yml", "blue", step)
+        rows.append((step + 1, outcome.effect, outcome.identity_psnr))
+        print(f"{method} step {step + 1}: effect {outcome.effect:.2f}, identity {outcome.identity_psnr:.1f} dB", flush=True)
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--nerfacto-steps", type=int, default=200)
+    parser.add_argument("--splatfacto-steps", type=int, default=1000, help="splatfacto's learning rates are 4 to 60 times lower than nerfacto's")
+    parser.add_argument("--checkpoints", type=int, default=8, help="checkpoints measured per edit, evenly spaced")
+    parser.add_argument("--methods", nargs="+", default=["pds", "sds", "dds"])
+    parser.add_argument("--representations", nargs="+", default=["nerfacto", "splatfacto"])
+    parser.add_argument("--no-write", action="store_true", help="print only; leave docs/ as it is")
+    args = parser.parse_args()
+    from tests.harness import seed_torch_home, train_tiny_nerfacto, train_tiny_splatfacto
+    from toy_world.outcome import SOURCE_FLAGS, SOURCE_STEPS
+    from toy_world.world import Thing, write_scene
+
+    start = time.perf_counter()
+    results: Dict[Tuple[str, str], List[Tuple[int, float, float]]] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        torch_home = seed_torch_home(work / "torch_home")
+        # the runs load in this process too (to render their checkpoints): LPIPS constructs offline from this folder
+        os.environ.update(TORCH_HOME=str(torch_home), HF_HUB_OFFLINE="1")
+        scene = write_scene(work / "red-ball", Thing("red", "ball"), num_views=10, size=32)
+        for representation in args.representations:
+            if representation == "nerfacto":
+                source = train_tiny_nerfacto(scene, work / "sources", torch_home, SOURCE_STEPS, extra_args=SOURCE_FLAGS)
+            else:
+                source = train_tiny_splatfacto(scene, work / "sources", torch_home, steps=SOURCE_STEPS)
+            steps = args.nerfacto_steps if representation == "nerfacto" else args.splatfacto_steps
+            for method in args.methods:
+                results[representation, method] = measure_method(
+                    method, source, work / representation, torch_home, steps, max(1, steps // args.checkpoints)
+                )
+    elapsed = time.perf_counter() - start
+    body = report(results, elapsed)
+    print(body)
+    if not args.no_write:
+        replace_section(ROOT / "docs" / "benchmarks.md", MARKER, body)
+        plot(results, ROOT / "docs" / "edit_outcome.png")
+
+
+def report(results, elapsed: float) -> str:
+    lines = [
+        "## Edit outcome against steps (toy-world prior)",
+        "",
+        f"`python bench/edit_outcome.py` ({platform.machine()}, {elapsed / 60:.0f} min). A tiny source of a red ball on a "
+        "grey floor (10 views, 32 px; nerfacto and splatfacto, 400 steps) edited to \"a photo of a blue ball on a grey "
+        "floor\" with the trained toy-world prior (toy_world/prior), every other setting the method's default; each "
+        "cell is *effect / identity*: the fraction of the ball's pixels that show blue, and the PSNR (dB) of the other "
+        "pixels against the source run's render, over the 9 training views (`toy_world.outcome`). Steps count the "
+        "optimizer steps done (nerfstudio saves after step N, so N + 1). One run each: a single run's identity varies by "
+        "several dB (docs/toy_world.md). The step counts do not depend on the hardware. Plot: "
+        "[edit_outcome.png](edit_outcome.png).",
+    ]
+    for representation in dict.fromkeys(r for r, _ in results):
+        rows = {method: rows for (r, method), rows in results.items() if r == representation}
+        steps = sorted({row[0] for method_rows in rows.values() for row in method_rows})
+        lines += ["", f"{representation}:", "", "| method | " + " | ".join(f"{s} steps" for s in steps) + " |", "|" + "---|" * (len(steps) + 1)]
+        for method, method_rows in rows.items():
+            cells = {row[0]: f"{row[1]:.2f} / {row[2]:.1f}" for row in method_rows}
+            lines.append(f"| {method} | " + " | ".join(cells.get(s, "") for s in steps) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def plot(results, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, (effect_axis, identity_axis) = plt.subplots(1, 2, figsize=(10, 4))
+    for (representation, method), rows in results.items():
+        style = "-" if representation == "nerfacto" else "--"
+        steps, effects, identities = zip(*rows)
+        effect_axis.plot(steps, effects, style, marker="o", label=f"{method} ({representation})")
+        identity_axis.plot(steps, identities, style, marker="o", label=f"{method} ({representation})")
+    effect_axis.set(xlabel="edit steps", ylabel="effect: ball pixels that are blue", ylim=(-0.05, 1.05))
+    identity_axis.set(xlabel="edit steps", ylabel="identity: PSNR of the rest (dB)")
+    effect_axis.legend(fontsize=8)
+    figure.suptitle("red ball -> blue ball, toy-world prior")
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+
+
+if __name__ == "__main__":
+    main()
