@@ -6,8 +6,9 @@
 #       nerfstudio's "poster" capture and Stable Diffusion 1.5 from the hub: needs the network; a CUDA GPU
 #       makes it take tens of minutes instead of days.
 #   bash scripts/edit_example.sh --demo
-#       offline, CPU, a few minutes: a synthetic scene and a tiny randomly initialised Stable-Diffusion-shaped
-#       model built in code (the test harness's), so every command runs; the edit itself means nothing.
+#       offline, CPU, a few minutes: a scene of the toy world (a red ball on a grey floor) edited to a blue ball
+#       with the project's trained toy-world prior (toy_world/prior), then a splatfacto reconstruction edited
+#       with a tiny randomly initialised model built in code (every command runs; that edit means nothing).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install.sh
@@ -17,25 +18,29 @@ if [ "${1:-}" = "--demo" ]; then
   export HF_HUB_OFFLINE=1 TORCH_HOME="$PWD/demo/torch_home"
   python - <<'PY'
 from pathlib import Path
-from tests.harness import build_tiny_stable_diffusion, make_synthetic_scene, seed_torch_home
+from tests.harness import build_tiny_stable_diffusion, seed_torch_home
+from toy_world.world import Thing, write_scene
 demo = Path("demo")
-make_synthetic_scene(demo / "scene", num_views=10, size=32)
+write_scene(demo / "scene", Thing("red", "ball"), num_views=10, size=32)
 build_tiny_stable_diffusion(demo / "tiny-sd")
 seed_torch_home(demo / "torch_home")
 PY
-  tiny_field=$(python -c 'from tests.harness import TINY_NERFACTO_FLAGS; print(" ".join(TINY_NERFACTO_FLAGS))')
+  tiny_field=$(python -c 'from tests.harness import TINY_NERFACTO_FLAGS; from toy_world.outcome import SOURCE_FLAGS; print(" ".join(TINY_NERFACTO_FLAGS + SOURCE_FLAGS))')
+  edit_flags=$(python -c 'from toy_world.outcome import EDIT_FLAGS; print(" ".join(EDIT_FLAGS))')
   # shellcheck disable=SC2086
-  ns-train nerfacto --data demo/scene --output-dir demo/outputs --max-num-iterations 30 $tiny_field
-  ns-train pds --load-dir demo/outputs/scene --output-dir demo/outputs --max-num-iterations 20 \
-    --pipeline.tgt-prompt "a photo of a polar bear" --pipeline.guidance.model-id demo/tiny-sd \
-    --pipeline.render-resolution 32 --machine.device-type cpu --vis tensorboard \
-    --viewer.quit-on-train-completion True
+  ns-train nerfacto --data demo/scene --output-dir demo/outputs --max-num-iterations 400 $tiny_field
+  # the toy world's trained prior knows red and blue balls: the ball turns blue, the floor stays (renders/compare.png)
+  # shellcheck disable=SC2086
+  ns-train pds --load-dir demo/outputs/scene --output-dir demo/outputs --max-num-iterations 200 \
+    --pipeline.src-prompt "a photo of a red ball on a grey floor" \
+    --pipeline.tgt-prompt "a photo of a blue ball on a grey floor" --pipeline.guidance.model-id toy_world/prior \
+    $edit_flags --machine.device-type cpu --vis tensorboard --viewer.quit-on-train-completion True
   run=$(ls -d demo/outputs/scene/pds/*/ | tail -n 1)
   ns-export pointcloud --load-config "$run/config.yml" --output-dir demo/export --num-points 2000 \
     --remove-outliers False --normal-method open3d
-  echo "edited run: $run (renders in $run/renders), point cloud: demo/export/point_cloud.ply"
+  echo "edited run: $run (source | edit of 4 views: $run/renders/compare.png), point cloud: demo/export/point_cloud.ply"
 
-  # The same edit of a splatfacto reconstruction. gsplat's kernels need CUDA: on this CPU, nerfstudio's
+  # An edit of a splatfacto reconstruction. gsplat's kernels need CUDA: on this CPU, nerfstudio's
   # ns-train runs splatfacto through pds_nerfstudio.splat_cpu (with a GPU: plain `ns-train splatfacto`).
   splat_flags=$(python -c 'from tests.harness import TINY_SPLATFACTO_FLAGS; print(" ".join(TINY_SPLATFACTO_FLAGS))')
   # shellcheck disable=SC2086
