@@ -27,23 +27,24 @@ sys.path.insert(0, str(ROOT))
 from bench.report import replace_section  # noqa: E402
 
 MARKER = "<!-- bench:edit-outcome -->"
-PRIOR = ROOT / "toy_world" / "prior"
 
 
 def measure_method(method: str, source: Path, work: Path, torch_home: Path, steps: int, every: int) -> List[Tuple[int, float, float]]:
     """(steps done, effect, identity dB) at every kept checkpoint of one edit."""
     from tests.harness import run_tiny_edit
-    from toy_world.outcome import EDIT_FLAGS, edit_outcome, outcome_edit_flags
+    from toy_world import PRIOR
+    from toy_world.outcome import EDIT_FLAGS, measure, outcome_edit_flags, training_views
 
     flags = [
         *EDIT_FLAGS, *outcome_edit_flags(str(PRIOR), "red", "blue"), "--pipeline.guidance.method", method,
         "--steps-per-save", str(every), "--save-only-latest-checkpoint", "False",
     ]  # fmt: skip
     run, _ = run_tiny_edit("pds", source, work / f"edit-{method}", torch_home, steps, flags)
+    sources, captured = training_views(source / "config.yml")  # once: every checkpoint is compared with these
     rows = []
     for checkpoint in sorted((run / "nerfstudio_models").glob("step-*.ckpt")):
         step = int(checkpoint.stem.split("-")[1])
-        outcome = edit_outcome(run / "config.yml", source / "config.yml", "blue", step)
+        outcome = measure(training_views(run / "config.yml", step)[0], sources, captured, "blue")
         rows.append((step + 1, outcome.effect, outcome.identity_psnr))
         print(f"{method} step {step + 1}: effect {outcome.effect:.2f}, identity {outcome.identity_psnr:.1f} dB", flush=True)
     return rows

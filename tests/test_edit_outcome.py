@@ -14,17 +14,13 @@ is understood, a default run would fail about one CI run in six for a reason no 
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
 from tests.harness import run_tiny_edit, seed_torch_home, train_tiny_nerfacto
-from toy_world.outcome import (
-    EDIT_FLAGS, SOURCE_FLAGS, SOURCE_STEPS, edit_outcome, measure, outcome_edit_flags, training_views,
-)  # fmt: skip
+from toy_world import PRIOR
+from toy_world.outcome import EDIT_FLAGS, SOURCE_FLAGS, SOURCE_STEPS, measure, outcome_edit_flags, training_views
 from toy_world.world import Thing, write_scene
 
-PRIOR = Path(__file__).resolve().parents[1] / "toy_world" / "prior"
 STEPS = 200
 
 
@@ -44,9 +40,9 @@ def test_pds_turns_the_ball_blue_and_keeps_the_floor(world):
     score effect 0 (checked here)."""
     work, torch_home, source = world
     run, _ = run_tiny_edit("pds", source, work / "edit", torch_home, STEPS, [*EDIT_FLAGS, *outcome_edit_flags(str(PRIOR), "red", "blue")])
-    outcome = edit_outcome(run / "config.yml", source / "config.yml", "blue")
+    sources, captured = training_views(source / "config.yml")
+    outcome = measure(training_views(run / "config.yml")[0], sources, captured, "blue")
     assert outcome.effect >= 0.7, outcome
     assert outcome.identity_psnr >= 14.0, outcome
-    renders, captured = training_views(source / "config.yml")
-    unedited = measure(renders, renders, captured, "blue")
+    unedited = measure(sources, sources, captured, "blue")
     assert unedited.effect < 0.05 and unedited.identity_psnr == float("inf")

@@ -5,10 +5,10 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 
+from toy_world import PRIOR
 from toy_world.classify import read
 from toy_world.train_prior import CARD_NAME, weight_files
 from toy_world.world import COLOURS, SHAPES, Thing, render, ring_camera, training_images
@@ -60,9 +60,6 @@ def test_a_scene_of_the_world_is_a_nerfstudio_dataset_whose_views_read_as_its_ob
     assert len(outputs.image_filenames) == 9
     readings = [read(np.asarray(Image.open(path))) for path in outputs.image_filenames]
     assert all(r.colour == "red" for r in readings) and np.mean([r.shape == "ball" for r in readings]) >= 0.8
-
-
-PRIOR = Path(__file__).resolve().parents[1] / "toy_world" / "prior"
 
 
 def test_the_committed_prior_matches_its_card_and_loads_as_a_users_model():

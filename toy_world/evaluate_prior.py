@@ -14,6 +14,7 @@ from typing import Dict, List
 import numpy as np
 import torch
 
+from toy_world import PRIOR
 from toy_world.classify import read
 from toy_world.world import COLOURS, SHAPES, caption
 
@@ -35,7 +36,7 @@ def sample(pipe, prompt: str, count: int, guidance_scale: float, steps: int, see
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", type=Path, default=ROOT / "toy_world" / "prior")
+    parser.add_argument("--model", type=Path, default=PRIOR)
     parser.add_argument("--samples", type=int, default=32)
     parser.add_argument("--guidance-scale", type=float, default=7.5)
     parser.add_argument("--steps", type=int, default=30)

@@ -17,13 +17,13 @@ fails any effect threshold.
 from __future__ import annotations
 
 import contextlib
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from toy_world.classify import SATURATION, chromaticity, object_mask
+from toy_world.classify import chromaticity, object_mask
 from toy_world.world import COLOURS, caption
 
 SOURCE_STEPS = 400
@@ -58,18 +58,13 @@ class Outcome:
     identity_psnr: float
     """PSNR (dB) of the pixels outside the object against the source run's renders."""
 
-    def as_dict(self) -> Dict[str, float]:
-        return asdict(self)
-
 
 def nearest_colours(pixels: np.ndarray) -> np.ndarray:
     """[N] index into ``list(COLOURS)`` of the world colour nearest to each pixel's chromaticity; -1 where the pixel
     is not saturated (grey)."""
     references = chromaticity(np.array(list(COLOURS.values())))
     distances = ((chromaticity(pixels)[:, None, :] - references[None]) ** 2).sum(-1)
-    nearest = distances.argmin(-1)
-    saturated = (pixels.max(-1) - pixels.min(-1)) > SATURATION
-    return np.where(saturated, nearest, -1)
+    return np.where(object_mask(pixels), distances.argmin(-1), -1)
 
 
 def _dilate(mask: np.ndarray) -> np.ndarray:
@@ -108,6 +103,7 @@ def training_views(config: Path, step: Optional[int] = None) -> Tuple[List[np.nd
     from pds_nerfstudio.splat_cpu import splatfacto_on_cpu
 
     allow_nerfstudio_checkpoints()  # nerfstudio's checkpoints hold numpy scalars, which torch.load refuses by default
+
     def at_step(trainer_config):
         trainer_config.load_step = step
         return trainer_config
@@ -124,10 +120,3 @@ def training_views(config: Path, step: Optional[int] = None) -> Tuple[List[np.nd
     captured = [np.asarray(Image.open(name).convert("RGB"), dtype=np.float64) / 255 for name in dataset.image_filenames]
     return renders, captured
 
-
-def edit_outcome(edit_config: Path, source_config: Path, target_colour: str, step: Optional[int] = None) -> Outcome:
-    """:func:`measure` on the training views of an edit run (its checkpoint of ``step``, default the newest) against
-    its source run."""
-    edits, _ = training_views(edit_config, step)
-    sources, captured = training_views(source_config)
-    return measure(edits, sources, captured, target_colour)
