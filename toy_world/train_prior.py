@@ -24,7 +24,7 @@ import hashlib
 import json
 import time
 from pathlib import Path
-from typing import Callable, Dict, List
+from typing import Callable, Dict, List, Optional
 
 import numpy as np
 import torch
@@ -286,11 +286,12 @@ def main() -> None:
     log(f"saved {args.output}")
 
 
-def save_card(folder: Path, card: Dict) -> None:
-    """card.json and README.md of a trained folder, the weight files' sha256 read from it."""
+def save_card(folder: Path, card: Dict, readme: Optional[Callable[[Dict], str]] = None) -> None:
+    """card.json and README.md (``readme(card)``; the prior's :func:`model_card` by default) of a trained folder, the
+    weight files' sha256 read from it."""
     card["sha256"] = weight_files(folder)
     (folder / CARD_NAME).write_text(json.dumps(card, indent=2) + "\n")
-    (folder / "README.md").write_text(model_card(card))
+    (folder / "README.md").write_text((readme or model_card)(card))
 
 
 def model_card(card: Dict) -> str:
