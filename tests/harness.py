@@ -7,8 +7,8 @@ Everything here is seeded and small enough to run on a 2-core CPU machine withou
   vocabulary is written here instead of fetched from the hub.
 - :func:`seed_torch_home`: a ``TORCH_HOME`` holding randomly initialised AlexNet and VGG16 state
   dicts under the file names torchvision expects, so LPIPS (torchmetrics and ``lpips``) constructs.
-- :func:`make_synthetic_scene`: a ray-cast scene (two spheres on a checkered ground) written as a
-  nerfstudio ``transforms.json`` dataset.
+- :func:`make_synthetic_scene`: a toy-world scene (two balls on the grey floor, :mod:`toy_world.world`) written
+  as a nerfstudio ``transforms.json`` dataset.
 - :func:`train_tiny_nerfacto`: a tiny nerfacto source run through the real ``ns-train`` CLI.
 
 Random weights are a test-only device; the product never substitutes them for real ones.
@@ -17,7 +17,6 @@ Random weights are a test-only device; the product never substitutes them for re
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import shutil
 import subprocess
@@ -26,9 +25,9 @@ import time
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
-import numpy as np
 
 from toy_world.models import SD15_SCHEDULER, write_clip_tokenizer_files
+from toy_world.world import Thing, write_scene
 
 # --------------------------------------------------------------------------------------------------
 # Tiny Stable Diffusion
@@ -238,116 +237,13 @@ def seed_torch_home(path: Path) -> Path:
 # Synthetic scene (nerfstudio-data)
 # --------------------------------------------------------------------------------------------------
 
-_SPHERES = (
-    # center (world, z up), radius, RGB albedo
-    (np.array([0.35, 0.0, 0.0]), 0.35, np.array([0.85, 0.2, 0.15])),
-    (np.array([-0.35, 0.3, -0.1]), 0.25, np.array([0.15, 0.35, 0.9])),
-)
-_GROUND_Z = -0.35
-_LIGHT_DIR = np.array([0.4, -0.3, 0.85]) / np.linalg.norm([0.4, -0.3, 0.85])
-
-
-def _look_at_camera_to_world(eye: np.ndarray, target: np.ndarray, up: np.ndarray) -> np.ndarray:
-    """4x4 camera-to-world in nerfstudio's (OpenGL) convention: x right, y up, camera looks along -z."""
-    forward = target - eye
-    forward = forward / np.linalg.norm(forward)
-    right = np.cross(forward, up)
-    right = right / np.linalg.norm(right)
-    cam_up = np.cross(right, forward)
-    c2w = np.eye(4)
-    c2w[:3, 0], c2w[:3, 1], c2w[:3, 2], c2w[:3, 3] = right, cam_up, -forward, eye
-    return c2w
-
-
-def _render(c2w: np.ndarray, focal: float, size: int) -> np.ndarray:
-    """Ray-cast the scene analytically; returns an HxWx3 float image in [0, 1]."""
-    pixel = np.arange(size) + 0.5
-    u, v = np.meshgrid(pixel, pixel, indexing="xy")
-    # Camera-space directions (OpenGL: image y grows downwards, camera y upwards).
-    dirs_cam = np.stack([(u - size / 2) / focal, -(v - size / 2) / focal, -np.ones_like(u)], axis=-1)
-    dirs = dirs_cam @ c2w[:3, :3].T
-    dirs = dirs / np.linalg.norm(dirs, axis=-1, keepdims=True)
-    origin = c2w[:3, 3]
-
-    # Background: sky gradient by ray elevation.
-    sky_t = np.clip(dirs[..., 2:3] * 0.5 + 0.5, 0.0, 1.0)
-    image = (1 - sky_t) * np.array([0.9, 0.85, 0.75]) + sky_t * np.array([0.45, 0.65, 0.95])
-    depth = np.full(dirs.shape[:2], np.inf)
-
-    # Checkered ground plane z = _GROUND_Z.
-    with np.errstate(divide="ignore", invalid="ignore"):
-        t_ground = (_GROUND_Z - origin[2]) / dirs[..., 2]
-    hit = np.isfinite(t_ground) & (t_ground > 0)
-    points = origin + t_ground[..., None] * dirs
-    checker = (np.floor(points[..., 0] * 2.5) + np.floor(points[..., 1] * 2.5)) % 2
-    ground = np.where(checker[..., None] > 0, np.array([0.8, 0.8, 0.7]), np.array([0.3, 0.55, 0.3]))
-    fade = np.exp(-0.08 * np.linalg.norm(points[..., :2], axis=-1))[..., None]
-    ground = ground * (0.55 + 0.45 * _LIGHT_DIR[2]) * fade + image * (1 - fade)
-    image = np.where(hit[..., None], ground, image)
-    depth = np.where(hit, t_ground, depth)
-
-    # Spheres, Lambertian with ambient term.
-    for center, radius, albedo in _SPHERES:
-        oc = origin - center
-        b = dirs @ oc
-        disc = b * b - (oc @ oc - radius * radius)
-        t_sphere = -b - np.sqrt(np.maximum(disc, 0.0))
-        hit = (disc > 0) & (t_sphere > 0) & (t_sphere < depth)
-        normal = origin + t_sphere[..., None] * dirs - center
-        normal = normal / radius
-        shade = 0.25 + 0.75 * np.clip(normal @ _LIGHT_DIR, 0.0, 1.0)
-        image = np.where(hit[..., None], albedo * shade[..., None], image)
-        depth = np.where(hit, t_sphere, depth)
-    return np.clip(image, 0.0, 1.0)
+SYNTHETIC_SCENE = (Thing("red", "ball", (0.35, 0.0)), Thing("blue", "ball", (-0.35, 0.3), scale=0.25 / 0.35))
+"""The tests' scene in the toy world: a red ball (radius 0.35) and a smaller blue one (radius 0.25) on the floor."""
 
 
 def make_synthetic_scene(path: Path, num_views: int = 10, size: int = 32, k1: float = 0.0) -> Path:
-    """Render a small scene with numpy and write it as a nerfstudio dataset (``transforms.json`` + PNGs).
-
-    Two spheres on a checkered ground, seen by ``num_views`` cameras on a ring (radius 3, 30 degrees
-    above the ground) looking at the origin; square ``size`` x ``size`` images, pinhole intrinsics
-    (camera model ``OPENCV`` with zero distortion; ``k1`` declares a radial distortion coefficient, as
-    ns-process-data writes for real captures: the images stay the pinhole renders, enough to test that the
-    edit serves the images and cameras nerfstudio derives from them). nerfstudio's ``nerfstudio-data`` parser holds out
-    ``num_views - ceil(0.9 * num_views)`` views for eval by default, so ``num_views`` must be at least
-    10 for both splits to be non-empty (8 views would give an empty eval split).
-    """
-    from PIL import Image
-
-    if num_views < 10:
-        raise ValueError(f"num_views must be at least 10 (the default split needs an eval view), got {num_views}")
-    path = Path(path)
-    (path / "images").mkdir(parents=True, exist_ok=True)
-    fov = np.deg2rad(45.0)
-    focal = 0.5 * size / np.tan(0.5 * fov)
-    radius, elevation = 3.0, np.deg2rad(30.0)
-    frames = []
-    for i in range(num_views):
-        azimuth = 2 * np.pi * i / num_views
-        eye = radius * np.array(
-            [np.cos(elevation) * np.cos(azimuth), np.cos(elevation) * np.sin(azimuth), np.sin(elevation)]
-        )
-        c2w = _look_at_camera_to_world(eye, np.zeros(3), np.array([0.0, 0.0, 1.0]))
-        rgb = (_render(c2w, focal, size) * 255).round().astype(np.uint8)
-        file_path = f"images/frame_{i + 1:05d}.png"
-        Image.fromarray(rgb).save(path / file_path)
-        frames.append({"file_path": file_path, "transform_matrix": c2w.tolist()})
-    transforms = {
-        "camera_model": "OPENCV",
-        "fl_x": focal,
-        "fl_y": focal,
-        "cx": size / 2,
-        "cy": size / 2,
-        "w": size,
-        "h": size,
-        "k1": k1,
-        "k2": 0.0,
-        "p1": 0.0,
-        "p2": 0.0,
-        "frames": frames,
-    }
-    (path / "transforms.json").write_text(json.dumps(transforms, indent=2))
-    return path
+    """:data:`SYNTHETIC_SCENE` written by :func:`toy_world.world.write_scene` (``num_views`` ring cameras, ``size`` px)."""
+    return write_scene(path, SYNTHETIC_SCENE, num_views, size, k1)
 
 
 # --------------------------------------------------------------------------------------------------

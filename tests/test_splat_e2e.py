@@ -92,9 +92,11 @@ def test_a_splat_edit_culls_and_opens_without_the_diffusion_model(splat_source, 
     assert "Step 0 uses: tgt prompt 'a photo of a polar bear'" in result.stdout
     source, _ = gaussians(splat_source)
     edited, _ = gaussians(run_dir)
-    # the tiny source still has Gaussians at splatfacto's initial opacity 0.1: the first step culls some
-    remaining = torch.sigmoid(source["opacities"]).flatten() >= 0.1
-    assert 0 < len(edited["means"]) == int(remaining.sum()) < len(source["means"])
+    # the tiny source still has Gaussians at splatfacto's initial opacity 0.1, the cull threshold: the edit culls
+    # those that its first steps left below it (a step moves an opacity by less than 0.01 here)
+    opacities = torch.sigmoid(source["opacities"]).flatten()
+    kept_surely, kept_at_most = int((opacities >= 0.11).sum()), int((opacities >= 0.09).sum())
+    assert 0 < kept_surely <= len(edited["means"]) <= kept_at_most < len(source["means"])
     assert (run_dir / "renders" / "compare.png").exists() and len(list((run_dir / "renders").glob("frame_*.png"))) == 9
 
     shutil.rmtree(model_copy)  # export, render and viewer must not need Stable Diffusion

@@ -65,7 +65,7 @@ def main() -> None:
     picture = args.doc.with_name("toy_world_prior_samples.png")
     Image.fromarray(np.concatenate(grid, axis=0)).resize((grid[0].shape[1] * 3, len(grid) * grid[0].shape[0] * 3), Image.NEAREST).save(picture)
     body = "\n".join([
-        f"### Samples of the toy-world prior read by the world's classifier",
+        "### Samples of the toy-world prior read by the world's classifier",
         "",
         f"{args.samples} samples per caption, DDIM {args.steps} steps, guidance scale {args.guidance_scale}, "
         f"`python -m toy_world.evaluate_prior`; the first 8 of each caption (a row each) are in "

@@ -1,5 +1,5 @@
-"""The toy world: one object (a ball or a cube, in one of four colours) on a grey floor under a light sky, seen by
-cameras on a ring around it, ray-cast analytically with numpy; and the captions that describe each image.
+"""The toy world: one object (a ball or a cube, in one of four colours; scenes may hold several) on a grey floor under
+a light sky, seen by cameras on a ring around it, ray-cast analytically with numpy; and the captions that describe each image.
 
     caption(colour, shape) = "a photo of a {colour} {shape} on a grey floor"
 
@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, Iterator, List, Sequence, Tuple
+from typing import Dict, Iterator, List, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -112,8 +112,14 @@ def _hit_cube(origin, directions, thing: Thing):
     return np.where(hit, t_near, np.inf), normals @ rotation.T
 
 
-def render(thing: Thing, c2w: np.ndarray, size: int, focal: float = 0.0) -> np.ndarray:
-    """The image [size, size, 3] in [0, 1] of ``thing`` on the floor seen by ``c2w`` (focal: 45 degrees by default)."""
+Scene = Union[Thing, Sequence[Thing]]
+"""What :func:`render` and :func:`write_scene` draw: one thing or several on the floor."""
+
+
+def render(scene: Scene, c2w: np.ndarray, size: int, focal: float = 0.0) -> np.ndarray:
+    """The image [size, size, 3] in [0, 1] of the scene (one thing or several) on the floor seen by ``c2w`` (focal:
+    45 degrees by default)."""
+    things = (scene,) if isinstance(scene, Thing) else tuple(scene)
     origin, directions = _rays(c2w, focal or focal_for(size), size)
     height = np.clip(directions[..., 2:3] * 0.5 + 0.5, 0.0, 1.0)
     image = (1 - height) * SKY_LOW + height * SKY_HIGH
@@ -124,10 +130,13 @@ def render(thing: Thing, c2w: np.ndarray, size: int, focal: float = 0.0) -> np.n
     fade = np.exp(-0.08 * np.linalg.norm(points[..., :2], axis=-1))[..., None]
     floor_colour = FLOOR_ALBEDO * (0.55 + 0.45 * LIGHT[2]) * fade + image * (1 - fade)
     image = np.where(floor[..., None], floor_colour, image)
-    t_object, normals = (_hit_ball if thing.shape == "ball" else _hit_cube)(origin, directions, thing)
-    hit = np.isfinite(t_object) & (~floor | (t_object < np.where(floor, t_floor, np.inf)))
-    shade = 0.3 + 0.7 * np.clip(normals @ LIGHT, 0.0, 1.0)
-    image = np.where(hit[..., None], np.array(COLOURS[thing.colour]) * shade[..., None], image)
+    depth = np.where(floor, t_floor, np.inf)
+    for thing in things:
+        t_object, normals = (_hit_ball if thing.shape == "ball" else _hit_cube)(origin, directions, thing)
+        hit = np.isfinite(t_object) & (t_object < depth)
+        shade = 0.3 + 0.7 * np.clip(normals @ LIGHT, 0.0, 1.0)
+        image = np.where(hit[..., None], np.array(COLOURS[thing.colour]) * shade[..., None], image)
+        depth = np.where(hit, t_object, depth)
     return np.clip(image, 0.0, 1.0)
 
 
@@ -148,10 +157,15 @@ def training_images(count: int, size: int, seed: int) -> Iterator[Tuple[np.ndarr
         yield random_view(rng, colour, shape, size), colour, shape
 
 
-def write_scene(path: Path, thing: Thing, num_views: int = 10, size: int = 32) -> Path:
-    """Render ``thing`` from ``num_views`` cameras evenly spaced on the ring (radius 3, 30 degrees up) and write them as
-    a nerfstudio dataset (``transforms.json`` + PNGs, pinhole ``OPENCV`` intrinsics). nerfstudio holds out about a
-    tenth of the views for eval, so ``num_views`` must be at least 10."""
+def write_scene(path: Path, scene: Scene, num_views: int = 10, size: int = 32, k1: float = 0.0) -> Path:
+    """Render the scene (one thing or several) from ``num_views`` cameras evenly spaced on the ring (radius 3, 30
+    degrees up) and write them as a nerfstudio dataset (``transforms.json`` + PNGs, pinhole ``OPENCV`` intrinsics).
+
+    ``k1`` declares a radial distortion coefficient, as ns-process-data writes for real captures; the images stay the
+    pinhole renders (enough to check that an edit serves the images and cameras nerfstudio derives from them).
+    nerfstudio's parser holds out ``num_views - ceil(0.9 * num_views)`` views for eval, so ``num_views`` must be at
+    least 10 for both splits to be non-empty.
+    """
     from PIL import Image
 
     if num_views < 10:
@@ -163,11 +177,11 @@ def write_scene(path: Path, thing: Thing, num_views: int = 10, size: int = 32) -
     for i in range(num_views):
         c2w = ring_camera(2 * np.pi * i / num_views)
         file_path = f"images/frame_{i + 1:05d}.png"
-        Image.fromarray((render(thing, c2w, size, focal) * 255).round().astype(np.uint8)).save(path / file_path)
+        Image.fromarray((render(scene, c2w, size, focal) * 255).round().astype(np.uint8)).save(path / file_path)
         frames.append({"file_path": file_path, "transform_matrix": c2w.tolist()})
     transforms = {
         "camera_model": "OPENCV", "fl_x": focal, "fl_y": focal, "cx": size / 2, "cy": size / 2, "w": size, "h": size,
-        "k1": 0.0, "k2": 0.0, "p1": 0.0, "p2": 0.0, "frames": frames,
+        "k1": k1, "k2": 0.0, "p1": 0.0, "p2": 0.0, "frames": frames,
     }  # fmt: skip
     (path / "transforms.json").write_text(json.dumps(transforms, indent=2))
     return path
