@@ -91,9 +91,14 @@ def loss_change(losses: Sequence[float], window: int) -> float:
 def eta_from_loss_change(delta: float, eta_max: float = 0.6, d_min: float = 1000.0) -> float:
     """eta = max(0, eta_max (1 - 2^(-(dL + d_min) / d_min))) (Alg. 2).
 
-    0 at dL = -d_min (and below), eta_max / 2 at dL = 0, approaching eta_max as the loss grows.
+    0 at dL = -d_min (and below), eta_max / 2 at dL = 0, approaching eta_max as the loss grows. Below -d_min the
+    power is not taken: 2^x of a fall of a thousand d_min overflows a float (the toy world's selection losses fall by
+    up to 10^6 with d_min = 1000), and eta is 0 there anyway.
     """
-    return max(0.0, eta_max * (1.0 - 2.0 ** (-(delta + d_min) / d_min)))
+    exponent = -(delta + d_min) / d_min
+    if exponent >= 0.0:
+        return 0.0
+    return eta_max * (1.0 - 2.0**exponent)
 
 
 def select_eta(losses: Sequence[float], window: int, eta_max: float = 0.6, d_min: float = 1000.0) -> float:

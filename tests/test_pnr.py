@@ -31,6 +31,7 @@ from pnr_nerfstudio.schedules import Phase, PhasePlan, TimestepAnnealingConfig, 
 @pytest.mark.parametrize("eta_max, d_min", [(0.6, 1000.0), (1.0, 50.0)])
 def test_eta_is_zero_when_the_loss_falls_by_d_min(eta_max, d_min):
     assert eta_from_loss_change(-d_min, eta_max, d_min) == 0.0
+    assert eta_from_loss_change(-1.06e6, eta_max, d_min) == 0.0  # a fall the toy world's prior gives; 2^1059 overflows
 
 
 @pytest.mark.parametrize("eta_max, d_min", [(0.6, 1000.0), (1.0, 50.0)])
