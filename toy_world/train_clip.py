@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 
 from toy_world.models import write_clip_tokenizer_files
-from toy_world.train_prior import MAX_TOKENS, save_card
+from toy_world.train_prior import MAX_TOKENS, WORLD, card_weights, card_world, save_card
 from toy_world.world import CAPTION_WORDS, all_captions, caption, training_images
 
 
@@ -162,8 +162,7 @@ def main() -> None:
         leftover.unlink()
     work.rmdir()
     card: Dict = {
-        "world": "toy_world.world: one ball or cube of four colours on a grey floor, cameras on a ring (radius 2.6-3.4, "
-        "elevation 20-40 degrees) looking at it, 45 degree field of view",
+        "world": WORLD,
         "captions": captions,
         "resolution": args.resolution,
         "images": args.images,
@@ -181,16 +180,12 @@ def main() -> None:
 
 
 def model_card(card: Dict) -> str:
-    files = "\n".join(f"| `{name}` | `{digest}` |" for name, digest in card["sha256"].items())
-    captions = "\n".join(f"- {text}" for text in card["captions"])
     return f"""# Toy-world CLIP (transformers CLIPModel format)
 
 A tiny CLIP of a toy world, for checking the numbers of `pds-eval` on edits of toy-world scenes
 (`pds-eval RUN --clip-models toy_world/clip`); not for real images.
 
-- World: {card["world"]}.
-- Captions ({len(card["captions"])}):
-{captions}
+{card_world(card)}
 - Resolution: {card["resolution"]} px (ViT, 4 px patches); CLIP's normalisation, no resize at {card["resolution"]} px.
 - Training (`python -m toy_world.train_clip --output toy_world/clip`, seed {card["seed"]}): {card["images"]} rendered
   images, half of each batch blurred and noised as a small field renders them; {card["steps"]} steps of batch
@@ -201,10 +196,7 @@ A tiny CLIP of a toy world, for checking the numbers of `pds-eval` on edits of t
   {card["held_out_caption_accuracy"]:.1%} of them.
 - Parameters: {card["parameters"]}.
 
-| weight file | sha256 |
-|---|---|
-{files}
-"""
+{card_weights(card)}"""
 
 
 if __name__ == "__main__":

@@ -34,6 +34,11 @@ from toy_world.models import SD15_SCHEDULER, write_clip_tokenizer_files
 from toy_world.world import CAPTION_WORDS, all_captions, caption, training_images
 
 CARD_NAME = "card.json"
+WORLD = (
+    "toy_world.world: one ball or cube of four colours on a grey floor, cameras on a ring (radius 2.6-3.4, elevation "
+    "20-40 degrees) looking at it, 45 degree field of view"
+)
+"""What the models' cards say of the world they were trained on."""
 MAX_TOKENS = 16
 """Tokenizer and text encoder length: the longest caption is 12 tokens with CLIP's start and end tokens."""
 
@@ -263,8 +268,7 @@ def main() -> None:
         leftover.unlink()
     work.rmdir()
     card = {
-        "world": "toy_world.world: one ball or cube of four colours on a grey floor, cameras on a ring (radius 2.6-3.4, "
-        "elevation 20-40 degrees) looking at it, 45 degree field of view",
+        "world": WORLD,
         "captions": all_captions(),
         "resolution": args.resolution,
         "images": args.images,
@@ -294,18 +298,26 @@ def save_card(folder: Path, card: Dict, readme: Optional[Callable[[Dict], str]] 
     (folder / "README.md").write_text((readme or model_card)(card))
 
 
-def model_card(card: Dict) -> str:
-    files = "\n".join(f"| `{name}` | `{digest}` |" for name, digest in card["sha256"].items())
+def card_world(card: Dict) -> str:
+    """A model card's lines on the world and its captions."""
     captions = "\n".join(f"- {text}" for text in card["captions"])
+    return f"- World: {card['world']}.\n- Captions ({len(card['captions'])}):\n{captions}"
+
+
+def card_weights(card: Dict) -> str:
+    """A model card's table of weight files and their sha256."""
+    files = "\n".join(f"| `{name}` | `{digest}` |" for name, digest in card["sha256"].items())
+    return f"| weight file | sha256 |\n|---|---|\n{files}\n"
+
+
+def model_card(card: Dict) -> str:
     return f"""# Toy-world prior (Stable Diffusion format)
 
 A tiny model of a toy world, for checking that edits do what their prompt says (tests, the offline demo,
 benchmarks); not for real scenes. Load it as any Stable Diffusion 1.x folder:
 `--pipeline.guidance.model-id toy_world/prior`.
 
-- World: {card["world"]}.
-- Captions ({len(card["captions"])}):
-{captions}
+{card_world(card)}
 - Resolution: {card["resolution"]} px (latents {card["resolution"] // 2} x {card["resolution"] // 2} x 4); SD 1.5's DDPM schedule, epsilon prediction.
 - Training (`python -m toy_world.train_prior --output toy_world/prior`, seed {card["seed"]}): {card["images"]} rendered
   images; VAE {card["vae_steps"]} steps (final L1 + KL loss {card["final_vae_loss"]:.4f}); UNet and text encoder
@@ -316,10 +328,7 @@ benchmarks); not for real scenes. Load it as any Stable Diffusion 1.x folder:
   sees colours the world lacks (a floor that drifts from grey).
 - Parameters: {card["parameters"]}.
 
-| weight file | sha256 |
-|---|---|
-{files}
-"""
+{card_weights(card)}"""
 
 
 if __name__ == "__main__":
