@@ -6,7 +6,7 @@ checkpoint's renders of the training views: the effect (fraction of the ball's p
 identity (PSNR of every other pixel against the source run's render). The table goes to docs/benchmarks.md and the
 plot to docs/edit_outcome.png, so that a change meant to make edits faster can be judged by the steps it saves.
 
-    python bench/edit_outcome.py        # pds, sds, dds; nerfacto 200 steps, splatfacto 1000 (about 25 min on 2 cores)
+    python bench/edit_outcome.py        # pds, sds, dds, pnr; nerfacto 200 steps, splatfacto 1000 (about 30 min on 2 cores)
     python bench/edit_outcome.py --nerfacto-steps 20 --checkpoints 2 --methods pds --representations nerfacto --no-write
 """
 
@@ -36,10 +36,14 @@ def measure_method(method: str, source: Path, work: Path, torch_home: Path, step
     from toy_world.outcome import EDIT_FLAGS, measure, outcome_edit_flags, training_views
 
     flags = [
-        *EDIT_FLAGS, *outcome_edit_flags(str(PRIOR), "red", "blue"), "--pipeline.guidance.method", method,
+        *EDIT_FLAGS, *outcome_edit_flags(str(PRIOR), "red", "blue"),
         "--steps-per-save", str(every), "--save-only-latest-checkpoint", "False",
     ]  # fmt: skip
-    run, _ = run_tiny_edit("pds", source, work / f"edit-{method}", torch_home, steps, flags)
+    if method == "pnr":
+        flags += pnr_phases(steps)
+    else:
+        flags += ["--pipeline.guidance.method", method]
+    run, _ = run_tiny_edit("pnr" if method == "pnr" else "pds", source, work / f"edit-{method}", torch_home, steps, flags)
     sources, captured = training_views(source / "config.yml")  # once: every checkpoint is compared with these
     rows = []
     for checkpoint in sorted((run / "nerfstudio_models").glob("step-*.ckpt")):
@@ -50,12 +54,26 @@ def measure_method(method: str, source: Path, work: Path, torch_home: Path, step
     return rows
 
 
+PNR_SELECTION_STEPS = 50
+"""pnr's eta-selection steps (the objects protocol's): they are counted in its steps and thrown away after."""
+
+
+def pnr_phases(steps: int) -> List[str]:
+    """pnr's objects protocol in ``steps`` steps: its 50 eta-selection steps, then the rest split as the released
+    1500 edit and 1000 revise steps are (3 : 2)."""
+    rest = steps - PNR_SELECTION_STEPS
+    if rest < 2:
+        raise SystemExit(f"pnr needs more than {PNR_SELECTION_STEPS + 1} steps (its eta selection), got {steps}")
+    revise = max(1, rest * 2 // 5)
+    return ["--pipeline.edit-steps", str(rest - revise), "--pipeline.revise-steps", str(revise)]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--nerfacto-steps", type=int, default=200)
     parser.add_argument("--splatfacto-steps", type=int, default=1000, help="splatfacto's learning rates are 4 to 60 times lower than nerfacto's")
     parser.add_argument("--checkpoints", type=int, default=8, help="checkpoints measured per edit, evenly spaced")
-    parser.add_argument("--methods", nargs="+", default=["pds", "sds", "dds"])
+    parser.add_argument("--methods", nargs="+", default=["pds", "sds", "dds", "pnr"], choices=["pds", "sds", "dds", "pnr"])
     parser.add_argument("--representations", nargs="+", default=["nerfacto", "splatfacto"])
     parser.add_argument("--no-write", action="store_true", help="print only; leave docs/ as it is")
     args = parser.parse_args()
@@ -99,7 +117,9 @@ def report(results, elapsed: float) -> str:
         "cell is *effect / identity*: the fraction of the ball's pixels that show blue, and the PSNR (dB) of the other "
         "pixels against the source run's render, over the 9 training views (`toy_world.outcome`). Steps count the "
         "optimizer steps done (nerfstudio saves after step N, so N + 1). One run each: a single run's identity varies by "
-        "several dB (docs/toy_world.md). The step counts do not depend on the hardware. Plot: "
+        "several dB (docs/toy_world.md). pnr runs its objects protocol in the same steps: 50 eta-selection steps "
+        "(then thrown away: its first cells are the selection steps' state), the rest edit and revise 3 : 2 as released "
+        "(1500 : 1000). The step counts do not depend on the hardware. Plot: "
         "[edit_outcome.png](edit_outcome.png).",
     ]
     for representation in dict.fromkeys(r for r, _ in results):
