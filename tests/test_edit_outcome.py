@@ -22,10 +22,18 @@ from pathlib import Path
 
 import pytest
 
-from tests.harness import offline_env, run_tiny_edit, seed_torch_home, train_tiny_nerfacto
+from tests.harness import offline_env, run_tiny_edit, seed_torch_home, train_tiny_nerfacto, train_tiny_splatfacto
 from toy_world import CLIP, PRIOR
-from toy_world.outcome import EDIT_FLAGS, SOURCE_FLAGS, SOURCE_STEPS, measure, outcome_edit_flags, training_views
-from toy_world.world import Thing, write_scene
+from toy_world.outcome import (
+    EDIT_FLAGS,
+    SOURCE_FLAGS,
+    SOURCE_STEPS,
+    denoising_loss,
+    measure,
+    outcome_edit_flags,
+    training_views,
+)
+from toy_world.world import Thing, caption, write_scene
 
 STEPS = 200
 
@@ -81,3 +89,69 @@ def test_pds_eval_with_the_toy_clip_reads_the_edit(world, pds_edit):
     assert edited["directional_similarity"]["value"] >= 0.5 and edited["directional_similarity"]["undefined_views"] == 0
     assert edited["text_image_similarity"]["value"] >= 0.5
     assert edited["lpips"]["value"] > 0
+
+
+@pytest.mark.outcome
+def test_pds_refine_after_pds_keeps_the_edit_and_the_identity(world, pds_edit):
+    """pds-refine (SDEdit of the views towards the edit's prompt, nerfacto's reconstruction losses) from the pds edit,
+    200 steps. Measured (docs/toy_world.md): effect 0.96 -> 0.93 (two seeds), identity 29.4 -> 32.7 dB. Broken, SDEdit
+    starting from the captured images instead of the edit's renders, the effect fell to 0.80 (by 0.16), which fails
+    the first check. (Refined towards the source's prompt it fell by 0.06 only: 200 steps of SDEdit at the official
+    strength change little; the test does not catch that.)"""
+    work, torch_home, source = world
+    refined, _ = run_tiny_edit("pds-refine", pds_edit, work / "refine", torch_home, STEPS, EDIT_FLAGS)
+    sources, captured = training_views(source / "config.yml")
+    before = measure(training_views(pds_edit / "config.yml")[0], sources, captured, "blue")
+    after = measure(training_views(refined / "config.yml")[0], sources, captured, "blue")
+    assert after.effect >= max(0.7, before.effect - 0.1), (before, after)
+    assert after.identity_psnr >= before.identity_psnr - 1.0, (before, after)
+
+
+INSTANCE_PROMPT = "a photo of a sks red ball on a grey floor"
+
+
+@pytest.mark.outcome
+def test_pds_dreambooth_personalises_the_prior_and_an_edit_with_it_works(world):
+    """pds-dreambooth (full, the official 800 steps and learning rate, 32 px, 20 class images for time) on the scene's
+    training views. Measured (docs/toy_world.md): the denoising loss of the views under the instance prompt falls
+    from 0.122 to 0.046 (50 class images); pds with the personalised prior from the instance prompt to "a blue ball"
+    scores effect 1.00, identity 21.6 dB. (To "a sks blue ball" it did nothing, effect 0.02: the toy text encoder
+    never saw the identifier and cannot compose it with another colour; docs/toy_world.md.)"""
+    work, torch_home, source = world
+    personalised = work / "dreambooth"
+    command = [
+        str(Path(sys.executable).parent / "pds-dreambooth"), str(source), "--model-id", str(PRIOR), "--device", "cpu",
+        "--instance-prompt", INSTANCE_PROMPT, "--class-prompt", caption("red", "ball"), "--resolution", "32",
+        "--num-class-images", "20", "--class-image-steps", "20", "--output-dir", str(personalised),
+    ]  # fmt: skip
+    result = subprocess.run(command, env=offline_env(torch_home), cwd=work, capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, f"{result.stdout[-4000:]}\n{result.stderr[-4000:]}"
+    captured = training_views(source / "config.yml")[1]
+    before, after = denoising_loss(str(PRIOR), captured, INSTANCE_PROMPT), denoising_loss(str(personalised), captured, INSTANCE_PROMPT)
+    assert after <= 0.6 * before, (before, after)
+
+    flags = [*EDIT_FLAGS, "--pipeline.guidance.model-id", str(personalised), "--pipeline.src-prompt", INSTANCE_PROMPT,
+             "--pipeline.tgt-prompt", caption("blue", "ball")]  # fmt: skip
+    run, _ = run_tiny_edit("pds", source, work / "edit-personalised", torch_home, STEPS, flags)
+    sources, _ = training_views(source / "config.yml")
+    outcome = measure(training_views(run / "config.yml")[0], sources, captured, "blue")
+    assert outcome.effect >= 0.7, outcome
+    assert outcome.identity_psnr >= 14.0, outcome
+
+
+SPLAT_STEPS = 1000
+"""splatfacto's learning rates are 4 to 60 times lower than nerfacto's: its edit needs about five times the steps."""
+
+
+@pytest.mark.outcome
+def test_pds_on_a_splatfacto_source_turns_the_ball_blue_and_keeps_the_floor(world):
+    """The same edit of a splatfacto source (400 steps, rasterised on the CPU). Measured (docs/benchmarks.md, two
+    runs of bench/edit_outcome.py on fresh sources): effect 0.54 and identity 27.9 dB after 1000 steps, both times
+    to the digit (the CPU rasteriser's runs repeat). Unedited, the source's renders score effect 0."""
+    work, torch_home, _ = world
+    source = train_tiny_splatfacto(work / "red-ball", work / "splat-outputs", torch_home, steps=SOURCE_STEPS)
+    run, _ = run_tiny_edit("pds", source, work / "splat-edit", torch_home, SPLAT_STEPS, [*EDIT_FLAGS, *outcome_edit_flags(str(PRIOR), "red", "blue")])
+    sources, captured = training_views(source / "config.yml")
+    outcome = measure(training_views(run / "config.yml")[0], sources, captured, "blue")
+    assert outcome.effect >= 0.35, outcome
+    assert outcome.identity_psnr >= 24.0, outcome

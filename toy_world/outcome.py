@@ -120,3 +120,33 @@ def training_views(config: Path, step: Optional[int] = None) -> Tuple[List[np.nd
     captured = [np.asarray(Image.open(name).convert("RGB"), dtype=np.float64) / 255 for name in dataset.image_filenames]
     return renders, captured
 
+
+
+DENOISING_TIMESTEPS = tuple(range(50, 1000, 100))
+"""The timesteps at which :func:`denoising_loss` measures: every tenth of SD 1.5's 1000-step schedule."""
+
+
+def denoising_loss(model: str, images: Sequence[np.ndarray], prompt: str, noises: int = 4, seed: int = 0) -> float:
+    """How well a Stable Diffusion folder (a prior, or the full pipeline ``pds-dreambooth`` saves) denoises
+    ``images`` ([H, W, 3] in [0, 1]) under ``prompt``: the DreamBooth loss ||eps_hat(x_t, y) - eps||^2 (mean) of each
+    image's latent (the VAE posterior's mean) at every t of :data:`DENOISING_TIMESTEPS` with ``noises`` seeded noises
+    each, averaged. The same seed gives the same noises whatever the model, so two models are compared on equal terms."""
+    import torch
+    from diffusers import StableDiffusionPipeline
+
+    from pds_nerfstudio.dreambooth import denoising_losses
+
+    pipe = StableDiffusionPipeline.from_pretrained(model, safety_checker=None, requires_safety_checker=False)
+    x = torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).float() * 2 - 1
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        latents = pipe.vae.encode(x).latent_dist.mean * pipe.vae.config.scaling_factor
+        tokens = pipe.tokenizer([prompt], padding="max_length", max_length=pipe.tokenizer.model_max_length, truncation=True, return_tensors="pt")
+        embedding = pipe.text_encoder(tokens.input_ids)[0]
+        losses = []
+        for t in DENOISING_TIMESTEPS:
+            for _ in range(noises):
+                noise = torch.randn(latents.shape, generator=generator)
+                timesteps = torch.full((len(latents),), t, dtype=torch.long)
+                losses += denoising_losses(pipe.unet, pipe.scheduler, latents, noise, timesteps, embedding.expand(len(latents), -1, -1))
+    return float(torch.stack(losses).mean())
