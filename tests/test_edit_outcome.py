@@ -8,7 +8,7 @@ the prior to the scene before an edit, and a splatfacto source is edited alike. 
 of docs/toy_world.md with a margin. (pds against sds and dds is a benchmark, bench/edit_outcome.py, not a test: in one
 of four paired runs sds kept as much as pds, so no threshold on their difference would be both meaningful and safe.)
 
-Not in the default run (``pytest -m outcome`` runs them, about 15 minutes on 2 idle cores): they train a fresh source, and on one
+Not in the default run (``pytest -m outcome`` runs them, about 20 minutes on 2 idle cores): they train a fresh source, and on one
 fresh source in six (nerfacto on the CPU is not bit-reproducible) the same edit turned the whole scene red, then
 orange (effect 0.27, identity 12.3 dB after 200 steps), which fails it; docs/toy_world.md has the runs. Until that
 is understood, a default run would fail about one CI run in six for a reason no change caused.
