@@ -49,20 +49,31 @@ def world(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
+def source_views(world):
+    """The nerfacto source's renders of its training views and their captured images, rendered once for every test."""
+    return training_views(world[2] / "config.yml")
+
+
+@pytest.fixture(scope="module")
 def pds_edit(world) -> Path:
     work, torch_home, source = world
     flags = [*EDIT_FLAGS, *outcome_edit_flags(str(PRIOR), "red", "blue")]
     return run_tiny_edit("pds", source, work / "edit", torch_home, STEPS, flags)[0]
 
 
+@pytest.fixture(scope="module")
+def pds_outcome(pds_edit, source_views):
+    sources, captured = source_views
+    return measure(training_views(pds_edit / "config.yml")[0], sources, captured, "blue")
+
+
 @pytest.mark.outcome
-def test_pds_turns_the_ball_blue_and_keeps_the_floor(world, pds_edit):
+def test_pds_turns_the_ball_blue_and_keeps_the_floor(pds_outcome, source_views):
     """Measured over 7 runs (docs/toy_world.md): effect 0.86-0.97, identity 17.0-26.4 dB. Broken, the edit fails both:
     with the gradient's sign flipped, effect 0.00 and identity 12.0 dB; with no gradient, the source's own renders
     score effect 0 (checked here)."""
-    _, _, source = world
-    sources, captured = training_views(source / "config.yml")
-    outcome = measure(training_views(pds_edit / "config.yml")[0], sources, captured, "blue")
+    sources, captured = source_views
+    outcome = pds_outcome
     assert outcome.effect >= 0.7, outcome
     assert outcome.identity_psnr >= 14.0, outcome
     unedited = measure(sources, sources, captured, "blue")
@@ -93,16 +104,16 @@ def test_pds_eval_with_the_toy_clip_reads_the_edit(world, pds_edit):
 
 
 @pytest.mark.outcome
-def test_pds_refine_after_pds_keeps_the_edit_and_the_identity(world, pds_edit):
+def test_pds_refine_after_pds_keeps_the_edit_and_the_identity(world, pds_edit, pds_outcome, source_views):
     """pds-refine (SDEdit of the views towards the edit's prompt, nerfacto's reconstruction losses) from the pds edit,
     200 steps. Measured (docs/toy_world.md): effect 0.96 -> 0.93 (two seeds), identity 29.4 -> 32.7 dB. Broken, SDEdit
     starting from the captured images instead of the edit's renders, the effect fell to 0.80 (by 0.16), which fails
     the first check. (Refined towards the source's prompt it fell by 0.06 only: 200 steps of SDEdit at the official
     strength change little; the test does not catch that.)"""
-    work, torch_home, source = world
+    work, torch_home, _ = world
     refined, _ = run_tiny_edit("pds-refine", pds_edit, work / "refine", torch_home, STEPS, EDIT_FLAGS)
-    sources, captured = training_views(source / "config.yml")
-    before = measure(training_views(pds_edit / "config.yml")[0], sources, captured, "blue")
+    sources, captured = source_views
+    before = pds_outcome
     after = measure(training_views(refined / "config.yml")[0], sources, captured, "blue")
     assert after.effect >= max(0.7, before.effect - 0.1), (before, after)
     assert after.identity_psnr >= before.identity_psnr - 1.0, (before, after)
@@ -112,7 +123,7 @@ INSTANCE_PROMPT = "a photo of a sks red ball on a grey floor"
 
 
 @pytest.mark.outcome
-def test_pds_dreambooth_personalises_the_prior_and_an_edit_with_it_works(world):
+def test_pds_dreambooth_personalises_the_prior_and_an_edit_with_it_works(world, source_views):
     """pds-dreambooth (full, the official 800 steps and learning rate, 32 px, 20 class images for time) on the scene's
     training views. Measured (docs/toy_world.md): the denoising loss of the views under the instance prompt falls
     from 0.122 to 0.046 (50 class images); pds with the personalised prior from the instance prompt to "a blue ball"
@@ -127,14 +138,13 @@ def test_pds_dreambooth_personalises_the_prior_and_an_edit_with_it_works(world):
     ]  # fmt: skip
     result = subprocess.run(command, env=offline_env(torch_home), cwd=work, capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, f"{result.stdout[-4000:]}\n{result.stderr[-4000:]}"
-    captured = training_views(source / "config.yml")[1]
+    sources, captured = source_views
     before, after = denoising_loss(str(PRIOR), captured, INSTANCE_PROMPT), denoising_loss(str(personalised), captured, INSTANCE_PROMPT)
     assert after <= 0.6 * before, (before, after)
 
     flags = [*EDIT_FLAGS, "--pipeline.guidance.model-id", str(personalised), "--pipeline.src-prompt", INSTANCE_PROMPT,
              "--pipeline.tgt-prompt", caption("blue", "ball")]  # fmt: skip
     run, _ = run_tiny_edit("pds", source, work / "edit-personalised", torch_home, STEPS, flags)
-    sources, _ = training_views(source / "config.yml")
     outcome = measure(training_views(run / "config.yml")[0], sources, captured, "blue")
     assert outcome.effect >= 0.7, outcome
     assert outcome.identity_psnr >= 14.0, outcome

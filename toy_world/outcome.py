@@ -141,8 +141,7 @@ def denoising_loss(model: str, images: Sequence[np.ndarray], prompt: str, noises
     generator = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         latents = pipe.vae.encode(x).latent_dist.mean * pipe.vae.config.scaling_factor
-        tokens = pipe.tokenizer([prompt], padding="max_length", max_length=pipe.tokenizer.model_max_length, truncation=True, return_tensors="pt")
-        embedding = pipe.text_encoder(tokens.input_ids)[0]
+        embedding, _ = pipe.encode_prompt(prompt, device="cpu", num_images_per_prompt=1, do_classifier_free_guidance=False)
         losses = []
         for t in DENOISING_TIMESTEPS:
             for _ in range(noises):

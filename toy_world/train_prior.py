@@ -24,7 +24,7 @@ import hashlib
 import json
 import time
 from pathlib import Path
-from typing import Callable, Dict, List, Optional
+from typing import Callable, Dict, List
 
 import numpy as np
 import torch
@@ -237,7 +237,7 @@ def main() -> None:
         card.update(vae_refit_steps=args.vae_refit_steps, vae_refit_seconds=round(time.perf_counter() - start, 1))
         card["vae_refit"] = f"a separate run on the trained folder (--refit-only), seed {args.seed}"
         pipe.vae.save_pretrained(args.output / "vae")
-        save_card(args.output, card)
+        save_card(args.output, card, model_card)
         log(f"refit the VAE of {args.output}")
         return
 
@@ -286,16 +286,15 @@ def main() -> None:
         "parameters": sizes,
         "training_seconds": round(time.perf_counter() - start, 1),
     }
-    save_card(args.output, card)
+    save_card(args.output, card, model_card)
     log(f"saved {args.output}")
 
 
-def save_card(folder: Path, card: Dict, readme: Optional[Callable[[Dict], str]] = None) -> None:
-    """card.json and README.md (``readme(card)``; the prior's :func:`model_card` by default) of a trained folder, the
-    weight files' sha256 read from it."""
+def save_card(folder: Path, card: Dict, readme: Callable[[Dict], str]) -> None:
+    """card.json and README.md (``readme(card)``) of a trained folder, the weight files' sha256 read from it."""
     card["sha256"] = weight_files(folder)
     (folder / CARD_NAME).write_text(json.dumps(card, indent=2) + "\n")
-    (folder / "README.md").write_text((readme or model_card)(card))
+    (folder / "README.md").write_text(readme(card))
 
 
 def card_world(card: Dict) -> str:
