@@ -4,6 +4,7 @@ splatfacto, side by side.
     python bench/render_memory.py                     # CPU: 64, 128, 256 px, tiny Stable Diffusion
     python bench/render_memory.py --modes chunked splatfacto      # nerfacto beside splatfacto
     python bench/render_memory.py --device cuda --sizes 512 --sd full   # GPU: SD-1.5-shaped UNet and VAE
+    python bench/render_memory.py --modes chunked --views-per-step 1 2 4   # views a step: views/s and memory
 
 Each (size, mode) runs in a fresh child process of this script, so that one measurement's allocations
 cannot hide another's. A step is exactly what nerfstudio's trainer does with the pds pipeline:
@@ -94,8 +95,11 @@ def prepare_assets(work: Path, sd: str) -> Dict[str, str]:
     return {k: str(v) for k, v in assets.items()}
 
 
-def measure(assets: Dict[str, str], size: int, mode: str, steps: int, device: str, chunk: int) -> Dict[str, float]:
-    """Run ``steps`` editing steps in this process and return peak memory (MiB) and seconds per step."""
+def measure(
+    assets: Dict[str, str], size: int, mode: str, steps: int, device: str, chunk: int, views_per_step: int = 1
+) -> Dict[str, float]:
+    """Run ``steps`` editing steps of ``views_per_step`` views in this process and return peak memory (MiB) and
+    seconds per step."""
     os.environ["TORCH_HOME"] = assets["torch_home"]
     import torch
     from nerfstudio.data.dataparsers.nerfstudio_dataparser import NerfstudioDataParserConfig
@@ -120,6 +124,7 @@ def measure(assets: Dict[str, str], size: int, mode: str, steps: int, device: st
         render_mode="chunked" if mode == "splatfacto" else mode,
         ray_chunk_size=chunk,
         steps_per_log_image=10**9,
+        views_per_step=views_per_step,
     )
     pipeline = config.setup(device=device, test_mode="val")
     optimizers = Optimizers(pipeline.representation.optimizers(), pipeline.get_param_groups())
@@ -161,6 +166,8 @@ def main() -> None:
     parser.add_argument("--chunk", type=int, default=4096, help="rays per chunk in chunked mode")
     parser.add_argument("--modes", nargs="+", choices=MODES, default=list(NERFACTO_MODES),
                         help="what to measure: nerfacto rendered full-graph or chunked, or splatfacto")
+    parser.add_argument("--views-per-step", type=int, nargs="+", default=[1],
+                        help="views a step guides (--pipeline.views-per-step); several: a table of views/s against them")
     parser.add_argument("--output", type=Path, default=ROOT / "docs" / "benchmarks.md")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -177,27 +184,66 @@ def main() -> None:
         assets = prepare_assets(Path(work), args.sd)
         rows = []
         for size in args.sizes:
-            result = {}
-            for mode in args.modes:
-                job = dict(assets=assets, size=size, mode=mode, steps=args.steps, device=device, chunk=args.chunk)
-                out = subprocess.run(
-                    [sys.executable, __file__, "--child", json.dumps(job)], capture_output=True, text=True, check=False
-                )
-                if out.returncode != 0:
-                    raise SystemExit(f"measurement {size}px {mode} failed:\n{out.stderr[-3000:]}")
-                result[mode] = json.loads(out.stdout.strip().splitlines()[-1])
-                r = result[mode]
-                print(f"{size:4d} px  {mode:10s}  {r['peak_mib']:9.1f} MiB during the step, {r['total_mib']:9.1f} MiB "
-                      f"in all  {r['seconds_per_step']:7.2f} s/step", flush=True)
-            rows.append((size, result))
-    write_report(args, device, rows)
+            for views in args.views_per_step:
+                result = {}
+                for mode in args.modes:
+                    job = dict(assets=assets, size=size, mode=mode, steps=args.steps, device=device, chunk=args.chunk,
+                               views_per_step=views)  # fmt: skip
+                    out = subprocess.run(
+                        [sys.executable, __file__, "--child", json.dumps(job)], capture_output=True, text=True, check=False
+                    )
+                    if out.returncode != 0:
+                        raise SystemExit(f"measurement {size}px {mode} {views} views failed:\n{out.stderr[-3000:]}")
+                    result[mode] = r = json.loads(out.stdout.strip().splitlines()[-1])
+                    print(f"{size:4d} px  {mode:10s}  {views} views  {r['peak_mib']:9.1f} MiB during the step, "
+                          f"{r['total_mib']:9.1f} MiB in all  {r['seconds_per_step']:7.2f} s/step", flush=True)
+                rows.append((size, views, result))
+    if len(args.views_per_step) > 1:
+        write_views_report(args, device, rows)
+    else:
+        write_report(args, device, [(size, result) for size, _, result in rows])
 
 
-def write_report(args, device: str, rows: List) -> None:
+def setup_line(args, device: str) -> str:
     import platform
 
     import torch
 
+    return (
+        f"on {platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}; "
+        f"diffusion model in float32; nerfacto field {BENCH_FIELD}; chunk {args.chunk} rays; "
+        f"splatfacto: {BENCH_GAUSSIANS} Gaussians, SH degree 3, rasterised by "
+        f"{'gsplat' if device.startswith('cuda') else 'pds_nerfstudio.splat_cpu'}; {args.steps} steps each, first not timed."
+    )
+
+
+def write_views_report(args, device: str, rows: List) -> None:
+    """Views per second and the step's peak memory against views per step, one row per (size, mode, views)."""
+    lines = [
+        f"### pds step against views per step, {device}, {'SD-1.5-shaped' if args.sd == 'full' else 'tiny'} Stable Diffusion",
+        "",
+        f"`python bench/render_memory.py {' '.join(sys.argv[1:])}`".replace(" `", "`"),
+        setup_line(args, device),
+        "",
+        "| size (px) | mode | views per step | step peak (MiB) | in all (MiB) | s/step | views/s | views/s against 1 view a step |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    single = {(size, mode): result[mode] for size, views, result in rows for mode in result if views == 1}
+    for size, views, result in rows:
+        for mode, r in result.items():
+            rate = views / r["seconds_per_step"]
+            base = single.get((size, mode))
+            against = f"{rate * base['seconds_per_step']:.2f}" if base else "-"
+            lines.append(
+                f"| {size} | {mode} | {views} | {r['peak_mib']:.0f} | {r['total_mib']:.0f} | {r['seconds_per_step']:.2f} | "
+                f"{rate:.2f} | {against} |"
+            )
+    section = "\n".join(lines) + "\n"
+    print("\n" + section)
+    replace_section(args.output, f"<!-- bench:{device}:{args.sd}:views -->", section)
+
+
+def write_report(args, device: str, rows: List) -> None:
     modes = [mode for mode in MODES if mode in args.modes]
     both = all(mode in modes for mode in NERFACTO_MODES)  # nerfacto's two renderings: their ratios too
     names = {"full-graph": "one-graph", "chunked": "chunked", "splatfacto": "splatfacto"}
@@ -210,10 +256,7 @@ def write_report(args, device: str, rows: List) -> None:
         f"### {title}, {device}, {'SD-1.5-shaped' if args.sd == 'full' else 'tiny'} Stable Diffusion",
         "",
         f"`python bench/render_memory.py {' '.join(sys.argv[1:])}`".replace(" `", "`"),
-        f"on {platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}; "
-        f"diffusion model in float32; nerfacto field {BENCH_FIELD}; chunk {args.chunk} rays; "
-        f"splatfacto: {BENCH_GAUSSIANS} Gaussians, SH degree 3, rasterised by "
-        f"{'gsplat' if device.startswith('cuda') else 'pds_nerfstudio.splat_cpu'}; {args.steps} steps each, first not timed.",
+        setup_line(args, device),
         "",
         "| " + " | ".join(header) + " |",
         "|" + "---|" * len(header),

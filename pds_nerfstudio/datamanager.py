@@ -87,13 +87,19 @@ class EditDataManager(VanillaDataManager):
     def num_train_views(self) -> int:
         return len(self.train_dataset)
 
-    def edit_view(self, step: int) -> int:
-        """Index of the training view edited at ``step``: a new random view every ``change_view_every`` steps.
+    def edit_views(self, step: int, count: int = 1) -> List[int]:
+        """Indices of the ``count`` different training views edited at ``step``: new random views every
+        ``change_view_every`` steps. The first is the one view a step edits by default; the others are drawn after it
+        from the same generator.
 
         Drawn from the step alone, so a resumed run edits the same sequence of views.
         """
-        block = step // max(1, self.config.change_view_every)
-        return random.Random(block).randrange(self.num_train_views)
+        if not 1 <= count <= self.num_train_views:
+            raise ValueError(f"{count} different views of {self.num_train_views}")
+        rng = random.Random(step // max(1, self.config.change_view_every))
+        first = rng.randrange(self.num_train_views)
+        others = rng.sample([index for index in range(self.num_train_views) if index != first], count - 1)
+        return [first, *others]
 
     def next_train_view(self, step: int) -> Tuple[Cameras, Dict[str, Tensor]]:
         """A whole training view and its current image, for models trained on whole views (splatfacto), as
@@ -123,9 +129,12 @@ class EditDataManager(VanillaDataManager):
         return image.to(self.device)
 
     @torch.no_grad()
-    def source_latent(self, index: int, size: Tuple[int, int], encode: Callable[[Tensor], Tensor]) -> Tensor:
-        """VAE latent of the source image of view ``index`` at ``size``: encoded once, kept on the CPU."""
+    def source_latent(self, index: int, size: Tuple[int, int], encode: Callable[..., Tensor]) -> Tensor:
+        """VAE latent of the source image of view ``index`` at ``size``: encoded once (``encode(images, generator)``,
+        the posterior's sample drawn from a generator seeded with the view's index, so every device and every resumed
+        run has the same), kept on the CPU."""
         key = (index, *size)
         if key not in self._source_latents:
-            self._source_latents[key] = encode(self.source_image(index, size)).cpu()
+            generator = torch.Generator().manual_seed(index)
+            self._source_latents[key] = encode(self.source_image(index, size), generator).cpu()
         return self._source_latents[key].to(self.device)

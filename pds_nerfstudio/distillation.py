@@ -20,12 +20,15 @@ Notation follows the PDS paper (Koo et al., CVPR 2024, Eq. 6-14), with ``a`` the
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Dict, Literal, Optional, Tuple
+from typing import Callable, Dict, Literal, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import Tensor
 
 Denoiser = Callable[[Tensor, Tensor, Tensor], Tensor]
+
+Generators = Union[None, torch.Generator, Sequence[torch.Generator]]
+"""Where random draws come from: torch's global generator (None), one generator, or one per batch element."""
 """``eps(x_t, t, cond) -> eps_hat``: a batched noise predictor (classifier-free guidance applied)."""
 
 DistillationMethod = Literal["pds", "sds", "dds"]
@@ -58,7 +61,7 @@ def sample_timesteps(
     min_ratio: float,
     max_ratio: float,
     batch_size: int,
-    generator: Optional[torch.Generator] = None,
+    generator: Generators = None,
 ) -> Tuple[Tensor, Tensor]:
     """Draw (t, t_prev) on an inference grid, as the official PDS release does.
 
@@ -66,7 +69,7 @@ def sample_timesteps(
         grid: the inference timesteps in ascending order (e.g. 1, 3, ..., 999 for 500 DDIM steps).
         min_ratio, max_ratio: the range of grid positions, as fractions of the grid length.
         batch_size: how many pairs to draw.
-        generator: optional random generator.
+        generator: optional random generator, or one per batch element.
 
     Returns:
         t and t_prev, the grid entry before t (``t - 1000 / len(grid)`` on a uniform grid).
@@ -77,7 +80,12 @@ def sample_timesteps(
     min_index = 1 if min_ratio <= 0 else min(int(n * min_ratio), n - 1)  # ratio 1: the last entry
     max_index = n if max_ratio >= 1 else int(n * max_ratio)
     max_index = max(max_index, min_index + 1)
-    index = torch.randint(min_index, max_index, (batch_size,), generator=generator, device="cpu")
+    if isinstance(generator, (list, tuple)):
+        if len(generator) != batch_size:
+            raise ValueError(f"{len(generator)} generators for a batch of {batch_size}")
+        index = torch.cat([torch.randint(min_index, max_index, (1,), generator=g, device="cpu") for g in generator])
+    else:
+        index = torch.randint(min_index, max_index, (batch_size,), generator=generator, device="cpu")
     grid = grid.cpu().long()
     return grid[index], grid[index - 1]
 
@@ -246,8 +254,13 @@ def pds_gradient(
     return _finite(stochastic_latent(x0_tgt, xt_tgt, x0_hat_tgt) - stochastic_latent(x0_src, xt_src, x0_hat_src))
 
 
-def randn_like(x: Tensor, generator: Optional[torch.Generator]) -> Tensor:
-    """Standard normal noise shaped like ``x``, drawn on the generator's device."""
+def randn_like(x: Tensor, generator: Generators) -> Tensor:
+    """Standard normal noise shaped like ``x``, drawn on the generator's device; with one generator per batch
+    element, each element's noise is drawn from its own (what a view gets does not depend on the batch it is in)."""
+    if isinstance(generator, (list, tuple)):
+        if len(generator) != x.shape[0]:
+            raise ValueError(f"{len(generator)} generators for a batch of {x.shape[0]}")
+        return torch.cat([randn_like(x[i : i + 1], g) for i, g in enumerate(generator)])
     device = generator.device if generator is not None else x.device
     return torch.randn(x.shape, generator=generator, device=device).to(x)
 
@@ -262,7 +275,7 @@ def distillation_gradient(
     cond_src: Tensor,
     t: Tensor,
     t_prev: Tensor,
-    generator: Optional[torch.Generator] = None,
+    generator: Generators = None,
     coefficients: PosteriorCoefficients = "official",
     betas: Optional[Tensor] = None,
 ) -> DistillationOutput:
@@ -286,8 +299,15 @@ def distillation_gradient(
 
 
 def surrogate_loss(x0: Tensor, grad: Tensor, reduction: Literal["mean", "sum"] = "mean") -> Tensor:
-    """0.5 ||x0 - (x0 - grad).detach()||^2 divided by the batch size B, as in the official release.
+    """0.5 ||x0 - (x0 - grad).detach()||^2, reduced so that its gradient wrt each view's latent x0[i] is grad[i]
+    divided by the number of views B: the gradient of a batch is the mean over its views.
 
-    Its gradient wrt x0 is grad / B for ``sum`` and grad / (B * x0.numel()) for ``mean``."""
+    ``sum`` (the released Perturb-and-Revise code, threestudio's 0.5 * sum / B): grad[i] / B. ``mean`` (the official
+    PDS release, one view a step): grad[i] / (B * elements of a view), i.e. also averaged over the latent's elements.
+    With one view both are the releases' losses; with B views each view weighs 1 / B, so a step of B views moves the
+    scene as far as a step of one view would on average, and B views on one device give the update that B devices
+    with one view each give when their gradients are averaged."""
     target = (x0 - grad).detach()
-    return 0.5 * torch.nn.functional.mse_loss(x0, target, reduction=reduction) / x0.shape[0]
+    squared = torch.nn.functional.mse_loss(x0, target, reduction="sum")
+    per_view = x0[0].numel() if reduction == "mean" else 1
+    return 0.5 * squared / (x0.shape[0] * per_view)

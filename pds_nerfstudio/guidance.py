@@ -20,6 +20,7 @@ from torch import Tensor
 from pds_nerfstudio.checkpoints import is_whole_checkpoint
 from pds_nerfstudio.distillation import (
     DistillationMethod,
+    Generators,
     PosteriorCoefficients,
     distillation_gradient,
     randn_like,
@@ -343,11 +344,13 @@ class StableDiffusionGuidance:
             self._text_embeddings[prompt] = embedding
         return self._text_embeddings[prompt]
 
-    def encode_images(self, images: Tensor) -> Tensor:
-        """VAE latents (float32) of images [B, 3, H, W] in [0, 1]; differentiable wrt the images."""
+    def encode_images(self, images: Tensor, generator: Generators = None) -> Tensor:
+        """VAE latents (float32) of images [B, 3, H, W] in [0, 1], a sample of the posterior drawn from ``generator``
+        (or one generator per image); differentiable wrt the images."""
         vae = self.pipe.vae
         posterior = vae.encode((2 * images - 1).to(self.device, vae.dtype)).latent_dist
-        return posterior.sample().float() * vae.config.scaling_factor
+        generator = list(generator) if isinstance(generator, (list, tuple)) else generator
+        return posterior.sample(generator=generator).float() * vae.config.scaling_factor
 
     @torch.no_grad()
     def decode_latents(self, latents: Tensor) -> Tensor:
@@ -413,7 +416,7 @@ class StableDiffusionGuidance:
         tgt_prompt: str,
         src_prompt: str,
         t_ratio_range: Optional[Tuple[float, float]] = None,
-        generator: Optional[torch.Generator] = None,
+        generator: Generators = None,
         guidance_scale: Optional[float] = None,
     ) -> GuidanceOutput:
         """Distillation gradient for target latents ``x0_tgt`` (with graph) against source latents ``x0_src``.
@@ -421,6 +424,8 @@ class StableDiffusionGuidance:
         Args:
             t_ratio_range: overrides the configured range for this step (timestep annealing, the viewer).
             guidance_scale: overrides the configured guidance scale for this step (the viewer).
+            generator: where the timesteps and noises are drawn from; one generator per view gives each view the
+                draws it would get in any other batch (or on another device).
         """
         low, high = t_ratio_range or self.config.t_ratio_range
         batch = x0_tgt.shape[0]

@@ -26,19 +26,21 @@ from nerfstudio.utils.rich_utils import CONSOLE
 from rich.progress import track
 from torch import Tensor
 
-from pds_nerfstudio import outputs
+from pds_nerfstudio import distributed, outputs
 from pds_nerfstudio.checkpoints import allow_nerfstudio_checkpoints, load_checkpoint
 from pds_nerfstudio.datamanager import EditDataManager, EditDataManagerConfig
 from pds_nerfstudio.errors import InputError
 from pds_nerfstudio.guidance import GuidanceConfig, StableDiffusionGuidance
 from pds_nerfstudio.model import EditNerfactoModelConfig, EditSplatfactoModelConfig
 from pds_nerfstudio.representations import Representation, rebind_optimizers, representation_of, supported_sources
-from pds_nerfstudio.rendering import RenderMode, guidance_camera
+from pds_nerfstudio.rendering import RenderMode, guidance_camera, seeded
 from pds_nerfstudio.source_run import Run
 from pds_nerfstudio.typed_flags import TypedFlags, merge_typed
 from pds_nerfstudio.viewer_controls import EditControls
 
 RENDERS_DIR = "renders"
+RENDER_SEED_OFFSET = 1 << 62
+"""Added to a view's seed for its render's samples, so that they are not the same stream as its noises."""
 
 
 @dataclass
@@ -69,6 +71,12 @@ class EditPipelineConfig(VanillaPipelineConfig):
     (splatfacto renders whole views.)"""
     ray_chunk_size: int = 4096
     """nerfacto: rays rendered at once in chunked mode."""
+    views_per_step: int = 1
+    """Training views each step guides, on each device: drawn like the first (each held for change-view-every steps,
+    all different), rendered one at a time, their latents guided in one batched UNet call. The gradient is the mean
+    over the views (each weighs 1/N: the released PnR code's 0.5 * sum / N reduction; the PDS release guides one), so
+    a step moves the scene as far as one view would, on less noise. With K devices each takes its own N views and the
+    gradients are averaged: the update of one device guiding N*K views. (official pds: 1)"""
     steps_per_log_image: int = 200
     """Steps between images sent to the writer (source | current render | gradient magnitude)."""
     num_compare_views: int = 4
@@ -160,6 +168,8 @@ class EditPipelineConfig(VanillaPipelineConfig):
             raise InputError(f"the source run's data {data} does not exist; if it moved, pass its new location with --data PATH")
         if self.render_resolution <= 0 or self.ray_chunk_size <= 0:
             raise InputError("--pipeline.render-resolution and --pipeline.ray-chunk-size must be positive")
+        if self.views_per_step <= 0:
+            raise InputError(f"--pipeline.views-per-step {self.views_per_step}: need 1 or more views a step (official pds: 1)")
         if self.datamanager.change_view_every <= 0:
             raise InputError(
                 f"--pipeline.datamanager.change-view-every {self.datamanager.change_view_every}: need a positive "
@@ -168,6 +178,33 @@ class EditPipelineConfig(VanillaPipelineConfig):
         if self.result_views < 0 or self.result_resolution < 0:
             raise InputError("--pipeline.result-views and --pipeline.result-resolution must be 0 (all, full size) or more")
         self.guidance.check(scene_device)
+
+    def check_parallel(self, devices: int) -> None:
+        """What several views a step or several devices (``devices`` processes) need, before anything heavy; raises
+        InputError: no more views a step than the scene has training views (the dataparser alone counts them), and
+        no splatfacto densification on several devices (its screen-space statistics are each device's own, so the
+        devices' Gaussians would part)."""
+        if devices > 1 and self.guidance.device:
+            raise InputError(
+                f"--pipeline.guidance.device {self.guidance.device} with {devices} devices: each process's diffusion model "
+                "lives on that process's own GPU; leave --pipeline.guidance.device unset"
+            )
+        if devices > 1 and getattr(self.model, "densification", "cull") != "cull":
+            raise InputError(
+                f"--pipeline.splat-model.densification {self.model.densification} splits Gaussians by each device's own "
+                "screen-space gradients, so the devices' scenes would differ; edit on several devices with the "
+                "default cull (the official splat edit's), or on one device"
+            )
+        wanted = self.views_per_step * devices
+        if wanted == 1:
+            return
+        available = len(self.datamanager.dataparser.setup().get_dataparser_outputs(split="train").image_filenames)
+        if wanted > available:
+            on_devices = f" on each of {devices} devices" if devices > 1 else ""
+            raise InputError(
+                f"--pipeline.views-per-step {self.views_per_step}{on_devices} asks for {wanted} different views a step; "
+                f"the scene has {available} training views"
+            )
 
 
 def is_edit_run(config: TrainerConfig) -> bool:
@@ -212,7 +249,14 @@ class EditPipeline(VanillaPipeline):
     ) -> None:
         # Every way a run is opened (training, resume, ns-export/render/viewer) builds this pipeline first.
         allow_nerfstudio_checkpoints()
-        super().__init__(config, device, test_mode, world_size, local_rank, grad_scaler)
+        # No DistributedDataParallel wrapper (world size 1 below): the edit renders through the model directly, so
+        # DDP would not see the forward; the trainer's optimizers average the gradients over the ranks instead.
+        super().__init__(config, device, test_mode, 1, local_rank, grad_scaler)
+        self.world_size, self.rank = distributed.world_size(), distributed.rank()
+        if self.world_size > 1 and torch.device(device).type == "cuda":
+            torch.cuda.set_device(torch.device(device))  # NCCL's object collectives use the current device
+        self.noise_seed = 42
+        """Seeds every view's noise with the step (the trainer sets it to --machine.seed)."""
         self.representation: Representation = config.representation
         self.guidance: StableDiffusionGuidance = config.guidance.setup(device=device)
         range_name, ratio_path = config.ratio_control
@@ -228,6 +272,36 @@ class EditPipeline(VanillaPipeline):
         # Training ("val") starts from the source field; evaluation and export load the edit's own checkpoint.
         if test_mode == "val" and config.source_checkpoint is not None:
             self.load_source(config.source_checkpoint)
+
+    @property
+    def views_in_step(self) -> int:
+        """Views a step guides on all devices together."""
+        return self.config.views_per_step * self.world_size
+
+    def device_views(self, views: List[int]) -> List[int]:
+        """This device's share of a step's views (all devices' views, in order)."""
+        count = self.config.views_per_step
+        return views[self.rank * count : (self.rank + 1) * count]
+
+    def step_views(self, step: int) -> List[int]:
+        """The training views this device guides at ``step``."""
+        return self.device_views(self.datamanager.edit_views(step, self.views_in_step))
+
+    def view_seeds(self, step: int) -> List[int]:
+        """A seed for each of this device's views at ``step``, from the step and the view's place among the step's views
+        on all devices: what a view draws (its render's samples, its timestep and noises) does not depend on how the
+        views are spread over devices or batched, and a resumed run draws what the stopped one would have."""
+        first = self.rank * self.config.views_per_step
+        return [((self.noise_seed * 1_000_003 + step) * 4096 + first + j) % 2**62 for j in range(self.config.views_per_step)]
+
+    def view_generators(self, step: int) -> List[torch.Generator]:
+        """One random generator for each of this device's views at ``step`` (timesteps, noises): see :meth:`view_seeds`."""
+        return [torch.Generator().manual_seed(seed) for seed in self.view_seeds(step)]
+
+    def share_controls(self) -> None:
+        """With several devices: every rank takes rank 0's viewer values (only rank 0 serves the viewer)."""
+        if self.world_size > 1:
+            self.controls.take(distributed.broadcast(self.controls.values()))
 
     def _pause_editing(self, paused: bool) -> None:
         if self._trainer is not None:
@@ -296,6 +370,16 @@ class EditPipeline(VanillaPipeline):
         camera = camera if camera is not None else self.guidance_camera(index)
         return self.representation.render(self.model, camera, index, self.config.render_mode, self.config.ray_chunk_size)
 
+    def guidance_views(self, step: int, views: List[int], cameras: Optional[List[Cameras]] = None) -> Tensor:
+        """Render this device's training ``views`` of ``step`` for guidance, one at a time (chunked: no view's graph is
+        kept), each with its own random samples (:meth:`view_seeds`): [N, 3, H, W] in [0, 1]."""
+        cameras = cameras if cameras is not None else [self.guidance_camera(index) for index in views]
+        renders = []
+        for index, camera, seed in zip(views, cameras, self.view_seeds(step)):
+            with seeded(seed + RENDER_SEED_OFFSET, self.device):
+                renders.append(self.guidance_view(index, camera))
+        return torch.cat(renders)
+
     def view_image(self, camera: Cameras, index: int) -> Tensor:
         """Training view ``index`` of the current scene seen by ``camera``, no graph: [H, W, 3] on the CPU."""
         return self.representation.render_image(self.model, camera, index, self.config.ray_chunk_size)
@@ -357,6 +441,8 @@ class EditPipeline(VanillaPipeline):
             self._source_optimizers = None  # used (or, on resume, not needed): do not hold twice the field's size
 
             def save_final_renders(step: int) -> None:
+                if self.rank != 0:  # one set of outputs: rank 0's
+                    return
                 paths = self.save_results(trainer.base_dir / RENDERS_DIR)
                 CONSOLE.log(
                     f"Saved renders of {len(paths)} of the {self.datamanager.num_train_views} training views, {outputs.COMPARE_NAME} and "
@@ -381,10 +467,13 @@ class PDSPipeline(EditPipeline):
 
     config: PDSPipelineConfig
 
-    def guidance_loss(self, step: int, index: int, render: Tensor, **guidance_kwargs):
-        """Distillation loss of ``render`` against the source view ``index``, plus diagnostics."""
-        x0_src = self.datamanager.source_latent(index, tuple(render.shape[-2:]), self.guidance.encode_images)
-        x0_tgt = self.guidance.encode_images(render)
+    def guidance_loss(self, step: int, views: List[int], render: Tensor, **guidance_kwargs):
+        """Distillation loss of ``render`` [N, 3, H, W] (training ``views``) against their source views, plus
+        diagnostics; each view's timestep and noises come from its own generator (:meth:`view_generators`)."""
+        size = tuple(render.shape[-2:])
+        x0_src = torch.cat([self.datamanager.source_latent(index, size, self.guidance.encode_images) for index in views])
+        generators = self.view_generators(step)
+        x0_tgt = self.guidance.encode_images(render, generators)
         # A t ratio range passed in is a schedule's value of this step (pnr), not the viewer's: it changes every
         # step, so it is reported in the metrics only.
         scheduled_range = guidance_kwargs.pop("t_ratio_range", None)
@@ -404,23 +493,30 @@ class PDSPipeline(EditPipeline):
             used["src_prompt"],
             t_ratio_range=t_ratio_range,
             guidance_scale=used["guidance_scale"],
+            generator=generators,
             **guidance_kwargs,
         )
         if step % self.config.steps_per_log_image == 0:
-            self.log_edit_image(step, index, render, output.grad)
+            self.log_edit_image(step, views[0], render[:1], output.grad[:1])
         metrics = {
             "guidance_t": output.t.float().mean(),
             "guidance_grad_norm": output.grad.norm(),
             "guidance_scale": used["guidance_scale"],
             "t_ratio_min": t_ratio_range[0],
             "t_ratio_max": t_ratio_range[1],
-            "view": index,
+            **view_metrics(views),
         }
         return self.config.guidance_loss_mult * output.loss.to(self.device), output, metrics
 
     def get_train_loss_dict(self, step: int):
-        index = self.datamanager.edit_view(step)
-        render = self.guidance_view(index)
-        loss, _, metrics = self.guidance_loss(step, index, render)
+        self.share_controls()
+        views = self.step_views(step)
+        render = self.guidance_views(step, views)
+        loss, _, metrics = self.guidance_loss(step, views, render)
         self.report(step, metrics)
         return {"rgb": render}, {"guidance_loss": loss}, metrics
+
+
+def view_metrics(views: List[int]) -> Dict[str, int]:
+    """The views a step guided on this device, as logged scalars: ``view`` (the first), ``view_2``, ``view_3``, ..."""
+    return {("view" if j == 0 else f"view_{j + 1}"): index for j, index in enumerate(views)}

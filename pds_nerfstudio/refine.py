@@ -13,7 +13,7 @@ from __future__ import annotations
 import dataclasses
 import random
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Dict, Literal, Optional, Tuple, Type
+from typing import Any, ClassVar, Dict, List, Literal, Optional, Tuple, Type
 
 import torch
 import torch.nn.functional as F
@@ -22,6 +22,7 @@ from nerfstudio.utils import writer
 from nerfstudio.utils.rich_utils import CONSOLE
 from torch import Tensor
 
+from pds_nerfstudio import distributed
 from pds_nerfstudio.errors import InputError, check_ratio_range
 from pds_nerfstudio.guidance import GuidanceConfig
 from pds_nerfstudio.pipeline import EditPipeline, EditPipelineConfig, PDSPipelineConfig
@@ -134,15 +135,25 @@ class RefinePipeline(EditPipeline):
             return self.initial_renders[index]
         return self.training_view_image(index)
 
+    def views_to_refine(self, step: int) -> List[int]:
+        """The training views this device SDEdits at ``step`` (an SDEdit step): the step's ``views_per_step`` views on
+        every device, in turn through the training views."""
+        total, count = self.views_in_step, self.datamanager.num_train_views
+        first = (step // self.config.edit_every) * total
+        return self.device_views([(first + j) % count for j in range(total)])
+
     @torch.no_grad()
-    def refine_view(self, step: int) -> Dict[str, Any]:
-        """SDEdit one training view (views in turn) and make the result its training image; returns the values it
-        used: the view, the grid steps skipped and the guidance scale."""
-        index = (step // self.config.edit_every) % self.datamanager.num_train_views
-        before = self.view_to_refine(index).to(self.device)
-        camera = self.guidance_camera(index)
+    def refine_views(self, step: int) -> Dict[str, Any]:
+        """SDEdit this device's views of ``step`` in one batch and make the results their training images (on every
+        device: each shares its results with the others); returns the values it used: the first view, the grid
+        steps skipped and the guidance scale."""
+        views = self.views_to_refine(step)
+        befores = [self.view_to_refine(index).to(self.device) for index in views]
+        camera = self.guidance_camera(views[0])
         size = (int(camera.height), int(camera.width))
-        image = F.interpolate(before.permute(2, 0, 1)[None], size=size, mode="bilinear", align_corners=False)
+        images = torch.cat(
+            [F.interpolate(before.permute(2, 0, 1)[None], size=size, mode="bilinear", align_corners=False) for before in befores]
+        )
         used = self.use_values(
             step,
             tgt_prompt=self.controls.tgt_prompt,
@@ -153,27 +164,33 @@ class RefinePipeline(EditPipeline):
         low, high = used["skip_ratio_range"]
         rng = random.Random(step)  # a value of the step: a resumed run draws the same
         skip = rng.randint(int(num_steps * low), int(num_steps * high))
-        generator = torch.Generator().manual_seed(step)
+        generators = self.view_generators(step)
         latents = self.guidance.sdedit(
-            self.guidance.encode_images(image),
+            self.guidance.encode_images(images, generators),
             used["tgt_prompt"],
             num_steps - skip,
-            generator,
+            generators,
             guidance_scale=used["guidance_scale"],
         )
-        after = self.guidance.decode_latents(latents).to(self.device)
-        after = F.interpolate(after, size=before.shape[:2], mode="bilinear", align_corners=False)[0].permute(1, 2, 0)
-        self.datamanager.replace_train_image(index, after)
-        self.refined_images[index, : after.shape[0], : after.shape[1]] = (after * 255).round().to(torch.uint8).cpu()
-        self.refined[index] = True
+        afters = self.guidance.decode_latents(latents).to(self.device)
+        refined = []
+        for index, before, after in zip(views, befores, afters):
+            after = F.interpolate(after[None], size=before.shape[:2], mode="bilinear", align_corners=False)[0].permute(1, 2, 0)
+            refined.append((index, (after * 255).round().to(torch.uint8).cpu()))
+        for index, image in distributed.all_gather(refined):  # every device's views, on every device
+            self.datamanager.replace_train_image(index, image.float().to(self.device) / 255)
+            self.refined_images[index, : image.shape[0], : image.shape[1]] = image
+            self.refined[index] = True
         if step % self.config.steps_per_log_image == 0:
-            writer.put_image(name="refine/before|after SDEdit", image=torch.cat([before, after], 1).cpu(), step=step)
-        return {"refined_view": index, "sdedit_skip": skip, "sdedit_guidance_scale": used["guidance_scale"]}
+            first = self.datamanager.train_image(views[0])
+            writer.put_image(name="refine/before|after SDEdit", image=torch.cat([befores[0], first], 1).cpu(), step=step)
+        return {"refined_view": views[0], "sdedit_skip": skip, "sdedit_guidance_scale": used["guidance_scale"]}
 
     def get_train_loss_dict(self, step: int):
         metrics: Dict[str, Any] = {}
+        self.share_controls()
         if step % self.config.edit_every == 0:
-            metrics.update(self.refine_view(step))
+            metrics.update(self.refine_views(step))
         if isinstance(self.representation, Splatfacto):  # whole views, as splatfacto trains
             camera, batch = self.datamanager.next_train_view(step)
             outputs = self.model(camera)

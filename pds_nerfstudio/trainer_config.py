@@ -8,8 +8,11 @@ import shutil
 from dataclasses import dataclass, field
 from typing import Any, Dict, Type
 
+from nerfstudio.engine.optimizers import Optimizers
 from nerfstudio.engine.trainer import Trainer, TrainerConfig
 from nerfstudio.utils.rich_utils import CONSOLE
+
+from pds_nerfstudio import distributed
 
 from pds_nerfstudio.checkpoints import check_checkpoint, is_whole_checkpoint
 from pds_nerfstudio.errors import InputError
@@ -25,13 +28,24 @@ def _counts_steps_from_the_resumed_step() -> bool:
 
 
 class EditTrainer(Trainer):
-    """nerfstudio's trainer, with an edit's ``--max-num-iterations`` as its total (a resumed edit ends there)
-    and checkpoints that appear whole or not at all (a run killed while saving can be resumed)."""
+    """nerfstudio's trainer, with an edit's ``--max-num-iterations`` as its total (a resumed edit ends there),
+    checkpoints that appear whole or not at all (a run killed while saving can be resumed), and gradients averaged
+    over the processes of a distributed edit (:mod:`pds_nerfstudio.distributed`)."""
 
     config: "EditTrainerConfig"
 
+    def setup(self, test_mode="val") -> None:
+        super().setup(test_mode)
+        self.pipeline.noise_seed = self.config.machine.seed
+
+    def setup_optimizers(self) -> Optimizers:
+        """nerfstudio's optimizers, averaging the gradients over the ranks before each step."""
+        return distributed.GradientAveragingOptimizers(self.config.optimizers.copy(), self.pipeline.get_param_groups())
+
     def save_checkpoint(self, step: int) -> None:
         """nerfstudio's save, into a staging folder beside ``nerfstudio_models``, then moved in by one rename."""
+        if distributed.rank() != 0:  # one set of outputs: rank 0's
+            return
         final_dir = self.checkpoint_dir
         staging = final_dir.with_name(final_dir.name + ".partial")
         shutil.rmtree(staging, ignore_errors=True)  # what a save that was killed left
@@ -122,6 +136,8 @@ class EditTrainerConfig(TrainerConfig):
             self.pipeline = self.pipeline.with_typed_controls(pipeline_flags)
             self.pipeline.check_flags(pipeline_flags)
         self.pipeline.check(self.machine.device_type)
+        distributed.check_devices(self.machine.device_type, self.machine.num_devices, self.machine.num_machines)
+        self.pipeline.check_parallel(distributed.planned_world_size(self.machine))
         if self.max_num_iterations is not None:
             self.check_steps_left()
 

@@ -80,6 +80,12 @@ class EditControls(nn.Module):
         """The values in use now, by name."""
         return {"tgt_prompt": self.tgt_prompt, "guidance_scale": self.guidance_scale, "ratio_range": self.ratio_range}
 
+    def take(self, values: Dict[str, Any]) -> None:
+        """Use ``values`` (another process's :meth:`values`, e.g. rank 0's, whose viewer a user changed)."""
+        for name, value in _normalised(values).items():
+            if value != _normalised(self.values())[name]:
+                self._set(name, value)
+
     def _set(self, name: str, value: Any) -> None:
         if name == "tgt_prompt":
             self._prompt = self.prompt.value = value

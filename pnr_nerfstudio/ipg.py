@@ -8,14 +8,15 @@ lambda_p = 300 (Appendix E's text has the two swapped).
 The weights were tuned for the released form of the terms, which is the default here: both renders
 compared at 256 px, and LPIPS given the [0, 1] images directly (the lpips package expects [-1, 1]; the
 "textbook" form, ``--pipeline.ipg.lpips-input normalised``, maps them first and gives other values).
-The released code sums LPIPS over the 4 views of a step; a step here renders one view, so its LPIPS
-term is that view's.
+The released code sums LPIPS over the 4 views of a step, and so does this term over the step's views: with
+several devices, each device's share is its mean times the step's number of views on all devices, so that the
+average of the devices' gradients is the gradient of the sum.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Dict, Literal, Tuple, Type
+from typing import Dict, Literal, Optional, Tuple, Type
 
 import torch.nn.functional as F
 from nerfstudio.configs.base_config import InstantiateConfig
@@ -71,15 +72,16 @@ class IdentityPreservingLoss:
         self.config = config
         self.lpips = load_lpips(config.lpips_net, device)
 
-    def __call__(self, render: Tensor, source: Tensor) -> Dict[str, Tensor]:
-        """Unweighted distances of ``render`` [B, 3, H, W] (with graph) to ``source`` (no graph), both in [0, 1]."""
+    def __call__(self, render: Tensor, source: Tensor, views_in_step: Optional[int] = None) -> Dict[str, Tensor]:
+        """Unweighted distances of ``render`` [B, 3, H, W] (with graph) to ``source`` (no graph), both in [0, 1]: L1
+        averaged over the pixels, LPIPS summed over the step's ``views_in_step`` views (default: these B)."""
         render, source = self.resized(render), self.resized(source.detach().to(render))
         if self.config.lpips_input == "normalised":
             render_in, source_in = 2 * render - 1, 2 * source - 1
         else:  # released: the [0, 1] images as they are
             render_in, source_in = render, source
-        # one LPIPS value per image, summed over the batch as in the released code
-        perceptual = self.lpips(render_in, source_in).sum()
+        # one LPIPS value per image, summed over the step's views as in the released code
+        perceptual = self.lpips(render_in, source_in).mean() * (views_in_step or render.shape[0])
         return {"l1": F.l1_loss(render, source), "lpips": perceptual}
 
     def resized(self, images: Tensor) -> Tensor:

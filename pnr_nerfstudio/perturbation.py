@@ -63,9 +63,12 @@ def selection_loss(x0: Tensor, x0_hat: Tensor) -> float:
     """The editing loss Alg. 2 records, in the released code's units.
 
     The released code records MVDream's x0-reconstruction loss 0.5 ||x0 - x0_hat||^2 / B (x0_hat the
-    one-step estimate of the noised latent, summed over each view's 4x32x32 latent), and d_min = 1000 was
-    set for it. Here the same loss is summed over one view's latent of 4x(H/8)x(W/8) elements (16384 at
-    512 px), so it is scaled by 4096 / (elements per view): per element, the released units.
+    one-step estimate of the noised latent, summed over each view's 4x32x32 latent and averaged over the B = 4 views
+    of a step), and d_min = 1000 was set for it. Here the same loss is averaged over the step's views
+    (``--pipeline.views-per-step``, 4 by default; with several devices the pipeline averages the devices' means) and
+    summed over each view's latent of 4x(H/8)x(W/8) elements (16384 at 512 px), so it is scaled by 4096 / (elements
+    per view): per element and per view, the released units. The number of views changes only the noise of the
+    recorded losses (the window means of Alg. 2 average 40 views, as released), not their expected value.
 
     Why not the PDS gradient: at the selection steps' t = 751 (ratio 0.75 of the 500-step grid, SD 1.5
     schedule) a_t = 0.0557, so x0 - x0_hat = sqrt((1 - a_t) / a_t) (eps_hat - eps) = 4.12 (eps_hat - eps) and
@@ -73,7 +76,7 @@ def selection_loss(x0: Tensor, x0_hat: Tensor) -> float:
     0.093 (psi = 0.012): 0.5 ||PDS gradient||^2 is about 2000 times smaller per unit of noise difference,
     so with it every dL was far below d_min and eta sat at eta_max / 2. What remains different: the released
     code guides MVDream at scale 50, PDS here at 100 (the guided noise difference, and the loss with its
-    square, are larger), and it averages 4 views a step where one view is edited here.
+    square, are larger).
     """
     per_view = x0[0].numel()
     squared = (x0.detach().float() - x0_hat.detach().float()).pow(2).sum().item()

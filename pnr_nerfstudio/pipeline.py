@@ -37,6 +37,7 @@ from nerfstudio.models.base_model import Model
 from nerfstudio.utils.rich_utils import CONSOLE
 from torch import Tensor
 
+from pds_nerfstudio import distributed
 from pds_nerfstudio.errors import InputError
 from pds_nerfstudio.pipeline import PDSPipeline, PDSPipelineConfig
 from pds_nerfstudio.representations import Nerfacto, Representation, rebind_optimizers
@@ -95,6 +96,10 @@ class PnRPipelineConfig(PDSPipelineConfig):
     0: off (the real-scenes protocol)."""
     coarse_steps: int = 800
     """Steps, counted from the run's step 0, rendered at --pipeline.coarse-resolution."""
+    views_per_step: int = 4
+    """Training views each step guides, on each device (released objects code: 4; the real-scenes protocol: 1, as PDS).
+    The guidance gradient is the mean over the views (the released 0.5 * sum / N), the eta-selection loss their mean,
+    and the revise LPIPS term their sum, as released; with K devices, over all N*K views."""
 
     def with_protocol(self, typed: TypedFlags) -> "PnRPipelineConfig":
         """This config with the values of its protocol, except for the flags typed (``typed``, relative to it)."""
@@ -108,6 +113,7 @@ class PnRPipelineConfig(PDSPipelineConfig):
             coarse_resolution=0,
             annealing=dataclasses.replace(self.annealing, enabled=False),
             learning_rate_schedule="scheduled",
+            views_per_step=1,
         )
         return merge_typed(self, real_scenes, typed)
 
@@ -187,19 +193,23 @@ class FrozenSource:
         # refinement and appearance embedding of that view.
         self.model.train()
         self.parameters: Dict[str, Tensor] = {name: p.detach() for name, p in self.model.named_parameters()}
-        self._last: Optional[Tuple[Tuple[Any, ...], Tensor]] = None
+        self._kept: Dict[Tuple[Any, ...], Tensor] = {}
 
-    def render(self, camera: Cameras, index: int, chunk_size: int) -> Tensor:
-        """The source scene at training view ``index`` seen by ``camera``: [1, 3, H, W] in [0, 1], no graph.
+    def render(self, cameras: List[Cameras], views: List[int], chunk_size: int) -> Tensor:
+        """The source scene at training ``views`` seen by ``cameras``: [N, 3, H, W] in [0, 1], no graph.
 
-        The last view rendered is kept: a view is edited for several steps in a row.
+        The views of the last call are kept: a view is edited for several steps in a row.
         """
         background = getattr(self.model, "fixed_background", None)
-        key = (index, int(camera.height.item()), int(camera.width.item()), None if background is None else tuple(background.tolist()))
-        if self._last is None or self._last[0] != key:
-            image = self.representation.render_image(self.model, camera, index, chunk_size)
-            self._last = (key, image.permute(2, 0, 1)[None].to(camera.device))
-        return self._last[1]
+        kept: Dict[Tuple[Any, ...], Tensor] = {}
+        for camera, index in zip(cameras, views):
+            key = (index, int(camera.height.item()), int(camera.width.item()), None if background is None else tuple(background.tolist()))
+            if key not in self._kept:
+                image = self.representation.render_image(self.model, camera, index, chunk_size)
+                self._kept[key] = image.permute(2, 0, 1)[None].to(camera.device)
+            kept[key] = self._kept[key]
+        self._kept = kept
+        return torch.cat(list(kept.values()))
 
 
 class PnRPipeline(PDSPipeline):
@@ -343,28 +353,31 @@ class PnRPipeline(PDSPipeline):
     # One step
     # ----------------------------------------------------------------------------------------------
 
-    def guidance_loss(self, step: int, index: int, render: Tensor, **guidance_kwargs):
-        """The distillation loss in the released code's units: the surrogate summed over the latent
-        (gradient grad / B) instead of averaged (grad / numel), the scale the IPG weights are set for."""
-        loss, output, metrics = super().guidance_loss(step, index, render, **guidance_kwargs)
-        return loss * output.grad.numel(), output, metrics
+    def guidance_loss(self, step: int, views: List[int], render: Tensor, **guidance_kwargs):
+        """The distillation loss in the released code's units: the surrogate summed over each view's latent
+        (gradient grad / N for N views) instead of averaged (grad / (N * elements)), the scale the IPG weights are
+        set for."""
+        loss, output, metrics = super().guidance_loss(step, views, render, **guidance_kwargs)
+        return loss * output.grad[0].numel(), output, metrics
 
     def selection_views(self) -> List[int]:
-        """The views of the eta-selection steps: ``loss_window`` views, cycled, so that the first and the last
-        window of losses (Alg. 2) are taken on the same views and their difference measures descent, not a
-        change of view. Drawn once from ``perturbation.seed``; a resumed run draws the same."""
+        """The views of the eta-selection steps, in order: ``loss_window`` steps' worth of views (all devices'),
+        cycled, so that the first and the last window of losses (Alg. 2) are taken on the same views and their
+        difference measures descent, not a change of view. Drawn once from ``perturbation.seed``; a resumed run draws
+        the same."""
         count, window = self.datamanager.num_train_views, self.config.perturbation.loss_window
         order = random.Random(self.config.perturbation.seed).sample(range(count), count)
-        return [order[i % count] for i in range(window)]
+        return [order[i % count] for i in range(window * self.views_in_step)]
 
-    def edit_view(self, step: int) -> int:
-        """The training view edited at ``step``: cycled through :meth:`selection_views` while eta is selected."""
+    def step_views(self, step: int) -> List[int]:
+        """This device's training views at ``step``: cycled through :meth:`selection_views` while eta is selected."""
         if self.config.phases.phase(step) is Phase.ETA_SELECTION:
-            views = self.selection_views()
-            return views[step % len(views)]
-        return self.datamanager.edit_view(step)
+            views, total = self.selection_views(), self.views_in_step
+            return self.device_views([views[(step * total + j) % len(views)] for j in range(total)])
+        return super().step_views(step)
 
     def get_train_loss_dict(self, step: int):
+        self.share_controls()
         if self.config.phases.phase(step) is Phase.REVISE and self.source is not None:
             # the render and the source's render it is compared with, over one background
             with self.representation.same_background(self.model, self.source.model):
@@ -375,28 +388,35 @@ class PnRPipeline(PDSPipeline):
         """One step of the current phase: the guidance loss, plus the revise losses in the revise phase."""
         plan = self.config.phases
         phase = plan.phase(step)
-        index = self.edit_view(step)
-        camera = self.guidance_camera(index)
+        views = self.step_views(step)
+        cameras = [self.guidance_camera(index) for index in views]
         coarse = 0 < self.config.coarse_resolution < self.config.render_resolution and step < self.config.coarse_steps
-        render_camera = guidance_camera(self.datamanager.train_camera(index), self.config.coarse_resolution) if coarse else camera
+        render_cameras = (
+            [guidance_camera(self.datamanager.train_camera(index), self.config.coarse_resolution) for index in views]
+            if coarse
+            else cameras
+        )
         loss_dict: Dict[str, Tensor] = {}
         # Before the guidance render: the proposal networks take their gradient on the first forward of a step.
         if self.config.interlevel_num_rays > 0 and isinstance(self.representation, Nerfacto):
-            loss_dict["interlevel_loss"] = self.proposal_loss(render_camera, index)
-        render = self.guidance_view(index, render_camera)
-        if coarse:  # the coarse view, upsampled to the guidance resolution
-            render = F.interpolate(render, size=(int(camera.height), int(camera.width)), mode="bilinear", align_corners=False)
+            loss_dict["interlevel_loss"] = self.proposal_loss(render_cameras, views)
+        render = self.guidance_views(step, views, render_cameras)
+        if coarse:  # the coarse views, upsampled to the guidance resolution
+            size = (int(cameras[0].height), int(cameras[0].width))
+            render = F.interpolate(render, size=size, mode="bilinear", align_corners=False)
         scheduled = self.config.annealing.at(plan, step, end=self.controls.ratio_range)
-        guidance, output, metrics = self.guidance_loss(step, index, render, **({"t_ratio_range": scheduled} if scheduled else {}))
+        guidance, output, metrics = self.guidance_loss(step, views, render, **({"t_ratio_range": scheduled} if scheduled else {}))
         t_range = scheduled or self.controls.ratio_range
         loss_dict["guidance_loss"] = guidance
         metrics["phase"] = int(phase)
-        metrics["render_short_side"] = int(min(render_camera.height.item(), render_camera.width.item()))
+        metrics["render_short_side"] = int(min(render_cameras[0].height.item(), render_cameras[0].width.item()))
         if self._optimizers is not None:  # the rate this step's update uses
             group = self.representation.reported_group
             metrics[f"learning_rate_{group}"] = self._optimizers.optimizers[group].param_groups[0]["lr"]
         if phase is Phase.ETA_SELECTION:
+            # the mean over the step's views on every device (each device's mean, all devices guiding as many)
             value = selection_loss(output.x0, output.x0_hat)
+            value = distributed.all_reduce_sum(torch.tensor([value], dtype=torch.float64)).item() / self.world_size
             if not math.isfinite(value):
                 raise InputError(
                     f"eta selection: the loss of step {step} is {value} (the render or the guidance gave non-finite values); "
@@ -407,33 +427,36 @@ class PnRPipeline(PDSPipeline):
         else:
             metrics["eta"] = float(self.eta)
         if phase is Phase.REVISE:
-            loss_dict.update(self.revise_losses(step, index, camera, render, metrics))
+            loss_dict.update(self.revise_losses(step, views, cameras, render, metrics))
         status: Dict[str, Any] = {"phase": phase.label}
         if "eta" in metrics:
             status["eta"] = metrics["eta"]
-        self.report(step, {**status, "t ratio": "{:.2f} to {:.2f}".format(*t_range), "view": index})
+        self.report(step, {**status, "t ratio": "{:.2f} to {:.2f}".format(*t_range), "views": " ".join(map(str, views))})
         return {"rgb": render}, loss_dict, metrics
 
-    def proposal_loss(self, camera: Cameras, index: int) -> Tensor:
-        """nerfacto's interlevel loss on a random subset of the view's rays: it trains the proposal networks,
-        which the rendered colours do not reach."""
-        rays = view_rays(camera, index)
-        chosen = torch.randperm(len(rays), device=rays.origins.device)[: self.config.interlevel_num_rays]
-        outputs = self.model(rays[chosen])
-        return self.model.config.interlevel_loss_mult * interlevel_loss(
-            outputs["weights_list"], outputs["ray_samples_list"]
-        )
+    def proposal_loss(self, cameras: List[Cameras], views: List[int]) -> Tensor:
+        """nerfacto's interlevel loss on random rays of the views (``interlevel_num_rays`` in all, an equal share from
+        each view): it trains the proposal networks, which the rendered colours do not reach."""
+        per_view = max(1, self.config.interlevel_num_rays // len(views))
+        losses = []
+        for camera, index in zip(cameras, views):
+            rays = view_rays(camera, index)
+            chosen = torch.randperm(len(rays), device=rays.origins.device)[:per_view]
+            outputs = self.model(rays[chosen])
+            losses.append(interlevel_loss(outputs["weights_list"], outputs["ray_samples_list"]))
+        return self.model.config.interlevel_loss_mult * torch.stack(losses).mean()
 
     def revise_losses(
-        self, step: int, index: int, camera: Cameras, render: Tensor, metrics: Dict[str, Any]
+        self, step: int, views: List[int], cameras: List[Cameras], render: Tensor, metrics: Dict[str, Any]
     ) -> Dict[str, Tensor]:
-        """The identity-preserving terms: L1 and LPIPS to the source scene's render of the same view, weighted."""
+        """The identity-preserving terms: L1 and LPIPS to the source scene's renders of the same views, weighted."""
         plan = self.config.phases
         l1_mult, lpips_mult = self.config.ipg.weights(plan.step_in_phase(step), plan.revise_steps)
         metrics.update({"ipg_l1_mult": l1_mult, "ipg_lpips_mult": lpips_mult})
         if l1_mult == 0 and lpips_mult == 0:
             return {}
         assert self.source is not None and self.ipg is not None, "revise steps run in training only"
-        terms = self.ipg(render, self.source.render(camera, index, self.config.ray_chunk_size))
+        source = self.source.render(cameras, views, self.config.ray_chunk_size)
+        terms = self.ipg(render, source, views_in_step=self.views_in_step)
         metrics.update({"ipg_l1": terms["l1"].detach(), "ipg_lpips": terms["lpips"].detach()})
         return {"ipg_l1_loss": l1_mult * terms["l1"], "ipg_lpips_loss": lpips_mult * terms["lpips"]}

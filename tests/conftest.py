@@ -66,3 +66,11 @@ def synthetic_scene(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def source_run(synthetic_scene: Path, torch_home: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Run directory of a tiny nerfacto trained on ``synthetic_scene`` with ``ns-train`` (config.yml, checkpoint)."""
     return train_tiny_nerfacto(synthetic_scene, tmp_path_factory.mktemp("outputs"), torch_home)
+
+
+@pytest.fixture(scope="session")
+def plain_source(synthetic_scene: Path, torch_home: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny nerfacto source reconstructed without an appearance embedding, as the release (and the README)
+    recommends: its parameter groups are the edit's, so the edit's Adam continues the source's moments."""
+    extra = ["--pipeline.model.use-appearance-embedding", "False"]
+    return train_tiny_nerfacto(synthetic_scene, tmp_path_factory.mktemp("plain"), torch_home, extra_args=extra)

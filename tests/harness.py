@@ -464,6 +464,25 @@ def run_tiny_edit(
     return new[0], result
 
 
+def torchrun_edit(
+    load_dir: Path, output_dir: Path, torch_home: Path, steps: int, extra_args: Sequence[str], method: str = "pds"
+) -> Tuple[Path, subprocess.CompletedProcess]:
+    """:func:`run_tiny_edit`'s command line under ``torchrun --nproc-per-node 2 -m pds_nerfstudio.distributed`` (two CPU
+    processes, gloo); returns the one new run folder (rank 0's) and the finished process."""
+    before = set(find_run_dirs(output_dir, method))
+    torchrun = str(Path(_ns_train_executable()).parent / "torchrun")
+    command = [torchrun, "--standalone", "--nproc-per-node", "2", "-m", "pds_nerfstudio.distributed"]
+    command += tiny_edit_command(method, load_dir, output_dir, steps, extra_args)[1:]
+    env = {**offline_env(torch_home), "OMP_NUM_THREADS": "1"}
+    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=900, check=False)
+    if result.returncode != 0:
+        raise RuntimeError(f"{' '.join(command)} failed:\n{result.stdout[-4000:]}\n{result.stderr[-4000:]}")
+    new = [d for d in find_run_dirs(output_dir, method) if d not in before]
+    if len(new) != 1:
+        raise RuntimeError(f"expected one new {method} run folder (rank 0's) under {output_dir}, found {new}")
+    return new[0], result
+
+
 def kill_when(process: subprocess.Popen, ready, what: str, timeout: float = 900.0) -> None:
     """kill -9 ``process`` as soon as ``ready()`` is true (a state, not a time); fails if it ends before."""
     import signal
@@ -489,8 +508,12 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-def check_run_opens_without_diffusion_model(run_dir: Path, torch_home: Path, work: Path, export: str = "pointcloud") -> None:
-    """``ns-export pointcloud`` (or ``gaussian-splat``), ``ns-render interpolate`` and ``ns-viewer`` all open an edit run.
+def check_run_opens_without_diffusion_model(
+    run_dir: Path, torch_home: Path, work: Path, export: str = "pointcloud", viewer: bool = True
+) -> None:
+    """``ns-export pointcloud`` (or ``gaussian-splat``), ``ns-render interpolate`` and (with ``viewer``) ``ns-viewer`` all
+    open an edit run; they run side by side. ns-export opens it in nerfstudio's "inference" mode, ns-render and ns-viewer
+    in its "test" mode.
 
     Call it after deleting the run's diffusion model folder: none of them may load it.
     """
@@ -499,43 +522,45 @@ def check_run_opens_without_diffusion_model(run_dir: Path, torch_home: Path, wor
     env = offline_env(torch_home)
     bin_dir = Path(_ns_train_executable()).parent
     config = str(run_dir / "config.yml")
-
-    def run(*command: str) -> None:
-        result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600, check=False)
-        if result.returncode != 0:
-            raise RuntimeError(f"{' '.join(command)} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
-
     if export == "pointcloud":
-        run(str(bin_dir / "ns-export"), "pointcloud", "--load-config", config, "--output-dir", str(work / "export"),
-            "--num-points", "500", "--remove-outliers", "False", "--normal-method", "open3d")  # fmt: skip
+        export_command = [str(bin_dir / "ns-export"), "pointcloud", "--load-config", config, "--output-dir", str(work / "export"),
+                          "--num-points", "500", "--remove-outliers", "False", "--normal-method", "open3d"]  # fmt: skip
         exported = work / "export" / "point_cloud.ply"
     else:
-        run(str(bin_dir / "ns-export"), export, "--load-config", config, "--output-dir", str(work / "export"))
+        export_command = [str(bin_dir / "ns-export"), export, "--load-config", config, "--output-dir", str(work / "export")]
         exported = work / "export" / "splat.ply"
-    if not exported.stat().st_size:
-        raise RuntimeError(f"ns-export {export} wrote an empty file")
-    run(str(bin_dir / "ns-render"), "interpolate", "--load-config", config, "--output-path", str(work / "render"),
-        "--output-format", "images", "--pose-source", "train", "--interpolation-steps", "1")  # fmt: skip
-    if not list((work / "render").glob("*.jpg")):
-        raise RuntimeError("ns-render wrote no image")
-
+    render_command = [str(bin_dir / "ns-render"), "interpolate", "--load-config", config, "--output-path", str(work / "render"),
+                      "--output-format", "images", "--pose-source", "train", "--interpolation-steps", "1"]  # fmt: skip
     port = _free_port()
-    viewer = subprocess.Popen(
-        [str(bin_dir / "ns-viewer"), "--load-config", config, "--viewer.websocket-port", str(port)],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-    )  # fmt: skip
+    viewer_command = [str(bin_dir / "ns-viewer"), "--load-config", config, "--viewer.websocket-port", str(port)]
+    started = {
+        name: subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        for name, command in (("export", export_command), ("render", render_command), ("viewer", viewer_command))
+        if viewer or name != "viewer"
+    }
     try:
-        deadline = time.monotonic() + 300
-        while True:
-            if viewer.poll() is not None:
-                raise RuntimeError(f"ns-viewer exited:\n{viewer.stdout.read()[-3000:]}")  # type: ignore[union-attr]
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise RuntimeError("ns-viewer did not start serving") from None
-                time.sleep(0.5)
+        for name in ("export", "render"):
+            output, _ = started[name].communicate(timeout=600)
+            if started[name].returncode != 0:
+                raise RuntimeError(f"ns-{name} failed:\n{output[-3000:]}")
+        if not exported.stat().st_size:
+            raise RuntimeError(f"ns-export {export} wrote an empty file")
+        if not list((work / "render").glob("*.jpg")):
+            raise RuntimeError("ns-render wrote no image")
+        if viewer:
+            deadline = time.monotonic() + 300
+            while True:
+                if started["viewer"].poll() is not None:
+                    raise RuntimeError(f"ns-viewer exited:\n{started['viewer'].stdout.read()[-3000:]}")  # type: ignore[union-attr]
+                try:
+                    socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                    break
+                except OSError:
+                    if time.monotonic() > deadline:
+                        raise RuntimeError("ns-viewer did not start serving") from None
+                    time.sleep(0.5)
     finally:
-        viewer.terminate()
-        viewer.wait(timeout=60)
+        for process in started.values():
+            if process.poll() is None:
+                process.terminate()
+            process.wait(timeout=60)

@@ -398,12 +398,13 @@ def test_unknown_method_raises(alphas_cumprod):
     [
         pytest.param("sum", 1, lambda numel: 1.0, id="sum"),  # d/dx0 of 0.5 ||x0 - (x0 - g)||^2 = g
         pytest.param("mean", 1, lambda numel: 1.0 / numel, id="mean"),  # the release's default reduction
-        pytest.param("sum", 2, lambda numel: 1.0 / 2, id="sum-batch2"),  # the release divides by B
+        pytest.param("sum", 2, lambda numel: 1.0 / 2, id="sum-batch2"),  # the released PnR code divides by B
+        pytest.param("mean", 2, lambda numel: 1.0 / (2 * numel), id="mean-batch2"),  # each view weighs 1 / B
     ],
 )
 def test_surrogate_loss_gradient(reduction, batch, scale):
-    """surrogate_loss(x0, g) backpropagates g into x0 (scaled by 1 / numel per sample for "mean" and by
-    1 / B for a batch of B, as the release's 0.5 * mse_loss(x0, (x0 - g).detach()) / B)."""
+    """surrogate_loss(x0, g) backpropagates g into x0, scaled by 1 / (elements of a view) for "mean", and by 1 / B
+    for a batch of B views: the mean over views, whatever the reduction."""
     g = torch.Generator().manual_seed(0)
     x0 = torch.randn(batch, *LATENT_SHAPE, generator=g, dtype=torch.float64, requires_grad=True)
     grad = torch.randn(batch, *LATENT_SHAPE, generator=g, dtype=torch.float64)

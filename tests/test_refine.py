@@ -185,10 +185,27 @@ def test_a_stopped_refinement_resumes_with_its_refined_images(refine_run, torch_
     assert after["refined"].nonzero()[:, 0].tolist() == [0, 1, 2, 3, 4, 5]
 
 
+def test_a_sdedit_step_of_two_views_refines_both_in_one_batch(refine_run):
+    """--pipeline.views-per-step 2: a SDEdit step refines the next two views in turn, each with its own noise."""
+    run_dir, _, _ = refine_run
+    config = yaml.load((run_dir / "config.yml").read_text(), Loader=yaml.Loader)
+    config.pipeline.views_per_step = 2
+    pipeline = config.pipeline.setup(device="cpu", test_mode="val")
+    assert pipeline.views_to_refine(20) == [2, 3]  # SDEdit step 10 (edit-every 2) refines views 20 and 21 of 9, in turn
+    metrics = pipeline.refine_views(20)
+    assert metrics["refined_view"] == 2 and pipeline.refined.nonzero()[:, 0].tolist() == [2, 3]
+    for index in (2, 3):
+        image = pipeline.datamanager.train_image(index)
+        assert torch.equal((image * 255).round().to(torch.uint8).cpu(), pipeline.refined_images[index])
+        assert (image.cpu() - pipeline.initial_renders[index]).abs().mean() > 1e-3  # SDEdit changed it
+    assert not torch.equal(pipeline.refined_images[2], pipeline.refined_images[3])
+
+
 def test_refined_runs_open_without_the_diffusion_model(refine_run, pds_source, torch_home, tmp_path):
     run_dir, _, _ = refine_run
     shutil.rmtree(pds_source.parents[3] / "sd")
-    check_run_opens_without_diffusion_model(run_dir, torch_home, tmp_path)
+    # ns-viewer opens a run in the "test" mode ns-render uses: shown for the pds and splat runs
+    check_run_opens_without_diffusion_model(run_dir, torch_home, tmp_path, viewer=False)
 
 
 def test_a_nerfacto_run_is_not_a_refine_source(monkeypatch, source_run, tiny_sd, tmp_path):

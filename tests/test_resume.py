@@ -17,21 +17,12 @@ from tests.harness import (
     offline_env,
     run_tiny_edit,
     tiny_edit_command,
-    train_tiny_nerfacto,
 )
 
 pytestmark = pytest.mark.e2e
 
 PROMPT = "a photo of a polar bear"
 TOTAL, SAVE_EVERY = 30, 5
-
-
-@pytest.fixture(scope="module")
-def plain_source(tmp_path_factory, synthetic_scene, torch_home):
-    """A source reconstructed without an appearance embedding, as the release (and our README) recommends:
-    its parameter groups are the edit's."""
-    extra = ["--pipeline.model.use-appearance-embedding", "False"]
-    return train_tiny_nerfacto(synthetic_scene, tmp_path_factory.mktemp("plain"), torch_home, extra_args=extra)
 
 
 def adam_steps(run_dir):
