@@ -217,14 +217,20 @@ def setup_line(args, device: str) -> str:
     )
 
 
-def write_views_report(args, device: str, rows: List) -> None:
-    """Views per second and the step's peak memory against views per step, one row per (size, mode, views)."""
-    lines = [
-        f"### pds step against views per step, {device}, {'SD-1.5-shaped' if args.sd == 'full' else 'tiny'} Stable Diffusion",
+def section_head(title: str, args, device: str) -> List[str]:
+    """A table's heading, the command that made it and the setup it ran on."""
+    return [
+        f"### {title}, {device}, {'SD-1.5-shaped' if args.sd == 'full' else 'tiny'} Stable Diffusion",
         "",
         f"`python bench/render_memory.py {' '.join(sys.argv[1:])}`".replace(" `", "`"),
         setup_line(args, device),
         "",
+    ]
+
+
+def write_views_report(args, device: str, rows: List) -> None:
+    """Views per second and the step's peak memory against views per step, one row per (size, mode, views)."""
+    lines = section_head("pds step against views per step", args, device) + [
         "| size (px) | mode | views per step | step peak (MiB) | in all (MiB) | s/step | views/s | views/s against 1 view a step |",
         "|---|---|---|---|---|---|---|---|",
     ]
@@ -252,12 +258,7 @@ def write_report(args, device: str, rows: List) -> None:
     header += [f"step peak {names[m]} (MiB)" for m in modes] + (["chunked / one-graph memory"] if both else [])
     header += [f"in all {names[m]} (MiB)" for m in modes]
     header += [f"s/step {names[m]}" for m in modes] + (["chunked / one-graph time"] if both else [])
-    lines = [
-        f"### {title}, {device}, {'SD-1.5-shaped' if args.sd == 'full' else 'tiny'} Stable Diffusion",
-        "",
-        f"`python bench/render_memory.py {' '.join(sys.argv[1:])}`".replace(" `", "`"),
-        setup_line(args, device),
-        "",
+    lines = section_head(title, args, device) + [
         "| " + " | ".join(header) + " |",
         "|" + "---|" * len(header),
     ]

@@ -371,8 +371,9 @@ class EditPipeline(VanillaPipeline):
         return self.representation.render(self.model, camera, index, self.config.render_mode, self.config.ray_chunk_size)
 
     def guidance_views(self, step: int, views: List[int], cameras: Optional[List[Cameras]] = None) -> Tensor:
-        """Render this device's training ``views`` of ``step`` for guidance, one at a time (chunked: no view's graph is
-        kept), each with its own random samples (:meth:`view_seeds`): [N, 3, H, W] in [0, 1]."""
+        """Render this device's training ``views`` of ``step`` for guidance, one at a time (chunked rendering keeps no
+        view's graph, except a view of a single chunk, rendered in one pass), each with its own random samples
+        (:meth:`view_seeds`): [N, 3, H, W] in [0, 1]."""
         cameras = cameras if cameras is not None else [self.guidance_camera(index) for index in views]
         renders = []
         for index, camera, seed in zip(views, cameras, self.view_seeds(step)):

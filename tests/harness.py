@@ -444,42 +444,28 @@ def run_tiny_edit(
     extra_args: Sequence[str] = (),
     cwd: Optional[Path] = None,
     timeout: float = 900.0,
+    processes: int = 1,
 ) -> Tuple[Path, subprocess.CompletedProcess]:
     """Run ``ns-train <method> --load-dir <load_dir>`` with :data:`TINY_EDIT_FLAGS` plus ``extra_args``
-    (which must name at least the guidance model and, unless resuming, the target prompt).
+    (which must name at least the guidance model and, unless resuming, the target prompt); with ``processes`` above 1,
+    the same command line under ``torchrun --standalone --nproc-per-node <processes> -m pds_nerfstudio.distributed``.
 
     Returns the new run directory ``<output_dir>/<experiment>/<method>/<timestamp>`` and the finished process.
     """
     output_dir = Path(output_dir)
     before = set(find_run_dirs(output_dir, method))
     command = tiny_edit_command(method, load_dir, output_dir, steps, extra_args)
-    result = subprocess.run(
-        command, env=offline_env(torch_home), cwd=cwd, capture_output=True, text=True, timeout=timeout, check=False
-    )
+    env = offline_env(torch_home)
+    if processes > 1:  # the same command line under torchrun: CPU processes with the gloo backend
+        torchrun = str(Path(_ns_train_executable()).parent / "torchrun")
+        command = [torchrun, "--standalone", "--nproc-per-node", str(processes), "-m", "pds_nerfstudio.distributed", *command[1:]]
+        env["OMP_NUM_THREADS"] = "1"
+    result = subprocess.run(command, env=env, cwd=cwd, capture_output=True, text=True, timeout=timeout, check=False)
     if result.returncode != 0:
         raise RuntimeError(f"{' '.join(command)} failed:\n{result.stdout[-4000:]}\n{result.stderr[-4000:]}")
     new = [d for d in find_run_dirs(output_dir, method) if d not in before]
     if len(new) != 1:
-        raise RuntimeError(f"expected one new {method} run under {output_dir}, found {new}")
-    return new[0], result
-
-
-def torchrun_edit(
-    load_dir: Path, output_dir: Path, torch_home: Path, steps: int, extra_args: Sequence[str], method: str = "pds"
-) -> Tuple[Path, subprocess.CompletedProcess]:
-    """:func:`run_tiny_edit`'s command line under ``torchrun --nproc-per-node 2 -m pds_nerfstudio.distributed`` (two CPU
-    processes, gloo); returns the one new run folder (rank 0's) and the finished process."""
-    before = set(find_run_dirs(output_dir, method))
-    torchrun = str(Path(_ns_train_executable()).parent / "torchrun")
-    command = [torchrun, "--standalone", "--nproc-per-node", "2", "-m", "pds_nerfstudio.distributed"]
-    command += tiny_edit_command(method, load_dir, output_dir, steps, extra_args)[1:]
-    env = {**offline_env(torch_home), "OMP_NUM_THREADS": "1"}
-    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=900, check=False)
-    if result.returncode != 0:
-        raise RuntimeError(f"{' '.join(command)} failed:\n{result.stdout[-4000:]}\n{result.stderr[-4000:]}")
-    new = [d for d in find_run_dirs(output_dir, method) if d not in before]
-    if len(new) != 1:
-        raise RuntimeError(f"expected one new {method} run folder (rank 0's) under {output_dir}, found {new}")
+        raise RuntimeError(f"expected one new {method} run under {output_dir} (rank 0's), found {new}")
     return new[0], result
 
 

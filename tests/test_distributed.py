@@ -16,7 +16,7 @@ import torch
 
 from pds_nerfstudio.checkpoints import load_checkpoint
 from pds_nerfstudio.source_run import newest_checkpoint
-from tests.harness import run_tiny_edit, torchrun_edit
+from tests.harness import run_tiny_edit
 
 pytestmark = pytest.mark.e2e
 
@@ -45,7 +45,7 @@ def test_two_processes_with_one_view_each_make_the_update_of_one_process_with_bo
     # entries); with 1e-4 the updates (up to 7e-3) agree to 5e-8, a few float32 steps of the parameters.
     flags += ["--optimizers.fields.scheduler.warmup-steps", "0", "--optimizers.fields.optimizer.eps", "1e-4"]
     one, _ = run_tiny_edit("pds", plain_source, tmp_path / "one", torch_home, 1, [*flags, "--pipeline.views-per-step", "2"])
-    two, _ = torchrun_edit(plain_source, tmp_path / "two", torch_home, 1, flags)
+    two, _ = run_tiny_edit("pds", plain_source, tmp_path / "two", torch_home, 1, flags, processes=2)
 
     # The views: the first is the one a one-view step edits, the second another; rank 0 logged its own, the first.
     first = random.Random(0).randrange(TRAIN_VIEWS)
@@ -69,7 +69,8 @@ def test_two_processes_with_one_view_each_make_the_update_of_one_process_with_bo
     assert len(list((two / "renders").glob("*.png"))) == len(list((one / "renders").glob("*.png"))) > 0
 
     # Resumed under torchrun: it continues at step 1, ends at its total, and again writes one set of outputs.
-    resumed, result = torchrun_edit(two.parent, tmp_path / "two", torch_home, 2, ["--logging.steps-per-log", "1"])
+    resumed, result = run_tiny_edit("pds", two.parent, tmp_path / "two", torch_home, 2, ["--logging.steps-per-log", "1"],
+                                    processes=2)  # fmt: skip
     assert "Resuming the edit at step 1 of 2" in result.stdout
     assert [p.name for p in (resumed / "nerfstudio_models").iterdir()] == ["step-000000001.ckpt"]
     assert sorted(logged(resumed, "view")) == [1] and len(list(resumed.glob("events.out.tfevents.*"))) == 1

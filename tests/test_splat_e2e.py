@@ -28,7 +28,6 @@ from tests.harness import (
     file_digests,
     offline_env,
     run_tiny_edit,
-    torchrun_edit,
     train_tiny_splatfacto,
 )
 
@@ -114,7 +113,7 @@ def test_two_processes_cull_and_edit_the_gaussians_as_one_process_with_both_view
     flags = ["--pipeline.tgt-prompt", PROMPT, "--pipeline.guidance.model-id", str(tiny_sd), *RESOLUTION]
     flags += [arg for group in GROUPS for arg in (f"--optimizers.{group.replace('_', '-')}.optimizer.eps", "1e-4")]
     one, _ = run_tiny_edit("pds", splat_source, tmp_path / "one", torch_home, 2, [*flags, "--pipeline.views-per-step", "2"])
-    two, _ = torchrun_edit(splat_source, tmp_path / "two", torch_home, 2, flags)
+    two, _ = run_tiny_edit("pds", splat_source, tmp_path / "two", torch_home, 2, flags, processes=2)
     source, _ = gaussians(splat_source)
     after_one, _ = gaussians(one)
     after_two, _ = gaussians(two)
