@@ -4,7 +4,8 @@ A tiny nerfacto of a red ball on a grey floor is edited to "a blue ball" with ``
 reads the result on every training view: the effect (the fraction of the ball's pixels that show the target colour)
 and the identity (PSNR of every other pixel against the source run's render); the real ``pds-eval`` with the trained
 toy-world CLIP (``toy_world/clip``) reads the same edit. ``pds-refine`` continues it, ``pds-dreambooth`` personalises
-the prior to the scene before an edit, and a splatfacto source is edited alike. The thresholds are the measurements
+the prior to the scene before an edit, a splatfacto source is edited alike, and pnr's automatic eta is read for a
+colour and a shape edit. The thresholds are the measurements
 of docs/toy_world.md with a margin. (pds against sds and dds is a benchmark, bench/edit_outcome.py, not a test: in one
 of four paired runs sds kept as much as pds, so no threshold on their difference would be both meaningful and safe.)
 
@@ -23,6 +24,8 @@ from pathlib import Path
 
 import pytest
 
+from pds_nerfstudio.checkpoints import load_checkpoint
+from pds_nerfstudio.source_run import newest_checkpoint
 from tests.harness import offline_env, run_tiny_edit, seed_torch_home, train_tiny_nerfacto, train_tiny_splatfacto
 from toy_world import CLIP, PRIOR
 from toy_world.outcome import (
@@ -166,3 +169,18 @@ def test_pds_on_a_splatfacto_source_turns_the_ball_blue_and_keeps_the_floor(worl
     outcome = measure(training_views(run / "config.yml")[0], sources, captured, "blue")
     assert outcome.effect >= 0.35, outcome
     assert outcome.identity_psnr >= 24.0, outcome
+
+
+@pytest.mark.outcome
+def test_pnr_chooses_no_perturbation_for_a_colour_edit_and_some_for_a_shape_edit(world):
+    """Alg. 2 with the released 4 views a step (its 50 selection steps only): the colour edit's selection loss falls
+    by about 10^6 as the source's geometry takes it, so eta is 0; the shape edit's does not fall (dL 1.5e3 and 17 with
+    seeds 42 and 1), so eta is 0.49 and 0.30 (docs/toy_world.md)."""
+    work, torch_home, source = world
+    etas = {}
+    for colour, shape in (("blue", "ball"), ("red", "cube")):
+        flags = [*EDIT_FLAGS, "--pipeline.guidance.model-id", str(PRIOR), "--pipeline.src-prompt", caption("red", "ball"),
+                 "--pipeline.tgt-prompt", caption(colour, shape), "--pipeline.result-views", "1"]  # fmt: skip
+        run_dir, _ = run_tiny_edit("pnr", source, work / f"pnr-{colour}-{shape}", torch_home, 51, flags)
+        etas[shape] = float(load_checkpoint(newest_checkpoint(run_dir / "nerfstudio_models"))["pipeline"]["eta"])
+    assert etas["ball"] == 0.0 and etas["cube"] > 0.0, etas
