@@ -76,3 +76,40 @@ def test_the_controls_typed_on_the_command_line_are_recorded_by_their_config_fie
     assert typed(PDSPipelineConfig(), "--guidance.num-inference-steps", "50") == ()
     assert typed(RefinePipelineConfig(), "--skip-ratio-range", "0.8", "0.9") == ("ratio_range",)
     assert typed(PnRPipelineConfig(), "--annealing.end", "0.02", "0.4") == ("ratio_range",)  # the sliders set the end
+
+
+def _share_after_rank_0s_viewer_change(rank: int, store: str, results: str) -> None:
+    """One of two gloo processes: rank 0's viewer changes the prompt, scale and range; every rank takes them."""
+    import json
+    from types import SimpleNamespace
+
+    import torch.distributed as dist
+
+    from pds_nerfstudio.pipeline import EditPipeline
+
+    dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=2)
+    try:
+        controls = EditControls(**CONFIG)
+        if rank == 0:
+            controls.prompt.value = "a photo of a grizzly bear"
+            controls._prompt_changed(controls.prompt)  # what the viewer's callback does
+            controls.scale.value = 30.0
+            controls.range_from.value, controls.range_to.value = 0.1, 0.5
+        EditPipeline.share_controls(SimpleNamespace(world_size=2, controls=controls))  # what every step starts with
+        with open(f"{results}.{rank}", "w") as file:
+            json.dump(controls.values(), file)
+    finally:
+        dist.destroy_process_group()
+
+
+def test_a_change_in_rank_0s_viewer_reaches_every_process(tmp_path):
+    """Only rank 0 serves the viewer; a distributed edit's step begins by giving every rank rank 0's values (a real
+    gloo process group of two processes)."""
+    import json
+
+    import torch.multiprocessing as mp
+
+    mp.spawn(_share_after_rank_0s_viewer_change, args=(str(tmp_path / "store"), str(tmp_path / "values")), nprocs=2)
+    for rank in (0, 1):
+        values = json.loads((tmp_path / f"values.{rank}").read_text())
+        assert values == {"tgt_prompt": "a photo of a grizzly bear", "guidance_scale": 30.0, "ratio_range": [0.1, 0.5]}
