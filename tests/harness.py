@@ -331,6 +331,9 @@ def find_run_dirs(output_dir: Path, method: str = "nerfacto") -> List[Path]:
     return sorted(p.parent for p in Path(output_dir).glob(f"*/{method}/*/config.yml"))
 
 
+REPRODUCIBLE_NS_TRAIN = Path(__file__).with_name("reproducible_ns_train.py")
+
+
 def train_tiny_nerfacto(
     scene: Path,
     output_dir: Path,
@@ -341,11 +344,14 @@ def train_tiny_nerfacto(
 ) -> Path:
     """Train a tiny nerfacto on ``scene`` with ``ns-train`` and return its timestamped run directory.
 
+    nerfstudio's ``ns-train``, its ray-sampling process seeded (:mod:`tests.reproducible_ns_train`): the same
+    command trains the same source on a machine.
+
     The run directory (``<output_dir>/<scene name>/nerfacto/<timestamp>``) holds ``config.yml``,
     ``dataparser_transforms.json`` and ``nerfstudio_models/step-<steps - 1>.ckpt``.
     ``extra_args`` go after :data:`TINY_NERFACTO_FLAGS` and override them.
     """
-    command = [_ns_train_executable(), "nerfacto", *TINY_NERFACTO_FLAGS, *extra_args]
+    command = [sys.executable, str(REPRODUCIBLE_NS_TRAIN), "nerfacto", *TINY_NERFACTO_FLAGS, *extra_args]
     return _train_source("nerfacto", command, scene, output_dir, torch_home, steps, timeout)
 
 
