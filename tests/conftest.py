@@ -1,17 +1,20 @@
 """Session fixtures: tiny Stable Diffusion, seeded TORCH_HOME, synthetic scene, tiny nerfacto source run.
 
-All are built once per test session under a ``tmp_path_factory`` directory, offline. The session runs
+All are built once per test session under a ``tmp_path_factory`` directory, offline; when the session runs in
+several pytest-xdist workers (``scripts/test.sh``), the first worker to need one builds it and the others use it. The session runs
 with ``HF_HUB_OFFLINE=1`` and ``TORCH_HOME`` set to the seeded folder, in ``os.environ`` so that
 subprocesses (``ns-train``, nerfstudio's data-loading processes) inherit them.
 """
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 import pytest
+from filelock import FileLock
 
 from tests.harness import build_tiny_stable_diffusion, make_synthetic_scene, seed_torch_home, train_tiny_nerfacto
 
@@ -34,10 +37,23 @@ def pytest_unconfigure(config: pytest.Config) -> None:
             os.environ[name] = value
 
 
+def shared(tmp_path_factory: pytest.TempPathFactory, name: str, build: Callable[[Path], Path]) -> Path:
+    """``build(folder)``'s result, built once for the whole session: with pytest-xdist, in the folder all workers'
+    temporary folders share, by whichever worker asks first (the others wait on a file lock)."""
+    root = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        root = root.parent
+    record = root / f"{name}.json"
+    with FileLock(str(root / f"{name}.lock")):
+        if not record.exists():
+            record.write_text(json.dumps(str(build(root / name))))
+        return Path(json.loads(record.read_text()))
+
+
 @pytest.fixture(scope="session")
 def torch_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A TORCH_HOME with random AlexNet/VGG16 weights where torchvision looks (LPIPS constructs offline)."""
-    return seed_torch_home(tmp_path_factory.mktemp("torch_home"))
+    return shared(tmp_path_factory, "torch_home", seed_torch_home)
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -53,19 +69,19 @@ def offline_session_env(torch_home: Path) -> Iterator[None]:
 @pytest.fixture(scope="session")
 def tiny_sd(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Directory of a saved tiny StableDiffusionPipeline; load with ``from_pretrained``."""
-    return build_tiny_stable_diffusion(tmp_path_factory.mktemp("tiny_sd") / "pipeline")
+    return shared(tmp_path_factory, "tiny_sd", lambda folder: build_tiny_stable_diffusion(folder / "pipeline"))
 
 
 @pytest.fixture(scope="session")
 def synthetic_scene(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A nerfstudio-data scene: 10 views of 32x32 pixels (9 train, 1 eval with the default split)."""
-    return make_synthetic_scene(tmp_path_factory.mktemp("data") / "scene")
+    return shared(tmp_path_factory, "data", lambda folder: make_synthetic_scene(folder / "scene"))
 
 
 @pytest.fixture(scope="session")
 def source_run(synthetic_scene: Path, torch_home: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Run directory of a tiny nerfacto trained on ``synthetic_scene`` with ``ns-train`` (config.yml, checkpoint)."""
-    return train_tiny_nerfacto(synthetic_scene, tmp_path_factory.mktemp("outputs"), torch_home)
+    return shared(tmp_path_factory, "outputs", lambda folder: train_tiny_nerfacto(synthetic_scene, folder, torch_home))
 
 
 @pytest.fixture(scope="session")
@@ -73,4 +89,4 @@ def plain_source(synthetic_scene: Path, torch_home: Path, tmp_path_factory: pyte
     """A tiny nerfacto source reconstructed without an appearance embedding, as the release (and the README)
     recommends: its parameter groups are the edit's, so the edit's Adam continues the source's moments."""
     extra = ["--pipeline.model.use-appearance-embedding", "False"]
-    return train_tiny_nerfacto(synthetic_scene, tmp_path_factory.mktemp("plain"), torch_home, extra_args=extra)
+    return shared(tmp_path_factory, "plain", lambda folder: train_tiny_nerfacto(synthetic_scene, folder, torch_home, extra_args=extra))

@@ -36,7 +36,6 @@ PHASE_FLAGS = [
     "--pipeline.revise-steps", str(REVISE_STEPS),
     "--pipeline.interlevel-num-rays", "64",
     "--pipeline.guidance.num-inference-steps", "50",
-    "--pipeline.views-per-step", "2",  # the released 4 would render twice as much; 2 shows the views' reductions
     "--logging.steps-per-log", "1",
     # the released objects configs' resolution milestone, counted in the run's steps (eta selection included): the
     # selection steps and the first edit step render at 8 px, then at the guidance resolution (16)
@@ -142,11 +141,23 @@ def logged(run_dir: Path, name: str) -> Dict[int, float]:
     return {event.step: event.value for event in EventAccumulator(str(run_dir)).Reload().Scalars(f"Train Metrics Dict/{name}")}
 
 
+def views_of_each_step(run_dir: Path) -> Dict[int, tuple]:
+    """The training views each step guided, read back from the metrics it logged (``view``, ``view_2``, ...)."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    tags = EventAccumulator(str(run_dir)).Reload().Tags()["scalars"]
+    names = ["view", *sorted((t.rsplit("/", 1)[1] for t in tags if re.search(r"/view_\d+$", t)), key=lambda n: int(n[5:]))]
+    columns = [logged(run_dir, name) for name in names]
+    return {step: tuple(int(column[step]) for column in columns) for step in columns[0]}
+
+
 def test_both_loss_windows_see_the_same_views(runs):
-    """dL compares the first and the last WINDOW selection losses: taken on the same views, it measures descent."""
-    views = {s: (view, logged(runs.stopped_dir, "view_2")[s]) for s, view in logged(runs.stopped_dir, "view").items()}
+    """dL compares the first and the last WINDOW selection losses: taken on the same views, it measures descent. No
+    --pipeline.views-per-step is given: every step guides the objects protocol's released 4 views, all different."""
+    views = views_of_each_step(runs.stopped_dir)
+    assert set(views) == set(range(STOP_AT)) and all(len(set(step)) == 4 for step in views.values()), views
     first, last = [views[s] for s in range(WINDOW)], [views[s] for s in range(SELECTION_STEPS - WINDOW, SELECTION_STEPS)]
-    assert sorted(first) == sorted(last) and len({v for pair in first for v in pair}) == 2 * WINDOW
+    assert sorted(first) == sorted(last) and len({v for step in first for v in step}) == 4 * WINDOW
 
 
 def test_the_objects_protocol_edits_at_the_released_constant_learning_rate(runs):
@@ -312,11 +323,11 @@ def test_one_selection_step_records_the_x0_reconstruction_loss_at_its_fixed_t(ru
     assert set(losses) == {"interlevel_loss", "guidance_loss"} and metrics["phase"] == 0
     grid = guidance.timestep_grid
     t = seen["t"].chunk(2)[1]
-    assert t.tolist() == [grid[int(len(grid) * 0.75)].item()] * 2  # the step's two views
+    assert t.tolist() == [grid[int(len(grid) * 0.75)].item()] * 4  # the step's four views
     a_t = guidance.alphas_cumprod[t].view(-1, 1, 1, 1)
     x_t, eps = seen["x_t"].chunk(2)[1], seen["eps"].chunk(2)[1]  # the target's half of the batched call
     x0_hat = (x_t - (1 - a_t).sqrt() * eps) / a_t.sqrt()
-    # the mean over the step's two views of each view's loss
+    # the mean over the step's four views of each view's loss
     per_view = 0.5 * (seen["x0"] - x0_hat).pow(2).flatten(1).sum(1) * RELEASED_LATENT_NUMEL / seen["x0"][0].numel()
     by_hand = per_view.mean().item()
     assert pipeline.eta_selection_losses[0].item() == pytest.approx(by_hand, rel=1e-4)
@@ -394,6 +405,7 @@ def test_the_real_scenes_protocol_end_to_end(source_run, tiny_sd, torch_home, tm
     assert logged(run_dir, "t_ratio_max") == pytest.approx({0: 0.98, 1: 0.98, 2: 0.98})
     assert set(logged(run_dir, "phase").values()) == {1.0}
     assert set(logged(run_dir, "render_short_side").values()) == {16}  # no coarse renders
+    assert {step: len(views) for step, views in views_of_each_step(run_dir).items()} == {0: 1, 1: 1, 2: 1}  # one view a step
     # PDS's schedule (nerfacto's warmup from 1e-8 to 1e-2 over 1000 steps) from step 0, where the field is perturbed
     from pds_nerfstudio.representations import Nerfacto
 
