@@ -1,8 +1,8 @@
 """Session fixtures: tiny Stable Diffusion, seeded TORCH_HOME, synthetic scene, tiny nerfacto source run.
 
 All are built once per test session under a ``tmp_path_factory`` directory, offline; when the session runs in
-several pytest-xdist workers (``scripts/test.sh``), the first worker to need one builds it and the others use it. The session runs
-with ``HF_HUB_OFFLINE=1`` and ``TORCH_HOME`` set to the seeded folder, in ``os.environ`` so that
+several pytest-xdist workers (``scripts/test.sh``), the first worker to need one builds it and the others use it.
+The session runs with ``HF_HUB_OFFLINE=1`` and ``TORCH_HOME`` set to the seeded folder, in ``os.environ`` so that
 subprocesses (``ns-train``, nerfstudio's data-loading processes) inherit them.
 """
 
