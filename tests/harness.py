@@ -18,13 +18,13 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import shutil
 import subprocess
 import sys
 import time
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
-
 
 from toy_world.models import SD15_SCHEDULER, write_clip_tokenizer_files
 from toy_world.world import Thing, write_scene
@@ -412,6 +412,29 @@ def _train_source(
     if not list((run_dir / "nerfstudio_models").glob("step-*.ckpt")):
         raise RuntimeError(f"no checkpoint saved in {run_dir / 'nerfstudio_models'}\n{result.stdout[-3000:]}")
     return run_dir
+
+
+# --------------------------------------------------------------------------------------------------
+# What a run's steps logged (tensorboard events)
+# --------------------------------------------------------------------------------------------------
+
+
+def logged(run_dir: Path, name: str) -> Dict[int, float]:
+    """A metric the steps of a run logged (``--logging.steps-per-log 1`` logs every step), by step."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(run_dir)).Reload().Scalars(f"Train Metrics Dict/{name}")
+    return {event.step: event.value for event in events}
+
+
+def views_of_each_step(run_dir: Path) -> Dict[int, Tuple[int, ...]]:
+    """The training views each step guided, read back from the metrics it logged (``view``, ``view_2``, ...)."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    tags = EventAccumulator(str(run_dir)).Reload().Tags()["scalars"]
+    extra = sorted((t.rsplit("/", 1)[1] for t in tags if re.search(r"/view_\d+$", t)), key=lambda n: int(n[5:]))
+    columns = [logged(run_dir, name) for name in ["view", *extra]]
+    return {step: tuple(int(column[step]) for column in columns) for step in columns[0]}
 
 
 # --------------------------------------------------------------------------------------------------

@@ -16,7 +16,7 @@ import torch
 
 from pds_nerfstudio.checkpoints import load_checkpoint
 from pds_nerfstudio.source_run import newest_checkpoint
-from tests.harness import run_tiny_edit
+from tests.harness import logged, run_tiny_edit
 
 pytestmark = pytest.mark.e2e
 
@@ -27,12 +27,6 @@ TRAIN_VIEWS = 9  # the synthetic scene's 10 views, 9 of them for training
 def field_state(checkpoint_dir: Path) -> dict:
     state = load_checkpoint(newest_checkpoint(checkpoint_dir))["pipeline"]
     return {key: value for key, value in state.items() if key.startswith("_model.field.")}
-
-
-def logged(run_dir: Path, name: str) -> dict:
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-
-    return {event.step: event.value for event in EventAccumulator(str(run_dir)).Reload().Scalars(f"Train Metrics Dict/{name}")}
 
 
 def test_two_processes_with_one_view_each_make_the_update_of_one_process_with_both_then_resume(

@@ -22,7 +22,13 @@ import yaml
 from pds_nerfstudio.checkpoints import load_checkpoint
 from pds_nerfstudio.source_run import newest_checkpoint
 from pnr_nerfstudio.perturbation import select_eta
-from tests.harness import check_run_opens_without_diffusion_model, file_digests, run_tiny_edit
+from tests.harness import (
+    check_run_opens_without_diffusion_model,
+    file_digests,
+    logged,
+    run_tiny_edit,
+    views_of_each_step,
+)
 
 pytestmark = pytest.mark.e2e
 
@@ -132,23 +138,6 @@ def test_eta_is_chosen_from_the_selection_losses_and_logged(runs):
     assert f"with eta = {eta:.4f}; optimizer state reset" in output
     losses_logged = logged(runs.stopped_dir, "eta_selection_loss")
     assert [losses_logged[s] for s in range(SELECTION_STEPS)] == pytest.approx(losses.tolist(), rel=1e-5)
-
-
-def logged(run_dir: Path, name: str) -> Dict[int, float]:
-    """A metric the steps logged (--logging.steps-per-log 1), by step."""
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-
-    return {event.step: event.value for event in EventAccumulator(str(run_dir)).Reload().Scalars(f"Train Metrics Dict/{name}")}
-
-
-def views_of_each_step(run_dir: Path) -> Dict[int, tuple]:
-    """The training views each step guided, read back from the metrics it logged (``view``, ``view_2``, ...)."""
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-
-    tags = EventAccumulator(str(run_dir)).Reload().Tags()["scalars"]
-    names = ["view", *sorted((t.rsplit("/", 1)[1] for t in tags if re.search(r"/view_\d+$", t)), key=lambda n: int(n[5:]))]
-    columns = [logged(run_dir, name) for name in names]
-    return {step: tuple(int(column[step]) for column in columns) for step in columns[0]}
 
 
 def test_both_loss_windows_see_the_same_views(runs):
