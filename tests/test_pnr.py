@@ -275,14 +275,15 @@ def test_the_real_scenes_protocol_sets_the_papers_values_and_flags_typed_beside_
     real = PnRPipelineConfig(protocol="real-scenes").with_protocol(TypedFlags.from_argv(["--protocol", "real-scenes"]))
     assert real.perturbation.eta == 0.6 and real.phases == PhasePlan(0, 15000, 0)  # no selection, no revise
     assert not real.annealing.enabled and real.guidance.t_ratio_range == (0.02, 0.98)  # PDS's range, not annealed
-    assert real.learning_rate_schedule == "scheduled" and real.coarse_resolution == 0
+    assert real.learning_rate_schedule == "scheduled" and real.coarse_resolution == 0 and real.views_per_step == 1
     flagged = PnRPipelineConfig(protocol="real-scenes", edit_steps=700, perturbation=PerturbationConfig(eta=0.3))
     flagged = flagged.with_protocol(TypedFlags.from_argv(["--edit-steps", "700", "--perturbation.eta", "0.3"]))
     assert flagged.edit_steps == 700 and flagged.perturbation.eta == 0.3 and flagged.revise_steps == 0
     # flags typed with the objects protocol's default values win too
-    typed = TypedFlags.from_argv(["--protocol", "real-scenes", "--revise-steps", "1000", "--perturbation.eta", "auto"])
-    kept = PnRPipelineConfig(protocol="real-scenes").with_protocol(typed)
+    typed = ["--protocol", "real-scenes", "--revise-steps", "1000", "--perturbation.eta", "auto", "--views-per-step", "4"]
+    kept = PnRPipelineConfig(protocol="real-scenes").with_protocol(TypedFlags.from_argv(typed))
     assert kept.revise_steps == 1000 and kept.perturbation.eta == "auto" and kept.phases == PhasePlan(50, 15000, 1000)
+    assert kept.views_per_step == 4
     assert PnRPipelineConfig().with_protocol(TypedFlags()) == PnRPipelineConfig()  # objects: the released code's defaults
 
 
