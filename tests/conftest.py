@@ -38,10 +38,11 @@ def pytest_unconfigure(config: pytest.Config) -> None:
 
 
 SLOWEST_FILES_FIRST = (
-    "test_splat_e2e.py", "test_resume.py", "test_refine.py", "test_edit_outcome.py", "test_pnr_e2e.py",
+    "test_edit_outcome.py", "test_splat_e2e.py", "test_resume.py", "test_refine.py", "test_pnr_e2e.py",
     "test_viewer.py", "test_distributed.py", "test_dreambooth.py", "test_bench.py", "test_pds_e2e.py",
 )  # fmt: skip
-"""Test files by their measured time, longest first (328 s to 106 s on 2 workers; the others take under a minute)."""
+"""Test files by their measured time, longest first (about 6 minutes to 106 s on 2 workers; the others take under a
+minute)."""
 
 
 def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config, items: list) -> None:

@@ -154,27 +154,24 @@ def test_pds_dreambooth_personalises_the_prior_and_an_edit_with_it_works(world, 
     assert outcome.identity_psnr >= 14.0, outcome
 
 
-SPLAT_STEPS = 1000
-"""splatfacto's learning rates are 4 to 60 times lower than nerfacto's: its edit needs about five times the steps."""
+SPLAT_STEPS = 2000
+"""splatfacto's learning rates are 4 to 60 times lower than nerfacto's: its edit needs about ten times the steps."""
 
 
 @pytest.mark.outcome
 def test_pds_on_a_splatfacto_source_turns_the_ball_blue_and_keeps_the_floor(world):
-    """The same edit of a splatfacto source (400 steps, rasterised on the CPU; its runs repeat to the digit), with
-    --machine.seed 42 and 1. Measured (docs/toy_world.md): effect 0.03 and 0.50, identity 28.5 and 26.9 dB after 1000
-    steps (before the views of a step had their own generators, the same seeds drew 0.54 and 0.60): in 1000 steps the
-    edit turns the ball blue on some draws, not on all, so the test asks it of one of the two seeds, and keeps the
-    rest on both. Unedited, the source's renders score effect 0."""
+    """The same edit of a splatfacto source (400 steps, rasterised on the CPU; its runs repeat to the digit), 2000 steps
+    with --machine.seed 42. Measured (docs/toy_world.md, seeds 42, 1 and 7): effect 0.62, 0.95 and 0.79, identity
+    24.3, 20.0 and 24.6 dB; after 1000 steps seed 42 had not turned the ball (0.02, and 0.00 at 1500), the others had
+    begun (0.46, 0.67). Unedited, the source's renders score effect 0."""
     work, torch_home, _ = world
     source = train_tiny_splatfacto(work / "red-ball", work / "splat-outputs", torch_home, steps=SOURCE_STEPS)
     sources, captured = training_views(source / "config.yml")
-    outcomes = []
-    for seed in (42, 1):
-        flags = [*EDIT_FLAGS, *outcome_edit_flags(str(PRIOR), "red", "blue"), "--machine.seed", str(seed)]
-        run, _ = run_tiny_edit("pds", source, work / f"splat-edit-{seed}", torch_home, SPLAT_STEPS, flags)
-        outcomes.append(measure(training_views(run / "config.yml")[0], sources, captured, "blue"))
-    assert max(outcome.effect for outcome in outcomes) >= 0.35, outcomes
-    assert min(outcome.identity_psnr for outcome in outcomes) >= 24.0, outcomes
+    flags = [*EDIT_FLAGS, *outcome_edit_flags(str(PRIOR), "red", "blue"), "--machine.seed", "42"]
+    run, _ = run_tiny_edit("pds", source, work / "splat-edit", torch_home, SPLAT_STEPS, flags)
+    outcome = measure(training_views(run / "config.yml")[0], sources, captured, "blue")
+    assert outcome.effect >= 0.4, outcome
+    assert outcome.identity_psnr >= 17.0, outcome
 
 
 def test_pnr_chooses_no_perturbation_for_a_colour_edit_and_its_selection_loss_falls_as_the_shapes_does_not(world):
