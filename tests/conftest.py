@@ -41,8 +41,8 @@ SLOWEST_FILES_FIRST = (
     "test_edit_outcome.py", "test_splat_e2e.py", "test_resume.py", "test_refine.py", "test_pnr_e2e.py",
     "test_viewer.py", "test_distributed.py", "test_dreambooth.py", "test_bench.py", "test_pds_e2e.py",
 )  # fmt: skip
-"""Test files by their measured time, longest first (about 6 minutes to 106 s on 2 workers; the others take under a
-minute)."""
+"""Test files by their measured time, longest first (about 8 minutes to 1.5 on 2 workers; the others take about a
+minute or less)."""
 
 
 def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config, items: list) -> None:

@@ -9,13 +9,12 @@ colour and a shape edit. The thresholds are the measurements
 of docs/toy_world.md with a margin. (pds against sds and dds is a benchmark, bench/edit_outcome.py, not a test: in one
 of four paired runs sds kept as much as pds, so no threshold on their difference would be both meaningful and safe.)
 
-The pds edit, its pds-eval reading, pds-refine after it and pnr's selection of eta are in the default run. Their
-source is the same at every run on a machine (the harness seeds nerfstudio's ray-sampling process,
+The pds edit, its pds-eval reading, pds-refine after it, pds-dreambooth and pnr's selection of eta are in the default
+run. Their source is the same at every run on a machine (the harness seeds nerfstudio's ray-sampling process,
 :mod:`tests.reproducible_ns_train`): two fresh sources and their edits scored effect 0.949 and 0.946, identity 30.8
 and 30.9 dB. (Unseeded, one fresh source in six drifted under the same edit, the whole scene red, then orange: effect
-0.27, identity 12.3 dB after 200 steps; docs/toy_world.md.) The DreamBooth and splatfacto tests are marked
-``outcome`` and run with ``pytest -m outcome`` (DreamBooth's 800 steps alone take 9 minutes on 2 idle cores),
-outside the default run's time.
+0.27, identity 12.3 dB after 200 steps; docs/toy_world.md.) The splatfacto test is marked ``outcome`` and runs with
+``pytest -m outcome`` (its 2000 steps take 5 minutes), outside the default run's time.
 """
 
 from __future__ import annotations
@@ -126,7 +125,6 @@ def test_pds_refine_after_pds_keeps_the_edit_and_the_identity(world, pds_edit, p
 INSTANCE_PROMPT = "a photo of a sks red ball on a grey floor"
 
 
-@pytest.mark.outcome
 def test_pds_dreambooth_personalises_the_prior_and_an_edit_with_it_works(world, source_views):
     """pds-dreambooth (full, the official 800 steps and learning rate, 32 px, 20 class images for time) on the scene's
     training views. Measured (docs/toy_world.md): the denoising loss of the views under the instance prompt falls
