@@ -419,21 +419,27 @@ def _train_source(
 # --------------------------------------------------------------------------------------------------
 
 
-def logged(run_dir: Path, name: str) -> Dict[int, float]:
-    """A metric the steps of a run logged (``--logging.steps-per-log 1`` logs every step), by step."""
+def _events(run_dir: Path):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    events = EventAccumulator(str(run_dir)).Reload().Scalars(f"Train Metrics Dict/{name}")
-    return {event.step: event.value for event in events}
+    return EventAccumulator(str(run_dir)).Reload()
+
+
+def _metric(events, name: str) -> Dict[int, float]:
+    return {event.step: event.value for event in events.Scalars(f"Train Metrics Dict/{name}")}
+
+
+def logged(run_dir: Path, name: str) -> Dict[int, float]:
+    """A metric the steps of a run logged (``--logging.steps-per-log 1`` logs every step), by step."""
+    return _metric(_events(run_dir), name)
 
 
 def views_of_each_step(run_dir: Path) -> Dict[int, Tuple[int, ...]]:
     """The training views each step guided, read back from the metrics it logged (``view``, ``view_2``, ...)."""
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-
-    tags = EventAccumulator(str(run_dir)).Reload().Tags()["scalars"]
+    events = _events(run_dir)
+    tags = events.Tags()["scalars"]
     extra = sorted((t.rsplit("/", 1)[1] for t in tags if re.search(r"/view_\d+$", t)), key=lambda n: int(n[5:]))
-    columns = [logged(run_dir, name) for name in ["view", *extra]]
+    columns = [_metric(events, name) for name in ["view", *extra]]
     return {step: tuple(int(column[step]) for column in columns) for step in columns[0]}
 
 

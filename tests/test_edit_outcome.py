@@ -28,7 +28,7 @@ import pytest
 
 from pds_nerfstudio.checkpoints import load_checkpoint
 from pds_nerfstudio.source_run import newest_checkpoint
-from pnr_nerfstudio.perturbation import PerturbationConfig
+from pnr_nerfstudio.perturbation import PerturbationConfig, loss_change
 from tests.harness import offline_env, run_tiny_edit, seed_torch_home, train_tiny_nerfacto, train_tiny_splatfacto
 from toy_world import CLIP, PRIOR
 from toy_world.outcome import (
@@ -160,7 +160,7 @@ SPLAT_STEPS = 2000
 def test_pds_on_a_splatfacto_source_turns_the_ball_blue_and_keeps_the_floor(world):
     """The same edit of a splatfacto source (400 steps, rasterised on the CPU; its runs repeat to the digit), 2000 steps
     with --machine.seed 42. Measured (docs/toy_world.md, seeds 42, 1 and 7): effect 0.62, 0.95 and 0.79, identity
-    24.3, 20.0 and 24.6 dB; after 1000 steps seed 42 had not turned the ball (0.02, and 0.00 at 1500), the others had
+    24.3, 20.0 and 24.6 dB; after 1000 steps seed 42 had not turned the ball (0.02-0.03, and 0.00 at 1500), the others had
     begun (0.46, 0.67). Unedited, the source's renders score effect 0."""
     work, torch_home, _ = world
     source = train_tiny_splatfacto(work / "red-ball", work / "splat-outputs", torch_home, steps=SOURCE_STEPS)
@@ -185,8 +185,8 @@ def test_pnr_chooses_no_perturbation_for_a_colour_edit_and_its_selection_loss_fa
                  "--pipeline.tgt-prompt", caption(colour, shape), "--pipeline.result-views", "1"]  # fmt: skip
         run_dir, _ = run_tiny_edit("pnr", source, work / f"pnr-{colour}-{shape}", torch_home, 51, flags)
         state = load_checkpoint(newest_checkpoint(run_dir / "nerfstudio_models"))["pipeline"]
-        losses, window = state["eta_selection_losses"], PerturbationConfig().loss_window  # the released 10
+        losses, window = state["eta_selection_losses"].tolist(), PerturbationConfig().loss_window  # the released 10
         etas[shape] = float(state["eta"])
-        falls[shape] = 1 - (losses[-window:].mean() / losses[:window].mean()).item()
+        falls[shape] = -loss_change(losses, window) / (sum(losses[:window]) / window)  # dL over the first window's mean
     assert etas["ball"] == 0.0 and falls["ball"] >= 0.5, (etas, falls)
     assert falls["cube"] <= falls["ball"] - 0.3, (etas, falls)
