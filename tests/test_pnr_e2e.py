@@ -412,6 +412,18 @@ def test_the_real_scenes_protocol_end_to_end(source_run, tiny_sd, torch_home, tm
     assert config.max_num_iterations == 3 and config.pipeline.revise_steps == 0
 
 
+def test_views_per_step_typed_at_the_objects_default_beside_the_real_scenes_protocol_is_used(source_run, tiny_sd, torch_home, tmp_path):
+    """The real-scenes protocol guides 1 view a step; --pipeline.views-per-step 4, the objects protocol's default, typed
+    beside it wins: the step guides 4 views, read back from what it logged."""
+    run_dir, _ = run_tiny_edit(
+        "pnr", source_run, tmp_path / "outputs", torch_home, 1,
+        ["--pipeline.protocol", "real-scenes", "--pipeline.views-per-step", "4", "--pipeline.tgt-prompt", PROMPT,
+         "--pipeline.guidance.model-id", str(tiny_sd), "--pipeline.interlevel-num-rays", "64", "--logging.steps-per-log", "1"],
+    )  # fmt: skip
+    views = views_of_each_step(run_dir)
+    assert set(views) == {0} and len(set(views[0])) == 4, views
+
+
 @pytest.mark.parametrize(
     "flags, fragment",
     [
