@@ -6,7 +6,7 @@ checkpoint's renders of the training views: the effect (fraction of the ball's p
 identity (PSNR of every other pixel against the source run's render). The table goes to docs/benchmarks.md and the
 plot to docs/edit_outcome.png, so that a change meant to make edits faster can be judged by the steps it saves.
 
-    python bench/edit_outcome.py        # pds, sds, dds, pnr; nerfacto 200 steps, splatfacto 1000 (about 30 min on 2 cores)
+    python bench/edit_outcome.py        # pds, sds, dds, pnr; nerfacto 200 steps, splatfacto 500 (about 20 min on 2 cores)
     python bench/edit_outcome.py --nerfacto-steps 20 --checkpoints 2 --methods pds --representations nerfacto --no-write
 """
 
@@ -71,14 +71,14 @@ def pnr_phases(steps: int) -> List[str]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--nerfacto-steps", type=int, default=200)
-    parser.add_argument("--splatfacto-steps", type=int, default=1000, help="splatfacto's learning rates are 4 to 60 times lower than nerfacto's")
+    parser.add_argument("--splatfacto-steps", type=int, default=500, help="splatfacto's learning rates are 4 to 60 times lower than nerfacto's")
     parser.add_argument("--checkpoints", type=int, default=8, help="checkpoints measured per edit, evenly spaced")
     parser.add_argument("--methods", nargs="+", default=["pds", "sds", "dds", "pnr"], choices=["pds", "sds", "dds", "pnr"])
     parser.add_argument("--representations", nargs="+", default=["nerfacto", "splatfacto"])
     parser.add_argument("--no-write", action="store_true", help="print only; leave docs/ as it is")
     args = parser.parse_args()
     from tests.harness import seed_torch_home, train_tiny_nerfacto, train_tiny_splatfacto
-    from toy_world.outcome import SOURCE_FLAGS, SOURCE_STEPS
+    from toy_world.outcome import SOURCE_FLAGS, SOURCE_STEPS, SPARSE_POINTS, SPLAT_SOURCE_FLAGS
     from toy_world.world import Thing, write_scene
 
     start = time.perf_counter()
@@ -88,12 +88,12 @@ def main() -> None:
         torch_home = seed_torch_home(work / "torch_home")
         # the runs load in this process too (to render their checkpoints): LPIPS constructs offline from this folder
         os.environ.update(TORCH_HOME=str(torch_home), HF_HUB_OFFLINE="1")
-        scene = write_scene(work / "red-ball", Thing("red", "ball"), num_views=10, size=32)
+        scene = write_scene(work / "red-ball", Thing("red", "ball"), num_views=10, size=32, sparse_points=SPARSE_POINTS)
         for representation in args.representations:
             if representation == "nerfacto":
                 source = train_tiny_nerfacto(scene, work / "sources", torch_home, SOURCE_STEPS, extra_args=SOURCE_FLAGS)
             else:
-                source = train_tiny_splatfacto(scene, work / "sources", torch_home, steps=SOURCE_STEPS)
+                source = train_tiny_splatfacto(scene, work / "sources", torch_home, SOURCE_STEPS, SPLAT_SOURCE_FLAGS)
             steps = args.nerfacto_steps if representation == "nerfacto" else args.splatfacto_steps
             for method in args.methods:
                 results[representation, method] = measure_method(
@@ -112,7 +112,8 @@ def report(results, elapsed: float) -> str:
         "## Edit outcome against steps (toy-world prior)",
         "",
         f"`python bench/edit_outcome.py` ({platform.machine()}, {elapsed / 60:.0f} min). A tiny source of a red ball on a "
-        "grey floor (10 views, 32 px; nerfacto and splatfacto, 400 steps) edited to \"a photo of a blue ball on a grey "
+        "grey floor (10 views, 32 px; nerfacto and splatfacto, 400 steps, splatfacto from the scene's 600 sparse points at "
+        "full size) edited to \"a photo of a blue ball on a grey "
         "floor\" with the trained toy-world prior (toy_world/prior), every other setting the method's default; each "
         "cell is *effect / identity*: the fraction of the ball's pixels that show blue, and the PSNR (dB) of the other "
         "pixels against the source run's render, over the 9 training views (`toy_world.outcome`). Steps count the "

@@ -375,11 +375,17 @@ TINY_SPLATFACTO_FLAGS: List[str] = [
 
 
 def train_tiny_splatfacto(
-    scene: Path, output_dir: Path, torch_home: Path, steps: int = TINY_SPLATFACTO_STEPS, timeout: float = 600.0
+    scene: Path,
+    output_dir: Path,
+    torch_home: Path,
+    steps: int = TINY_SPLATFACTO_STEPS,
+    extra_args: Sequence[str] = (),
+    timeout: float = 600.0,
 ) -> Path:
     """Train a tiny splatfacto on ``scene`` with nerfstudio's ``ns-train``, rasterised on the CPU
-    (``python -m pds_nerfstudio.splat_cpu``: gsplat's kernels need CUDA), and return its run directory."""
-    command = [sys.executable, "-m", "pds_nerfstudio.splat_cpu", "splatfacto", *TINY_SPLATFACTO_FLAGS]
+    (``python -m pds_nerfstudio.splat_cpu``: gsplat's kernels need CUDA), and return its run directory.
+    ``extra_args`` go after :data:`TINY_SPLATFACTO_FLAGS` and override them."""
+    command = [sys.executable, "-m", "pds_nerfstudio.splat_cpu", "splatfacto", *TINY_SPLATFACTO_FLAGS, *extra_args]
     return _train_source("splatfacto", command, scene, output_dir, torch_home, steps, timeout)
 
 

@@ -63,6 +63,29 @@ def test_a_scene_of_the_world_is_a_nerfstudio_dataset_whose_views_read_as_its_ob
     assert all(r.colour == "red" for r in readings) and np.mean([r.shape == "ball" for r in readings]) >= 0.8
 
 
+def test_a_scenes_sparse_points_lie_on_what_its_views_see_and_reach_splatfactos_parser(tmp_path):
+    """The scene's ``sparse_pc.ply`` (as ns-process-data writes a capture's COLMAP points): the points nerfstudio's
+    parser loads for splatfacto, each on the ball (coloured red) or on the floor (grey), within the cameras' ring."""
+    import open3d as o3d
+    from nerfstudio.data.dataparsers.nerfstudio_dataparser import NerfstudioDataParserConfig
+
+    from toy_world.classify import object_mask
+    from toy_world.world import FLOOR_Z, OBJECT_SIZE, SPARSE_POINT_RADIUS, write_scene
+
+    scene = write_scene(tmp_path / "red-ball", Thing("red", "ball"), num_views=10, size=32, sparse_points=600)
+    outputs = NerfstudioDataParserConfig(data=scene, load_3D_points=True).setup().get_dataparser_outputs("train")
+    assert outputs.metadata["points3D_xyz"].shape == (600, 3) and outputs.metadata["points3D_rgb"].shape == (600, 3)
+    cloud = o3d.io.read_point_cloud(str(scene / "sparse_pc.ply"))
+    points, colours = np.asarray(cloud.points), np.asarray(cloud.colors)
+    on_ball = object_mask(colours)
+    centre = np.array([0.0, 0.0, FLOOR_Z + OBJECT_SIZE])
+    assert 20 <= on_ball.sum() <= 100, on_ball.sum()  # the ball covers about 7% of the views' pixels
+    assert np.allclose(np.linalg.norm(points[on_ball] - centre, axis=-1), OBJECT_SIZE, atol=1e-4)
+    assert np.all(colours[on_ball].argmax(-1) == 0)  # red
+    assert np.allclose(points[~on_ball, 2], FLOOR_Z, atol=1e-5)
+    assert np.all(np.linalg.norm(points, axis=-1) < SPARSE_POINT_RADIUS)
+
+
 def test_the_committed_prior_matches_its_card_and_loads_as_a_users_model():
     from pds_nerfstudio.guidance import GuidanceConfig, check_model_available
 

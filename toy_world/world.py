@@ -119,6 +119,12 @@ Scene = Union[Thing, Sequence[Thing]]
 def render(scene: Scene, c2w: np.ndarray, size: int, focal: float = 0.0) -> np.ndarray:
     """The image [size, size, 3] in [0, 1] of the scene (one thing or several) on the floor seen by ``c2w`` (focal:
     45 degrees by default)."""
+    return _cast(scene, c2w, size, focal)[0]
+
+
+def _cast(scene: Scene, c2w: np.ndarray, size: int, focal: float = 0.0) -> Tuple[np.ndarray, np.ndarray]:
+    """:func:`render`'s image and each pixel's surface point [size, size, 3] in world coordinates (nan where the ray
+    meets neither the floor nor a thing)."""
     things = (scene,) if isinstance(scene, Thing) else tuple(scene)
     origin, directions = _rays(c2w, focal or focal_for(size), size)
     height = np.clip(directions[..., 2:3] * 0.5 + 0.5, 0.0, 1.0)
@@ -137,7 +143,8 @@ def render(scene: Scene, c2w: np.ndarray, size: int, focal: float = 0.0) -> np.n
         shade = 0.3 + 0.7 * np.clip(normals @ LIGHT, 0.0, 1.0)
         image = np.where(hit[..., None], np.array(COLOURS[thing.colour]) * shade[..., None], image)
         depth = np.where(hit, t_object, depth)
-    return np.clip(image, 0.0, 1.0)
+    surface = np.where(np.isfinite(depth)[..., None], origin + np.where(np.isfinite(depth), depth, 0.0)[..., None] * directions, np.nan)
+    return np.clip(image, 0.0, 1.0), surface
 
 
 def random_view(rng: np.random.Generator, colour: str, shape: str, size: int) -> np.ndarray:
@@ -157,9 +164,17 @@ def training_images(count: int, size: int, seed: int) -> Iterator[Tuple[np.ndarr
         yield random_view(rng, colour, shape, size), colour, shape
 
 
-def write_scene(path: Path, scene: Scene, num_views: int = 10, size: int = 32, k1: float = 0.0) -> Path:
+def write_scene(
+    path: Path, scene: Scene, num_views: int = 10, size: int = 32, k1: float = 0.0, sparse_points: int = 0
+) -> Path:
     """Render the scene (one thing or several) from ``num_views`` cameras evenly spaced on the ring (radius 3, 30
     degrees up) and write them as a nerfstudio dataset (``transforms.json`` + PNGs, pinhole ``OPENCV`` intrinsics).
+
+    ``sparse_points`` above 0 also writes ``sparse_pc.ply`` (named by ``ply_file_path``, as ns-process-data writes
+    the COLMAP points of a real capture): that many surface points seen by the views' pixels, within
+    :data:`SPARSE_POINT_RADIUS` of the scene's centre, each with its pixel's colour. splatfacto starts its Gaussians
+    there (nerfacto does not read them); without them it scatters random Gaussians, which in a few hundred steps
+    learn the floor but not the ball.
 
     ``k1`` declares a radial distortion coefficient, as ns-process-data writes for real captures; the images stay the
     pinhole renders (enough to check that an edit serves the images and cameras nerfstudio derives from them).
@@ -173,15 +188,41 @@ def write_scene(path: Path, scene: Scene, num_views: int = 10, size: int = 32, k
     path = Path(path)
     (path / "images").mkdir(parents=True, exist_ok=True)
     focal = focal_for(size)
-    frames = []
+    frames, seen = [], []
     for i in range(num_views):
         c2w = ring_camera(2 * np.pi * i / num_views)
         file_path = f"images/frame_{i + 1:05d}.png"
-        Image.fromarray((render(scene, c2w, size, focal) * 255).round().astype(np.uint8)).save(path / file_path)
+        image, surface = _cast(scene, c2w, size, focal)
+        Image.fromarray((image * 255).round().astype(np.uint8)).save(path / file_path)
         frames.append({"file_path": file_path, "transform_matrix": c2w.tolist()})
+        seen.append((surface.reshape(-1, 3), image.reshape(-1, 3)))
     transforms = {
         "camera_model": "OPENCV", "fl_x": focal, "fl_y": focal, "cx": size / 2, "cy": size / 2, "w": size, "h": size,
         "k1": k1, "k2": 0.0, "p1": 0.0, "p2": 0.0, "frames": frames,
     }  # fmt: skip
+    if sparse_points > 0:
+        transforms["ply_file_path"] = "sparse_pc.ply"
+        _write_ply(path / "sparse_pc.ply", *_sample_points(seen, sparse_points))
     (path / "transforms.json").write_text(json.dumps(transforms, indent=2))
     return path
+
+
+SPARSE_POINT_RADIUS = 3.0
+"""How far from the scene's centre :func:`write_scene`'s sparse points lie (the cameras' ring radius)."""
+
+
+def _sample_points(seen: Sequence[Tuple[np.ndarray, np.ndarray]], count: int, seed: int = 0) -> Tuple[np.ndarray, np.ndarray]:
+    """``count`` of the views' (surface point, colour) pairs within :data:`SPARSE_POINT_RADIUS`, drawn with ``seed``."""
+    points, colours = (np.concatenate(parts) for parts in zip(*seen))
+    near = np.flatnonzero(np.linalg.norm(np.nan_to_num(points, nan=np.inf), axis=-1) < SPARSE_POINT_RADIUS)
+    chosen = np.random.default_rng(seed).choice(near, size=min(count, len(near)), replace=False)
+    return points[chosen], colours[chosen]
+
+
+def _write_ply(path: Path, points: np.ndarray, colours: np.ndarray) -> None:
+    """An ASCII PLY of coloured points (x y z as floats, red green blue as 0-255), as open3d and nerfstudio read it."""
+    header = ["ply", "format ascii 1.0", f"element vertex {len(points)}", "property float x", "property float y",
+              "property float z", "property uchar red", "property uchar green", "property uchar blue", "end_header"]  # fmt: skip
+    rgb = (np.clip(colours, 0, 1) * 255).round().astype(int)
+    rows = [f"{x:.6f} {y:.6f} {z:.6f} {r} {g} {b}" for (x, y, z), (r, g, b) in zip(points, rgb)]
+    path.write_text("\n".join(header + rows) + "\n")
