@@ -37,8 +37,7 @@ from pds_nerfstudio.evaluation import (
     text_image_similarity,
 )
 from pds_nerfstudio.pipeline import is_edit_run, is_source_run
-from pds_nerfstudio.source_run import find_run
-from pds_nerfstudio.source_run import newest_checkpoint
+from pds_nerfstudio.source_run import find_run, newest_checkpoint
 from tests.harness import offline_env, run_tiny_edit, write_tiny_clip_tokenizer_files
 
 BIN = Path(sys.executable).parent

@@ -14,8 +14,8 @@ import yaml
 from pds_nerfstudio.checkpoints import load_checkpoint
 from pds_nerfstudio.outputs import compare_scale
 from pds_nerfstudio.source_run import newest_checkpoint
-from tests.harness import check_run_opens_without_diffusion_model, file_digests, run_tiny_edit
 from pds_nerfstudio.typed_flags import TypedFlags
+from tests.harness import check_run_opens_without_diffusion_model, file_digests, run_tiny_edit
 
 pytestmark = pytest.mark.e2e
 
