@@ -143,7 +143,7 @@ def _cast(scene: Scene, c2w: np.ndarray, size: int, focal: float = 0.0) -> Tuple
         shade = 0.3 + 0.7 * np.clip(normals @ LIGHT, 0.0, 1.0)
         image = np.where(hit[..., None], np.array(COLOURS[thing.colour]) * shade[..., None], image)
         depth = np.where(hit, t_object, depth)
-    surface = np.where(np.isfinite(depth)[..., None], origin + np.where(np.isfinite(depth), depth, 0.0)[..., None] * directions, np.nan)
+    surface = origin + np.where(np.isfinite(depth), depth, np.nan)[..., None] * directions
     return np.clip(image, 0.0, 1.0), surface
 
 
@@ -214,7 +214,7 @@ SPARSE_POINT_RADIUS = 3.0
 def _sample_points(seen: Sequence[Tuple[np.ndarray, np.ndarray]], count: int, seed: int = 0) -> Tuple[np.ndarray, np.ndarray]:
     """``count`` of the views' (surface point, colour) pairs within :data:`SPARSE_POINT_RADIUS`, drawn with ``seed``."""
     points, colours = (np.concatenate(parts) for parts in zip(*seen))
-    near = np.flatnonzero(np.linalg.norm(np.nan_to_num(points, nan=np.inf), axis=-1) < SPARSE_POINT_RADIUS)
+    near = np.flatnonzero(np.linalg.norm(points, axis=-1) < SPARSE_POINT_RADIUS)  # nan (no surface) is never near
     chosen = np.random.default_rng(seed).choice(near, size=min(count, len(near)), replace=False)
     return points[chosen], colours[chosen]
 
