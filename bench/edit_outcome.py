@@ -6,7 +6,7 @@ checkpoint's renders of the training views: the effect (fraction of the ball's p
 identity (PSNR of every other pixel against the source run's render). The table goes to docs/benchmarks.md and the
 plot to docs/edit_outcome.png, so that a change meant to make edits faster can be judged by the steps it saves.
 
-    python bench/edit_outcome.py        # pds, sds, dds, pnr; nerfacto 200 steps, splatfacto 500 (about 20 min on 2 cores)
+    python bench/edit_outcome.py        # pds, sds, dds, pnr; nerfacto 200 steps, splatfacto 500 (24 min on 2 cores)
     python bench/edit_outcome.py --nerfacto-steps 20 --checkpoints 2 --methods pds --representations nerfacto --no-write
 """
 
