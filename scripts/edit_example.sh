@@ -7,8 +7,8 @@
 #       makes it take tens of minutes instead of days.
 #   bash scripts/edit_example.sh --demo
 #       offline, CPU, a few minutes: a scene of the toy world (a red ball on a grey floor) edited to a blue ball
-#       with the project's trained toy-world prior (toy_world/prior), then a splatfacto reconstruction edited
-#       with a tiny randomly initialised model built in code (every command runs; that edit means nothing).
+#       with the project's trained toy-world prior (toy_world/prior), then a splatfacto reconstruction of the
+#       same scene (started from its sparse points) edited alike.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install.sh
@@ -18,11 +18,11 @@ if [ "${1:-}" = "--demo" ]; then
   export HF_HUB_OFFLINE=1 TORCH_HOME="$PWD/demo/torch_home"
   python - <<'PY'
 from pathlib import Path
-from tests.harness import build_tiny_stable_diffusion, seed_torch_home
+from tests.harness import seed_torch_home
+from toy_world.outcome import SPARSE_POINTS
 from toy_world.world import Thing, write_scene
 demo = Path("demo")
-write_scene(demo / "scene", Thing("red", "ball"), num_views=10, size=32)
-build_tiny_stable_diffusion(demo / "tiny-sd")
+write_scene(demo / "scene", Thing("red", "ball"), num_views=10, size=32, sparse_points=SPARSE_POINTS)
 seed_torch_home(demo / "torch_home")
 PY
   tiny_field=$(python -c 'from tests.harness import TINY_NERFACTO_FLAGS; from toy_world.outcome import SOURCE_FLAGS; print(" ".join(TINY_NERFACTO_FLAGS + SOURCE_FLAGS))')
@@ -42,17 +42,20 @@ PY
 
   # An edit of a splatfacto reconstruction. gsplat's kernels need CUDA: on this CPU, nerfstudio's
   # ns-train runs splatfacto through pds_nerfstudio.splat_cpu (with a GPU: plain `ns-train splatfacto`).
-  splat_flags=$(python -c 'from tests.harness import TINY_SPLATFACTO_FLAGS; print(" ".join(TINY_SPLATFACTO_FLAGS))')
+  # The source starts from the scene's sparse_pc.ply (as from a capture's COLMAP points) and trains at full size;
+  # splatfacto's learning rates are far below nerfacto's, hence 500 edit steps (docs/toy_world.md).
+  splat_flags=$(python -c 'from tests.harness import TINY_SPLATFACTO_FLAGS; from toy_world.outcome import SPLAT_SOURCE_FLAGS; print(" ".join(TINY_SPLATFACTO_FLAGS + SPLAT_SOURCE_FLAGS))')
   # shellcheck disable=SC2086
   python -m pds_nerfstudio.splat_cpu splatfacto --data demo/scene --output-dir demo/splat-outputs \
-    --max-num-iterations 100 $splat_flags
-  ns-train pds --load-dir demo/splat-outputs/scene --output-dir demo/splat-outputs --max-num-iterations 20 \
-    --pipeline.tgt-prompt "a photo of a polar bear" --pipeline.guidance.model-id demo/tiny-sd \
-    --pipeline.render-resolution 32 --machine.device-type cpu --vis tensorboard \
-    --viewer.quit-on-train-completion True
+    --max-num-iterations 400 $splat_flags
+  # shellcheck disable=SC2086
+  ns-train pds --load-dir demo/splat-outputs/scene --output-dir demo/splat-outputs --max-num-iterations 500 \
+    --pipeline.src-prompt "a photo of a red ball on a grey floor" \
+    --pipeline.tgt-prompt "a photo of a blue ball on a grey floor" --pipeline.guidance.model-id toy_world/prior \
+    $edit_flags --machine.device-type cpu --vis tensorboard --viewer.quit-on-train-completion True
   run=$(ls -d demo/splat-outputs/scene/pds/*/ | tail -n 1)
   ns-export gaussian-splat --load-config "$run/config.yml" --output-dir demo/splat-export
-  echo "edited splat run: $run (renders in $run/renders), splats: demo/splat-export/splat.ply"
+  echo "edited splat run: $run (source | edit: $run/renders/compare.png), splats: demo/splat-export/splat.ply"
   exit 0
 fi
 
