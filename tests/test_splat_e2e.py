@@ -13,6 +13,7 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Tuple
 
 import pytest
 import torch
@@ -86,10 +87,18 @@ def test_every_gaussian_group_is_edited_and_a_resumed_edit_keeps_editing(splat_s
     assert file_digests(splat_source, config.pipeline.datamanager.data) == source_files  # nothing of the source changed
 
 
-def test_a_splat_edit_culls_and_opens_without_the_diffusion_model(splat_source, model_copy, torch_home, tmp_path):
+@pytest.fixture(scope="module")
+def splat_pds_run(splat_source, model_copy, torch_home, tmp_path_factory) -> Tuple[Path, str]:
+    """A 2-step pds edit of the splat source with splatfacto's culling on, and its output; its model is a copy that
+    the first test that opens it deletes."""
     flags = ["--pipeline.tgt-prompt", PROMPT, "--pipeline.guidance.model-id", str(model_copy), *RESOLUTION]
-    run_dir, result = run_tiny_edit("pds", splat_source, tmp_path / "outputs", torch_home, 2, flags)
-    assert "Step 0 uses: tgt prompt 'a photo of a polar bear'" in result.stdout
+    run_dir, result = run_tiny_edit("pds", splat_source, tmp_path_factory.mktemp("splat_pds"), torch_home, 2, flags)
+    return run_dir, result.stdout
+
+
+def test_a_splat_edit_culls_and_opens_without_the_diffusion_model(splat_source, splat_pds_run, model_copy, torch_home, tmp_path):
+    run_dir, stdout = splat_pds_run
+    assert "Step 0 uses: tgt prompt 'a photo of a polar bear'" in stdout
     source, _ = gaussians(splat_source)
     edited, _ = gaussians(run_dir)
     # the tiny source still has Gaussians at splatfacto's initial opacity 0.1, the cull threshold: the edit culls
@@ -122,18 +131,11 @@ def test_two_processes_cull_and_edit_the_gaussians_as_one_process_with_both_view
         assert (after_one[group] - after_two[group]).abs().max() <= 1e-6, group
 
 
-@pytest.fixture(scope="module")
-def splat_pds_run(splat_source, tiny_sd, torch_home, tmp_path_factory):
-    flags = ["--pipeline.tgt-prompt", PROMPT, "--pipeline.guidance.model-id", str(tiny_sd), *RESOLUTION]
-    run_dir, _ = run_tiny_edit("pds", splat_source, tmp_path_factory.mktemp("splat_pds"), torch_home, 2, flags)
-    return run_dir
-
-
 def test_pds_eval_measures_a_splat_edit(splat_pds_run, torch_home, tmp_path):
     from tests.test_evaluation import BIN, build_tiny_clip
 
     clip = build_tiny_clip(tmp_path / "clip", seed=0)
-    command = [str(BIN / "pds-eval"), str(splat_pds_run), "--clip-models", str(clip), "--output-dir", str(tmp_path / "eval")]
+    command = [str(BIN / "pds-eval"), str(splat_pds_run[0]), "--clip-models", str(clip), "--output-dir", str(tmp_path / "eval")]
     result = subprocess.run(command, env=offline_env(torch_home), cwd=tmp_path, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, f"{result.stdout[-4000:]}\n{result.stderr[-4000:]}"
     assert "Rendered the edited scene at 9 views" in result.stdout and "Rendered the source scene at 9 views" in result.stdout
@@ -144,7 +146,7 @@ def test_pds_eval_measures_a_splat_edit(splat_pds_run, torch_home, tmp_path):
 
 def test_refine_and_pnr_edit_splats(splat_source, splat_pds_run, tiny_sd, torch_home, tmp_path):
     flags = ["--pipeline.guidance.model-id", str(tiny_sd), *RESOLUTION]
-    pds_run = splat_pds_run
+    pds_run, _ = splat_pds_run
     refined, result = run_tiny_edit("pds-refine", pds_run, tmp_path / "outputs", torch_home, 3, [*flags, "--pipeline.edit-every", "2"])
     assert "Rendered the 9 training views of the edited scene to refine" in result.stdout
     before, _ = gaussians(pds_run)
@@ -223,7 +225,7 @@ def test_refinement_of_a_splat_edit_defaults_to_the_official_30000_steps(splat_p
 
     config = copy.deepcopy(all_methods["pds-refine"])
     assert config.max_num_iterations == 15000  # nerfacto's official refinement
-    config.load_dir, config.machine.device_type = splat_pds_run, "cpu"
+    config.load_dir, config.machine.device_type = splat_pds_run[0], "cpu"
     config.pipeline.guidance.model_id = str(tiny_sd)
     config.resolve_source(TypedFlags.from_argv(["--pipeline.guidance.model-id"]))
     assert config.max_num_iterations == 30000
