@@ -140,11 +140,13 @@ def plot(results, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     figure, (effect_axis, identity_axis) = plt.subplots(1, 2, figsize=(10, 4))
+    methods = list(dict.fromkeys(method for _, method in results))
     for (representation, method), rows in results.items():
-        style = "-" if representation == "nerfacto" else "--"
+        # one colour a method, one line style a representation
+        style = dict(color=f"C{methods.index(method)}", linestyle="-" if representation == "nerfacto" else "--", marker="o")
         steps, effects, identities = zip(*rows)
-        effect_axis.plot(steps, effects, style, marker="o", label=f"{method} ({representation})")
-        identity_axis.plot(steps, identities, style, marker="o", label=f"{method} ({representation})")
+        effect_axis.plot(steps, effects, label=f"{method} ({representation})", **style)
+        identity_axis.plot(steps, identities, label=f"{method} ({representation})", **style)
     effect_axis.set(xlabel="edit steps", ylabel="effect: ball pixels that are blue", ylim=(-0.05, 1.05))
     identity_axis.set(xlabel="edit steps", ylabel="identity: PSNR of the rest (dB)")
     effect_axis.legend(fontsize=8)
