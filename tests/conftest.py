@@ -41,7 +41,7 @@ SLOWEST_FILES_FIRST = (
     "test_edit_outcome.py", "test_splat_e2e.py", "test_resume.py", "test_refine.py", "test_pnr_e2e.py",
     "test_viewer.py", "test_distributed.py", "test_dreambooth.py", "test_bench.py", "test_pds_e2e.py",
 )  # fmt: skip
-"""Test files by their measured time, longest first (about 12.5 minutes to 1 on 2 workers; the others take about a
+"""Test files by their measured time, longest first (about 10.5 minutes to 1 on 2 workers; the others take about a
 minute or less)."""
 
 
