@@ -33,7 +33,7 @@ def measure_method(method: str, source: Path, work: Path, torch_home: Path, step
     """(steps done, effect, identity dB) at every kept checkpoint of one edit."""
     from tests.harness import run_tiny_edit
     from toy_world import PRIOR
-    from toy_world.outcome import EDIT_FLAGS, measure, outcome_edit_flags, training_views
+    from toy_world.outcome import EDIT_FLAGS, kept_checkpoint_views, measure, outcome_edit_flags, training_views
 
     flags = [
         *EDIT_FLAGS, *outcome_edit_flags(str(PRIOR), "red", "blue"),
@@ -46,9 +46,8 @@ def measure_method(method: str, source: Path, work: Path, torch_home: Path, step
     run, _ = run_tiny_edit("pnr" if method == "pnr" else "pds", source, work / f"edit-{method}", torch_home, steps, flags)
     sources, captured = training_views(source / "config.yml")  # once: every checkpoint is compared with these
     rows = []
-    for checkpoint in sorted((run / "nerfstudio_models").glob("step-*.ckpt")):
-        step = int(checkpoint.stem.split("-")[1])
-        outcome = measure(training_views(run / "config.yml", step)[0], sources, captured, "blue")
+    for step, views in kept_checkpoint_views(run):
+        outcome = measure(views, sources, captured, "blue")
         rows.append((step + 1, outcome.effect, outcome.identity_psnr))
         print(f"{method} step {step + 1}: effect {outcome.effect:.2f}, identity {outcome.identity_psnr:.1f} dB", flush=True)
     return rows

@@ -62,8 +62,16 @@ def main() -> None:
     from pnr_nerfstudio.schedules import Phase
     from tests.harness import run_tiny_edit, seed_torch_home, train_tiny_nerfacto
     from toy_world import PRIOR
-    from toy_world.outcome import EDIT_FLAGS, SOURCE_FLAGS, SOURCE_STEPS, SPARSE_POINTS, training_views
-    from toy_world.world import Thing, caption, write_scene
+    from toy_world.outcome import (
+        EDIT_FLAGS,
+        SOURCE_FLAGS,
+        SOURCE_STEPS,
+        SPARSE_POINTS,
+        kept_checkpoint_views,
+        outcome_edit_flags,
+        training_views,
+    )
+    from toy_world.world import Thing, write_scene
 
     released = PnRPipelineConfig()
     args.edit_steps = released.edit_steps if args.edit_steps is None else args.edit_steps
@@ -78,8 +86,7 @@ def main() -> None:
         scene = write_scene(work / "red-ball", Thing("red", "ball"), num_views=10, size=32, sparse_points=SPARSE_POINTS)
         source = train_tiny_nerfacto(scene, work / "sources", torch_home, SOURCE_STEPS, extra_args=SOURCE_FLAGS)
         flags = [
-            *EDIT_FLAGS, "--pipeline.guidance.model-id", str(PRIOR),
-            "--pipeline.src-prompt", caption("red", "ball"), "--pipeline.tgt-prompt", caption("red", "cube"),
+            *EDIT_FLAGS, *outcome_edit_flags(str(PRIOR), "red", "red", "ball", target_shape="cube"),
             "--pipeline.result-views", "1", "--machine.seed", str(args.seed),
             "--pipeline.edit-steps", str(args.edit_steps), "--pipeline.revise-steps", str(args.revise_steps),
             "--steps-per-save", str(args.every), "--save-only-latest-checkpoint", "False",
@@ -89,9 +96,7 @@ def main() -> None:
         print("| checkpoint | phase | identity (dB) | object pixels | read red | roundness |\n|---|---|---|---|---|---|")
         print(checkpoint_row("source | -", sources, sources, captured), flush=True)
         rows = [captured, sources]
-        for checkpoint in sorted((run / "nerfstudio_models").glob("step-*.ckpt")):
-            step = int(checkpoint.stem.split("-")[1])
-            views = training_views(run / "config.yml", step)[0]
+        for step, views in kept_checkpoint_views(run):
             phase = f"{plan.phase(step).label} {plan.step_in_phase(step)}"
             print(checkpoint_row(f"{step} | {phase}", views, sources, captured), flush=True)
             if step > revise_start - args.every:  # the last checkpoint of the edit steps and every one after

@@ -27,7 +27,7 @@ from pathlib import Path
 import pytest
 
 from pds_nerfstudio.checkpoints import load_checkpoint
-from pds_nerfstudio.source_run import newest_checkpoint
+from pds_nerfstudio.source_run import newest_checkpoint, read_run
 from pnr_nerfstudio.perturbation import PerturbationConfig, loss_change, select_eta
 from tests.harness import offline_env, run_tiny_edit, seed_torch_home, train_tiny_nerfacto, train_tiny_splatfacto
 from toy_world import CLIP, PRIOR
@@ -194,10 +194,10 @@ def test_pnr_eta_is_zero_for_a_colour_edit_and_above_zero_with_no_edit_or_a_shap
     window = PerturbationConfig().loss_window  # the released 10
     etas, falls = {}, {}
     for edit, (colour, shape) in {"none": ("red", "ball"), "colour": ("blue", "ball"), "shape": ("red", "cube")}.items():
-        flags = [*EDIT_FLAGS, "--pipeline.guidance.model-id", str(PRIOR), "--pipeline.src-prompt", caption("red", "ball"),
-                 "--pipeline.tgt-prompt", caption(colour, shape), "--pipeline.result-views", "1",
-                 "--pipeline.perturbation.d-min", str(TOY_D_MIN)]  # fmt: skip
+        flags = [*EDIT_FLAGS, *outcome_edit_flags(str(PRIOR), "red", colour, "ball", target_shape=shape),
+                 "--pipeline.result-views", "1", "--pipeline.perturbation.d-min", str(TOY_D_MIN)]  # fmt: skip
         run_dir, _ = run_tiny_edit("pnr", source, work / f"pnr-{edit}", torch_home, 51, flags)
+        assert read_run(run_dir / "config.yml").config.pipeline.tgt_prompt == caption(colour, shape), edit
         state = load_checkpoint(newest_checkpoint(run_dir / "nerfstudio_models"))["pipeline"]
         losses = state["eta_selection_losses"].tolist()
         etas[edit] = float(state["eta"])

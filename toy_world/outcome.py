@@ -19,7 +19,7 @@ from __future__ import annotations
 import contextlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import List, Optional, Sequence, Tuple
+from typing import Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -50,12 +50,15 @@ EDIT_FLAGS: List[str] = [
 """An edit at the prior's own resolution (32 px), whole views in one chunk."""
 
 
-def outcome_edit_flags(prior: str, source_colour: str, target_colour: str, shape: str = "ball") -> List[str]:
-    """The guidance model and the prompts of a colour edit of the world."""
+def outcome_edit_flags(
+    prior: str, source_colour: str, target_colour: str, shape: str = "ball", target_shape: Optional[str] = None
+) -> List[str]:
+    """The guidance model and the prompts of an edit of the world: its colour, and its shape when ``target_shape``
+    (default ``shape``) differs."""
     return [
         "--pipeline.guidance.model-id", prior,
         "--pipeline.src-prompt", caption(source_colour, shape),
-        "--pipeline.tgt-prompt", caption(target_colour, shape),
+        "--pipeline.tgt-prompt", caption(target_colour, target_shape or shape),
     ]  # fmt: skip
 
 
@@ -131,6 +134,15 @@ def training_views(config: Path, step: Optional[int] = None) -> Tuple[List[np.nd
     captured = [np.asarray(Image.open(name).convert("RGB"), dtype=np.float64) / 255 for name in dataset.image_filenames]
     return renders, captured
 
+
+def kept_checkpoint_views(run: Path) -> Iterator[Tuple[int, List[np.ndarray]]]:
+    """(step, the run's renders of its training views at that step) for every checkpoint a run kept, oldest first."""
+    from pds_nerfstudio.source_run import checkpoint_step
+
+    run = Path(run)
+    for checkpoint in sorted((run / "nerfstudio_models").glob("step-*.ckpt"), key=checkpoint_step):
+        step = checkpoint_step(checkpoint)
+        yield step, training_views(run / "config.yml", step)[0]
 
 
 DENOISING_TIMESTEPS = tuple(range(50, 1000, 100))
