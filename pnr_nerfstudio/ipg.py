@@ -22,8 +22,8 @@ import torch.nn.functional as F
 from nerfstudio.configs.base_config import InstantiateConfig
 from torch import Tensor
 
-from pds_nerfstudio.errors import InputError
-from pds_nerfstudio.perceptual import LpipsNet, load_lpips
+from pds_nerfstudio.common.errors import InputError
+from pds_nerfstudio.priors.perceptual import LpipsNet, load_lpips
 from pnr_nerfstudio.schedules import ipg_weight
 
 

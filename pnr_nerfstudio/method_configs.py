@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pds_nerfstudio.method_configs import edit_method
+from pds_nerfstudio.integration.trainer import edit_method
 from pnr_nerfstudio.pipeline import PnRPipelineConfig
 from pnr_nerfstudio.trainer_config import PnRTrainerConfig
 

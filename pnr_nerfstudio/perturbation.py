@@ -17,7 +17,7 @@ from typing import Callable, Dict, Literal, Mapping, Sequence, Union
 import torch
 from torch import Tensor, nn
 
-from pds_nerfstudio.errors import InputError
+from pds_nerfstudio.common.errors import InputError
 
 Eta = Union[float, Literal["auto"]]
 

@@ -37,13 +37,13 @@ from nerfstudio.models.base_model import Model
 from nerfstudio.utils.rich_utils import CONSOLE
 from torch import Tensor
 
-from pds_nerfstudio import distributed
-from pds_nerfstudio.errors import InputError
-from pds_nerfstudio.pipeline import PDSPipeline, PDSPipelineConfig
-from pds_nerfstudio.representations import Nerfacto, Representation, rebind_optimizers
-from pds_nerfstudio.rendering import guidance_camera, seeded, view_rays
-from pds_nerfstudio.source_run import Run
-from pds_nerfstudio.typed_flags import TypedFlags, merge_typed
+from pds_nerfstudio.common.errors import InputError
+from pds_nerfstudio.common.typed_flags import TypedFlags, merge_typed
+from pds_nerfstudio.integration.source_run import Run
+from pds_nerfstudio.methods.pds import PDSPipeline, PDSPipelineConfig
+from pds_nerfstudio.parallel import collectives
+from pds_nerfstudio.scenes.rendering import guidance_camera, seeded, view_rays
+from pds_nerfstudio.scenes.representations import Nerfacto, Representation, rebind_optimizers
 from pnr_nerfstudio.ipg import IdentityPreservingLoss, IPGConfig
 from pnr_nerfstudio.perturbation import (
     PerturbationConfig,
@@ -416,7 +416,7 @@ class PnRPipeline(PDSPipeline):
         if phase is Phase.ETA_SELECTION:
             # the mean over the step's views on every device (each device's mean, all devices guiding as many)
             value = selection_loss(output.x0, output.x0_hat)
-            value = distributed.all_reduce_sum(torch.tensor([value], dtype=torch.float64)).item() / self.world_size
+            value = collectives.all_reduce_sum(torch.tensor([value], dtype=torch.float64)).item() / self.world_size
             if not math.isfinite(value):
                 raise InputError(
                     f"eta selection: the loss of step {step} is {value} (the render or the guidance gave non-finite values); "

@@ -14,7 +14,7 @@ import enum
 from dataclasses import dataclass
 from typing import Optional, Tuple
 
-from pds_nerfstudio.errors import InputError, check_ratio_range
+from pds_nerfstudio.common.errors import InputError, check_ratio_range
 
 TRange = Tuple[float, float]
 

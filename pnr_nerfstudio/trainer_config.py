@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Optional
 
-from pds_nerfstudio.trainer_config import EditTrainerConfig
-from pds_nerfstudio.typed_flags import TypedFlags
+from pds_nerfstudio.common.typed_flags import TypedFlags
+from pds_nerfstudio.integration.trainer import EditTrainerConfig
 from pnr_nerfstudio.pipeline import PnRPipelineConfig
 
 

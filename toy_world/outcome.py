@@ -110,8 +110,8 @@ def training_views(config: Path, step: Optional[int] = None) -> Tuple[List[np.nd
     from nerfstudio.utils.eval_utils import eval_setup
     from PIL import Image
 
-    from pds_nerfstudio.checkpoints import allow_nerfstudio_checkpoints
-    from pds_nerfstudio.splat_cpu import splatfacto_on_cpu
+    from pds_nerfstudio.common.checkpoints import allow_nerfstudio_checkpoints
+    from pds_nerfstudio.scenes.splat_cpu import splatfacto_on_cpu
 
     allow_nerfstudio_checkpoints()  # nerfstudio's checkpoints hold numpy scalars, which torch.load refuses by default
 
@@ -137,7 +137,7 @@ def training_views(config: Path, step: Optional[int] = None) -> Tuple[List[np.nd
 
 def kept_checkpoint_views(run: Path) -> Iterator[Tuple[int, List[np.ndarray]]]:
     """(step, the run's renders of its training views at that step) for every checkpoint a run kept, oldest first."""
-    from pds_nerfstudio.source_run import checkpoint_step
+    from pds_nerfstudio.integration.source_run import checkpoint_step
 
     run = Path(run)
     for checkpoint in sorted((run / "nerfstudio_models").glob("step-*.ckpt"), key=checkpoint_step):
@@ -157,7 +157,7 @@ def denoising_loss(model: str, images: Sequence[np.ndarray], prompt: str, noises
     import torch
     from diffusers import StableDiffusionPipeline
 
-    from pds_nerfstudio.dreambooth import denoising_losses
+    from pds_nerfstudio.priors.dreambooth import denoising_losses
 
     pipe = StableDiffusionPipeline.from_pretrained(model, safety_checker=None, requires_safety_checker=False)
     x = torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).float() * 2 - 1

@@ -17,7 +17,7 @@ from typing import Any, Dict, List
 import numpy as np
 import torch
 
-from pds_nerfstudio.errors import InputError
+from pds_nerfstudio.common.errors import InputError
 
 
 def _numpy_checkpoint_globals() -> List[Any]:

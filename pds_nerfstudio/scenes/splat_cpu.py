@@ -204,19 +204,3 @@ def splatfacto_on_cpu() -> Iterator[None]:
             if _patch_depth == 0:
                 splatfacto.rasterization = _saved.pop("rasterization")
                 torch.Tensor.cuda = _saved.pop("cuda")  # type: ignore[method-assign]
-
-
-def main() -> None:
-    """``python -m pds_nerfstudio.splat_cpu splatfacto --data ...``: nerfstudio's own ``ns-train`` with splatfacto
-    rasterised on the CPU (tests, the offline demo). Slow: for tiny scenes, a few hundred Gaussians."""
-    import sys
-
-    from nerfstudio.scripts.train import entrypoint
-
-    sys.argv = ["ns-train", *sys.argv[1:]]
-    with splatfacto_on_cpu():
-        entrypoint()
-
-
-if __name__ == "__main__":
-    main()

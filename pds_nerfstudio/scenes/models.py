@@ -6,19 +6,17 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Any, Dict, Iterator, List, Literal, Optional, Type
+from typing import Dict, Iterator, List, Literal, Optional, Type
 
 import torch
-from gsplat.strategy import DefaultStrategy
-from gsplat.strategy.base import Strategy
-from gsplat.strategy.ops import remove
 from nerfstudio.engine.callbacks import TrainingCallback, TrainingCallbackAttributes
 from nerfstudio.models.nerfacto import NerfactoModel, NerfactoModelConfig
 from nerfstudio.models.splatfacto import SplatfactoModel, SplatfactoModelConfig
 from torch import Tensor
 from torch.nn import Parameter
 
-from pds_nerfstudio.splat_cpu import splatfacto_on_cpu
+from pds_nerfstudio.scenes.splat_cpu import splatfacto_on_cpu
+from pds_nerfstudio.scenes.strategies import CullingStrategy, RestartedDensification
 
 
 @dataclass
@@ -59,48 +57,6 @@ class EditNerfactoModel(NerfactoModel):
 
 
 @dataclass
-class CullingStrategy(Strategy):
-    """Gaussian densification as the official PDS splat edit runs it: no splitting, duplication or opacity
-    reset (its steps continue past the source's ``stop_split_at``); every ``refine_every`` steps, Gaussians
-    with opacity below ``prune_opa`` or a largest scale above ``prune_scale3d`` (x scene scale) are removed."""
-
-    prune_opa: float = 0.1
-    prune_scale3d: float = 0.5
-    refine_every: int = 100
-    absgrad: bool = False
-    """Read by splatfacto's render call; culling needs no screen-space gradients."""
-
-    def initialize_state(self, scene_scale: float = 1.0) -> Dict[str, Any]:
-        return {"scene_scale": scene_scale}
-
-    @torch.no_grad()
-    def step_post_backward(self, params, optimizers, state, step: int, info, packed: bool = False) -> int:
-        """Cull after the optimizer step of every ``refine_every``-th step; returns how many Gaussians went."""
-        if step % self.refine_every:
-            return 0
-        too_faint = torch.sigmoid(params["opacities"].flatten()) < self.prune_opa
-        too_big = torch.exp(params["scales"]).max(dim=-1).values > self.prune_scale3d * state["scene_scale"]
-        culled = too_faint | too_big
-        if culled.any():
-            remove(params=params, optimizers=optimizers, state=state, mask=culled)
-        return int(culled.sum())
-
-
-@dataclass
-class RestartedDensification(DefaultStrategy):
-    """splatfacto's own densification (gsplat's ``DefaultStrategy``) restarted at the edit's step 0, without the opacity
-    reset of step 0: gsplat resets every opacity to twice ``prune_opa`` whenever ``step % reset_every == 0``, which at
-    a finished scene's first edit step would clamp its opacities (0.98 -> 0.2) before anything is edited."""
-
-    def step_post_backward(self, params, optimizers, state, step: int, info, packed: bool = False):  # type: ignore[override]
-        if step == 0:  # only the screen-space statistics, as at any step without refinement or reset
-            if step < self.refine_stop_iter:
-                self._update_state(params, state, info, packed=packed)
-            return
-        super().step_post_backward(params, optimizers, state, step, info, packed=packed)
-
-
-@dataclass
 class EditSplatfactoModelConfig(SplatfactoModelConfig):
     """splatfacto, built from the source run's model config; only its Gaussians are edited.
 
@@ -132,7 +88,7 @@ class EditSplatfactoModel(SplatfactoModel):
     """splatfacto whose camera pose refinements and bilateral grids stay as the source learned them.
 
     Runs on a CPU too (tests, CI): there splatfacto's own code runs with a torch rasteriser of gsplat's math
-    (:mod:`pds_nerfstudio.splat_cpu`).
+    (:mod:`pds_nerfstudio.scenes.splat_cpu`).
     """
 
     config: EditSplatfactoModelConfig

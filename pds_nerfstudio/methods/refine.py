@@ -22,13 +22,14 @@ from nerfstudio.utils import writer
 from nerfstudio.utils.rich_utils import CONSOLE
 from torch import Tensor
 
-from pds_nerfstudio import distributed
-from pds_nerfstudio.errors import InputError, check_ratio_range
-from pds_nerfstudio.guidance import GuidanceConfig
-from pds_nerfstudio.pipeline import EditPipeline, EditPipelineConfig, PDSPipelineConfig
-from pds_nerfstudio.representations import Splatfacto
-from pds_nerfstudio.source_run import Run
-from pds_nerfstudio.typed_flags import TypedFlags
+from pds_nerfstudio.common.errors import InputError, check_ratio_range
+from pds_nerfstudio.common.typed_flags import TypedFlags
+from pds_nerfstudio.integration.pipeline import EditPipeline, EditPipelineConfig
+from pds_nerfstudio.integration.source_run import Run
+from pds_nerfstudio.methods.pds import PDSPipelineConfig
+from pds_nerfstudio.parallel import collectives
+from pds_nerfstudio.priors.guidance import GuidanceConfig
+from pds_nerfstudio.scenes.representations import Splatfacto
 
 SPLAT_REFINE_STEPS = 30000
 """Steps of the official refinement of a splatfacto edit (pds_config.py: pds_splat_refinement)."""
@@ -177,7 +178,7 @@ class RefinePipeline(EditPipeline):
         for index, before, after in zip(views, befores, afters):
             after = F.interpolate(after[None], size=before.shape[:2], mode="bilinear", align_corners=False)[0].permute(1, 2, 0)
             refined.append((index, (after * 255).round().to(torch.uint8).cpu()))
-        for index, image in distributed.all_gather(refined):  # every device's views, on every device
+        for index, image in collectives.all_gather(refined):  # every device's views, on every device
             self.datamanager.replace_train_image(index, image.float().to(self.device) / 255)
             self.refined_images[index, : image.shape[0], : image.shape[1]] = image
             self.refined[index] = True

@@ -13,7 +13,7 @@ from typing import Callable, List, Optional
 import yaml
 from nerfstudio.engine.trainer import TrainerConfig
 
-from pds_nerfstudio.errors import InputError
+from pds_nerfstudio.common.errors import InputError
 
 CONFIG_NAME = "config.yml"
 MAX_SEARCH_DEPTH = 3

@@ -26,17 +26,23 @@ from nerfstudio.utils.rich_utils import CONSOLE
 from rich.progress import track
 from torch import Tensor
 
-from pds_nerfstudio import distributed, outputs
-from pds_nerfstudio.checkpoints import allow_nerfstudio_checkpoints, load_checkpoint
-from pds_nerfstudio.datamanager import EditDataManager, EditDataManagerConfig
-from pds_nerfstudio.errors import InputError
-from pds_nerfstudio.guidance import GuidanceConfig, StableDiffusionGuidance
-from pds_nerfstudio.model import EditNerfactoModelConfig, EditSplatfactoModelConfig
-from pds_nerfstudio.representations import Representation, rebind_optimizers, representation_of, supported_sources
-from pds_nerfstudio.rendering import RenderMode, guidance_camera, seeded
-from pds_nerfstudio.source_run import Run
-from pds_nerfstudio.typed_flags import TypedFlags, merge_typed
-from pds_nerfstudio.viewer_controls import EditControls
+from pds_nerfstudio.common.checkpoints import allow_nerfstudio_checkpoints, load_checkpoint
+from pds_nerfstudio.common.errors import InputError
+from pds_nerfstudio.common.typed_flags import TypedFlags, merge_typed
+from pds_nerfstudio.integration import outputs
+from pds_nerfstudio.integration.datamanager import EditDataManager, EditDataManagerConfig
+from pds_nerfstudio.integration.source_run import Run
+from pds_nerfstudio.integration.viewer_controls import EditControls
+from pds_nerfstudio.parallel import collectives
+from pds_nerfstudio.priors.guidance import GuidanceConfig, StableDiffusionGuidance
+from pds_nerfstudio.scenes.models import EditNerfactoModelConfig, EditSplatfactoModelConfig
+from pds_nerfstudio.scenes.rendering import RenderMode, guidance_camera, seeded
+from pds_nerfstudio.scenes.representations import (
+    Representation,
+    rebind_optimizers,
+    representation_of,
+    supported_sources,
+)
 
 RENDERS_DIR = "renders"
 RENDER_SEED_OFFSET = 1 << 62
@@ -45,7 +51,27 @@ RENDER_SEED_OFFSET = 1 << 62
 
 @dataclass
 class EditPipelineConfig(VanillaPipelineConfig):
-    """What every editing method shares: the source run, the prompts and the guidance model."""
+    """What every editing method shares: the source run, the prompts and the guidance model.
+
+    The ``--load-dir`` hooks. :meth:`EditTrainerConfig.resolve_source <pds_nerfstudio.integration.trainer.
+    EditTrainerConfig.resolve_source>` (``ns-train`` calls it from ``set_timestamp``, before anything heavy) completes
+    this config from the run that ``--load-dir`` names, calling, in this order:
+
+    1. :meth:`accepts_source` on each saved run found (:attr:`source_description` names what it looks for in errors);
+       a run of the edit's own method is resumed instead.
+    2. A new edit: :meth:`with_source` takes the source's data, dataparser, model architecture and checkpoint, then
+       :meth:`default_max_num_iterations`. A resumed edit: :meth:`resumed_from` takes the run's own config back, then
+       :meth:`resumed_max_num_iterations`.
+    3. :meth:`with_typed_controls`: which of the viewer's values were typed now (they win over the viewer on resume).
+    4. :meth:`check_flags`: the flags typed, against the resolved config.
+    5. :meth:`check` and :meth:`check_parallel`: cheap checks of the resolved config (device, views, prompts).
+
+    ``typed`` is what was typed under ``--pipeline`` (:class:`~pds_nerfstudio.common.typed_flags.TypedFlags`, read from
+    the command line): a typed value wins over the source's and the resumed run's, also when it repeats the default.
+    A method overrides the hooks it needs and calls ``super()`` (``pds-refine``: :meth:`with_source`; ``pnr``:
+    :meth:`check_flags`, :meth:`resumed_from`, and ``with_protocol`` before all of these). Each hook raises
+    :class:`~pds_nerfstudio.common.errors.InputError` with a one-line message on bad input.
+    """
 
     _target: Type = field(default_factory=lambda: EditPipeline)
     datamanager: EditDataManagerConfig = field(default_factory=EditDataManagerConfig)
@@ -252,7 +278,7 @@ class EditPipeline(VanillaPipeline):
         # No DistributedDataParallel wrapper (world size 1 below): the edit renders through the model directly, so
         # DDP would not see the forward; the trainer's optimizers average the gradients over the ranks instead.
         super().__init__(config, device, test_mode, 1, local_rank, grad_scaler)
-        self.world_size, self.rank = distributed.world_size(), distributed.rank()
+        self.world_size, self.rank = collectives.world_size(), collectives.rank()
         if self.world_size > 1 and torch.device(device).type == "cuda":
             torch.cuda.set_device(torch.device(device))  # NCCL's object collectives use the current device
         self.noise_seed = 42
@@ -301,7 +327,7 @@ class EditPipeline(VanillaPipeline):
     def share_controls(self) -> None:
         """With several devices: every rank takes rank 0's viewer values (only rank 0 serves the viewer)."""
         if self.world_size > 1:
-            self.controls.take(distributed.broadcast(self.controls.values()))
+            self.controls.take(collectives.broadcast(self.controls.values()))
 
     def _pause_editing(self, paused: bool) -> None:
         if self._trainer is not None:
@@ -454,70 +480,3 @@ class EditPipeline(VanillaPipeline):
         return callbacks
 
 
-@dataclass
-class PDSPipelineConfig(EditPipelineConfig):
-    """Editing by score distillation: Posterior Distillation Sampling (default), SDS or DDS."""
-
-    _target: Type = field(default_factory=lambda: PDSPipeline)
-    guidance_loss_mult: float = 1.0
-    """Weight of the distillation loss."""
-
-
-class PDSPipeline(EditPipeline):
-    """One step: render a training view, encode it, take the distillation gradient in latent space."""
-
-    config: PDSPipelineConfig
-
-    def guidance_loss(self, step: int, views: List[int], render: Tensor, **guidance_kwargs):
-        """Distillation loss of ``render`` [N, 3, H, W] (training ``views``) against their source views, plus
-        diagnostics; each view's timestep and noises come from its own generator (:meth:`view_generators`)."""
-        size = tuple(render.shape[-2:])
-        x0_src = torch.cat([self.datamanager.source_latent(index, size, self.guidance.encode_images) for index in views])
-        generators = self.view_generators(step)
-        x0_tgt = self.guidance.encode_images(render, generators)
-        # A t ratio range passed in is a schedule's value of this step (pnr), not the viewer's: it changes every
-        # step, so it is reported in the metrics only.
-        scheduled_range = guidance_kwargs.pop("t_ratio_range", None)
-        controlled = {} if scheduled_range else {"t_ratio_range": self.controls.ratio_range}
-        used = self.use_values(
-            step,
-            tgt_prompt=self.controls.tgt_prompt,
-            src_prompt=self.config.src_prompt,
-            guidance_scale=self.controls.guidance_scale,
-            **controlled,
-        )
-        t_ratio_range = scheduled_range or used["t_ratio_range"]
-        output = self.guidance(
-            x0_tgt,
-            x0_src,
-            used["tgt_prompt"],
-            used["src_prompt"],
-            t_ratio_range=t_ratio_range,
-            guidance_scale=used["guidance_scale"],
-            generator=generators,
-            **guidance_kwargs,
-        )
-        if step % self.config.steps_per_log_image == 0:
-            self.log_edit_image(step, views[0], render[:1], output.grad[:1])
-        metrics = {
-            "guidance_t": output.t.float().mean(),
-            "guidance_grad_norm": output.grad.norm(),
-            "guidance_scale": used["guidance_scale"],
-            "t_ratio_min": t_ratio_range[0],
-            "t_ratio_max": t_ratio_range[1],
-            **view_metrics(views),
-        }
-        return self.config.guidance_loss_mult * output.loss.to(self.device), output, metrics
-
-    def get_train_loss_dict(self, step: int):
-        self.share_controls()
-        views = self.step_views(step)
-        render = self.guidance_views(step, views)
-        loss, _, metrics = self.guidance_loss(step, views, render)
-        self.report(step, metrics)
-        return {"rgb": render}, {"guidance_loss": loss}, metrics
-
-
-def view_metrics(views: List[int]) -> Dict[str, int]:
-    """The views a step guided on this device, as logged scalars: ``view`` (the first), ``view_2``, ``view_3``, ..."""
-    return {("view" if j == 0 else f"view_{j + 1}"): index for j, index in enumerate(views)}

@@ -1,4 +1,7 @@
-"""``ns-train`` configuration of the editing methods: ``--load-dir`` names the run to edit."""
+"""``ns-train`` configuration of the editing methods: ``--load-dir`` names the run to edit. The trainer (checkpoints
+whole or not at all, gradients averaged over processes, a total number of steps for a resumed edit), its config that
+resolves the source run before any heavy work, and :func:`edit_method`, the method specification every editing method
+shares."""
 
 from __future__ import annotations
 
@@ -6,19 +9,21 @@ import inspect
 import os
 import shutil
 from dataclasses import dataclass, field
-from typing import Any, Dict, Type
+from typing import Any, Dict, Optional, Type
 
+from nerfstudio.configs.base_config import ViewerConfig
 from nerfstudio.engine.optimizers import Optimizers
 from nerfstudio.engine.trainer import Trainer, TrainerConfig
+from nerfstudio.plugins.types import MethodSpecification
 from nerfstudio.utils.rich_utils import CONSOLE
 
-from pds_nerfstudio import distributed
-
-from pds_nerfstudio.checkpoints import check_checkpoint, is_whole_checkpoint
-from pds_nerfstudio.errors import InputError
-from pds_nerfstudio.pipeline import EditPipelineConfig
-from pds_nerfstudio.source_run import checkpoint_step, newest_checkpoint, resolve_load_dir
-from pds_nerfstudio.typed_flags import TypedFlags, merge_typed
+from pds_nerfstudio.common.checkpoints import check_checkpoint, is_whole_checkpoint
+from pds_nerfstudio.common.errors import InputError
+from pds_nerfstudio.common.typed_flags import TypedFlags, merge_typed
+from pds_nerfstudio.integration.pipeline import EditPipelineConfig
+from pds_nerfstudio.integration.source_run import checkpoint_step, newest_checkpoint, resolve_load_dir
+from pds_nerfstudio.parallel import collectives
+from pds_nerfstudio.scenes.representations import Nerfacto, Splatfacto
 
 
 def _counts_steps_from_the_resumed_step() -> bool:
@@ -30,7 +35,7 @@ def _counts_steps_from_the_resumed_step() -> bool:
 class EditTrainer(Trainer):
     """nerfstudio's trainer, with an edit's ``--max-num-iterations`` as its total (a resumed edit ends there),
     checkpoints that appear whole or not at all (a run killed while saving can be resumed), and gradients averaged
-    over the processes of a distributed edit (:mod:`pds_nerfstudio.distributed`)."""
+    over the processes of a distributed edit (:mod:`pds_nerfstudio.parallel.collectives`)."""
 
     config: "EditTrainerConfig"
 
@@ -40,11 +45,11 @@ class EditTrainer(Trainer):
 
     def setup_optimizers(self) -> Optimizers:
         """nerfstudio's optimizers, averaging the gradients over the ranks before each step."""
-        return distributed.GradientAveragingOptimizers(self.config.optimizers.copy(), self.pipeline.get_param_groups())
+        return collectives.GradientAveragingOptimizers(self.config.optimizers.copy(), self.pipeline.get_param_groups())
 
     def save_checkpoint(self, step: int) -> None:
         """nerfstudio's save, into a staging folder beside ``nerfstudio_models``, then moved in by one rename."""
-        if distributed.rank() != 0:  # one set of outputs: rank 0's
+        if collectives.rank() != 0:  # one set of outputs: rank 0's
             return
         final_dir = self.checkpoint_dir
         staging = final_dir.with_name(final_dir.name + ".partial")
@@ -136,8 +141,8 @@ class EditTrainerConfig(TrainerConfig):
             self.pipeline = self.pipeline.with_typed_controls(pipeline_flags)
             self.pipeline.check_flags(pipeline_flags)
         self.pipeline.check(self.machine.device_type)
-        distributed.check_devices(self.machine.device_type, self.machine.num_devices, self.machine.num_machines)
-        self.pipeline.check_parallel(distributed.planned_world_size(self.machine))
+        collectives.check_devices(self.machine.device_type, self.machine.num_devices, self.machine.num_machines)
+        self.pipeline.check_parallel(collectives.planned_world_size(self.machine))
         if self.max_num_iterations is not None:
             self.check_steps_left()
 
@@ -186,3 +191,34 @@ class EditTrainerConfig(TrainerConfig):
                 f"the {self.method_name} run in {self.load_dir} has done {done} of --max-num-iterations "
                 f"{self.max_num_iterations} steps (the edit's total); pass a larger --max-num-iterations to edit further"
             )
+
+
+def edit_method(
+    method_name: str,
+    description: str,
+    pipeline: EditPipelineConfig,
+    max_num_iterations: Optional[int],
+    steps_per_save: int = 1000,
+    trainer_config: Type[EditTrainerConfig] = EditTrainerConfig,
+) -> MethodSpecification:
+    """An editing method: nerfstudio's trainer with the settings all our methods share."""
+    return MethodSpecification(
+        config=trainer_config(
+            method_name=method_name,
+            max_num_iterations=max_num_iterations,  # type: ignore[arg-type]
+            steps_per_save=steps_per_save,
+            # 0: never. nerfstudio's evaluation scores the scene against the unedited source's eval images, which
+            # means nothing for an edit; pds-eval measures an edit, and renders are saved at the end.
+            steps_per_eval_batch=0,
+            steps_per_eval_image=0,
+            steps_per_eval_all_images=0,
+            save_only_latest_checkpoint=True,
+            mixed_precision=False,
+            pipeline=pipeline,
+            # both representations' groups, so that --optimizers.<group>.* exists for each; an edit keeps its scene's
+            optimizers={**Nerfacto().optimizers(), **Splatfacto().optimizers()},
+            viewer=ViewerConfig(num_rays_per_chunk=1 << 15),
+            vis="viewer",
+        ),
+        description=description,
+    )

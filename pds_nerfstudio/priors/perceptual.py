@@ -11,7 +11,7 @@ from typing import Literal, Union
 
 import torch
 
-from pds_nerfstudio.errors import InputError
+from pds_nerfstudio.common.errors import InputError
 
 LpipsNet = Literal["vgg", "alex", "squeeze"]
 LPIPS_VERSION = "0.1"

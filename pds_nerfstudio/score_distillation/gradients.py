@@ -1,7 +1,7 @@
 """Score-distillation gradients in latent space: SDS, DDS and PDS.
 
 Pure tensor math: no diffusers and no nerfstudio imports, so any denoiser can drive it (Stable
-Diffusion through :mod:`pds_nerfstudio.guidance`, or a toy 2D model in the tests).
+Diffusion through :mod:`pds_nerfstudio.priors.guidance`, or a toy 2D model in the tests).
 
 A denoiser is a callable ``eps(x_t, t, cond) -> eps_hat`` that returns the (classifier-free guided)
 noise prediction for a batch; ``t`` and ``cond`` are aligned with the batch of ``x_t``. Every
@@ -32,7 +32,7 @@ Generators = Union[None, torch.Generator, Sequence[torch.Generator]]
 """``eps(x_t, t, cond) -> eps_hat``: a batched noise predictor (classifier-free guidance applied)."""
 
 DistillationMethod = Literal["pds", "sds", "dds"]
-DISTILLATION_METHODS: Tuple[str, ...] = ("pds", "sds", "dds")
+"""The names of :data:`GRADIENTS`, as the type of a config field (tyro lists them in ``--help``)."""
 
 PosteriorCoefficients = Literal["official", "exact"]
 POSTERIOR_COEFFICIENTS: Tuple[str, ...] = ("official", "exact")
@@ -265,6 +265,53 @@ def randn_like(x: Tensor, generator: Generators) -> Tensor:
     return torch.randn(x.shape, generator=generator, device=device).to(x)
 
 
+@dataclass
+class DistillationStep:
+    """What a gradient of :data:`GRADIENTS` is given: the denoiser, the schedule, both latents and conditions, the
+    timesteps, the noise eps_t already drawn (shared by source and target), where further draws come from, and where
+    it records the target's one-step estimate (``record["x0_hat_tgt"]``)."""
+
+    eps: Denoiser
+    alphas_cumprod: Tensor
+    x0_tgt: Tensor
+    x0_src: Tensor
+    cond_tgt: Tensor
+    cond_src: Tensor
+    t: Tensor
+    t_prev: Tensor
+    noise: Tensor
+    generator: Generators
+    coefficients: PosteriorCoefficients
+    betas: Optional[Tensor]
+    record: Dict[str, Tensor]
+
+
+def _sds(step: DistillationStep) -> Tensor:
+    return sds_gradient(step.eps, step.alphas_cumprod, step.x0_tgt, step.cond_tgt, step.t, step.noise, step.record)
+
+
+def _dds(step: DistillationStep) -> Tensor:
+    return dds_gradient(
+        step.eps, step.alphas_cumprod, step.x0_tgt, step.x0_src, step.cond_tgt, step.cond_src, step.t, step.noise,
+        step.record,
+    )  # fmt: skip
+
+
+def _pds(step: DistillationStep) -> Tensor:
+    noise_prev = randn_like(step.x0_tgt, step.generator)  # eps_prev: independent of eps_t, drawn after it
+    return pds_gradient(
+        step.eps, step.alphas_cumprod, step.x0_tgt, step.x0_src, step.cond_tgt, step.cond_src, step.t, step.t_prev,
+        step.noise, noise_prev, step.coefficients, step.betas, step.record,
+    )  # fmt: skip
+
+
+GRADIENTS: Dict[str, Callable[[DistillationStep], Tensor]] = {"pds": _pds, "sds": _sds, "dds": _dds}
+"""Each distillation method's gradient wrt x0_tgt: a new method is one function of a :class:`DistillationStep` and
+one row here (and its name in :data:`DistillationMethod`)."""
+
+DISTILLATION_METHODS: Tuple[str, ...] = tuple(GRADIENTS)
+
+
 def distillation_gradient(
     method: DistillationMethod,
     eps: Denoiser,
@@ -282,20 +329,12 @@ def distillation_gradient(
     """One distillation step of ``method`` at timesteps (t, t_prev), drawing the shared noises."""
     check_choice("distillation method", method, DISTILLATION_METHODS)
     x0_tgt = x0_tgt.detach()
-    x0_src = x0_src.detach()
-    noise = randn_like(x0_tgt, generator)
-    record: Dict[str, Tensor] = {}
-    if method == "sds":
-        grad = sds_gradient(eps, alphas_cumprod, x0_tgt, cond_tgt, t, noise, record)
-    elif method == "dds":
-        grad = dds_gradient(eps, alphas_cumprod, x0_tgt, x0_src, cond_tgt, cond_src, t, noise, record)
-    else:
-        noise_prev = randn_like(x0_tgt, generator)
-        grad = pds_gradient(
-            eps, alphas_cumprod, x0_tgt, x0_src, cond_tgt, cond_src, t, t_prev, noise, noise_prev, coefficients, betas,
-            record,
-        )  # fmt: skip
-    return DistillationOutput(grad=grad, t=t, x0_hat_tgt=record["x0_hat_tgt"])
+    step = DistillationStep(
+        eps, alphas_cumprod, x0_tgt, x0_src.detach(), cond_tgt, cond_src, t, t_prev, randn_like(x0_tgt, generator),
+        generator, coefficients, betas, record={},
+    )  # fmt: skip
+    grad = GRADIENTS[method](step)
+    return DistillationOutput(grad=grad, t=t, x0_hat_tgt=step.record["x0_hat_tgt"])
 
 
 def surrogate_loss(x0: Tensor, grad: Tensor, reduction: Literal["mean", "sum"] = "mean") -> Tensor:

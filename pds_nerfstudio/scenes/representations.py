@@ -23,10 +23,10 @@ from nerfstudio.models.nerfacto import NerfactoModelConfig
 from nerfstudio.models.splatfacto import SplatfactoModelConfig
 from torch import Tensor, nn
 
-from pds_nerfstudio.errors import InputError
-from pds_nerfstudio.model import EditSplatfactoModelConfig
-from pds_nerfstudio.rendering import RenderMode, render_view, render_view_image
-from pds_nerfstudio.typed_flags import TypedFlags, merge_typed
+from pds_nerfstudio.common.errors import InputError
+from pds_nerfstudio.common.typed_flags import TypedFlags, merge_typed
+from pds_nerfstudio.scenes.models import EditSplatfactoModelConfig
+from pds_nerfstudio.scenes.rendering import RenderMode, render_view, render_view_image
 
 
 class Representation:

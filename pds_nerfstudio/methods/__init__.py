@@ -1,0 +1,1 @@
+"""The PDS paper's methods on the integration layer: ``pds`` and ``pds-refine``, registered with nerfstudio."""

@@ -1,0 +1,2 @@
+"""Scene representations: what differs between a nerfacto field and splatfacto's Gaussians, their edit models and
+densification strategies, differentiable rendering, and gsplat's rasteriser in torch for CPUs."""

@@ -1,0 +1,54 @@
+"""gsplat densification strategies for an edited splatfacto scene: culling alone (the official splat edit), or
+splatfacto's densification restarted at the edit's first step."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Dict
+
+import torch
+from gsplat.strategy import DefaultStrategy
+from gsplat.strategy.base import Strategy
+from gsplat.strategy.ops import remove
+
+
+@dataclass
+class CullingStrategy(Strategy):
+    """Gaussian densification as the official PDS splat edit runs it: no splitting, duplication or opacity
+    reset (its steps continue past the source's ``stop_split_at``); every ``refine_every`` steps, Gaussians
+    with opacity below ``prune_opa`` or a largest scale above ``prune_scale3d`` (x scene scale) are removed."""
+
+    prune_opa: float = 0.1
+    prune_scale3d: float = 0.5
+    refine_every: int = 100
+    absgrad: bool = False
+    """Read by splatfacto's render call; culling needs no screen-space gradients."""
+
+    def initialize_state(self, scene_scale: float = 1.0) -> Dict[str, Any]:
+        return {"scene_scale": scene_scale}
+
+    @torch.no_grad()
+    def step_post_backward(self, params, optimizers, state, step: int, info, packed: bool = False) -> int:
+        """Cull after the optimizer step of every ``refine_every``-th step; returns how many Gaussians went."""
+        if step % self.refine_every:
+            return 0
+        too_faint = torch.sigmoid(params["opacities"].flatten()) < self.prune_opa
+        too_big = torch.exp(params["scales"]).max(dim=-1).values > self.prune_scale3d * state["scene_scale"]
+        culled = too_faint | too_big
+        if culled.any():
+            remove(params=params, optimizers=optimizers, state=state, mask=culled)
+        return int(culled.sum())
+
+
+@dataclass
+class RestartedDensification(DefaultStrategy):
+    """splatfacto's own densification (gsplat's ``DefaultStrategy``) restarted at the edit's step 0, without the opacity
+    reset of step 0: gsplat resets every opacity to twice ``prune_opa`` whenever ``step % reset_every == 0``, which at
+    a finished scene's first edit step would clamp its opacities (0.98 -> 0.2) before anything is edited."""
+
+    def step_post_backward(self, params, optimizers, state, step: int, info, packed: bool = False):  # type: ignore[override]
+        if step == 0:  # only the screen-space statistics, as at any step without refinement or reset
+            if step < self.refine_stop_iter:
+                self._update_state(params, state, info, packed=packed)
+            return
+        super().step_post_backward(params, optimizers, state, step, info, packed=packed)
