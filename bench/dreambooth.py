@@ -24,7 +24,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.render_memory import PeakRSS  # noqa: E402
-from bench.report import replace_section  # noqa: E402
+from toy_world.report import replace_section  # noqa: E402
 
 REPORT = Path(__file__).resolve().parents[1] / "docs" / "benchmarks.md"
 
@@ -34,8 +34,9 @@ def measure(mode: str, resolution: int, steps: int, device: str) -> dict:
 
     import torch
 
-    from pds_nerfstudio.dreambooth import DreamBooth, DreamBoothTrainer
-    from tests.harness import build_tiny_stable_diffusion, sd15_shaped_pipeline
+    from pds_nerfstudio.cli.dreambooth import DreamBooth
+    from pds_nerfstudio.priors.dreambooth import DreamBoothTrainer
+    from toy_world.models import build_tiny_stable_diffusion, sd15_shaped_pipeline
 
     with tempfile.TemporaryDirectory() as work:
         pipe = sd15_shaped_pipeline(build_tiny_stable_diffusion(Path(work) / "tiny"))

@@ -24,16 +24,16 @@ from typing import Dict, List, Tuple
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.report import replace_section  # noqa: E402
+from toy_world.report import replace_section  # noqa: E402
 
 MARKER = "<!-- bench:edit-outcome -->"
 
 
 def measure_method(method: str, source: Path, work: Path, torch_home: Path, steps: int, every: int) -> List[Tuple[int, float, float]]:
     """(steps done, effect, identity dB) at every kept checkpoint of one edit."""
-    from tests.harness import run_tiny_edit
     from toy_world import PRIOR
     from toy_world.outcome import EDIT_FLAGS, kept_checkpoint_views, measure, outcome_edit_flags, training_views
+    from toy_world.runs import run_tiny_edit
 
     flags = [
         *EDIT_FLAGS, *outcome_edit_flags(str(PRIOR), "red", "blue"),
@@ -76,8 +76,9 @@ def main() -> None:
     parser.add_argument("--representations", nargs="+", default=["nerfacto", "splatfacto"])
     parser.add_argument("--no-write", action="store_true", help="print only; leave docs/ as it is")
     args = parser.parse_args()
-    from tests.harness import seed_torch_home, train_tiny_nerfacto, train_tiny_splatfacto
+    from toy_world.models import seed_torch_home
     from toy_world.outcome import SOURCE_FLAGS, SOURCE_STEPS, SPARSE_POINTS, SPLAT_SOURCE_FLAGS
+    from toy_world.runs import train_tiny_nerfacto, train_tiny_splatfacto
     from toy_world.world import Thing, write_scene
 
     start = time.perf_counter()

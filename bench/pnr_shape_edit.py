@@ -60,8 +60,8 @@ def main() -> None:
     args = parser.parse_args()
     from pnr_nerfstudio.pipeline import PnRPipelineConfig
     from pnr_nerfstudio.schedules import Phase
-    from tests.harness import run_tiny_edit, seed_torch_home, train_tiny_nerfacto
     from toy_world import PRIOR
+    from toy_world.models import seed_torch_home
     from toy_world.outcome import (
         EDIT_FLAGS,
         SOURCE_FLAGS,
@@ -71,6 +71,7 @@ def main() -> None:
         outcome_edit_flags,
         training_views,
     )
+    from toy_world.runs import run_tiny_edit, train_tiny_nerfacto
     from toy_world.world import Thing, write_scene
 
     released = PnRPipelineConfig()

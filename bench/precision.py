@@ -23,7 +23,7 @@ from typing import Dict, List
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.report import replace_section  # noqa: E402
+from toy_world.report import replace_section  # noqa: E402
 
 REPORT = Path(__file__).resolve().parents[1] / "docs" / "benchmarks.md"
 MARKER = "precision"
@@ -38,7 +38,7 @@ def guidance_in(precision: str, pipe, device: str):
     """The package's guidance on a copy of ``pipe`` in ``precision``."""
     import torch
 
-    from pds_nerfstudio.guidance import GuidanceConfig
+    from pds_nerfstudio.priors.guidance import GuidanceConfig
 
     guidance = GuidanceConfig(dtype="float32" if precision == "float32" else "float16").setup(device=device)
     prepared = guidance.prepare(copy.deepcopy(pipe))
@@ -50,7 +50,7 @@ def guidance_in(precision: str, pipe, device: str):
 def measure(pipe, precision: str, size: int, device: str, repeats: int) -> Dict[str, object]:
     import torch
 
-    from tests.harness import rendered_image_gradient
+    from toy_world.models import rendered_image_gradient
 
     guidance = guidance_in(precision, pipe, device)
     generator = torch.Generator().manual_seed(size)
@@ -88,7 +88,7 @@ def main() -> None:
 
     import torch
 
-    from tests.harness import build_tiny_stable_diffusion, sd15_shaped_pipeline
+    from toy_world.models import build_tiny_stable_diffusion, sd15_shaped_pipeline
 
     with tempfile.TemporaryDirectory() as work:
         pipe = sd15_shaped_pipeline(build_tiny_stable_diffusion(Path(work) / "tiny"))

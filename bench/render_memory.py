@@ -29,13 +29,13 @@ from typing import Dict, List
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.report import replace_section  # noqa: E402
+from toy_world.report import replace_section  # noqa: E402
 
 NERFACTO_MODES = ("full-graph", "chunked")
 MODES = (*NERFACTO_MODES, "splatfacto")
 BENCH_GAUSSIANS = 4096
 """Gaussians of the splatfacto scene (random, in the synthetic scene's box). On a CPU they are rasterised by
-pds_nerfstudio.splat_cpu (every pixel against every Gaussian), on CUDA by gsplat's kernels."""
+pds_nerfstudio.scenes.splat_cpu (every pixel against every Gaussian), on CUDA by gsplat's kernels."""
 # A mid-size nerfacto field: nerfacto's default field takes minutes per 256 px step on a 2-core CPU.
 BENCH_FIELD = dict(
     num_levels=16,
@@ -78,7 +78,7 @@ class PeakRSS:
 
 def build_full_size_stable_diffusion(path: Path) -> Path:
     """A Stable-Diffusion-1.5-shaped pipeline with random weights (same compute and memory as the real one)."""
-    from tests.harness import build_tiny_stable_diffusion, sd15_shaped_pipeline
+    from toy_world.models import build_tiny_stable_diffusion, sd15_shaped_pipeline
 
     build_tiny_stable_diffusion(path)  # tokenizer and scheduler config
     sd15_shaped_pipeline(path).save_pretrained(path)
@@ -86,7 +86,8 @@ def build_full_size_stable_diffusion(path: Path) -> Path:
 
 
 def prepare_assets(work: Path, sd: str) -> Dict[str, str]:
-    from tests.harness import build_tiny_stable_diffusion, make_synthetic_scene, seed_torch_home
+    from toy_world.models import build_tiny_stable_diffusion, seed_torch_home
+    from toy_world.runs import make_synthetic_scene
 
     assets = {"scene": work / "scene", "sd": work / "sd", "torch_home": work / "torch_home"}
     make_synthetic_scene(assets["scene"], num_views=10, size=64)
@@ -105,10 +106,10 @@ def measure(
     from nerfstudio.data.dataparsers.nerfstudio_dataparser import NerfstudioDataParserConfig
     from nerfstudio.engine.optimizers import Optimizers
 
-    from pds_nerfstudio.datamanager import EditDataManagerConfig
-    from pds_nerfstudio.guidance import GuidanceConfig
-    from pds_nerfstudio.model import EditNerfactoModelConfig, EditSplatfactoModelConfig
-    from pds_nerfstudio.pipeline import PDSPipelineConfig
+    from pds_nerfstudio.integration.datamanager import EditDataManagerConfig
+    from pds_nerfstudio.methods.pds import PDSPipelineConfig
+    from pds_nerfstudio.priors.guidance import GuidanceConfig
+    from pds_nerfstudio.scenes.models import EditNerfactoModelConfig, EditSplatfactoModelConfig
 
     torch.manual_seed(0)
     if mode == "splatfacto":
@@ -213,7 +214,7 @@ def setup_line(args, device: str) -> str:
         f"on {platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}; "
         f"diffusion model in float32; nerfacto field {BENCH_FIELD}; chunk {args.chunk} rays; "
         f"splatfacto: {BENCH_GAUSSIANS} Gaussians, SH degree 3, rasterised by "
-        f"{'gsplat' if device.startswith('cuda') else 'pds_nerfstudio.splat_cpu'}; {args.steps} steps each, first not timed."
+        f"{'gsplat' if device.startswith('cuda') else 'pds_nerfstudio.scenes.splat_cpu'}; {args.steps} steps each, first not timed."
     )
 
 

@@ -1,7 +1,7 @@
 """How much it matters that a splat edit renders its guidance view at 512 px directly, where the official release
 renders at the data's resolution and resizes the image to 512.
 
-gsplat (and pds_nerfstudio.splat_cpu) add ``eps2d`` = 0.3 px of screen-space blur to every projected Gaussian: at a
+gsplat (and pds_nerfstudio.scenes.splat_cpu) add ``eps2d`` = 0.3 px of screen-space blur to every projected Gaussian: at a
 lower resolution that blur covers more of the scene, so the two images differ most for small Gaussians. This renders a
 random scene of Gaussians with the CPU rasteriser (gsplat's math) both ways and reports the difference in [0, 1] units
 (and PSNR of one against the other), for data at 1.5x and 2x the guidance resolution.
@@ -19,10 +19,9 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from report import replace_section  # noqa: E402
-
-from pds_nerfstudio.splat_cpu import rasterize_on_cpu  # noqa: E402
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from pds_nerfstudio.scenes.splat_cpu import rasterize_on_cpu  # noqa: E402
+from toy_world.report import replace_section  # noqa: E402
 
 MARKER = "<!-- bench:render-scale -->"
 

@@ -1,4 +1,4 @@
-"""The CPU rasteriser (pds_nerfstudio.splat_cpu) against gsplat's CUDA kernels: same Gaussians, same camera.
+"""The CPU rasteriser (pds_nerfstudio.scenes.splat_cpu) against gsplat's CUDA kernels: same Gaussians, same camera.
 
     python bench/splat_cpu_vs_gsplat.py            # needs CUDA and gsplat's compiled kernels
 
@@ -17,7 +17,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.report import replace_section  # noqa: E402
+from toy_world.report import replace_section  # noqa: E402
 
 
 def scene(num: int, device: str, seed: int = 0):
@@ -57,7 +57,7 @@ def main() -> None:
     import torch
     from gsplat.rendering import rasterization
 
-    from pds_nerfstudio.splat_cpu import rasterize_on_cpu
+    from pds_nerfstudio.scenes.splat_cpu import rasterize_on_cpu
 
     if not torch.cuda.is_available():
         raise SystemExit("gsplat's kernels need CUDA; run this on a GPU machine")

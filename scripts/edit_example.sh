@@ -18,14 +18,14 @@ if [ "${1:-}" = "--demo" ]; then
   export HF_HUB_OFFLINE=1 TORCH_HOME="$PWD/demo/torch_home"
   python - <<'PY'
 from pathlib import Path
-from tests.harness import seed_torch_home
+from toy_world.models import seed_torch_home
 from toy_world.outcome import SPARSE_POINTS
 from toy_world.world import Thing, write_scene
 demo = Path("demo")
 write_scene(demo / "scene", Thing("red", "ball"), num_views=10, size=32, sparse_points=SPARSE_POINTS)
 seed_torch_home(demo / "torch_home")
 PY
-  tiny_field=$(python -c 'from tests.harness import TINY_NERFACTO_FLAGS; from toy_world.outcome import SOURCE_FLAGS; print(" ".join(TINY_NERFACTO_FLAGS + SOURCE_FLAGS))')
+  tiny_field=$(python -c 'from toy_world.runs import TINY_NERFACTO_FLAGS; from toy_world.outcome import SOURCE_FLAGS; print(" ".join(TINY_NERFACTO_FLAGS + SOURCE_FLAGS))')
   edit_flags=$(python -c 'from toy_world.outcome import EDIT_FLAGS; print(" ".join(EDIT_FLAGS))')
   # shellcheck disable=SC2086
   ns-train nerfacto --data demo/scene --output-dir demo/outputs --max-num-iterations 400 $tiny_field
@@ -41,12 +41,12 @@ PY
   echo "edited run: $run (source | edit of 4 views: $run/renders/compare.png), point cloud: demo/export/point_cloud.ply"
 
   # An edit of a splatfacto reconstruction. gsplat's kernels need CUDA: on this CPU, nerfstudio's
-  # ns-train runs splatfacto through pds_nerfstudio.splat_cpu (with a GPU: plain `ns-train splatfacto`).
+  # ns-train runs splatfacto through pds_nerfstudio.scenes.splat_cpu (with a GPU: plain `ns-train splatfacto`).
   # The source starts from the scene's sparse_pc.ply (as from a capture's COLMAP points) and trains at full size;
   # splatfacto's learning rates are far below nerfacto's, hence 500 edit steps (docs/toy_world.md).
-  splat_flags=$(python -c 'from tests.harness import TINY_SPLATFACTO_FLAGS; from toy_world.outcome import SPLAT_SOURCE_FLAGS; print(" ".join(TINY_SPLATFACTO_FLAGS + SPLAT_SOURCE_FLAGS))')
+  splat_flags=$(python -c 'from toy_world.runs import TINY_SPLATFACTO_FLAGS; from toy_world.outcome import SPLAT_SOURCE_FLAGS; print(" ".join(TINY_SPLATFACTO_FLAGS + SPLAT_SOURCE_FLAGS))')
   # shellcheck disable=SC2086
-  python -m pds_nerfstudio.splat_cpu splatfacto --data demo/scene --output-dir demo/splat-outputs \
+  python -m pds_nerfstudio.cli.splat_cpu splatfacto --data demo/scene --output-dir demo/splat-outputs \
     --max-num-iterations 400 $splat_flags
   # shellcheck disable=SC2086
   ns-train pds --load-dir demo/splat-outputs/scene --output-dir demo/splat-outputs --max-num-iterations 500 \

@@ -5,7 +5,7 @@
 # is a subprocess starting nerfstudio on one core, so two files at a time keep two cores busy.
 # Each worker and the processes it starts (ns-train, its data-loading process) get the cores divided by the workers as
 # their torch/OpenMP threads (OMP_NUM_THREADS; one each on 2 cores): with 2 threads each, 2 workers' processes wait on
-# each other's spinning threads, and test_resume.py and test_refine.py together took 314 s instead of 163 s.
+# each other's spinning threads, and e2e/test_resume.py and e2e/test_refine.py together took 314 s instead of 163 s.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install.sh

@@ -7,7 +7,6 @@ their colour and shape with :mod:`toy_world.classify`; write the accuracy per ca
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 from typing import Dict, List
 
@@ -16,11 +15,10 @@ import torch
 
 from toy_world import PRIOR
 from toy_world.classify import read
+from toy_world.report import replace_section
 from toy_world.world import COLOURS, SHAPES, caption
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "bench"))
-from report import replace_section  # noqa: E402
 
 MARKER = "<!-- bench:toy-prior-accuracy -->"
 
@@ -77,7 +75,7 @@ def main() -> None:
         f"| mean | {np.mean(totals['colour']):.0%} | {np.mean(totals['shape']):.0%} | {np.mean(totals['both']):.0%} |",
         "",
         "Chance is 25% for the colour and 50% for the shape. The classifier itself reads the world's own renders at "
-        "32 px with 100% (colour) and about 90% (shape) accuracy (tests/test_toy_world.py).",
+        "32 px with 100% (colour) and about 90% (shape) accuracy (tests/toy_world/test_world.py).",
     ])  # fmt: skip
     print(body)
     replace_section(args.doc, MARKER, body)

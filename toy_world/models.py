@@ -267,3 +267,32 @@ def seed_torch_home(path: Path) -> Path:
             torch.save(_random_backbone_state_dict(name, seed), tmp)
             tmp.replace(target)
     return path
+
+
+def build_tiny_clip(path: Path, seed: int) -> Path:
+    """A seeded tiny CLIPModel (text and vision width 16, 2 layers, 32 px images in 8 px patches) with its
+    processor (a tokenizer on the tiny vocabulary, CLIP's preprocessing at 32 px), saved with save_pretrained."""
+    import torch
+    from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPProcessor, CLIPTokenizer
+
+    path = Path(path)
+    files = write_tiny_clip_tokenizer_files(path)
+    tokenizer = CLIPTokenizer(vocab=str(files / "vocab.json"), merges=str(files / "merges.txt"), model_max_length=77)
+    image_processor = CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32})
+    CLIPProcessor(image_processor=image_processor, tokenizer=tokenizer).save_pretrained(path)
+    tiny = dict(hidden_size=16, intermediate_size=32, num_hidden_layers=2, num_attention_heads=2)
+    config = CLIPConfig(
+        text_config=dict(
+            tiny,
+            vocab_size=1000,
+            max_position_embeddings=77,
+            bos_token_id=tokenizer.bos_token_id,
+            eos_token_id=tokenizer.eos_token_id,
+            pad_token_id=tokenizer.pad_token_id,
+        ),
+        vision_config=dict(tiny, image_size=32, patch_size=8),
+        projection_dim=16,
+    )
+    torch.manual_seed(seed)
+    CLIPModel(config).save_pretrained(path)
+    return path

@@ -6,8 +6,8 @@ ray samples along each ray, not which pixels a batch holds. Two 1-step runs of t
 learning rate (Adam's step taken with opposite signs), and a 400-step source's edit turned out differently (one
 fresh source in six drifted under the same pds edit, docs/toy_world.md). This launcher seeds each sampling process
 from the trainer's seed (``--machine.seed`` + rank, as nerfstudio seeds the trainer) and then runs nerfstudio's own
-``ns-train`` entry point unchanged: ``python tests/reproducible_ns_train.py nerfacto --data ...`` (run by its path, as
-:func:`tests.harness.train_tiny_nerfacto` does, so that the spawned processes import it as their main module).
+``ns-train`` entry point unchanged: ``python toy_world/reproducible_ns_train.py nerfacto --data ...`` (run by its path, as
+:func:`toy_world.runs.train_tiny_nerfacto` does, so that the spawned processes import it as their main module).
 """
 
 from __future__ import annotations

@@ -28,7 +28,6 @@ import time
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
-from toy_world.models import SD15_SCHEDULER, write_clip_tokenizer_files
 from toy_world.world import Thing, write_scene
 
 # --------------------------------------------------------------------------------------------------
@@ -142,7 +141,7 @@ def train_tiny_nerfacto(
 ) -> Path:
     """Train a tiny nerfacto on ``scene`` with ``ns-train`` and return its timestamped run directory.
 
-    nerfstudio's ``ns-train``, its ray-sampling process seeded (:mod:`tests.reproducible_ns_train`): the same
+    nerfstudio's ``ns-train``, its ray-sampling process seeded (:mod:`toy_world.reproducible_ns_train`): the same
     command trains the same source on a machine.
 
     The run directory (``<output_dir>/<scene name>/nerfacto/<timestamp>``) holds ``config.yml``,
@@ -274,7 +273,7 @@ def tiny_edit_command(method: str, load_dir: Path, output_dir: Path, steps: int,
     ]  # fmt: skip
 
 
-WARM_PRELOAD = ("nerfstudio.scripts.train", "pds_nerfstudio.methods.method_configs", "pnr_nerfstudio.method_configs", "diffusers", "tests.harness")
+WARM_PRELOAD = ("nerfstudio.scripts.train", "pds_nerfstudio.methods.method_configs", "pnr_nerfstudio.method_configs", "diffusers", "toy_world.runs")
 """What the process that :func:`run_ns_train_warm` forks from imports once: nerfstudio's ``ns-train`` entry point (which
 discovers the plugin's methods), the editing pipelines and diffusers."""
 
@@ -362,7 +361,7 @@ def run_tiny_edit(
     env = offline_env(torch_home)
     if processes > 1:  # the same command line under torchrun: CPU processes with the gloo backend
         torchrun = str(Path(_ns_train_executable()).parent / "torchrun")
-        command = [torchrun, "--standalone", "--nproc-per-node", str(processes), "-m", "pds_nerfstudio.parallel.collectives", *command[1:]]
+        command = [torchrun, "--standalone", "--nproc-per-node", str(processes), "-m", "pds_nerfstudio.cli.torchrun", *command[1:]]
         env["OMP_NUM_THREADS"] = "1"
         result = subprocess.run(command, env=env, cwd=cwd, capture_output=True, text=True, timeout=timeout, check=False)
     else:
@@ -401,13 +400,20 @@ def _free_port() -> int:
 
 
 def check_run_opens_without_diffusion_model(
-    run_dir: Path, torch_home: Path, work: Path, export: str = "pointcloud", viewer: bool = True
+    run_dir: Path,
+    torch_home: Path,
+    work: Path,
+    export: str = "pointcloud",
+    viewer: bool = True,
+    render: bool = True,
+    cwd: Optional[Path] = None,
 ) -> None:
     """``ns-export pointcloud`` (or ``gaussian-splat``), ``ns-render interpolate`` and (with ``viewer``) ``ns-viewer`` all
     open an edit run; they run side by side. ns-export opens it in nerfstudio's "inference" mode, ns-render and ns-viewer
     in its "test" mode.
 
-    Call it after deleting the run's diffusion model folder: none of them may load it.
+    Call it after deleting the run's diffusion model folder: none of them may load it. ``render`` False leaves out
+    ns-render; ``cwd`` is where the commands run (a run whose config.yml names relative paths).
     """
     import socket
 
@@ -426,18 +432,18 @@ def check_run_opens_without_diffusion_model(
     port = _free_port()
     viewer_command = [str(bin_dir / "ns-viewer"), "--load-config", config, "--viewer.websocket-port", str(port)]
     started = {
-        name: subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        name: subprocess.Popen(command, env=env, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         for name, command in (("export", export_command), ("render", render_command), ("viewer", viewer_command))
-        if viewer or name != "viewer"
+        if (viewer or name != "viewer") and (render or name != "render")
     }
     try:
-        for name in ("export", "render"):
+        for name in ("export", "render") if render else ("export",):
             output, _ = started[name].communicate(timeout=600)
             if started[name].returncode != 0:
                 raise RuntimeError(f"ns-{name} failed:\n{output[-3000:]}")
         if not exported.stat().st_size:
             raise RuntimeError(f"ns-export {export} wrote an empty file")
-        if not list((work / "render").glob("*.jpg")):
+        if render and not list((work / "render").glob("*.jpg")):
             raise RuntimeError("ns-render wrote no image")
         if viewer:
             deadline = time.monotonic() + 300
