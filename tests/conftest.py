@@ -16,7 +16,8 @@ from typing import Callable, Iterator
 import pytest
 from filelock import FileLock
 
-from tests.harness import build_tiny_stable_diffusion, make_synthetic_scene, seed_torch_home, train_tiny_nerfacto
+from toy_world.models import build_tiny_clip, build_tiny_stable_diffusion, seed_torch_home
+from toy_world.runs import make_synthetic_scene, train_tiny_nerfacto
 
 _OFFLINE_VARIABLES = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
 _saved_environment: dict = {}
@@ -37,20 +38,33 @@ def pytest_unconfigure(config: pytest.Config) -> None:
             os.environ[name] = value
 
 
-SLOWEST_FILES_FIRST = (
-    "test_edit_outcome.py", "test_splat_e2e.py", "test_resume.py", "test_refine.py", "test_pnr_e2e.py",
-    "test_viewer.py", "test_distributed.py", "test_dreambooth.py", "test_bench.py", "test_pds_e2e.py",
+TESTS = Path(__file__).resolve().parent
+E2E = TESTS / "e2e"
+"""Tests that start ns-train (or another nerfstudio command) live here; they are marked ``e2e`` by their folder."""
+
+SLOWEST_E2E_FILES_FIRST = (
+    "test_edit_outcome.py", "test_splat.py", "test_resume.py", "test_refine.py", "test_pnr.py",
+    "test_viewer.py", "test_distributed.py", "test_dreambooth.py", "test_pds.py", "test_pds_eval.py",
 )  # fmt: skip
-"""Test files by their measured time, longest first (about 10.5 minutes to 1 on 2 workers; the others take about a
-minute or less)."""
+"""The e2e files by their measured time, longest first (about 10.5 minutes to 1 on 2 workers)."""
 
 
 def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config, items: list) -> None:
-    """Run the longest files first, each file's tests in their own order: pytest-xdist hands files to the workers in
-    this order (``scripts/test.sh`` turns off its own reordering by number of tests), so that no long file is left to
-    run alone at the end while the other worker has nothing to do."""
-    rank = {name: i for i, name in enumerate(SLOWEST_FILES_FIRST)}
-    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))
+    """Mark what is under ``tests/e2e`` as ``e2e``, and run those files first, longest first, each file's tests in their
+    own order: pytest-xdist hands files to the workers in this order (``scripts/test.sh`` turns off its own reordering
+    by number of tests), so that no long file is left to run alone at the end while the other worker has nothing to
+    do. The files of the layers' folders (a minute or less each) follow."""
+    rank = {name: i for i, name in enumerate(SLOWEST_E2E_FILES_FIRST)}
+    for item in items:
+        if E2E in item.path.parents:
+            item.add_marker(pytest.mark.e2e)
+
+    def order(item) -> int:
+        if E2E in item.path.parents:
+            return rank.get(item.path.name, len(rank))
+        return len(rank) + 1
+
+    items.sort(key=order)
 
 
 def shared(tmp_path_factory: pytest.TempPathFactory, name: str, build: Callable[[Path], Path]) -> Path:
@@ -106,3 +120,13 @@ def plain_source(synthetic_scene: Path, torch_home: Path, tmp_path_factory: pyte
     recommends: its parameter groups are the edit's, so the edit's Adam continues the source's moments."""
     extra = ["--pipeline.model.use-appearance-embedding", "False"]
     return shared(tmp_path_factory, "plain", lambda folder: train_tiny_nerfacto(synthetic_scene, folder, torch_home, extra_args=extra))
+
+
+@pytest.fixture(scope="session")
+def tiny_clip(tmp_path_factory) -> Path:
+    return build_tiny_clip(tmp_path_factory.mktemp("clip") / "tiny-clip-a", seed=0)
+
+
+@pytest.fixture(scope="session")
+def tiny_clip_b(tmp_path_factory) -> Path:
+    return build_tiny_clip(tmp_path_factory.mktemp("clip") / "tiny-clip-b", seed=1)

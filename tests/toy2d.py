@@ -22,7 +22,7 @@ from typing import Callable, Literal, Optional, Tuple
 import torch
 from torch import Tensor
 
-from pds_nerfstudio.distillation import DistillationOutput, distillation_gradient, sample_timesteps
+from pds_nerfstudio.score_distillation.gradients import DistillationOutput, distillation_gradient, sample_timesteps
 
 CLASS_A = 0
 CLASS_B = 1
@@ -48,7 +48,7 @@ class TwoBlobDiffusion:
 
     Calling the model as ``model(x_t, t, cond)`` (x_t: (N, 2), t: (N,) long, cond: (N,) class ids)
     returns the guided prediction eps_hat, which makes it a ``Denoiser`` for
-    :mod:`pds_nerfstudio.distillation`.
+    :mod:`pds_nerfstudio.score_distillation`.
     """
 
     alphas_cumprod: Tensor

@@ -1,6 +1,6 @@
 """Several views a step and several processes (torch.distributed, gloo): the same update, one set of outputs.
 
-A real process group: ``torchrun --standalone --nproc-per-node 2 -m pds_nerfstudio.distributed pds ...``, two CPU
+A real process group: ``torchrun --standalone --nproc-per-node 2 -m pds_nerfstudio.cli.torchrun pds ...``, two CPU
 processes with the gloo backend, against ``ns-train pds ... --pipeline.views-per-step 2`` in one process.
 """
 
@@ -14,11 +14,9 @@ from typing import List
 import pytest
 import torch
 
-from pds_nerfstudio.checkpoints import load_checkpoint
-from pds_nerfstudio.source_run import newest_checkpoint
-from tests.harness import logged, run_tiny_edit
-
-pytestmark = pytest.mark.e2e
+from pds_nerfstudio.common.checkpoints import load_checkpoint
+from pds_nerfstudio.integration.source_run import newest_checkpoint
+from toy_world.runs import logged, run_tiny_edit
 
 PROMPT = "a photo of a polar bear"
 TRAIN_VIEWS = 9  # the synthetic scene's 10 views, 9 of them for training
@@ -89,7 +87,7 @@ def one_line_error(exit_info) -> str:
     [
         (["--pipeline.views-per-step", "0"], "--pipeline.views-per-step 0: need 1 or more views a step"),
         (["--pipeline.views-per-step", "10"], "asks for 10 different views a step; the scene has 9 training views"),
-        (["--machine.num-devices", "2"], "torchrun --nproc-per-node 2 -m pds_nerfstudio.distributed"),
+        (["--machine.num-devices", "2"], "torchrun --nproc-per-node 2 -m pds_nerfstudio.cli.torchrun"),
     ],
 )
 def test_bad_view_and_device_counts_stop_with_one_line(flags, fragment, train_argv, tmp_path, monkeypatch):
@@ -115,13 +113,13 @@ TORCHRUN_OF_TWO = {"RANK": "0", "LOCAL_RANK": "0", "WORLD_SIZE": "2", "MASTER_AD
 def test_what_two_processes_cannot_do_stops_with_one_line_before_the_process_group(
     flags, fragment, train_argv, tmp_path, monkeypatch
 ):
-    from pds_nerfstudio import distributed
+    from pds_nerfstudio.cli import torchrun
 
     monkeypatch.setattr(sys, "argv", ["torchrun"])
     for name, value in TORCHRUN_OF_TWO.items():
         monkeypatch.setenv(name, value)
     with pytest.raises(SystemExit) as exit_info:
-        distributed.main([*train_argv, *flags])
+        torchrun.main([*train_argv, *flags])
     assert fragment in one_line_error(exit_info)
     assert not (tmp_path / "out").exists() and not torch.distributed.is_initialized()
 
@@ -137,14 +135,14 @@ def test_what_two_processes_cannot_do_stops_with_one_line_before_the_process_gro
 def test_the_torchrun_entry_point_stops_with_one_line_outside_torchrun_or_on_a_missing_backend(
     prefix, environment, fragment, train_argv, tmp_path, monkeypatch
 ):
-    from pds_nerfstudio import distributed
+    from pds_nerfstudio.cli import torchrun
 
     monkeypatch.setattr(sys, "argv", ["torchrun"])
-    for name in distributed.TORCHRUN_ENV:
+    for name in torchrun.TORCHRUN_ENV:
         monkeypatch.delenv(name, raising=False)
     for name, value in environment.items():
         monkeypatch.setenv(name, value)
     with pytest.raises(SystemExit) as exit_info:
-        distributed.main([*prefix, *train_argv])
+        torchrun.main([*prefix, *train_argv])
     assert fragment in one_line_error(exit_info)
     assert not (tmp_path / "out").exists()

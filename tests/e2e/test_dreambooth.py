@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from pds_nerfstudio.dreambooth import (
+from pds_nerfstudio.cli.dreambooth import DreamBooth
+from pds_nerfstudio.priors.dreambooth import (
     CHECKPOINT_NAME,
     CLASS_IMAGES_DIR,
-    DreamBooth,
     DreamBoothTrainer,
     denoising_losses,
     ensure_class_images,
@@ -21,8 +21,9 @@ from pds_nerfstudio.dreambooth import (
     load_image,
     to_unit_range,
 )
-from pds_nerfstudio.guidance import DREAMBOOTH_INFO, LORA_WEIGHTS_NAME, GuidanceConfig, load_stable_diffusion
-from tests.harness import _ns_train_executable, file_digests, kill_when, offline_env, run_tiny_edit
+from pds_nerfstudio.priors.guidance import GuidanceConfig
+from pds_nerfstudio.priors.loading import DREAMBOOTH_INFO, LORA_WEIGHTS_NAME, load_stable_diffusion
+from toy_world.runs import _ns_train_executable, file_digests, kill_when, offline_env, run_tiny_edit
 
 INSTANCE, CLASS = "a photo of a sks bear", "a photo of a bear"
 TINY = dict(resolution=32, num_class_images=3, class_image_steps=2, device="cpu")
@@ -95,7 +96,6 @@ def test_the_source_run_and_base_model_are_never_written(trained, source_run, ti
     assert file_digests(tiny_sd, source_run) == trained["digests"]
 
 
-@pytest.mark.e2e
 @pytest.mark.parametrize("mode", ["full", "lora"])
 def test_the_model_drives_a_pds_edit(trained, mode, source_run, torch_home, tmp_path):
     run_dir, _ = run_tiny_edit(
@@ -119,7 +119,6 @@ def test_class_images_are_generated_once(tiny_sd, tmp_path):
     assert load_image(paths[0]).shape == (3, size, size) and size != TINY["resolution"]
 
 
-@pytest.mark.e2e
 def test_a_killed_run_resumes_and_reuses_its_class_images(source_run, tiny_sd, torch_home, tmp_path):
     command = [
         str(Path(_ns_train_executable()).parent / "pds-dreambooth"), str(source_run),
@@ -146,7 +145,7 @@ def test_a_killed_run_resumes_and_reuses_its_class_images(source_run, tiny_sd, t
 
 
 def run_command(monkeypatch, *args: str) -> str:
-    from pds_nerfstudio.dreambooth import entrypoint
+    from pds_nerfstudio.cli.dreambooth import entrypoint
 
     monkeypatch.setattr(sys, "argv", ["pds-dreambooth", *args, "--device", "cpu"])
     with pytest.raises(SystemExit) as exit_info:
@@ -246,7 +245,7 @@ def test_an_image_folder_source_goes_under_its_scene_and_follows_exif_orientatio
 
 
 def test_a_start_that_trained_nothing_does_not_block_the_corrected_command(source_run, tiny_sd, tmp_path):
-    from pds_nerfstudio.dreambooth import write_info
+    from pds_nerfstudio.priors.dreambooth import write_info
 
     wrong = dreambooth(source_run, tiny_sd, tmp_path / "out", learning_rate=1e-3)
     (tmp_path / "out").mkdir()
@@ -260,7 +259,7 @@ def test_a_start_that_trained_nothing_does_not_block_the_corrected_command(sourc
 def test_a_resume_in_another_precision_is_refused(source_run, tiny_sd, tmp_path):
     import json
 
-    from pds_nerfstudio.dreambooth import write_info
+    from pds_nerfstudio.priors.dreambooth import write_info
 
     config = dreambooth(source_run, tiny_sd, tmp_path / "out")
     settings = {**config.settings(), "precision": "fp16"}  # started on a GPU with float16 autocast

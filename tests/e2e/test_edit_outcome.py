@@ -10,7 +10,7 @@ against sds and dds is a benchmark, bench/edit_outcome.py, not a test: in one of
 pds, so no threshold on their difference would be both meaningful and safe.)
 
 Every test here is in the default run. The nerfacto source is the same at every run on a machine (the harness seeds
-nerfstudio's ray-sampling process, :mod:`tests.reproducible_ns_train`): two fresh sources and their edits scored
+nerfstudio's ray-sampling process, :mod:`toy_world.reproducible_ns_train`): two fresh sources and their edits scored
 effect 0.949 and 0.946, identity 30.8 and 30.9 dB. (Unseeded, one fresh source in six drifted under the same edit,
 the whole scene red, then orange: effect 0.27, identity 12.3 dB after 200 steps; docs/toy_world.md.) The splatfacto
 source's datamanager draws its views from a fixed seed and the CPU rasteriser repeats, so it too is the same at every
@@ -26,11 +26,11 @@ from pathlib import Path
 
 import pytest
 
-from pds_nerfstudio.checkpoints import load_checkpoint
-from pds_nerfstudio.source_run import newest_checkpoint, read_run
+from pds_nerfstudio.common.checkpoints import load_checkpoint
+from pds_nerfstudio.integration.source_run import newest_checkpoint, read_run
 from pnr_nerfstudio.perturbation import PerturbationConfig, loss_change, select_eta
-from tests.harness import offline_env, run_tiny_edit, seed_torch_home, train_tiny_nerfacto, train_tiny_splatfacto
 from toy_world import CLIP, PRIOR
+from toy_world.models import seed_torch_home
 from toy_world.outcome import (
     EDIT_FLAGS,
     SOURCE_FLAGS,
@@ -42,6 +42,7 @@ from toy_world.outcome import (
     outcome_edit_flags,
     training_views,
 )
+from toy_world.runs import offline_env, run_tiny_edit, train_tiny_nerfacto, train_tiny_splatfacto
 from toy_world.world import Thing, caption, write_scene
 
 STEPS = 200
@@ -102,7 +103,7 @@ def _pds_eval(world, run: Path) -> dict:
 def test_pds_eval_with_the_toy_clip_reads_the_edit(world, pds_edit):
     """The real pds-eval with the trained toy-world CLIP. Measured (docs/toy_world.md): the 200-step edit scores
     directional similarity 0.85 and text-image similarity to "a blue ball" 0.82. Unedited (the source's own renders)
-    the directional similarity is 0 at every view (tests/test_toy_world.py), which fails the threshold."""
+    the directional similarity is 0 at every view (tests/toy_world/test_world.py), which fails the threshold."""
     edited = _pds_eval(world, pds_edit)
     assert edited["directional_similarity"]["value"] >= 0.5 and edited["directional_similarity"]["undefined_views"] == 0
     assert edited["text_image_similarity"]["value"] >= 0.5

@@ -11,13 +11,11 @@ import pytest
 import torch
 import yaml
 
-from pds_nerfstudio.checkpoints import load_checkpoint
-from pds_nerfstudio.outputs import compare_scale
-from pds_nerfstudio.source_run import newest_checkpoint
-from pds_nerfstudio.typed_flags import TypedFlags
-from tests.harness import check_run_opens_without_diffusion_model, file_digests, run_tiny_edit
-
-pytestmark = pytest.mark.e2e
+from pds_nerfstudio.common.checkpoints import load_checkpoint
+from pds_nerfstudio.common.typed_flags import TypedFlags
+from pds_nerfstudio.integration.outputs import compare_scale
+from pds_nerfstudio.integration.source_run import newest_checkpoint
+from toy_world.runs import check_run_opens_without_diffusion_model, file_digests, run_tiny_edit
 
 PROMPT = "a photo of a polar bear"
 PDS_STEPS = 3

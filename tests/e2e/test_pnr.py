@@ -19,18 +19,16 @@ import pytest
 import torch
 import yaml
 
-from pds_nerfstudio.checkpoints import load_checkpoint
-from pds_nerfstudio.source_run import newest_checkpoint
+from pds_nerfstudio.common.checkpoints import load_checkpoint
+from pds_nerfstudio.integration.source_run import newest_checkpoint
 from pnr_nerfstudio.perturbation import select_eta
-from tests.harness import (
+from toy_world.runs import (
     check_run_opens_without_diffusion_model,
     file_digests,
     logged,
     run_tiny_edit,
     views_of_each_step,
 )
-
-pytestmark = pytest.mark.e2e
 
 PROMPT = "a photo of a polar bear"
 SELECTION_STEPS, WINDOW, EDIT_STEPS, REVISE_STEPS = 4, 2, 3, 2
@@ -275,7 +273,7 @@ def test_the_proposal_loss_moves_the_proposal_networks_towards_the_fields_geomet
 
 def test_a_selection_loss_that_is_not_finite_stops_with_one_line(runs, monkeypatch):
     import pnr_nerfstudio.pipeline as pnr_pipeline
-    from pds_nerfstudio.errors import InputError
+    from pds_nerfstudio.common.errors import InputError
 
     config = yaml.load((runs.stopped_dir / "config.yml").read_text(), Loader=yaml.Loader)
     pipeline = config.pipeline.setup(device="cpu", test_mode="val")
@@ -330,7 +328,7 @@ def test_source_images_and_checkpoint_are_untouched(runs, synthetic_scene):
 def test_resuming_runs_the_rest_of_the_phases_by_default(runs, tmp_path):
     """A run started without --max-num-iterations (its total: all phases) and stopped at step STOP_AT resumes
     up to that total; the stopped run of the fixture was given --max-num-iterations STOP_AT, and is done."""
-    from pds_nerfstudio.errors import InputError
+    from pds_nerfstudio.common.errors import InputError
     from pnr_nerfstudio.method_configs import pnr_method
 
     def resolved(run_dir):
@@ -396,7 +394,7 @@ def test_the_real_scenes_protocol_end_to_end(source_run, tiny_sd, torch_home, tm
     assert set(logged(run_dir, "render_short_side").values()) == {16}  # no coarse renders
     assert {step: len(views) for step, views in views_of_each_step(run_dir).items()} == {0: 1, 1: 1, 2: 1}  # one view a step
     # PDS's schedule (nerfacto's warmup from 1e-8 to 1e-2 over 1000 steps) from step 0, where the field is perturbed
-    from pds_nerfstudio.representations import Nerfacto
+    from pds_nerfstudio.scenes.representations import Nerfacto
 
     fields = Nerfacto().optimizers()["fields"]
     optimizer = torch.optim.Adam([torch.zeros(1, requires_grad=True)], lr=fields["optimizer"].lr)

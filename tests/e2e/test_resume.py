@@ -6,20 +6,9 @@ import os
 import re
 import subprocess
 
-import pytest
-
-from pds_nerfstudio.checkpoints import load_checkpoint
-from pds_nerfstudio.source_run import checkpoint_step, newest_checkpoint
-from tests.harness import (
-    TINY_NERFACTO_STEPS,
-    find_run_dirs,
-    kill_when,
-    offline_env,
-    run_tiny_edit,
-    tiny_edit_command,
-)
-
-pytestmark = pytest.mark.e2e
+from pds_nerfstudio.common.checkpoints import load_checkpoint
+from pds_nerfstudio.integration.source_run import checkpoint_step, newest_checkpoint
+from toy_world.runs import TINY_NERFACTO_STEPS, find_run_dirs, kill_when, offline_env, run_tiny_edit, tiny_edit_command
 
 PROMPT = "a photo of a polar bear"
 TOTAL, SAVE_EVERY = 30, 5

@@ -1,7 +1,7 @@
 """pds, pds-refine and pnr on a splatfacto source, through the real ns-train / ns-export / ns-render / ns-viewer.
 
 The source is trained by nerfstudio's own ``ns-train splatfacto`` with the CPU rasteriser in place of
-gsplat's CUDA kernels (``python -m pds_nerfstudio.splat_cpu``), so it is written exactly as splatfacto
+gsplat's CUDA kernels (``python -m pds_nerfstudio.cli.splat_cpu``), so it is written exactly as splatfacto
 writes a run.
 """
 
@@ -19,11 +19,11 @@ import pytest
 import torch
 import yaml
 
-from pds_nerfstudio.checkpoints import load_checkpoint
-from pds_nerfstudio.model import EditSplatfactoModelConfig
-from pds_nerfstudio.source_run import newest_checkpoint
-from pds_nerfstudio.typed_flags import TypedFlags
-from tests.harness import (
+from pds_nerfstudio.common.checkpoints import load_checkpoint
+from pds_nerfstudio.common.typed_flags import TypedFlags
+from pds_nerfstudio.integration.source_run import newest_checkpoint
+from pds_nerfstudio.scenes.models import EditSplatfactoModelConfig
+from toy_world.runs import (
     TINY_SPLATFACTO_STEPS,
     check_run_opens_without_diffusion_model,
     file_digests,
@@ -31,8 +31,6 @@ from tests.harness import (
     run_tiny_edit,
     train_tiny_splatfacto,
 )
-
-pytestmark = pytest.mark.e2e
 
 PROMPT = "a photo of a polar bear"
 GROUPS = ("means", "scales", "quats", "features_dc", "features_rest", "opacities")
@@ -118,7 +116,7 @@ def test_two_processes_cull_and_edit_the_gaussians_as_one_process_with_both_view
     """torchrun with 2 gloo processes of one view each against one process of two views: the same Gaussians culled
     at step 0 and the same update at both steps (a process whose Gaussians parted would stop the next all-reduce).
     Adam's eps is 1e-4 instead of 1e-15, so that the float32 round-off of a batch of two, divided by the source's tiny
-    second moments, does not decide the comparison (see test_distributed.py)."""
+    second moments, does not decide the comparison (see tests/e2e/test_distributed.py)."""
     flags = ["--pipeline.tgt-prompt", PROMPT, "--pipeline.guidance.model-id", str(tiny_sd), *RESOLUTION]
     flags += [arg for group in GROUPS for arg in (f"--optimizers.{group.replace('_', '-')}.optimizer.eps", "1e-4")]
     one, _ = run_tiny_edit("pds", splat_source, tmp_path / "one", torch_home, 2, [*flags, "--pipeline.views-per-step", "2"])
@@ -131,11 +129,9 @@ def test_two_processes_cull_and_edit_the_gaussians_as_one_process_with_both_view
         assert (after_one[group] - after_two[group]).abs().max() <= 1e-6, group
 
 
-def test_pds_eval_measures_a_splat_edit(splat_pds_run, torch_home, tmp_path):
-    from tests.test_evaluation import BIN, build_tiny_clip
-
-    clip = build_tiny_clip(tmp_path / "clip", seed=0)
-    command = [str(BIN / "pds-eval"), str(splat_pds_run[0]), "--clip-models", str(clip), "--output-dir", str(tmp_path / "eval")]
+def test_pds_eval_measures_a_splat_edit(splat_pds_run, torch_home, tiny_clip, tmp_path):
+    pds_eval = Path(sys.executable).parent / "pds-eval"
+    command = [str(pds_eval), str(splat_pds_run[0]), "--clip-models", str(tiny_clip), "--output-dir", str(tmp_path / "eval")]
     result = subprocess.run(command, env=offline_env(torch_home), cwd=tmp_path, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, f"{result.stdout[-4000:]}\n{result.stderr[-4000:]}"
     assert "Rendered the edited scene at 9 views" in result.stdout and "Rendered the source scene at 9 views" in result.stdout

@@ -17,11 +17,10 @@ from typing import List
 
 import pytest
 
-from pds_nerfstudio.checkpoints import load_checkpoint
-from pds_nerfstudio.source_run import newest_checkpoint
-from tests.harness import _ns_train_executable, find_run_dirs, offline_env, run_tiny_edit
+from pds_nerfstudio.common.checkpoints import load_checkpoint
+from pds_nerfstudio.integration.source_run import newest_checkpoint
+from toy_world.runs import _ns_train_executable, find_run_dirs, offline_env, run_tiny_edit
 
-pytestmark = pytest.mark.e2e
 CHROMIUM = shutil.which("chromium")
 CHROMIUM_FLAGS = [
     "--no-sandbox", "--disable-gpu", "--enable-unsafe-swiftshader", "--use-angle=swiftshader", "--disable-quic",

@@ -6,9 +6,9 @@ import torch
 from nerfstudio.data.datamanagers.full_images_datamanager import FullImageDatamanagerConfig
 from nerfstudio.data.dataparsers.nerfstudio_dataparser import NerfstudioDataParserConfig
 
-from pds_nerfstudio.datamanager import EditDataManagerConfig
-from pds_nerfstudio.representations import Splatfacto
-from tests.harness import make_synthetic_scene
+from pds_nerfstudio.integration.datamanager import EditDataManagerConfig
+from pds_nerfstudio.scenes.representations import Splatfacto
+from toy_world.runs import make_synthetic_scene
 
 INTRINSICS = ("fx", "fy", "cx", "cy", "width", "height")
 

@@ -8,10 +8,10 @@ from dataclasses import dataclass, field
 import pytest
 import yaml
 
-from pds_nerfstudio.errors import InputError
-from pds_nerfstudio.pipeline import PDSPipelineConfig
-from pds_nerfstudio.source_run import read_run, resolve_load_dir
-from pds_nerfstudio.typed_flags import TypedFlags, merge_typed
+from pds_nerfstudio.common.errors import InputError
+from pds_nerfstudio.common.typed_flags import TypedFlags, merge_typed
+from pds_nerfstudio.integration.source_run import read_run, resolve_load_dir
+from pds_nerfstudio.methods.pds import PDSPipelineConfig
 
 ACCEPTS = PDSPipelineConfig().accepts_source
 DESCRIPTION = PDSPipelineConfig.source_description

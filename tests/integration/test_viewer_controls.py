@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pds_nerfstudio.viewer_controls import EditControls
+from pds_nerfstudio.integration.viewer_controls import EditControls
 
 CONFIG = dict(tgt_prompt="a photo of a polar bear", guidance_scale=100.0, range_name="t ratio", ratio_range=(0.02, 0.98))
 
@@ -63,9 +63,9 @@ def test_controls_saved_without_their_config_leave_the_config_in_force():
 
 
 def test_the_controls_typed_on_the_command_line_are_recorded_by_their_config_fields():
-    from pds_nerfstudio.pipeline import PDSPipelineConfig
-    from pds_nerfstudio.refine import RefinePipelineConfig
-    from pds_nerfstudio.typed_flags import TypedFlags
+    from pds_nerfstudio.common.typed_flags import TypedFlags
+    from pds_nerfstudio.methods.pds import PDSPipelineConfig
+    from pds_nerfstudio.methods.refine import RefinePipelineConfig
     from pnr_nerfstudio.pipeline import PnRPipelineConfig
 
     def typed(config, *flags):
@@ -85,7 +85,7 @@ def _share_after_rank_0s_viewer_change(rank: int, store: str, results: str) -> N
 
     import torch.distributed as dist
 
-    from pds_nerfstudio.pipeline import EditPipeline
+    from pds_nerfstudio.integration.pipeline import EditPipeline
 
     dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=2)
     try:

@@ -5,11 +5,11 @@ from __future__ import annotations
 import pytest
 import torch
 
-from pds_nerfstudio.distillation import surrogate_loss
-from pds_nerfstudio.errors import InputError
-from pds_nerfstudio.guidance import GuidanceConfig
-from pds_nerfstudio.representations import Nerfacto
-from pds_nerfstudio.typed_flags import TypedFlags
+from pds_nerfstudio.common.errors import InputError
+from pds_nerfstudio.common.typed_flags import TypedFlags
+from pds_nerfstudio.priors.guidance import GuidanceConfig
+from pds_nerfstudio.scenes.representations import Nerfacto
+from pds_nerfstudio.score_distillation.gradients import surrogate_loss
 from pnr_nerfstudio.ipg import IdentityPreservingLoss, IPGConfig
 from pnr_nerfstudio.perturbation import (
     PerturbationConfig,
@@ -104,7 +104,7 @@ def test_perturbation_rejects_bad_input():
 def _tiny_edit_model(seed: int):
     from nerfstudio.data.scene_box import SceneBox
 
-    from pds_nerfstudio.model import EditNerfactoModelConfig
+    from pds_nerfstudio.scenes.models import EditNerfactoModelConfig
 
     config = EditNerfactoModelConfig(
         num_levels=4, max_res=64, log2_hashmap_size=10, features_per_level=2, hidden_dim=8, hidden_dim_color=8,
@@ -337,7 +337,7 @@ def test_a_resume_with_other_edit_or_revise_steps_ends_at_the_new_phases_total()
 
     from nerfstudio.engine.trainer import TrainerConfig
 
-    from pds_nerfstudio.source_run import Run
+    from pds_nerfstudio.integration.source_run import Run
 
     started = PnRPipelineConfig(eta_selection_steps=4, perturbation=PerturbationConfig(loss_window=2), edit_steps=3, revise_steps=2)
     run = Run(Path("config.yml"), TrainerConfig(method_name="pnr", pipeline=started, max_num_iterations=9), None)

@@ -9,9 +9,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from pds_nerfstudio.distillation import distillation_gradient
-from pds_nerfstudio.errors import InputError
-from pds_nerfstudio.guidance import GuidanceConfig, check_device, check_model_available
+from pds_nerfstudio.common.errors import InputError
+from pds_nerfstudio.priors.guidance import GuidanceConfig
+from pds_nerfstudio.priors.loading import check_device, check_model_available
+from pds_nerfstudio.score_distillation.gradients import distillation_gradient
 
 
 @pytest.fixture()
@@ -27,7 +28,7 @@ def test_nothing_loads_until_used(tiny_sd):
 
 
 def test_importing_the_plugin_does_not_import_diffusers():
-    code = "import sys, pds_nerfstudio.method_configs; print('diffusers' in sys.modules)"
+    code = "import sys, pds_nerfstudio.methods.method_configs, pnr_nerfstudio.method_configs; print('diffusers' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip().splitlines()[-1] == "False"
 
@@ -73,7 +74,7 @@ def test_gradient_is_the_distillation_module_gradient(guidance):
     # The same step, computed directly from the pure module with the same random draws and the scheduler's own betas
     # (which the official coefficients read; recovered from alphas_cumprod they differ by about 1e-4).
     generator = torch.Generator().manual_seed(3)
-    from pds_nerfstudio.distillation import sample_timesteps
+    from pds_nerfstudio.score_distillation.gradients import sample_timesteps
 
     t, t_prev = sample_timesteps(guidance.timestep_grid, 0.02, 0.98, 1, generator)
     expected = distillation_gradient(
@@ -131,8 +132,8 @@ def test_a_weight_file_cut_short_is_found_by_its_header(tmp_path):
     import pytest
     from safetensors.torch import save_file
 
-    from pds_nerfstudio.errors import InputError
-    from pds_nerfstudio.guidance import check_weight_files
+    from pds_nerfstudio.common.errors import InputError
+    from pds_nerfstudio.priors.loading import check_weight_files
 
     save_file({"w": torch.ones(64)}, tmp_path / "model.safetensors")
     torch.save({"w": torch.ones(64)}, tmp_path / "model.bin")
@@ -194,7 +195,7 @@ def test_a_v_prediction_model_is_read_as_the_noise_in_every_method(tiny_v_sd):
         a = guidance.alphas_cumprod[steps].view(-1, 1, 1, 1)
         return a.sqrt() * _guided_v(guidance, x, steps, conditions, 7.5) + (1 - a).sqrt() * x
 
-    from pds_nerfstudio.distillation import sample_timesteps
+    from pds_nerfstudio.score_distillation.gradients import sample_timesteps
 
     generator = torch.Generator().manual_seed(3)
     t, t_prev = sample_timesteps(guidance.timestep_grid, 0.02, 0.98, 1, generator)

@@ -11,8 +11,9 @@ import copy
 
 import torch
 
-from pds_nerfstudio.guidance import GuidanceConfig, model_dtype
-from tests.harness import sd15_shaped_pipeline
+from pds_nerfstudio.priors.guidance import GuidanceConfig
+from pds_nerfstudio.priors.loading import model_dtype
+from toy_world.models import sd15_shaped_pipeline
 
 
 def test_the_default_precision_is_float32_on_cuda_and_cpu():

@@ -6,7 +6,7 @@ import torch
 from nerfstudio.data.scene_box import SceneBox
 from nerfstudio.engine.callbacks import TrainingCallbackAttributes, TrainingCallbackLocation
 
-from pds_nerfstudio.model import EditNerfactoModelConfig
+from pds_nerfstudio.scenes.models import EditNerfactoModelConfig
 
 
 def tiny_model():

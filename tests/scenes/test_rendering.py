@@ -8,7 +8,7 @@ from nerfstudio.cameras.cameras import Cameras
 from nerfstudio.data.scene_box import SceneBox
 from nerfstudio.models.nerfacto import NerfactoModelConfig
 
-from pds_nerfstudio.rendering import ChunkedRenderer, guidance_camera, render_view, view_rays
+from pds_nerfstudio.scenes.rendering import ChunkedRenderer, guidance_camera, render_view, view_rays
 
 TINY_PROPOSAL_NET = {"hidden_dim": 8, "log2_hashmap_size": 10, "num_levels": 4, "max_res": 32, "use_linear": False}
 

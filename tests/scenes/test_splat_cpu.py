@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from pds_nerfstudio.splat_cpu import rasterize_on_cpu, splatfacto_on_cpu
+from pds_nerfstudio.scenes.splat_cpu import rasterize_on_cpu, splatfacto_on_cpu
 
 
 def _scene(num: int = 12, seed: int = 0):

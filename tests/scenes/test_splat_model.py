@@ -11,12 +11,13 @@ from nerfstudio.cameras.cameras import Cameras
 from nerfstudio.data.scene_box import SceneBox
 from nerfstudio.models.splatfacto import SplatfactoModelConfig
 
-import pds_nerfstudio.splat_cpu as splat_cpu
-from pds_nerfstudio.errors import InputError
-from pds_nerfstudio.model import CullingStrategy, EditSplatfactoModelConfig, RestartedDensification
-from pds_nerfstudio.pipeline import PDSPipelineConfig
-from pds_nerfstudio.representations import Splatfacto, rebind_optimizers, representation_of, slerp
-from pds_nerfstudio.typed_flags import TypedFlags
+import pds_nerfstudio.scenes.splat_cpu as splat_cpu
+from pds_nerfstudio.common.errors import InputError
+from pds_nerfstudio.common.typed_flags import TypedFlags
+from pds_nerfstudio.methods.pds import PDSPipelineConfig
+from pds_nerfstudio.scenes.models import EditSplatfactoModelConfig
+from pds_nerfstudio.scenes.representations import Splatfacto, rebind_optimizers, representation_of, slerp
+from pds_nerfstudio.scenes.strategies import CullingStrategy, RestartedDensification
 
 SPLAT = Splatfacto()
 
@@ -182,7 +183,7 @@ def test_a_resumed_splat_edit_keeps_its_settings_and_takes_the_flags_given_now()
 
     from nerfstudio.engine.trainer import TrainerConfig
 
-    from pds_nerfstudio.source_run import Run
+    from pds_nerfstudio.integration.source_run import Run
 
     started = PDSPipelineConfig(model=EditSplatfactoModelConfig(cull_alpha_thresh=0.0, sh_degree=2))  # type: ignore[arg-type]
     run = Run(config_path=Path("config.yml"), config=TrainerConfig(method_name="pds", pipeline=started), checkpoint=None)

@@ -1,4 +1,4 @@
-"""Tests of pds_nerfstudio.distillation: the SDS, DDS and PDS latent gradients.
+"""Tests of pds_nerfstudio.score_distillation: the SDS, DDS and PDS latent gradients.
 
 Each test checks one mathematical statement against an independent computation, in the notation of the
 PDS paper (Koo et al., CVPR 2024, Eq. 6-14), with a = alphas_cumprod of the training schedule:
@@ -21,7 +21,7 @@ import pytest
 import torch
 from diffusers import DDIMScheduler
 
-from pds_nerfstudio.distillation import (
+from pds_nerfstudio.score_distillation.gradients import (
     DISTILLATION_METHODS,
     add_noise,
     dds_gradient,
@@ -33,8 +33,8 @@ from pds_nerfstudio.distillation import (
     sds_gradient,
     surrogate_loss,
 )
-from tests.harness import SD15_SCHEDULER
 from tests.toy2d import CLASS_A, CLASS_B, TwoBlobDiffusion, ddim_grid, edit_samples, sd_alphas_cumprod
+from toy_world.models import SD15_SCHEDULER
 
 COEFFICIENTS = ("official", "exact")
 LATENT_SHAPE = (4, 6, 6)  # (C, H, W) of a tiny latent
@@ -522,3 +522,12 @@ def test_toy_without_psi_pds_travels_as_far_as_sds_and_dds(toy_results):
         assert mean_x > 1.0, f"{name} stopped at mean x = {mean_x:.3f}"
         assert mean_x > official + 0.8, f"{name} ({mean_x:.3f}) not clearly past official PDS ({official:.3f})"
     assert travelled["pds-exact"] > 0.8 * min(travelled["dds"], travelled["sds"])
+
+
+def test_the_method_names_are_the_gradient_tables_rows():
+    """A config's ``--pipeline.guidance.method`` choices (the Literal tyro lists) are exactly the table's names."""
+    from typing import get_args
+
+    from pds_nerfstudio.score_distillation.gradients import GRADIENTS, DistillationMethod
+
+    assert get_args(DistillationMethod) == tuple(GRADIENTS) == DISTILLATION_METHODS

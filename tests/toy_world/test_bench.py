@@ -6,7 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_render_memory_benchmark_writes_its_table_with_splatfacto_beside_nerfacto(tmp_path: Path) -> None:
@@ -20,7 +20,7 @@ def test_render_memory_benchmark_writes_its_table_with_splatfacto_beside_nerfact
 
     text = report.read_text()
     assert "old table" not in text and text.count(marker) == 1 and "Notes kept." in text
-    assert "rasterised by pds_nerfstudio.splat_cpu" in text
+    assert "rasterised by pds_nerfstudio.scenes.splat_cpu" in text
     header = next(line for line in text.splitlines() if line.startswith("| size"))
     assert "step peak splatfacto (MiB)" in header and "s/step chunked" in header
     row = next(line for line in text.splitlines() if line.startswith("| 32 |"))

@@ -10,7 +10,8 @@ import pytest
 import torch
 from PIL import Image
 
-from tests.harness import TINY_NERFACTO_STEPS, TORCHVISION_CHECKPOINTS, make_synthetic_scene
+from toy_world.models import TORCHVISION_CHECKPOINTS
+from toy_world.runs import TINY_NERFACTO_STEPS, make_synthetic_scene
 
 
 def test_session_is_offline(torch_home: Path) -> None:

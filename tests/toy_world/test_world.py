@@ -35,7 +35,7 @@ def test_the_classifier_reads_colour_and_shape_of_the_worlds_views():
 def test_the_prior_training_script_writes_a_pipeline_folder_with_its_card(tmp_path):
     from diffusers import StableDiffusionPipeline
 
-    from pds_nerfstudio.guidance import check_model_available
+    from pds_nerfstudio.priors.loading import check_model_available
 
     output = tmp_path / "prior"
     command = [sys.executable, "-m", "toy_world.train_prior", "--output", str(output), "--images", "16",
@@ -87,7 +87,8 @@ def test_a_scenes_sparse_points_lie_on_what_its_views_see_and_reach_splatfactos_
 
 
 def test_the_committed_prior_matches_its_card_and_loads_as_a_users_model():
-    from pds_nerfstudio.guidance import GuidanceConfig, check_model_available
+    from pds_nerfstudio.priors.guidance import GuidanceConfig
+    from pds_nerfstudio.priors.loading import check_model_available
 
     card = json.loads((PRIOR / CARD_NAME).read_text())
     assert card["sha256"] == weight_files(PRIOR), "the weight files are not the ones the card records"
@@ -99,7 +100,7 @@ def test_the_committed_prior_matches_its_card_and_loads_as_a_users_model():
 
 
 def test_the_clip_training_script_writes_a_clip_folder_with_its_card(tmp_path):
-    from pds_nerfstudio.evaluation import check_clip_model_available
+    from pds_nerfstudio.metrics.clip import check_clip_model_available
 
     output = tmp_path / "clip"
     command = [sys.executable, "-m", "toy_world.train_clip", "--output", str(output), "--images", "16", "--steps", "2", "--batch", "8"]
@@ -121,7 +122,8 @@ def test_the_committed_clip_matches_its_card_and_measures_the_worlds_edits():
     0.85 along the red-to-blue text change and 0.60 along red-to-green; identical renders score as the README says."""
     import torch
 
-    from pds_nerfstudio.evaluation import ClipEmbedder, clip_metrics
+    from pds_nerfstudio.metrics.clip import ClipEmbedder
+    from pds_nerfstudio.metrics.scores import clip_metrics
 
     card = json.loads((CLIP / CARD_NAME).read_text())
     assert card["sha256"] == weight_files(CLIP), "the weight files are not the ones the card records"
