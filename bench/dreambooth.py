@@ -20,6 +20,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Optional
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -29,17 +30,23 @@ from toy_world.report import replace_section  # noqa: E402
 REPORT = Path(__file__).resolve().parents[1] / "docs" / "benchmarks.md"
 
 
-def measure(mode: str, resolution: int, steps: int, device: str) -> dict:
+def measure(mode: str, resolution: int, steps: int, device: str, model_id: Optional[str] = None) -> dict:
+    """``steps`` DreamBooth training steps of ``mode`` on the SD-1.5-shaped pipeline built from config (or the saved
+    pipeline ``model_id``): trained parameters, peak memory (MiB) and the median seconds of a step after the first."""
     import random
 
     import torch
 
     from pds_nerfstudio.cli.dreambooth import DreamBooth
     from pds_nerfstudio.priors.dreambooth import DreamBoothTrainer
+    from pds_nerfstudio.priors.loading import load_stable_diffusion
     from toy_world.models import build_tiny_stable_diffusion, sd15_shaped_pipeline
 
-    with tempfile.TemporaryDirectory() as work:
-        pipe = sd15_shaped_pipeline(build_tiny_stable_diffusion(Path(work) / "tiny"))
+    if model_id is not None:
+        pipe = load_stable_diffusion(model_id, torch.float32)
+    else:
+        with tempfile.TemporaryDirectory() as work:
+            pipe = sd15_shaped_pipeline(build_tiny_stable_diffusion(Path(work) / "tiny"))
     config = DreamBooth(source=Path("."), instance_prompt="a photo of a sks bear", class_prompt="a photo of a bear",
                         mode=mode, resolution=resolution, device=device)  # fmt: skip
     pipe.to(device)

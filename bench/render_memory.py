@@ -96,11 +96,26 @@ def prepare_assets(work: Path, sd: str) -> Dict[str, str]:
     return {k: str(v) for k, v in assets.items()}
 
 
+PHASES = ("render", "vae", "unet", "backward", "optimizer")
+"""The parts of a step that ``measure(..., phases=True)`` times: the forward render of the view, the VAE encoding of
+the render, the UNet's noise predictions, the backward pass (through the VAE and, chunked, the render again with a
+graph), and the optimizer's step."""
+
+
 def measure(
-    assets: Dict[str, str], size: int, mode: str, steps: int, device: str, chunk: int, views_per_step: int = 1
+    assets: Dict[str, str],
+    size: int,
+    mode: str,
+    steps: int,
+    device: str,
+    chunk: int,
+    views_per_step: int = 1,
+    phases: bool = False,
 ) -> Dict[str, float]:
     """Run ``steps`` editing steps of ``views_per_step`` views in this process and return peak memory (MiB) and
-    seconds per step."""
+    seconds per step (mean and median of the steps after the first). With ``phases``, also the median seconds of
+    each of :data:`PHASES` in a step (each timed between device synchronisations, which the step's total then
+    includes)."""
     os.environ["TORCH_HOME"] = assets["torch_home"]
     import torch
     from nerfstudio.data.dataparsers.nerfstudio_dataparser import NerfstudioDataParserConfig
@@ -130,11 +145,36 @@ def measure(
     pipeline = config.setup(device=device, test_mode="val")
     optimizers = Optimizers(pipeline.representation.optimizers(), pipeline.get_param_groups())
 
+    spent: Dict[str, float] = {}
+
+    def sync() -> None:
+        if device.startswith("cuda"):
+            torch.cuda.synchronize()
+
+    def timed(name: str, call):
+        def wrapper(*args, **kwargs):
+            sync()
+            start = time.perf_counter()
+            result = call(*args, **kwargs)
+            sync()
+            spent[name] = spent.get(name, 0.0) + time.perf_counter() - start
+            return result
+
+        return wrapper if phases else call
+
+    pipeline.guidance_views = timed("render", pipeline.guidance_views)
+    pipeline.guidance.encode_images = timed("vae", pipeline.guidance.encode_images)
+    pipeline.guidance.predict_noise = timed("unet", pipeline.guidance.predict_noise)
+    phase_times: Dict[str, List[float]] = {name: [] for name in PHASES}
+
     def step(i: int) -> None:
+        spent.clear()
         optimizers.zero_grad_all()
         _, loss_dict, _ = pipeline.get_train_loss_dict(i)
-        sum(loss_dict.values()).backward()
-        optimizers.optimizer_step_all()
+        timed("backward", lambda: sum(loss_dict.values()).backward())()
+        timed("optimizer", optimizers.optimizer_step_all)()
+        for name in PHASES:
+            phase_times[name].append(spent.get(name, 0.0))
 
     step(0)
     config.render_resolution = size
@@ -154,8 +194,18 @@ def measure(
         total, peak = torch.cuda.max_memory_allocated(), torch.cuda.max_memory_allocated() - base
     else:
         total, peak = rss.peak, rss.peak - rss.start
-    timed = times[1:] if len(times) > 1 else times  # the first step at a new size also encodes the source view
-    return {"peak_mib": peak / 2**20, "total_mib": total / 2**20, "seconds_per_step": sum(timed) / len(timed)}
+    kept = times[1:] if len(times) > 1 else times  # the first step at a new size also encodes the source view
+    result = {"peak_mib": peak / 2**20, "total_mib": total / 2**20, "seconds_per_step": sum(kept) / len(kept),
+              "median_seconds_per_step": median(kept), "timed_steps": len(kept)}  # fmt: skip
+    if phases:
+        result["phase_seconds"] = {name: median(values[-len(kept) :]) for name, values in phase_times.items()}
+    return result
+
+
+def median(values: List[float]) -> float:
+    ordered = sorted(values)
+    middle = len(ordered) // 2
+    return ordered[middle] if len(ordered) % 2 else (ordered[middle - 1] + ordered[middle]) / 2
 
 
 def main() -> None:

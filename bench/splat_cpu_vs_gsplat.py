@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import Dict, Tuple
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -47,6 +48,31 @@ def render(rasterize, params, size: int):
     return image, alpha
 
 
+def compare(gaussians: int, size: int) -> Dict[str, Tuple[float, float]]:
+    """gsplat's kernels against the CPU rasteriser on one random scene, both on the GPU in float32: for the image, the
+    alpha and the gradient of a fixed random image loss wrt each Gaussian attribute, (largest absolute difference,
+    largest gsplat value)."""
+    import torch
+    from gsplat.rendering import rasterization
+
+    from pds_nerfstudio.scenes.splat_cpu import rasterize_on_cpu
+
+    if not torch.cuda.is_available():
+        raise SystemExit("gsplat's kernels need CUDA; run this on a GPU machine")
+    weights = torch.randn(1, size, size, 3, generator=torch.Generator().manual_seed(1)).cuda()
+    results = {}
+    for name, rasterize in (("gsplat", rasterization), ("splat_cpu", rasterize_on_cpu)):
+        params = scene(gaussians, "cuda")
+        image, alpha = render(rasterize, params, size)
+        (image * weights).sum().backward()
+        results[name] = (image.detach(), alpha.detach(), {k: p.grad.detach() for k, p in params.items()})
+    (image_a, alpha_a, grads_a), (image_b, alpha_b, grads_b) = results["gsplat"], results["splat_cpu"]
+    rows = {"image": ((image_a - image_b).abs().max().item(), image_a.abs().max().item()),
+            "alpha": ((alpha_a - alpha_b).abs().max().item(), alpha_a.abs().max().item())}  # fmt: skip
+    rows.update({f"d loss / d {k}": ((grads_a[k] - grads_b[k]).abs().max().item(), grads_a[k].abs().max().item()) for k in grads_a})
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--gaussians", type=int, default=2000)
@@ -55,23 +81,8 @@ def main() -> None:
     args = parser.parse_args()
 
     import torch
-    from gsplat.rendering import rasterization
 
-    from pds_nerfstudio.scenes.splat_cpu import rasterize_on_cpu
-
-    if not torch.cuda.is_available():
-        raise SystemExit("gsplat's kernels need CUDA; run this on a GPU machine")
-    weights = torch.randn(1, args.size, args.size, 3, generator=torch.Generator().manual_seed(1)).cuda()
-    results = {}
-    for name, rasterize in (("gsplat", rasterization), ("splat_cpu", rasterize_on_cpu)):
-        params = scene(args.gaussians, "cuda")
-        image, alpha = render(rasterize, params, args.size)
-        (image * weights).sum().backward()
-        results[name] = (image.detach(), alpha.detach(), {k: p.grad.detach() for k, p in params.items()})
-    (image_a, alpha_a, grads_a), (image_b, alpha_b, grads_b) = results["gsplat"], results["splat_cpu"]
-    rows = [("image", (image_a - image_b).abs().max().item(), image_a.abs().max().item()),
-            ("alpha", (alpha_a - alpha_b).abs().max().item(), alpha_a.abs().max().item())]  # fmt: skip
-    rows += [(f"d loss / d {k}", (grads_a[k] - grads_b[k]).abs().max().item(), grads_a[k].abs().max().item()) for k in grads_a]
+    rows = compare(args.gaussians, args.size)
     lines = [
         f"### CPU rasteriser vs gsplat, {torch.cuda.get_device_name()}",
         "",
@@ -82,7 +93,7 @@ def main() -> None:
         "| quantity | max abs difference | largest gsplat value | difference / largest |",
         "|---|---|---|---|",
     ]
-    lines += [f"| {name} | {diff:.3g} | {top:.3g} | {diff / max(top, 1e-30):.3g} |" for name, diff, top in rows]
+    lines += [f"| {name} | {diff:.3g} | {top:.3g} | {diff / max(top, 1e-30):.3g} |" for name, (diff, top) in rows.items()]
     section = "\n".join(lines) + "\n"
     print(section)
     replace_section(args.output, "<!-- bench:splat-cpu-vs-gsplat -->", section)
