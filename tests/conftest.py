@@ -42,29 +42,24 @@ TESTS = Path(__file__).resolve().parent
 E2E = TESTS / "e2e"
 """Tests that start ns-train (or another nerfstudio command) live here; they are marked ``e2e`` by their folder."""
 
-SLOWEST_E2E_FILES_FIRST = (
-    "test_edit_outcome.py", "test_splat.py", "test_resume.py", "test_refine.py", "test_pnr.py",
-    "test_viewer.py", "test_distributed.py", "test_dreambooth.py", "test_pds.py", "test_pds_eval.py",
+SLOWEST_FILES_FIRST = (
+    "e2e/test_edit_outcome.py", "e2e/test_splat.py", "e2e/test_resume.py", "e2e/test_refine.py", "e2e/test_pnr.py",
+    "bench/test_gpu_dry_run.py", "e2e/test_old_runs.py", "e2e/test_viewer.py", "e2e/test_distributed.py",
+    "e2e/test_dreambooth.py", "e2e/test_pds.py", "e2e/test_pds_eval.py",
 )  # fmt: skip
-"""The e2e files by their measured time, longest first (about 10.5 minutes to 1 on 2 workers)."""
+"""Test files (under tests/) by their measured time, longest first (about 10.5 minutes to 1 on 2 workers; the others
+take about a minute or less)."""
 
 
 def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config, items: list) -> None:
-    """Mark what is under ``tests/e2e`` as ``e2e``, and run those files first, longest first, each file's tests in their
-    own order: pytest-xdist hands files to the workers in this order (``scripts/test.sh`` turns off its own reordering
-    by number of tests), so that no long file is left to run alone at the end while the other worker has nothing to
-    do. The files of the layers' folders (a minute or less each) follow."""
-    rank = {name: i for i, name in enumerate(SLOWEST_E2E_FILES_FIRST)}
+    """Mark what is under ``tests/e2e`` as ``e2e``, and run the longest files first, each file's tests in their own
+    order: pytest-xdist hands files to the workers in this order (``scripts/test.sh`` turns off its own reordering by
+    number of tests), so that no long file is left to run alone at the end while the other worker has nothing to do."""
+    rank = {name: i for i, name in enumerate(SLOWEST_FILES_FIRST)}
     for item in items:
         if E2E in item.path.parents:
             item.add_marker(pytest.mark.e2e)
-
-    def order(item) -> int:
-        if E2E in item.path.parents:
-            return rank.get(item.path.name, len(rank))
-        return len(rank) + 1
-
-    items.sort(key=order)
+    items.sort(key=lambda item: rank.get(item.path.relative_to(TESTS).as_posix(), len(rank)))
 
 
 def shared(tmp_path_factory: pytest.TempPathFactory, name: str, build: Callable[[Path], Path]) -> Path:

@@ -104,7 +104,7 @@ def test_no_import_circles():
 def test_nothing_outside_the_tests_imports_them():
     """The package, the toy world, the benchmarks and the scripts import no module of ``tests``."""
     files = [*PACKAGE.rglob("*.py"), *(ROOT / "pnr_nerfstudio").rglob("*.py"), *(ROOT / "toy_world").rglob("*.py")]
-    files += [*(ROOT / "bench").glob("*.py")]
+    files += [*(ROOT / "bench").rglob("*.py")]
     offenders = [str(p.relative_to(ROOT)) for p in files if any(i.split(".")[0] == "tests" for i in imports_of(p))]
     offenders += [
         str(p.relative_to(ROOT)) for p in (ROOT / "scripts").glob("*") if re.search(r"\b(from|import) tests\b", p.read_text())
