@@ -47,6 +47,11 @@ def make_synthetic_scene(path: Path, num_views: int = 10, size: int = 32, k1: fl
 # Tiny nerfacto source run through the real CLI
 # --------------------------------------------------------------------------------------------------
 
+COMMAND_TIMEOUT = 3600.0
+"""Seconds a command of these runs may take before it counts as hung: a safety net, not a measure (the slowest
+measured, pds-dreambooth's 800 steps beside a busy job, took 588 s), and inside CI's 90 minutes."""
+
+
 TINY_NERFACTO_STEPS = 20
 """Default number of training iterations of the tiny source run."""
 
@@ -137,7 +142,7 @@ def train_tiny_nerfacto(
     torch_home: Path,
     steps: int = TINY_NERFACTO_STEPS,
     extra_args: Sequence[str] = (),
-    timeout: float = 600.0,
+    timeout: float = COMMAND_TIMEOUT,
 ) -> Path:
     """Train a tiny nerfacto on ``scene`` with ``ns-train`` and return its timestamped run directory.
 
@@ -177,7 +182,7 @@ def train_tiny_splatfacto(
     torch_home: Path,
     steps: int = TINY_SPLATFACTO_STEPS,
     extra_args: Sequence[str] = (),
-    timeout: float = 600.0,
+    timeout: float = COMMAND_TIMEOUT,
 ) -> Path:
     """Train a tiny splatfacto on ``scene`` with nerfstudio's ``ns-train``, rasterised on the CPU
     (``python -m pds_nerfstudio.cli.splat_cpu``: gsplat's kernels need CUDA), and return its run directory.
@@ -344,7 +349,7 @@ def run_tiny_edit(
     steps: int,
     extra_args: Sequence[str] = (),
     cwd: Optional[Path] = None,
-    timeout: float = 900.0,
+    timeout: float = COMMAND_TIMEOUT,
     processes: int = 1,
 ) -> Tuple[Path, subprocess.CompletedProcess]:
     """Run ``ns-train <method> --load-dir <load_dir>`` with :data:`TINY_EDIT_FLAGS` plus ``extra_args``
@@ -374,7 +379,7 @@ def run_tiny_edit(
     return new[0], result
 
 
-def kill_when(process: subprocess.Popen, ready, what: str, timeout: float = 900.0) -> None:
+def kill_when(process: subprocess.Popen, ready, what: str, timeout: float = COMMAND_TIMEOUT) -> None:
     """kill -9 ``process`` as soon as ``ready()`` is true (a state, not a time); fails if it ends before."""
     import signal
 
@@ -438,7 +443,7 @@ def check_run_opens_without_diffusion_model(
     }
     try:
         for name in ("export", "render") if render else ("export",):
-            output, _ = started[name].communicate(timeout=600)
+            output, _ = started[name].communicate(timeout=COMMAND_TIMEOUT)
             if started[name].returncode != 0:
                 raise RuntimeError(f"ns-{name} failed:\n{output[-3000:]}")
         if not exported.stat().st_size:

@@ -9,6 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from toy_world.runs import COMMAND_TIMEOUT
+
 ROOT = Path(__file__).resolve().parents[2]
 GPU = ROOT / "bench" / "gpu"
 CUDA_ONLY = {"gsplat-compile", "gsplat-vs-cpu"}
@@ -43,7 +45,7 @@ def test_the_gpu_script_runs_every_stage_at_tiny_sizes_on_the_cpu(tmp_path):
     out = tmp_path / "out"
     result = subprocess.run(
         [sys.executable, str(GPU / "run.py"), "--out", str(out), *DRY_RUN_FLAGS, "--cap-scale", "5"],
-        capture_output=True, text=True, timeout=1500, cwd=tmp_path,
+        capture_output=True, text=True, timeout=COMMAND_TIMEOUT, cwd=tmp_path,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
     results = json.loads((out / "results.json").read_text())

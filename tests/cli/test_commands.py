@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from toy_world.runs import COMMAND_TIMEOUT
+
 ROOT = Path(__file__).resolve().parents[2]
 
 MODULE_COMMANDS = {
@@ -80,6 +82,6 @@ def test_the_methods_are_registered_and_answer_help(monkeypatch, capsys, method)
 def test_an_old_module_path_runs_with_python_m():
     """The real ``python -m`` of a version-0.1 path (not runpy in this process)."""
     result = subprocess.run(
-        [sys.executable, "-m", "pds_nerfstudio.distributed", "--help"], capture_output=True, text=True, cwd=ROOT, timeout=600
+        [sys.executable, "-m", "pds_nerfstudio.distributed", "--help"], capture_output=True, text=True, cwd=ROOT, timeout=COMMAND_TIMEOUT
     )
     assert result.returncode == 0 and "torchrun --nproc-per-node" in result.stdout, result.stderr[-2000:]

@@ -11,6 +11,8 @@ import pytest
 import torch
 
 from pds_nerfstudio.cli.dreambooth import DreamBooth
+from pds_nerfstudio.common.checkpoints import load_checkpoint
+from pds_nerfstudio.integration.source_run import read_run
 from pds_nerfstudio.priors.dreambooth import (
     CHECKPOINT_NAME,
     CLASS_IMAGES_DIR,
@@ -23,7 +25,7 @@ from pds_nerfstudio.priors.dreambooth import (
 )
 from pds_nerfstudio.priors.guidance import GuidanceConfig
 from pds_nerfstudio.priors.loading import DREAMBOOTH_INFO, LORA_WEIGHTS_NAME, load_stable_diffusion
-from toy_world.runs import _ns_train_executable, file_digests, kill_when, offline_env, run_tiny_edit
+from toy_world.runs import COMMAND_TIMEOUT, _ns_train_executable, file_digests, kill_when, offline_env, run_tiny_edit
 
 INSTANCE, CLASS = "a photo of a sks bear", "a photo of a bear"
 TINY = dict(resolution=32, num_class_images=3, class_image_steps=2, device="cpu")
@@ -74,7 +76,7 @@ def test_full_fine_tuning_lowers_the_instance_loss_and_saves_a_pipeline(trained,
     tuned = StableDiffusionPipeline.from_pretrained(trained["full"])  # a whole pipeline, as users load it
     before = instance_loss(base.unet, base.scheduler, source_run, tiny_sd)
     after = instance_loss(tuned.unet, base.scheduler, source_run, tiny_sd)
-    assert after < before, (before, after)
+    assert after <= 0.95 * before, (before, after)  # measured 1.170 -> 1.016 (-13%); unchanged, it fails
     assert not (trained["full"] / CHECKPOINT_NAME).exists()  # removed once training ended
     assert len(list((trained["full"] / CLASS_IMAGES_DIR).glob("*.png"))) == 3
 
@@ -96,14 +98,32 @@ def test_the_source_run_and_base_model_are_never_written(trained, source_run, ti
     assert file_digests(tiny_sd, source_run) == trained["digests"]
 
 
-@pytest.mark.parametrize("mode", ["full", "lora"])
-def test_the_model_drives_a_pds_edit(trained, mode, source_run, torch_home, tmp_path):
-    run_dir, _ = run_tiny_edit(
-        "pds", source_run, tmp_path / "outputs", torch_home, 3,
-        ["--pipeline.guidance.model-id", str(trained[mode]), "--pipeline.src-prompt", INSTANCE,
+def edit_state(model: Path, source_run: Path, torch_home: Path, output_dir: Path):
+    """Three pds steps (the same seed) with ``model`` as the guidance: what the step said it used, and the field."""
+    run_dir, result = run_tiny_edit(
+        "pds", source_run, output_dir, torch_home, 3,
+        ["--pipeline.guidance.model-id", str(model), "--pipeline.src-prompt", INSTANCE,
          "--pipeline.tgt-prompt", "a photo of a sks polar bear"],
     )  # fmt: skip
-    assert (run_dir / "nerfstudio_models" / "step-000000002.ckpt").is_file()
+    saved = load_checkpoint(run_dir / "nerfstudio_models" / "step-000000002.ckpt")["pipeline"]
+    field = {k: v for k, v in saved.items() if k.startswith("_model.field.")}
+    return read_run(run_dir / "config.yml").config.pipeline.guidance.model_id, field
+
+
+@pytest.fixture(scope="module")
+def base_model_edit(source_run, tiny_sd, torch_home, tmp_path_factory):
+    return edit_state(tiny_sd, source_run, torch_home, tmp_path_factory.mktemp("base-edit"))
+
+
+@pytest.mark.parametrize("mode", ["full", "lora"])
+def test_the_model_drives_a_pds_edit(trained, mode, base_model_edit, source_run, torch_home, tmp_path):
+    """The personalised model is the edit's guidance: the run names it, and its field after three steps differs from
+    the same run's with the base model (the same seed and draws; only the model differs)."""
+    model_id, field = edit_state(trained[mode], source_run, torch_home, tmp_path / "outputs")
+    assert model_id == str(trained[mode])
+    _, base_field = base_model_edit
+    assert sorted(field) == sorted(base_field) and field
+    assert any(not torch.equal(field[k], base_field[k]) for k in field), "the same field as with the base model"
 
 
 def test_class_images_are_generated_once(tiny_sd, tmp_path):
@@ -130,7 +150,7 @@ def test_a_killed_run_resumes_and_reuses_its_class_images(source_run, tiny_sd, t
     kill_when(process, (tmp_path / "out" / CHECKPOINT_NAME).exists, "the first checkpoint")
     class_images = file_digests(tmp_path / "out" / CLASS_IMAGES_DIR)
     assert len(class_images) == 3
-    result = subprocess.run(command, env=offline_env(torch_home), capture_output=True, text=True, timeout=900)
+    result = subprocess.run(command, env=offline_env(torch_home), capture_output=True, text=True, timeout=COMMAND_TIMEOUT)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     resumed_at = re.findall(r"Resuming DreamBooth at step (\d+)", result.stdout)
     assert len(resumed_at) == 1 and int(resumed_at[0]) % 3 == 0 and int(resumed_at[0]) > 0

@@ -20,6 +20,7 @@ run.
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -27,7 +28,7 @@ from pathlib import Path
 import pytest
 
 from pds_nerfstudio.common.checkpoints import load_checkpoint
-from pds_nerfstudio.integration.source_run import newest_checkpoint, read_run
+from pds_nerfstudio.integration.source_run import newest_checkpoint
 from pnr_nerfstudio.perturbation import PerturbationConfig, loss_change, select_eta
 from toy_world import CLIP, PRIOR
 from toy_world.models import seed_torch_home
@@ -42,7 +43,7 @@ from toy_world.outcome import (
     outcome_edit_flags,
     training_views,
 )
-from toy_world.runs import offline_env, run_tiny_edit, train_tiny_nerfacto, train_tiny_splatfacto
+from toy_world.runs import COMMAND_TIMEOUT, offline_env, run_tiny_edit, train_tiny_nerfacto, train_tiny_splatfacto
 from toy_world.world import Thing, caption, write_scene
 
 STEPS = 200
@@ -79,13 +80,12 @@ def pds_outcome(pds_edit, source_views):
 def test_pds_turns_the_ball_blue_and_keeps_the_floor(pds_outcome, source_views):
     """Measured over 7 runs (docs/toy_world.md): effect 0.86-0.97, identity 17.0-26.4 dB. Broken, the edit fails both:
     with the gradient's sign flipped, effect 0.00 and identity 12.0 dB; with no gradient, the source's own renders
-    score effect 0 (checked here)."""
+    score effect 0 (checked here; their identity against themselves is trivially infinite, so it is not asserted)."""
     sources, captured = source_views
     outcome = pds_outcome
     assert outcome.effect >= 0.7, outcome
     assert outcome.identity_psnr >= 14.0, outcome
-    unedited = measure(sources, sources, captured, "blue")
-    assert unedited.effect < 0.05 and unedited.identity_psnr == float("inf")
+    assert measure(sources, sources, captured, "blue").effect < 0.05  # the measure reads the source's red ball as not blue
 
 
 def _pds_eval(world, run: Path) -> dict:
@@ -94,7 +94,7 @@ def _pds_eval(world, run: Path) -> dict:
     work, torch_home, _ = world
     out = run / "evaluation"
     command = [str(Path(sys.executable).parent / "pds-eval"), str(run), "--clip-models", str(CLIP), "--lpips-nets", "alex", "--output-dir", str(out)]
-    result = subprocess.run(command, env=offline_env(torch_home), cwd=work, capture_output=True, text=True, timeout=600)
+    result = subprocess.run(command, env=offline_env(torch_home), cwd=work, capture_output=True, text=True, timeout=COMMAND_TIMEOUT)
     assert result.returncode == 0, f"{result.stdout[-4000:]}\n{result.stderr[-4000:]}"
     metrics = json.loads((out / "metrics.json").read_text())["metrics"]
     return {**metrics["clip"][str(CLIP)], "lpips": metrics["lpips"]["alex"]}
@@ -114,7 +114,8 @@ def test_pds_refine_after_pds_keeps_the_edit_and_the_identity(world, pds_edit, p
     """pds-refine (SDEdit of the views towards the edit's prompt, nerfacto's reconstruction losses) from the pds edit,
     200 steps. Measured (docs/toy_world.md): effect 0.96 -> 0.93 (two seeds), identity 29.4 -> 32.7 dB. Broken, SDEdit
     starting from the captured images instead of the edit's renders, the effect fell to 0.80 (by 0.16), which fails
-    the first check. (Refined towards the source's prompt it fell by 0.06 only: 200 steps of SDEdit at the official
+    the first check; a refinement that changes nothing keeps the identity where it was, which fails the second (it
+    asks 1 dB of the 3.3 measured). (Refined towards the source's prompt it fell by 0.06 only: 200 steps of SDEdit at the official
     strength change little; the test does not catch that.)"""
     work, torch_home, _ = world
     refined, _ = run_tiny_edit("pds-refine", pds_edit, work / "refine", torch_home, STEPS, EDIT_FLAGS)
@@ -122,7 +123,7 @@ def test_pds_refine_after_pds_keeps_the_edit_and_the_identity(world, pds_edit, p
     before = pds_outcome
     after = measure(training_views(refined / "config.yml")[0], sources, captured, "blue")
     assert after.effect >= max(0.7, before.effect - 0.1), (before, after)
-    assert after.identity_psnr >= before.identity_psnr - 1.0, (before, after)
+    assert after.identity_psnr >= before.identity_psnr + 1.0, (before, after)  # refined: more of the rest kept
 
 
 INSTANCE_PROMPT = "a photo of a sks red ball on a grey floor"
@@ -141,7 +142,7 @@ def test_pds_dreambooth_personalises_the_prior_and_an_edit_with_it_works(world, 
         "--instance-prompt", INSTANCE_PROMPT, "--class-prompt", caption("red", "ball"), "--resolution", "32",
         "--num-class-images", "20", "--class-image-steps", "20", "--output-dir", str(personalised),
     ]  # fmt: skip
-    result = subprocess.run(command, env=offline_env(torch_home), cwd=work, capture_output=True, text=True, timeout=900)
+    result = subprocess.run(command, env=offline_env(torch_home), cwd=work, capture_output=True, text=True, timeout=COMMAND_TIMEOUT)
     assert result.returncode == 0, f"{result.stdout[-4000:]}\n{result.stderr[-4000:]}"
     sources, captured = source_views
     before, after = denoising_loss(str(PRIOR), captured, INSTANCE_PROMPT), denoising_loss(str(personalised), captured, INSTANCE_PROMPT)
@@ -197,8 +198,9 @@ def test_pnr_eta_is_zero_for_a_colour_edit_and_above_zero_with_no_edit_or_a_shap
     for edit, (colour, shape) in {"none": ("red", "ball"), "colour": ("blue", "ball"), "shape": ("red", "cube")}.items():
         flags = [*EDIT_FLAGS, *outcome_edit_flags(str(PRIOR), "red", colour, "ball", target_shape=shape),
                  "--pipeline.result-views", "1", "--pipeline.perturbation.d-min", str(TOY_D_MIN)]  # fmt: skip
-        run_dir, _ = run_tiny_edit("pnr", source, work / f"pnr-{edit}", torch_home, 51, flags)
-        assert read_run(run_dir / "config.yml").config.pipeline.tgt_prompt == caption(colour, shape), edit
+        run_dir, result = run_tiny_edit("pnr", source, work / f"pnr-{edit}", torch_home, 51, flags)
+        used = re.search(r"^Step 0 uses: tgt prompt '([^']*)'", result.stdout, re.M)  # what the first step used
+        assert used is not None and used.group(1) == caption(colour, shape), (edit, used)
         state = load_checkpoint(newest_checkpoint(run_dir / "nerfstudio_models"))["pipeline"]
         losses = state["eta_selection_losses"].tolist()
         etas[edit] = float(state["eta"])

@@ -15,7 +15,7 @@ import pytest
 
 from pds_nerfstudio.integration.source_run import newest_checkpoint
 from toy_world.models import build_tiny_stable_diffusion
-from toy_world.runs import check_run_opens_without_diffusion_model, offline_env, run_tiny_edit
+from toy_world.runs import COMMAND_TIMEOUT, check_run_opens_without_diffusion_model, offline_env, run_tiny_edit
 
 ARCHIVE = Path(__file__).resolve().parents[1] / "fixtures" / "runs_v0_1.tar.xz"
 RUNS = {"pds": "edits/pds/scene/pds", "splat-pds": "edits/splat-pds/scene/pds", "pnr": "edits/pnr/scene/pnr"}
@@ -66,7 +66,7 @@ def test_pds_eval_measures_an_old_run(old_runs, torch_home, tiny_clip, tmp_path,
     run_dir = old_run(old_runs, name)
     command = [str(Path(sys.executable).parent / "pds-eval"), str(run_dir), "--clip-models", str(tiny_clip),
                "--lpips-nets", "alex", "--output-dir", str(tmp_path / "evaluation")]  # fmt: skip
-    result = subprocess.run(command, env=offline_env(torch_home), cwd=old_runs, capture_output=True, text=True, timeout=600)
+    result = subprocess.run(command, env=offline_env(torch_home), cwd=old_runs, capture_output=True, text=True, timeout=COMMAND_TIMEOUT)
     assert result.returncode == 0, f"{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
     metrics = json.loads((tmp_path / "evaluation" / "metrics.json").read_text())
     assert metrics["edit_run"] == str(run_dir) and metrics["views"]["count"] == 9

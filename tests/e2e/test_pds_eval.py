@@ -22,7 +22,7 @@ from pds_nerfstudio.metrics.scores import (
     EDIT_CLIP_METRICS,
 )
 from pds_nerfstudio.metrics.views import original_source
-from toy_world.runs import offline_env, run_tiny_edit
+from toy_world.runs import COMMAND_TIMEOUT, offline_env, run_tiny_edit
 
 BIN = Path(sys.executable).parent
 SRC_PROMPT = "a photo of a statue"
@@ -59,7 +59,7 @@ def test_the_command_writes_every_metric_and_the_report(pds_edit, tiny_clip, tin
         "--output-dir", str(out),
     ]  # fmt: skip
     result = subprocess.run(
-        command, env=offline_env(torch_home), cwd=tmp_path, capture_output=True, text=True, timeout=600
+        command, env=offline_env(torch_home), cwd=tmp_path, capture_output=True, text=True, timeout=COMMAND_TIMEOUT
     )
     assert result.returncode == 0, f"{result.stdout[-4000:]}\n{result.stderr[-4000:]}"
     assert "Rendered the edited scene at 9 views" in result.stdout and "Rendered the source scene" in result.stdout

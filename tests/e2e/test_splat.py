@@ -24,6 +24,7 @@ from pds_nerfstudio.common.typed_flags import TypedFlags
 from pds_nerfstudio.integration.source_run import newest_checkpoint
 from pds_nerfstudio.scenes.models import EditSplatfactoModelConfig
 from toy_world.runs import (
+    COMMAND_TIMEOUT,
     TINY_SPLATFACTO_STEPS,
     check_run_opens_without_diffusion_model,
     file_digests,
@@ -132,7 +133,7 @@ def test_two_processes_cull_and_edit_the_gaussians_as_one_process_with_both_view
 def test_pds_eval_measures_a_splat_edit(splat_pds_run, torch_home, tiny_clip, tmp_path):
     pds_eval = Path(sys.executable).parent / "pds-eval"
     command = [str(pds_eval), str(splat_pds_run[0]), "--clip-models", str(tiny_clip), "--output-dir", str(tmp_path / "eval")]
-    result = subprocess.run(command, env=offline_env(torch_home), cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    result = subprocess.run(command, env=offline_env(torch_home), cwd=tmp_path, capture_output=True, text=True, timeout=COMMAND_TIMEOUT)
     assert result.returncode == 0, f"{result.stdout[-4000:]}\n{result.stderr[-4000:]}"
     assert "Rendered the edited scene at 9 views" in result.stdout and "Rendered the source scene at 9 views" in result.stdout
     metrics = json.loads((tmp_path / "eval" / "metrics.json").read_text())
@@ -208,10 +209,15 @@ def test_splat_learning_rates_are_flags_typed_ones_win_and_the_others_are_the_of
     config = copy.deepcopy(all_methods["pds"])
     config.load_dir, config.machine.device_type = splat_source, "cpu"
     config.pipeline.tgt_prompt, config.pipeline.guidance.model_id = PROMPT, str(tiny_sd)
+    # typed: means and quats, at rates other than the official ones; scales set in the config but not typed
     config.optimizers["means"]["optimizer"].lr = 1e-3
-    config.resolve_source(TypedFlags.from_argv(["--optimizers.means.optimizer.lr", "1e-3", "--optimizers.quats.optimizer.lr", "1e-3"]))
+    config.optimizers["quats"]["optimizer"].lr = 2e-3
+    config.optimizers["scales"]["optimizer"].lr = 7e-3
+    typed = ["--optimizers.means.optimizer.lr", "1e-3", "--optimizers.quats.optimizer.lr", "2e-3"]
+    config.resolve_source(TypedFlags.from_argv(typed))
     assert set(config.optimizers) == set(GROUPS)
-    assert {name: entry["optimizer"].lr for name, entry in config.optimizers.items()} == {**OFFICIAL_RATES, "means": 1e-3}
+    rates = {name: entry["optimizer"].lr for name, entry in config.optimizers.items()}
+    assert rates == {**OFFICIAL_RATES, "means": 1e-3, "quats": 2e-3}
 
 
 def test_refinement_of_a_splat_edit_defaults_to_the_official_30000_steps(splat_pds_run, tiny_sd):

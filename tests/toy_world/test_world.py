@@ -11,6 +11,7 @@ import numpy as np
 
 from toy_world import CLIP, PRIOR
 from toy_world.classify import read
+from toy_world.runs import COMMAND_TIMEOUT
 from toy_world.train_prior import CARD_NAME, weight_files
 from toy_world.world import COLOURS, SHAPES, Thing, caption, render, ring_camera, training_images
 
@@ -40,7 +41,7 @@ def test_the_prior_training_script_writes_a_pipeline_folder_with_its_card(tmp_pa
     output = tmp_path / "prior"
     command = [sys.executable, "-m", "toy_world.train_prior", "--output", str(output), "--images", "16",
                "--vae-steps", "2", "--unet-steps", "2", "--vae-refit-steps", "2", "--batch", "4"]  # fmt: skip
-    result = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    result = subprocess.run(command, capture_output=True, text=True, timeout=COMMAND_TIMEOUT)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
     card = json.loads((output / CARD_NAME).read_text())
     assert card["sha256"] == weight_files(output) and len(card["sha256"]) == 3  # unet, vae, text encoder
@@ -104,7 +105,7 @@ def test_the_clip_training_script_writes_a_clip_folder_with_its_card(tmp_path):
 
     output = tmp_path / "clip"
     command = [sys.executable, "-m", "toy_world.train_clip", "--output", str(output), "--images", "16", "--steps", "2", "--batch", "8"]
-    result = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    result = subprocess.run(command, capture_output=True, text=True, timeout=COMMAND_TIMEOUT)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
     card = json.loads((output / CARD_NAME).read_text())
     assert card["sha256"] == weight_files(output) and card["steps"] == 2 and len(card["captions"]) == 8
