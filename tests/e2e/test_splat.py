@@ -23,6 +23,7 @@ from pds_nerfstudio.common.checkpoints import load_checkpoint
 from pds_nerfstudio.common.typed_flags import TypedFlags
 from pds_nerfstudio.integration.source_run import newest_checkpoint
 from pds_nerfstudio.scenes.models import EditSplatfactoModelConfig
+from pnr_nerfstudio.perturbation import select_eta
 from toy_world.runs import (
     COMMAND_TIMEOUT,
     TINY_SPLATFACTO_STEPS,
@@ -128,6 +129,12 @@ def test_two_processes_cull_and_edit_the_gaussians_as_one_process_with_both_view
     assert len(after_one["means"]) == len(after_two["means"]) < len(source["means"])  # the same culled at step 0
     for group in GROUPS:
         assert (after_one[group] - after_two[group]).abs().max() <= 1e-6, group
+    # and they moved: each kept Gaussian against its source row (culling keeps the rows in order; the nearest source
+    # mean finds each, as the means move far less than they lie apart)
+    rows = torch.cdist(after_one["means"], source["means"]).argmin(dim=1)
+    assert torch.all(rows[1:] > rows[:-1])
+    moved = {group: (after_one[group] - source[group][rows]).abs().max().item() for group in GROUPS}
+    assert min(moved.values()) > 1e-5, moved  # measured: the least, features_rest, 4.8e-5 (quats 1.4e-4); the runs agree to 1e-6
 
 
 def test_pds_eval_measures_a_splat_edit(splat_pds_run, torch_home, tiny_clip, tmp_path):
@@ -152,11 +159,21 @@ def test_refine_and_pnr_edit_splats(splat_source, splat_pds_run, tiny_sd, torch_
 
     pnr_flags = [*flags, "--pipeline.tgt-prompt", "a photo of a bear statue", "--pipeline.eta-selection-steps", "4",
                  "--pipeline.perturbation.loss-window", "2", "--pipeline.edit-steps", "2", "--pipeline.revise-steps", "2",
-                 "--pipeline.ipg.resolution", "32"]  # fmt: skip
+                 "--pipeline.ipg.resolution", "32", "--steps-per-save", "1", "--save-only-latest-checkpoint", "False"]  # fmt: skip
     pnr_run, result = run_tiny_edit("pnr", splat_source, tmp_path / "outputs", torch_home, 8, pnr_flags)
     (eta,) = re.findall(r"perturbed 6 splatfacto tensors to \(1 - eta\) theta_src \+ eta theta_0\s+with eta = ([0-9.]+)", result.stdout)
-    assert 0 <= float(eta) <= 0.6
     assert "PnR phase 3/3: revise" in result.stdout and (pnr_run / "renders" / "compare.png").exists()
+    # The eta the run chose is Alg. 2's value of the selection losses it recorded (default d_min), as it printed.
+    saved = load_checkpoint(pnr_run / "nerfstudio_models" / "step-000000007.ckpt")["pipeline"]
+    chosen = float(saved["eta"])
+    assert chosen == pytest.approx(select_eta(saved["eta_selection_losses"].tolist(), 2), abs=1e-12)
+    assert float(eta) == pytest.approx(chosen, abs=1e-4)
+    # After the perturbation (step 4, the first edit step) the optimizers move the new Gaussians: every group changes
+    # from step 4 to step 5 (an optimizer left holding the replaced tensors would leave them as step 4 saved them).
+    at = {step: load_checkpoint(pnr_run / "nerfstudio_models" / f"step-{step:09d}.ckpt")["pipeline"] for step in (4, 5)}
+    for group in GROUPS:
+        key = f"_model.gauss_params.{group}"
+        assert at[4][key].shape == at[5][key].shape and not torch.equal(at[4][key], at[5][key]), group
 
 
 @pytest.fixture()
