@@ -80,9 +80,10 @@ def runs(tmp_path_factory, source_run, synthetic_scene, tiny_sd, torch_home) -> 
         work / "outputs",
         torch_home,
         STOP_AT,
-        ["--pipeline.tgt-prompt", PROMPT, "--pipeline.guidance.model-id", str(model_dir), *PHASE_FLAGS],
+        ["--pipeline.tgt-prompt", PROMPT, "--pipeline.guidance.model-id", str(model_dir), *PHASE_FLAGS,
+         "--steps-per-save", "1", "--save-only-latest-checkpoint", "False"],  # a checkpoint at every step
         cwd=work,
-    )
+    )  # fmt: skip
     # Resume it to the end, with a checkpoint at every step to see the resumed run's first step.
     resumed_dir, resumed = run_tiny_edit(
         "pnr",
@@ -193,6 +194,34 @@ def test_every_edited_tensor_is_the_perturbation_of_the_source_right_after_it(ru
     state = pipeline.state_dict()
     frozen = [k for k in runs.source() if "camera_optimizer" in k or "embedding_appearance" in k]
     assert frozen and all(torch.equal(state[k], runs.source()[k]) for k in frozen)
+
+
+def test_the_runs_own_tensors_after_its_perturbation_step_are_the_perturbation_plus_one_fresh_adam_step(runs):
+    """What the run produced, per tensor and per element: the checkpoint of the first edit step holds
+    (1 - eta) theta_src + eta theta_0 moved by one step of a fresh Adam, which moves an element by exactly its group's
+    learning rate (m_hat / sqrt(v_hat) = sign(g) at Adam's first step) or, without a gradient, not at all. A run that
+    perturbed another starting point, another eta or only some tensors leaves other differences (seen: perturbing the
+    proposal networks alone, the field's hash table is off by up to 0.155)."""
+    step = SELECTION_STEPS  # the perturbation happens as the first edit step begins
+    saved = runs.checkpoint(runs.stopped_dir, step)
+    pipeline = _pipeline_at(runs, step)
+    eta, source, fresh = float(saved["eta"]), pipeline.source.parameters, pipeline.fresh_initialisation()
+    config = yaml.load((runs.stopped_dir / "config.yml").read_text(), Loader=yaml.Loader)
+    rates = {group: config.optimizers[group]["optimizer"].lr for group in ("fields", "proposal_networks")}
+    names = [n for n in source if n.startswith(("field.", "proposal_networks.")) and "embedding_appearance" not in n]
+    assert len(names) == 21 and eta > 0
+    stepped = {}
+    for name in names:
+        rate = rates["fields" if name.startswith("field.") else "proposal_networks"]
+        moved = (saved[f"_model.{name}"] - ((1 - eta) * source[name] + eta * fresh[name])).abs()
+        unmoved, by_the_rate = moved <= 1e-6, (moved - rate).abs() <= 1e-5 * rate + 1e-6
+        # (an element whose gradient is within a few thousand eps of 0 moves by rate |g| / (|g| + eps), a little less:
+        # 1 of the 32768 of the field's hash table did, by 0.9999 of the rate)
+        between = ~(unmoved | by_the_rate)
+        assert int(between.sum()) <= moved.numel() // 1000 and bool((moved[between] <= rate).all()), (name, moved.max().item())
+        stepped[name] = int(by_the_rate.sum())
+    # the step moved the field (a proposal network may get no gradient at that step: its elements are then unmoved)
+    assert sum(stepped[n] for n in names if n.startswith("field.")) > 0, stepped
 
 
 def test_a_resumed_run_keeps_eta_and_phase_and_does_not_perturb_again(runs):
