@@ -226,7 +226,7 @@ def run_stage(name: str, args: argparse.Namespace, results: Dict[str, Any], env:
     """One stage in a process of its own, under its cap: {"status": ok | skipped | failed | timeout, ...}."""
     cap = args.cap_scale * CAPS[name]
     with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as handle:
-        json.dump({k: v for k, v in results.items()}, handle)
+        json.dump(results, handle)
     command = [sys.executable, __file__, "--stage", name, "--results", handle.name, *args.forwarded]
     start = time.perf_counter()
     try:
@@ -308,14 +308,8 @@ def main(argv: Optional[List[str]] = None) -> None:
         installed = install_wheels(args.wheels, work / "site")
         env["PYTHONPATH"] = os.pathsep.join([str(work / "site"), str(ROOT), env.get("PYTHONPATH", "")])
     env["TORCH_HOME"] = str(work / "assets" / "torch_home")
-    args.forwarded = [a for a in (argv if argv is not None else sys.argv[1:])]
-    args.forwarded = [
-        *strip_orchestrator_flags(args.forwarded),
-        "--work",
-        str(work / "assets"),
-        "--device",
-        args.device,
-    ]
+    given = list(argv if argv is not None else sys.argv[1:])
+    args.forwarded = [*strip_orchestrator_flags(given), "--work", str(work / "assets"), "--device", args.device]
     (work / "assets").mkdir()
     results: Dict[str, Any] = {}
     log = (args.out / "log.txt").open("a")
