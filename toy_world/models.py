@@ -269,6 +269,11 @@ def seed_torch_home(path: Path) -> Path:
     return path
 
 
+# --------------------------------------------------------------------------------------------------
+# Tiny CLIP (pds-eval's metric model)
+# --------------------------------------------------------------------------------------------------
+
+
 def build_tiny_clip(path: Path, seed: int) -> Path:
     """A seeded tiny CLIPModel (text and vision width 16, 2 layers, 32 px images in 8 px patches) with its
     processor (a tokenizer on the tiny vocabulary, CLIP's preprocessing at 32 px), saved with save_pretrained."""

@@ -19,6 +19,7 @@ from __future__ import annotations
 import atexit
 import functools
 import hashlib
+import json
 import os
 import re
 import shutil
@@ -29,6 +30,11 @@ from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
 from toy_world.world import Thing, write_scene
+
+COMMAND_TIMEOUT = 3600.0
+"""Seconds a command of these runs may take before it counts as hung: a safety net, not a measure (the slowest
+measured, pds-dreambooth's 800 steps beside a busy job, took 588 s), and inside CI's 90 minutes."""
+
 
 # --------------------------------------------------------------------------------------------------
 # Synthetic scene (nerfstudio-data)
@@ -46,11 +52,6 @@ def make_synthetic_scene(path: Path, num_views: int = 10, size: int = 32, k1: fl
 # --------------------------------------------------------------------------------------------------
 # Tiny nerfacto source run through the real CLI
 # --------------------------------------------------------------------------------------------------
-
-COMMAND_TIMEOUT = 3600.0
-"""Seconds a command of these runs may take before it counts as hung: a safety net, not a measure (the slowest
-measured, pds-dreambooth's 800 steps beside a busy job, took 588 s), and inside CI's 90 minutes."""
-
 
 TINY_NERFACTO_STEPS = 20
 """Default number of training iterations of the tiny source run."""
@@ -377,6 +378,20 @@ def run_tiny_edit(
     if len(new) != 1:
         raise RuntimeError(f"expected one new {method} run under {output_dir} (rank 0's), found {new}")
     return new[0], result
+
+
+def run_pds_eval(
+    run: Path, output_dir: Path, torch_home: Path, flags: Sequence[str] = (), cwd: Optional[Path] = None
+) -> Tuple[Dict, subprocess.CompletedProcess]:
+    """``pds-eval RUN --output-dir OUTPUT_DIR FLAGS`` as a user runs it (offline, in ``cwd``); fails with its output if
+    it fails. Returns its metrics.json and the finished process."""
+    command = [str(Path(_ns_train_executable()).parent / "pds-eval"), str(run), "--output-dir", str(output_dir), *flags]
+    result = subprocess.run(
+        command, env=offline_env(torch_home), cwd=cwd, capture_output=True, text=True, timeout=COMMAND_TIMEOUT
+    )
+    if result.returncode != 0:
+        raise RuntimeError(f"{' '.join(command)} failed:\n{result.stdout[-4000:]}\n{result.stderr[-4000:]}")
+    return json.loads((Path(output_dir) / "metrics.json").read_text()), result
 
 
 def kill_when(process: subprocess.Popen, ready, what: str, timeout: float = COMMAND_TIMEOUT) -> None:

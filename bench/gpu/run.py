@@ -250,12 +250,22 @@ def run_stage(name: str, args: argparse.Namespace, results: Dict[str, Any], env:
 def summary(results: Dict[str, Any]) -> str:
     lines = ["# GPU benchmark results", "", "| stage | status | seconds | result |", "|---|---|---|---|"]
     for name, entry in results.items():
-        detail = (
-            entry.get("reason") or entry.get("error", "").strip().splitlines()[-1:] or json.dumps(entry.get("result"))
-        )
-        detail = detail[0] if isinstance(detail, list) else detail
-        lines.append(f"| {name} | {entry['status']} | {entry.get('seconds', 0):.1f} | {str(detail)[:300]} |")
+        lines.append(f"| {name} | {entry['status']} | {entry.get('seconds', 0):.1f} | {outcome(entry)[:300]} |")
     return "\n".join(lines) + "\n"
+
+
+def outcome(entry: Dict[str, Any]) -> str:
+    """A stage's result in one line: why it was skipped, the last line of its error, or its figures."""
+    if entry.get("reason"):
+        return entry["reason"]
+    if entry.get("error", "").strip():
+        return entry["error"].strip().splitlines()[-1]
+    return json.dumps(entry.get("result"))
+
+
+MEASUREMENT_FLAGS = ("size", "steps", "sd", "chunk", "gaussians", "splat_size", "precision_size", "dreambooth_resolution",
+                     "dreambooth_steps")  # fmt: skip
+"""The flags a stage reads, handed on from the command line as parsed (with their defaults)."""
 
 
 def main(argv: Optional[List[str]] = None) -> None:
@@ -308,8 +318,8 @@ def main(argv: Optional[List[str]] = None) -> None:
         installed = install_wheels(args.wheels, work / "site")
         env["PYTHONPATH"] = os.pathsep.join([str(work / "site"), str(ROOT), env.get("PYTHONPATH", "")])
     env["TORCH_HOME"] = str(work / "assets" / "torch_home")
-    given = list(argv if argv is not None else sys.argv[1:])
-    args.forwarded = [*strip_orchestrator_flags(given), "--work", str(work / "assets"), "--device", args.device]
+    measurement = [f"--{name.replace('_', '-')}={getattr(args, name)}" for name in MEASUREMENT_FLAGS]
+    args.forwarded = [*measurement, "--work", str(work / "assets"), "--device", args.device]
     (work / "assets").mkdir()
     results: Dict[str, Any] = {}
     log = (args.out / "log.txt").open("a")
@@ -327,25 +337,6 @@ def main(argv: Optional[List[str]] = None) -> None:
         if name == "assets" and entry["status"] != "ok":
             break  # every measurement needs them
     log.close()
-
-
-def strip_orchestrator_flags(argv: List[str]) -> List[str]:
-    """The command line a stage gets: the measurement flags, without --out, --wheels, --only and --device."""
-    kept, skip = [], 0
-    for i, arg in enumerate(argv):
-        if skip:
-            skip -= 1
-            continue
-        name = arg.split("=", 1)[0]
-        if name in ("--out", "--wheels", "--device"):
-            skip = 0 if "=" in arg else 1
-            continue
-        if name == "--only":
-            while i + 1 + skip < len(argv) and not argv[i + 1 + skip].startswith("--"):
-                skip += 1
-            continue
-        kept.append(arg)
-    return kept
 
 
 if __name__ == "__main__":

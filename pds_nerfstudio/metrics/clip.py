@@ -16,8 +16,6 @@ from pds_nerfstudio.priors.loading import check_pretrained_available
 DEFAULT_CLIP_MODELS: Tuple[str, ...] = ("openai/clip-vit-base-patch32",)
 """CLIP ViT-B/32. For the three-backbone average reported by PnR pass
 ``--clip-models openai/clip-vit-base-patch32 openai/clip-vit-base-patch16 openai/clip-vit-large-patch14``."""
-
-
 CLIP_FLAG = "--clip-models"
 
 

@@ -15,8 +15,6 @@ from torch import Tensor
 from pds_nerfstudio.metrics.scores import EDIT_CLIP_METRICS, Cosines
 
 METRICS_FILE = "metrics.json"
-
-
 REPORT_FILE = "report.html"
 
 

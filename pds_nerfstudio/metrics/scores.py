@@ -135,12 +135,7 @@ def lpips_distances(lpips_model: torch.nn.Module, src: Sequence[np.ndarray], edi
 
 
 # --------------------------------------------------------------------------------------------------
-# Models: CLIP from transformers, LPIPS from the lpips package; never random weights
-# --------------------------------------------------------------------------------------------------
-
-
-# --------------------------------------------------------------------------------------------------
-# Runs and renders
+# Every metric of two sets of renders (the models: metrics.clip, priors.perceptual; never random weights)
 # --------------------------------------------------------------------------------------------------
 
 
@@ -169,8 +164,3 @@ def measure(
         CONSOLE.log(f"LPIPS ({net})")
         lpips_scores[net] = lpips_distances(load_lpips(net, device), src_images, edit_images)
     return clip, lpips_scores
-
-
-# --------------------------------------------------------------------------------------------------
-# The command
-# --------------------------------------------------------------------------------------------------

@@ -19,7 +19,6 @@ run.
 
 from __future__ import annotations
 
-import json
 import re
 import subprocess
 import sys
@@ -43,7 +42,14 @@ from toy_world.outcome import (
     outcome_edit_flags,
     training_views,
 )
-from toy_world.runs import COMMAND_TIMEOUT, offline_env, run_tiny_edit, train_tiny_nerfacto, train_tiny_splatfacto
+from toy_world.runs import (
+    COMMAND_TIMEOUT,
+    offline_env,
+    run_pds_eval,
+    run_tiny_edit,
+    train_tiny_nerfacto,
+    train_tiny_splatfacto,
+)
 from toy_world.world import Thing, caption, write_scene
 
 STEPS = 200
@@ -92,11 +98,8 @@ def _pds_eval(world, run: Path) -> dict:
     """``pds-eval RUN --clip-models toy_world/clip`` (LPIPS with AlexNet, the harness's random trunk: only whether it
     is 0 means something); returns metrics.json's CLIP and LPIPS numbers."""
     work, torch_home, _ = world
-    out = run / "evaluation"
-    command = [str(Path(sys.executable).parent / "pds-eval"), str(run), "--clip-models", str(CLIP), "--lpips-nets", "alex", "--output-dir", str(out)]
-    result = subprocess.run(command, env=offline_env(torch_home), cwd=work, capture_output=True, text=True, timeout=COMMAND_TIMEOUT)
-    assert result.returncode == 0, f"{result.stdout[-4000:]}\n{result.stderr[-4000:]}"
-    metrics = json.loads((out / "metrics.json").read_text())["metrics"]
+    metrics = run_pds_eval(run, run / "evaluation", torch_home, ["--clip-models", str(CLIP), "--lpips-nets", "alex"], work)[0]
+    metrics = metrics["metrics"]
     return {**metrics["clip"][str(CLIP)], "lpips": metrics["lpips"]["alex"]}
 
 

@@ -5,9 +5,6 @@ every later field must load from them with a plain default."""
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
 import tarfile
 from pathlib import Path
 
@@ -15,7 +12,11 @@ import pytest
 
 from pds_nerfstudio.integration.source_run import newest_checkpoint
 from toy_world.models import build_tiny_stable_diffusion
-from toy_world.runs import COMMAND_TIMEOUT, check_run_opens_without_diffusion_model, offline_env, run_tiny_edit
+from toy_world.runs import (
+    check_run_opens_without_diffusion_model,
+    run_pds_eval,
+    run_tiny_edit,
+)
 
 ARCHIVE = Path(__file__).resolve().parents[1] / "fixtures" / "runs_v0_1.tar.xz"
 RUNS = {"pds": "edits/pds/scene/pds", "splat-pds": "edits/splat-pds/scene/pds", "pnr": "edits/pnr/scene/pnr"}
@@ -64,11 +65,8 @@ def test_an_old_run_opens_in_ns_viewer_and_ns_export(old_runs, torch_home, tmp_p
 @pytest.mark.parametrize("name", sorted(RUNS))
 def test_pds_eval_measures_an_old_run(old_runs, torch_home, tiny_clip, tmp_path, name):
     run_dir = old_run(old_runs, name)
-    command = [str(Path(sys.executable).parent / "pds-eval"), str(run_dir), "--clip-models", str(tiny_clip),
-               "--lpips-nets", "alex", "--output-dir", str(tmp_path / "evaluation")]  # fmt: skip
-    result = subprocess.run(command, env=offline_env(torch_home), cwd=old_runs, capture_output=True, text=True, timeout=COMMAND_TIMEOUT)
-    assert result.returncode == 0, f"{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
-    metrics = json.loads((tmp_path / "evaluation" / "metrics.json").read_text())
+    flags = ["--clip-models", str(tiny_clip), "--lpips-nets", "alex"]
+    metrics, _ = run_pds_eval(run_dir, tmp_path / "evaluation", torch_home, flags, cwd=old_runs)
     assert metrics["edit_run"] == str(run_dir) and metrics["views"]["count"] == 9
     assert metrics["source_checkpoint"].startswith("outputs/scene/")
 

@@ -3,15 +3,11 @@
 from __future__ import annotations
 
 import json
-import runpy
-import subprocess
 import sys
-import warnings
 from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 import yaml
 
 from pds_nerfstudio.common.errors import InputError
@@ -22,12 +18,10 @@ from pds_nerfstudio.metrics.scores import (
     EDIT_CLIP_METRICS,
 )
 from pds_nerfstudio.metrics.views import original_source
-from toy_world.runs import COMMAND_TIMEOUT, offline_env, run_tiny_edit
+from toy_world.runs import run_pds_eval, run_tiny_edit
 
-BIN = Path(sys.executable).parent
 SRC_PROMPT = "a photo of a statue"
 TGT_PROMPT = "a photo of a polar bear"
-CPU = torch.device("cpu")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -53,18 +47,10 @@ def pds_edit(tmp_path_factory, source_run, tiny_sd, torch_home) -> Path:
 
 def test_the_command_writes_every_metric_and_the_report(pds_edit, tiny_clip, tiny_clip_b, torch_home, tmp_path):
     out = tmp_path / "evaluation"
-    command = [
-        str(BIN / "pds-eval"), str(pds_edit.parent),  # the method folder: the newest pds run under it
-        "--clip-models", str(tiny_clip), str(tiny_clip_b),
-        "--output-dir", str(out),
-    ]  # fmt: skip
-    result = subprocess.run(
-        command, env=offline_env(torch_home), cwd=tmp_path, capture_output=True, text=True, timeout=COMMAND_TIMEOUT
-    )
-    assert result.returncode == 0, f"{result.stdout[-4000:]}\n{result.stderr[-4000:]}"
+    # the method folder: the newest pds run under it
+    metrics, result = run_pds_eval(pds_edit.parent, out, torch_home, ["--clip-models", str(tiny_clip), str(tiny_clip_b)], tmp_path)
     assert "Rendered the edited scene at 9 views" in result.stdout and "Rendered the source scene" in result.stdout
-
-    metrics = json.loads((out / METRICS_FILE).read_text())
+    assert metrics == json.loads((out / METRICS_FILE).read_text())
     config = yaml.load((pds_edit / "config.yml").read_text(), Loader=yaml.Loader)
     assert metrics["edit_run"] == str(pds_edit) and metrics["method"] == "pds"
     assert metrics["source_checkpoint"] == str(config.pipeline.source_checkpoint) and metrics["source_via"] == []
@@ -134,12 +120,3 @@ def test_bad_input_ends_with_one_line(pds_edit, source_run, tmp_path, monkeypatc
     assert "--tgt-prompt" in call(str(pds_edit), "--tgt-prompt", " ")
     assert "--source" in call(str(pds_edit), "--source", str(tmp_path / "nope"))
     assert not (pds_edit / "evaluation").exists()
-
-
-def test_the_module_runs_as_a_script(monkeypatch, capsys):
-    """What ``python -m pds_nerfstudio.cli.evaluate --help`` runs, in this process (no second nerfstudio import)."""
-    monkeypatch.setattr(sys, "argv", ["pds_nerfstudio.cli.evaluate", "--help"])
-    with warnings.catch_warnings(), pytest.raises(SystemExit) as exit_info:
-        warnings.simplefilter("ignore", RuntimeWarning)  # runpy: the module is already imported by this file
-        runpy.run_module("pds_nerfstudio.cli.evaluate", run_name="__main__", alter_sys=True)
-    assert exit_info.value.code == 0 and "--clip-models" in capsys.readouterr().out

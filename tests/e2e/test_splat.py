@@ -7,10 +7,8 @@ writes a run.
 
 from __future__ import annotations
 
-import json
 import re
 import shutil
-import subprocess
 import sys
 from pathlib import Path
 from typing import Tuple
@@ -25,11 +23,10 @@ from pds_nerfstudio.integration.source_run import newest_checkpoint
 from pds_nerfstudio.scenes.models import EditSplatfactoModelConfig
 from pnr_nerfstudio.perturbation import select_eta
 from toy_world.runs import (
-    COMMAND_TIMEOUT,
     TINY_SPLATFACTO_STEPS,
     check_run_opens_without_diffusion_model,
     file_digests,
-    offline_env,
+    run_pds_eval,
     run_tiny_edit,
     train_tiny_splatfacto,
 )
@@ -138,12 +135,8 @@ def test_two_processes_cull_and_edit_the_gaussians_as_one_process_with_both_view
 
 
 def test_pds_eval_measures_a_splat_edit(splat_pds_run, torch_home, tiny_clip, tmp_path):
-    pds_eval = Path(sys.executable).parent / "pds-eval"
-    command = [str(pds_eval), str(splat_pds_run[0]), "--clip-models", str(tiny_clip), "--output-dir", str(tmp_path / "eval")]
-    result = subprocess.run(command, env=offline_env(torch_home), cwd=tmp_path, capture_output=True, text=True, timeout=COMMAND_TIMEOUT)
-    assert result.returncode == 0, f"{result.stdout[-4000:]}\n{result.stderr[-4000:]}"
+    metrics, result = run_pds_eval(splat_pds_run[0], tmp_path / "eval", torch_home, ["--clip-models", str(tiny_clip)], tmp_path)
     assert "Rendered the edited scene at 9 views" in result.stdout and "Rendered the source scene at 9 views" in result.stdout
-    metrics = json.loads((tmp_path / "eval" / "metrics.json").read_text())
     assert metrics["views"]["height_width"] == [32, 32]
     assert all(metrics["metrics"]["lpips"][net]["value"] > 0 for net in metrics["metrics"]["lpips"])  # edit != source
 
