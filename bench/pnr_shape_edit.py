@@ -19,7 +19,7 @@ import os
 import sys
 import tempfile
 from pathlib import Path
-from typing import List, Sequence
+from typing import Sequence
 
 import numpy as np
 
@@ -41,15 +41,6 @@ def checkpoint_row(label: str, views: Sequence[np.ndarray], sources, captured) -
     return f"| {label} | {identity:.1f} | {min(pixels)}-{max(pixels)} | {red} of {len(views)} | {spread} |"
 
 
-def save_views(rows: List[Sequence[np.ndarray]], path: Path, scale: int = 4) -> None:
-    """The views side by side, a row each, enlarged ``scale`` times (nearest)."""
-    from PIL import Image
-
-    grid = np.concatenate([np.concatenate(list(row), axis=1) for row in rows], axis=0)
-    image = Image.fromarray((grid.clip(0, 1) * 255).round().astype(np.uint8))
-    image.resize((image.width * scale, image.height * scale), Image.NEAREST).save(path, optimize=True)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--edit-steps", type=int, help="default pnr's, the released 1500")
@@ -69,6 +60,7 @@ def main() -> None:
         SPARSE_POINTS,
         kept_checkpoint_views,
         outcome_edit_flags,
+        save_views,
         training_views,
     )
     from toy_world.runs import run_tiny_edit, train_tiny_nerfacto

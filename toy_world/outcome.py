@@ -8,22 +8,32 @@ held-out views: the tiny source fields the tests can afford do not generalise to
   the target colour: saturated (above :data:`toy_world.classify.SATURATION`) and nearest to the target colour's
   chromaticity among the world's four;
 - **identity**: the PSNR (dB) of every other pixel (floor and sky, the object's outline dilated by one pixel left
-  out) of the edited render against the source run's render of the same view.
+  out) of the edited render against the source run's render of the same view;
+- **structure**: the object's silhouette (its saturated pixels, :func:`toy_world.classify.object_mask`) in the
+  edited render against the captured one, as IoU over every view, divided by the same IoU of the source run's render:
+  1 when the edit keeps the shape exactly as well as the reconstruction had it, below when the object melts, grows
+  or loses its saturation, or when the floor turns saturated round it. Beside it, the fraction of views whose
+  silhouette the shape classifier (:func:`toy_world.classify.read`) reads as the expected shape, for the edit and for
+  the source (the classifier is unreliable on small silhouettes, so the two are compared, not the edit against 1);
+- **colour error**: the distance of the object's mean chromaticity (rgb / sum, over the captured object's pixels)
+  to the chromaticity of the target albedo. The world shades by a scalar, so a perfect render has 0 whatever the
+  light; the source's own error (against its own colour) is the reconstruction's floor.
 
 A render of the source itself scores effect 0 for another colour and identity infinity: an edit that does nothing
-fails any effect threshold.
+fails any effect threshold. :func:`save_views` draws what each reading reads (source | edit, a row a view, enlarged).
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from toy_world.classify import chromaticity, object_mask
+from toy_world.classify import chromaticity, object_mask, read
 from toy_world.world import COLOURS, caption
 
 SOURCE_STEPS = 400
@@ -68,6 +78,27 @@ class Outcome:
     """Fraction of the object's pixels showing the target colour (0 to 1)."""
     identity_psnr: float
     """PSNR (dB) of the pixels outside the object against the source run's renders."""
+    silhouette_iou: float = float("nan")
+    """IoU of the edited renders' object pixels with the captured images', over every view."""
+    source_silhouette_iou: float = float("nan")
+    """The same IoU of the source run's renders: what the reconstruction itself keeps of the silhouette."""
+    shape_read: float = float("nan")
+    """Fraction of views the shape classifier reads as the expected shape in the edited renders."""
+    source_shape_read: float = float("nan")
+    """The same fraction in the source run's renders."""
+    colour_error: float = float("nan")
+    """Distance of the edited object's mean chromaticity to the target albedo's."""
+    source_colour_error: float = float("nan")
+    """Distance of the source run's object's mean chromaticity to its own albedo's."""
+
+    @property
+    def structure(self) -> float:
+        """:attr:`silhouette_iou` over :attr:`source_silhouette_iou`: 1 when the edit keeps the silhouette as the source
+        reconstruction had it."""
+        return self.silhouette_iou / self.source_silhouette_iou
+
+    def as_dict(self) -> dict:
+        return {**dataclasses.asdict(self), "structure": self.structure}
 
 
 def nearest_colours(pixels: np.ndarray) -> np.ndarray:
@@ -87,9 +118,40 @@ def _dilate(mask: np.ndarray) -> np.ndarray:
     return grown
 
 
-def measure(edits: Sequence[np.ndarray], sources: Sequence[np.ndarray], object_images: Sequence[np.ndarray], target_colour: str) -> Outcome:
+def silhouette_iou(renders: Sequence[np.ndarray], object_images: Sequence[np.ndarray]) -> float:
+    """IoU of the renders' object pixels with the captured images' object pixels, summed over the views."""
+    intersection = union = 0
+    for render, captured in zip(renders, object_images, strict=True):
+        ours, theirs = object_mask(render), object_mask(captured)
+        intersection += int((ours & theirs).sum())
+        union += int((ours | theirs).sum())
+    return intersection / max(union, 1)
+
+
+def shape_read(renders: Sequence[np.ndarray], shape: str) -> float:
+    """Fraction of the renders the shape classifier reads as ``shape``."""
+    return sum(read(render).shape == shape for render in renders) / len(renders)
+
+
+def colour_error(renders: Sequence[np.ndarray], object_images: Sequence[np.ndarray], colour: str) -> float:
+    """Distance of the mean chromaticity of the renders' pixels where the captured images show the object to the
+    chromaticity of ``colour``'s albedo."""
+    pixels = np.concatenate([render[object_mask(captured)] for render, captured in zip(renders, object_images, strict=True)])
+    return float(np.linalg.norm(chromaticity(pixels).mean(0) - chromaticity(np.array(COLOURS[colour]))))
+
+
+def measure(
+    edits: Sequence[np.ndarray],
+    sources: Sequence[np.ndarray],
+    object_images: Sequence[np.ndarray],
+    target_colour: str,
+    source_colour: Optional[str] = None,
+    shape: Optional[str] = None,
+) -> Outcome:
     """The outcome over views: ``edits`` and ``sources`` are the edited and source runs' renders, ``object_images``
-    the views' captured images (where the object is), all [H, W, 3] in [0, 1]."""
+    the views' captured images (where the object is), all [H, W, 3] in [0, 1]. The source's colour errs against
+    ``source_colour`` (default: the target's) and both shapes are read against ``shape`` (default: what the
+    captured images read as)."""
     target = list(COLOURS).index(target_colour)
     hits, total, squared, count = 0, 0, 0.0, 0
     for edit, source, captured in zip(edits, sources, object_images, strict=True):
@@ -100,7 +162,29 @@ def measure(edits: Sequence[np.ndarray], sources: Sequence[np.ndarray], object_i
         squared += float(((edit[rest] - source[rest]) ** 2).sum())
         count += int(rest.sum()) * 3
     mse = squared / max(count, 1)
-    return Outcome(hits / max(total, 1), float("inf") if mse == 0 else float(-10 * np.log10(mse)))
+    if shape is None:
+        readings = [read(captured).shape for captured in object_images]
+        shape = max(set(readings), key=readings.count)
+    return Outcome(
+        effect=hits / max(total, 1),
+        identity_psnr=float("inf") if mse == 0 else float(-10 * np.log10(mse)),
+        silhouette_iou=silhouette_iou(edits, object_images),
+        source_silhouette_iou=silhouette_iou(sources, object_images),
+        shape_read=shape_read(edits, shape),
+        source_shape_read=shape_read(sources, shape),
+        colour_error=colour_error(edits, object_images, target_colour),
+        source_colour_error=colour_error(sources, object_images, source_colour or target_colour),
+    )
+
+
+def save_views(rows: Sequence[Sequence[np.ndarray]], path: Path, scale: int = 4) -> None:
+    """Images ([H, W, 3] in [0, 1], all of one size) side by side, a row each, enlarged ``scale`` times (nearest), so a
+    person sees what the measures read: e.g. a row a view, source | edit."""
+    from PIL import Image
+
+    grid = np.concatenate([np.concatenate(list(row), axis=1) for row in rows], axis=0)
+    image = Image.fromarray((np.clip(grid, 0, 1) * 255).round().astype(np.uint8))
+    image.resize((image.width * scale, image.height * scale), Image.NEAREST).save(path, optimize=True)
 
 
 def training_views(config: Path, step: Optional[int] = None) -> Tuple[List[np.ndarray], List[np.ndarray]]:

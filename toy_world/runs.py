@@ -144,17 +144,20 @@ def train_tiny_nerfacto(
     steps: int = TINY_NERFACTO_STEPS,
     extra_args: Sequence[str] = (),
     timeout: float = COMMAND_TIMEOUT,
+    reproducible: bool = True,
 ) -> Path:
     """Train a tiny nerfacto on ``scene`` with ``ns-train`` and return its timestamped run directory.
 
     nerfstudio's ``ns-train``, its ray-sampling process seeded (:mod:`toy_world.reproducible_ns_train`): the same
-    command trains the same source on a machine.
+    command trains the same source on a machine. ``reproducible=False`` runs the plain ``ns-train`` console script, as
+    a user does, whose sources differ from run to run.
 
     The run directory (``<output_dir>/<scene name>/nerfacto/<timestamp>``) holds ``config.yml``,
     ``dataparser_transforms.json`` and ``nerfstudio_models/step-<steps - 1>.ckpt``.
     ``extra_args`` go after :data:`TINY_NERFACTO_FLAGS` and override them.
     """
-    command = [sys.executable, str(REPRODUCIBLE_NS_TRAIN), "nerfacto", *TINY_NERFACTO_FLAGS, *extra_args]
+    launcher = [sys.executable, str(REPRODUCIBLE_NS_TRAIN)] if reproducible else [_ns_train_executable()]
+    command = [*launcher, "nerfacto", *TINY_NERFACTO_FLAGS, *extra_args]
     return _train_source("nerfacto", command, scene, output_dir, torch_home, steps, timeout)
 
 

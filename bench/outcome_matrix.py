@@ -1,0 +1,315 @@
+"""The outcome matrix: every colour edit of the toy world, by each method, read by toy_world.outcome's measures.
+
+Every source colour to every other (12 pairs) for a ball and a cube, on tiny nerfacto sources (400 steps, the test
+harness's seeded field) and for a few pairs on splatfacto sources; plus a no-op edit (target prompt = source prompt)
+of each source, which measures drift. Each cell is one real ``ns-train <method> --load-dir SOURCE`` (the demo's flags:
+guidance at 32 px with ``toy_world/prior``), read on the 9 training views: effect, floor identity, structure (the
+silhouette's IoU against the captured one, over the source reconstruction's own), the shape classifier's reading and
+the colour error (toy_world/outcome.py). The goal for pds (issue 38): effect >= 0.8, identity >= 25 dB and
+structure >= 0.95 on every pair.
+
+    python bench/outcome_matrix.py --quick   # one seed, pds and sds, nerfacto, every pair (about 30 min on 2 cores)
+    python bench/outcome_matrix.py           # 3 seeds, pds, sds and dds, nerfacto every pair, splatfacto 4 pairs
+
+Finished cells are kept in ``--out`` (results.jsonl, each cell's renders and its picture, source | edit a row a
+view): a rerun with the same ``--out`` measures only what is missing, so an interrupted matrix continues. The table
+goes to docs/outcome_matrix.md (a section per ``--label``) and the picture grid to docs/outcome_matrix_<label>.png.
+Edits run ``--workers`` at a time, each on one thread (two one-thread edits finish a 200-step nerfacto edit in 36 s
+each on 2 cores, against 19 s for one on two threads).
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import os
+import platform
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence, Tuple
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")  # before torch loads, here and in every edit forked from here
+
+import numpy as np  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from toy_world.report import replace_section  # noqa: E402
+
+GOAL = {"effect": 0.8, "identity_psnr": 25.0, "structure": 0.95}
+"""Issue 38's goal for pds on every pair (minimums)."""
+STEPS = {"nerfacto": 200, "splatfacto": 500}
+"""Edit steps per representation (splatfacto's learning rates are 4 to 60 times lower than nerfacto's)."""
+SPLAT_PAIRS = (("red", "blue", "ball"), ("yellow", "green", "cube"), ("blue", "red", "cube"), ("green", "yellow", "ball"))
+"""The splatfacto slice: two warm-to-cool and two cool-to-warm edits, a ball and a cube each."""
+DOCS = ROOT / "docs" / "outcome_matrix.md"
+
+
+@dataclass(frozen=True)
+class Cell:
+    representation: str
+    shape: str
+    source: str
+    target: str
+    method: str
+    seed: int
+
+    @property
+    def key(self) -> str:
+        return f"{self.representation}-{self.shape}-{self.source}-{self.target}-{self.method}-seed{self.seed}"
+
+
+def cells_of(args) -> List[Cell]:
+    from toy_world.world import COLOURS, SHAPES
+
+    cells = []
+    for representation in args.representations:
+        if representation == "nerfacto":
+            pairs = [(s, t, shape) for shape in SHAPES for s in COLOURS for t in COLOURS]  # t == s: the no-op edit
+        else:
+            pairs = [*SPLAT_PAIRS, *{(s, s, shape) for s, _, shape in SPLAT_PAIRS}]
+        for (source, target, shape), method, seed in itertools.product(pairs, args.methods, args.seeds):
+            cells.append(Cell(representation, shape, source, target, method, seed))
+    return cells
+
+
+class Matrix:
+    """The sources, the edits and their readings, kept under ``out`` so that a rerun continues."""
+
+    def __init__(self, out: Path, steps: Dict[str, int], extra_flags: Sequence[str], user_sources: bool) -> None:
+        from toy_world.models import seed_torch_home
+
+        self.out, self.steps, self.extra_flags, self.user_sources = out, steps, list(extra_flags), user_sources
+        self.out.mkdir(parents=True, exist_ok=True)
+        self.torch_home = seed_torch_home(out / "torch_home")
+        # the runs are rendered in this process too: LPIPS constructs offline from this folder
+        os.environ.update(TORCH_HOME=str(self.torch_home), HF_HUB_OFFLINE="1")
+        self.results_file = out / "results.jsonl"
+        self.results: Dict[str, dict] = {}
+        if self.results_file.exists():
+            for line in self.results_file.read_text().splitlines():
+                row = json.loads(line)
+                self.results[row["key"]] = row
+        self.lock = threading.Lock()  # rendering in this process (eval_setup, the CPU rasteriser's patch) and the files
+        self.source_views: Dict[Tuple[str, str, str], Tuple[List[np.ndarray], List[np.ndarray]]] = {}
+
+    def source(self, representation: str, shape: str, colour: str) -> Path:
+        """The source run of one object (trained once; its renders and captured images kept)."""
+        from toy_world.outcome import SOURCE_FLAGS, SOURCE_STEPS, SPARSE_POINTS, SPLAT_SOURCE_FLAGS, training_views
+        from toy_world.runs import find_run_dirs, train_tiny_nerfacto, train_tiny_splatfacto
+        from toy_world.world import Thing, write_scene
+
+        name = f"{colour}-{shape}"
+        folder = self.out / "sources" / representation
+        runs = find_run_dirs(folder / name, representation)
+        if runs:
+            run = runs[-1]
+        else:
+            scene = write_scene(self.out / "scenes" / name, Thing(colour, shape), num_views=10, size=32, sparse_points=SPARSE_POINTS)
+            if representation == "nerfacto":
+                run = train_tiny_nerfacto(scene, folder / name, self.torch_home, SOURCE_STEPS, SOURCE_FLAGS, reproducible=not self.user_sources)
+            else:
+                run = train_tiny_splatfacto(scene, folder / name, self.torch_home, SOURCE_STEPS, SPLAT_SOURCE_FLAGS)
+        with self.lock:
+            if (representation, shape, colour) not in self.source_views:
+                self.source_views[representation, shape, colour] = training_views(run / "config.yml")
+        return run
+
+    def edit(self, cell: Cell) -> dict:
+        """One cell: the edit through ns-train, its renders read against its source's."""
+        from toy_world import PRIOR
+        from toy_world.outcome import EDIT_FLAGS, measure, outcome_edit_flags, save_views, training_views
+        from toy_world.runs import run_tiny_edit
+
+        if cell.key in self.results:
+            return self.results[cell.key]
+        source = self.source(cell.representation, cell.shape, cell.source)
+        flags = [
+            *EDIT_FLAGS, *outcome_edit_flags(str(PRIOR), cell.source, cell.target, cell.shape),
+            "--pipeline.guidance.method", cell.method, "--machine.seed", str(cell.seed), *self.extra_flags,
+        ]  # fmt: skip
+        start = time.perf_counter()
+        run, _ = run_tiny_edit("pds", source, self.out / "edits" / cell.key, self.torch_home, self.steps[cell.representation], flags)
+        seconds = time.perf_counter() - start
+        with self.lock:
+            edits, _ = training_views(run / "config.yml")
+            sources, captured = self.source_views[cell.representation, cell.shape, cell.source]
+            outcome = measure(edits, sources, captured, cell.target, cell.source, cell.shape)
+            np.savez_compressed(self.out / "edits" / cell.key / "renders.npz", edits=np.stack(edits), sources=np.stack(sources))
+            save_views([(s, e) for s, e in zip(sources, edits)], self.out / "edits" / cell.key / "source_edit.png")
+            row = {**cell.__dict__, "key": cell.key, "steps": self.steps[cell.representation], "seconds": seconds,
+                   "flags": self.extra_flags, **outcome.as_dict()}  # fmt: skip
+            self.results[cell.key] = row
+            with self.results_file.open("a") as file:
+                file.write(json.dumps(row) + "\n")
+        print(f"{cell.key}: effect {row['effect']:.2f}, identity {row['identity_psnr']:.1f} dB, structure "
+              f"{row['structure']:.2f}, colour error {row['colour_error']:.3f} ({seconds:.0f} s)", flush=True)  # fmt: skip
+        return row
+
+    def first_view(self, cell: Cell) -> Optional[np.ndarray]:
+        path = self.out / "edits" / cell.key / "renders.npz"
+        return np.load(path)["edits"][0] if path.exists() else None
+
+
+def meets_goal(row: dict) -> bool:
+    return all(row[name] >= minimum for name, minimum in GOAL.items())
+
+
+def _fmt(values: Sequence[float], digits: int) -> str:
+    """A value, or mean (min-max) of several."""
+    if len(values) == 1:
+        return f"{values[0]:.{digits}f}"
+    return f"{np.mean(values):.{digits}f} ({min(values):.{digits}f}-{max(values):.{digits}f})"
+
+
+def report(rows: List[dict], args, elapsed: float) -> str:
+    methods = list(dict.fromkeys(row["method"] for row in rows))
+    seeds = sorted({row["seed"] for row in rows})
+    lines = [
+        f"## {args.label}: {', '.join(methods)}; {', '.join(args.representations)}; seed{'s' if len(seeds) > 1 else ''} "
+        f"{', '.join(map(str, seeds))}",
+        "",
+        f"`{' '.join(['python', 'bench/outcome_matrix.py', *sys.argv[1:]])}` ({platform.machine()}, {args.workers} "
+        f"edits at a time, {elapsed / 60:.0f} min this run). Edit steps: "
+        + ", ".join(f"{r} {STEPS[r] if args.steps is None else args.steps}" for r in args.representations)
+        + (f"; extra flags `{' '.join(args.extra_flags)}`" if args.extra_flags else "")
+        + ". Each cell: *effect / identity dB / structure*; several seeds: their mean, the range in brackets. "
+        "**Bold**: pds misses the goal (effect >= 0.8, identity >= 25 dB, structure >= 0.95).",
+    ]
+    for representation in args.representations:
+        these = [row for row in rows if row["representation"] == representation]
+        if not these:
+            continue
+        lines += ["", f"### {representation}", "", "| shape | edit | " + " | ".join(methods) + " | colour error (" + methods[0] + "; source's own) |",
+                  "|---|---|" + "---|" * (len(methods) + 1)]  # fmt: skip
+        pairs = list(dict.fromkeys((row["shape"], row["source"], row["target"]) for row in these))
+        pairs.sort(key=lambda p: (p[0], p[1] == p[2], p[1], p[2]))
+        for shape, source, target in pairs:
+            cells = []
+            for method in methods:
+                group = [r for r in these if (r["shape"], r["source"], r["target"], r["method"]) == (shape, source, target, method)]
+                if not group:
+                    cells.append("")
+                    continue
+                text = " / ".join(_fmt([r[name] for r in group], d) for name, d in (("effect", 2), ("identity_psnr", 1), ("structure", 2)))
+                missed = method == "pds" and source != target and not all(meets_goal(r) for r in group)
+                cells.append(f"**{text}**" if missed else text)
+            first = [r for r in these if (r["shape"], r["source"], r["target"], r["method"]) == (shape, source, target, methods[0])]
+            colour = f"{_fmt([r['colour_error'] for r in first], 3)}; {first[0]['source_colour_error']:.3f}" if first else ""
+            label = f"{source} -> {target}" if source != target else f"{source} (no-op)"
+            lines.append(f"| {shape} | {label} | " + " | ".join(cells) + f" | {colour} |")
+        lines += ["", summary(these, methods)]
+    return "\n".join(lines) + "\n"
+
+
+def summary(rows: List[dict], methods: List[str]) -> str:
+    """Per method over the colour edits (no-ops apart): pairs meeting the goal, mean and spread of each measure; pds's
+    identity against each other method's, paired by source, target and seed."""
+    edits = [row for row in rows if row["source"] != row["target"]]
+    noops = [row for row in rows if row["source"] == row["target"]]
+    lines = ["| method | edits meeting the goal | effect | identity dB | structure | shape read (source's) | no-op identity dB | no-op structure |",
+             "|---|---|---|---|---|---|---|---|"]  # fmt: skip
+    for method in methods:
+        mine = [r for r in edits if r["method"] == method]
+        still = [r for r in noops if r["method"] == method]
+        if not mine:
+            continue
+
+        def spread(name, group=mine, digits=2):
+            values = [r[name] for r in group]
+            return f"{np.mean(values):.{digits}f} ± {np.std(values):.{digits}f} (min {min(values):.{digits}f})" if values else ""
+
+        shape = f"{np.mean([r['shape_read'] for r in mine]):.2f} ({np.mean([r['source_shape_read'] for r in mine]):.2f})"
+        lines.append(
+            f"| {method} | {sum(meets_goal(r) for r in mine)} of {len(mine)} | {spread('effect')} | {spread('identity_psnr', digits=1)} | "
+            f"{spread('structure')} | {shape} | {spread('identity_psnr', still, 1)} | {spread('structure', still)} |"
+        )
+    by_key = {(r["representation"], r["shape"], r["source"], r["target"], r["seed"], r["method"]): r for r in edits}
+    for other in methods:
+        if other == "pds":
+            continue
+        differences = [
+            r["identity_psnr"] - by_key[key[:-1] + (other,)]["identity_psnr"]
+            for key, r in by_key.items()
+            if key[-1] == "pds" and key[:-1] + (other,) in by_key
+        ]
+        if differences:
+            lines.append(
+                f"\npds's identity minus {other}'s, paired: mean {np.mean(differences):+.1f} dB, from {min(differences):+.1f} to "
+                f"{max(differences):+.1f}, above in {sum(d > 0 for d in differences)} of {len(differences)}."
+            )
+    return "\n".join(lines)
+
+
+def grid(matrix: Matrix, cells: List[Cell], path: Path) -> None:
+    """A picture per representation and method stacked: a row per source object (its source render, then its edit to
+    each colour, the no-op in the source's own column), first training view each, enlarged."""
+    from toy_world.outcome import save_views
+    from toy_world.world import COLOURS
+
+    blank = np.ones((32, 32, 3))
+    rows = []
+    for representation, method in dict.fromkeys((c.representation, c.method) for c in cells):
+        seed = min(c.seed for c in cells)
+        for shape, source in dict.fromkeys((c.shape, c.source) for c in cells if c.representation == representation):
+            views = matrix.source_views.get((representation, shape, source))
+            row = [views[0][0] if views else blank, blank * 0.2]
+            for target in COLOURS:
+                view = matrix.first_view(Cell(representation, shape, source, target, method, seed))
+                row.append(blank if view is None else view)
+            rows.append(row)
+        rows.append([blank] * (2 + len(COLOURS)))
+    save_views(rows[:-1], path, scale=3)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="one seed, pds and sds, nerfacto: the check run before and after a change")
+    parser.add_argument("--methods", nargs="+", choices=["pds", "sds", "dds"])
+    parser.add_argument("--seeds", nargs="+", type=int)
+    parser.add_argument("--representations", nargs="+", choices=["nerfacto", "splatfacto"])
+    parser.add_argument("--only", nargs="+", metavar="SHAPE:SOURCE:TARGET", help="only these edits, e.g. ball:red:blue")
+    parser.add_argument("--steps", type=int, help="edit steps for every representation (default: nerfacto 200, splatfacto 500)")
+    parser.add_argument("--extra-flags", nargs=argparse.REMAINDER, default=[], help="ns-train flags added to every edit (last)")
+    parser.add_argument("--user-sources", action="store_true", help="nerfacto sources from plain ns-train (unseeded), as a user trains them")
+    parser.add_argument("--out", type=Path, default=ROOT / "outputs" / "outcome_matrix", help="kept runs and results (a rerun continues)")
+    parser.add_argument("--workers", type=int, default=2, help="edits at a time, one thread each")
+    parser.add_argument("--label", help="the docs section and picture name (default: quick or full)")
+    parser.add_argument("--no-write", action="store_true", help="print only; leave docs/ as it is")
+    args = parser.parse_args()
+    args.methods = args.methods or (["pds", "sds"] if args.quick else ["pds", "sds", "dds"])
+    args.seeds = args.seeds or ([42] if args.quick else [42, 1, 2])
+    args.representations = args.representations or (["nerfacto"] if args.quick else ["nerfacto", "splatfacto"])
+    args.label = args.label or ("quick" if args.quick else "full")
+    steps = {r: args.steps or STEPS[r] for r in STEPS}
+
+    cells = cells_of(args)
+    if args.only:
+        wanted = {tuple(item.split(":")) for item in args.only}
+        cells = [c for c in cells if (c.shape, c.source, c.target) in wanted]
+    matrix = Matrix(args.out, steps, args.extra_flags, args.user_sources)
+    start = time.perf_counter()
+    with ThreadPoolExecutor(args.workers) as pool:
+        objects = list(dict.fromkeys((c.representation, c.shape, c.source) for c in cells))
+        list(pool.map(lambda o: matrix.source(*o), objects))
+        rows = list(pool.map(matrix.edit, cells))
+    elapsed = time.perf_counter() - start
+    body = report(rows, args, elapsed)
+    print(body)
+    if not args.no_write:
+        picture = ROOT / "docs" / f"outcome_matrix_{args.label}.png"
+        grid(matrix, cells, picture)
+        body += (f"\n[{picture.name}]({picture.name}): per method ({', '.join(args.methods)}) and representation, a row per "
+                 "source object: its source render, a dark gap, then its edit to red, green, blue and yellow (its own colour: the "
+                 f"no-op), first training view, seed {min(args.seeds)}.\n")  # fmt: skip
+        replace_section(DOCS, f"<!-- bench:outcome-matrix:{args.label} -->", body)
+
+
+if __name__ == "__main__":
+    main()
