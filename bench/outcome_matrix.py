@@ -11,8 +11,9 @@ structure >= 0.95 on every pair.
     python bench/outcome_matrix.py --quick   # one seed, pds and sds, nerfacto, every pair (about 30 min on 2 cores)
     python bench/outcome_matrix.py           # 3 seeds, pds, sds and dds, nerfacto every pair, splatfacto 4 pairs
 
-Finished cells are kept in ``--out`` (results.jsonl, each cell's renders and its picture, source | edit a row a
-view): a rerun with the same ``--out`` measures only what is missing, so an interrupted matrix continues. The table
+Finished edits are kept in ``--out`` (runs.jsonl, each edit's renders of its training views and its picture,
+source | edit a row a view): a rerun with the same ``--out`` edits only what is missing, so an interrupted matrix
+continues, and reads every kept edit afresh, so a change of the measures needs no new edit. The table
 goes to docs/outcome_matrix.md (a section per ``--label``) and the picture grid to docs/outcome_matrix_<label>.png.
 Edits run ``--workers`` at a time, each on one thread (two one-thread edits finish a 200-step nerfacto edit in 36 s
 each on 2 cores, against 19 s for one on two threads).
@@ -21,6 +22,7 @@ each on 2 cores, against 19 s for one on two threads).
 from __future__ import annotations
 
 import argparse
+import hashlib
 import itertools
 import json
 import os
@@ -60,9 +62,10 @@ class Cell:
     method: str
     seed: int
 
-    @property
-    def key(self) -> str:
-        return f"{self.representation}-{self.shape}-{self.source}-{self.target}-{self.method}-seed{self.seed}"
+    def key(self, steps: int, extra_flags: Sequence[str] = ()) -> str:
+        """The edit's folder name: the cell, its steps and (hashed) the extra flags, so no two settings share one."""
+        key = f"{self.representation}-{self.shape}-{self.source}-{self.target}-{self.method}-seed{self.seed}-{steps}steps"
+        return key + (f"-{hashlib.sha1(' '.join(extra_flags).encode()).hexdigest()[:8]}" if extra_flags else "")
 
 
 def cells_of(args) -> List[Cell]:
@@ -90,12 +93,12 @@ class Matrix:
         self.torch_home = seed_torch_home(out / "torch_home")
         # the runs are rendered in this process too: LPIPS constructs offline from this folder
         os.environ.update(TORCH_HOME=str(self.torch_home), HF_HUB_OFFLINE="1")
-        self.results_file = out / "results.jsonl"
-        self.results: Dict[str, dict] = {}
-        if self.results_file.exists():
-            for line in self.results_file.read_text().splitlines():
+        self.runs_file = out / "runs.jsonl"  # a line per finished edit; its renders are in edits/<key>/renders.npz
+        self.runs: Dict[str, dict] = {}
+        if self.runs_file.exists():
+            for line in self.runs_file.read_text().splitlines():
                 row = json.loads(line)
-                self.results[row["key"]] = row
+                self.runs[row["key"]] = row
         self.lock = threading.Lock()  # rendering in this process (eval_setup, the CPU rasteriser's patch) and the files
         self.source_views: Dict[Tuple[str, str, str], Tuple[List[np.ndarray], List[np.ndarray]]] = {}
 
@@ -122,38 +125,42 @@ class Matrix:
         return run
 
     def edit(self, cell: Cell) -> dict:
-        """One cell: the edit through ns-train, its renders read against its source's."""
+        """One cell: the edit through ns-train (unless its renders are kept), its renders read against its source's.
+        The readings are taken afresh from the kept renders at every run, so a change of the measures needs no edit."""
         from toy_world import PRIOR
         from toy_world.outcome import EDIT_FLAGS, measure, outcome_edit_flags, save_views, training_views
         from toy_world.runs import run_tiny_edit
 
-        if cell.key in self.results:
-            return self.results[cell.key]
+        key = cell.key(self.steps[cell.representation], self.extra_flags)
+        folder = self.out / "edits" / key
+        kept = folder / "renders.npz"
         source = self.source(cell.representation, cell.shape, cell.source)
-        flags = [
-            *EDIT_FLAGS, *outcome_edit_flags(str(PRIOR), cell.source, cell.target, cell.shape),
-            "--pipeline.guidance.method", cell.method, "--machine.seed", str(cell.seed), *self.extra_flags,
-        ]  # fmt: skip
-        start = time.perf_counter()
-        run, _ = run_tiny_edit("pds", source, self.out / "edits" / cell.key, self.torch_home, self.steps[cell.representation], flags)
-        seconds = time.perf_counter() - start
-        with self.lock:
-            edits, _ = training_views(run / "config.yml")
-            sources, captured = self.source_views[cell.representation, cell.shape, cell.source]
-            outcome = measure(edits, sources, captured, cell.target, cell.source, cell.shape)
-            np.savez_compressed(self.out / "edits" / cell.key / "renders.npz", edits=np.stack(edits), sources=np.stack(sources))
-            save_views([(s, e) for s, e in zip(sources, edits)], self.out / "edits" / cell.key / "source_edit.png")
-            row = {**cell.__dict__, "key": cell.key, "steps": self.steps[cell.representation], "seconds": seconds,
-                   "flags": self.extra_flags, **outcome.as_dict()}  # fmt: skip
-            self.results[cell.key] = row
-            with self.results_file.open("a") as file:
-                file.write(json.dumps(row) + "\n")
-        print(f"{cell.key}: effect {row['effect']:.2f}, identity {row['identity_psnr']:.1f} dB, structure "
-              f"{row['structure']:.2f}, colour error {row['colour_error']:.3f} ({seconds:.0f} s)", flush=True)  # fmt: skip
+        if key not in self.runs or not kept.exists():
+            flags = [
+                *EDIT_FLAGS, *outcome_edit_flags(str(PRIOR), cell.source, cell.target, cell.shape),
+                "--pipeline.guidance.method", cell.method, "--machine.seed", str(cell.seed), *self.extra_flags,
+            ]  # fmt: skip
+            start = time.perf_counter()
+            run, _ = run_tiny_edit("pds", source, folder, self.torch_home, self.steps[cell.representation], flags)
+            seconds = time.perf_counter() - start
+            with self.lock:
+                edits, _ = training_views(run / "config.yml")
+                np.savez_compressed(kept, edits=np.stack(edits))
+                self.runs[key] = {**cell.__dict__, "key": key, "steps": self.steps[cell.representation],
+                                       "seconds": seconds, "flags": self.extra_flags, "run": str(run)}  # fmt: skip
+                with self.runs_file.open("a") as file:
+                    file.write(json.dumps(self.runs[key]) + "\n")
+        edits = list(np.load(kept)["edits"])
+        sources, captured = self.source_views[cell.representation, cell.shape, cell.source]
+        outcome = measure(edits, sources, captured, cell.target, cell.source, cell.shape)
+        save_views([(s, e) for s, e in zip(sources, edits)], folder / "source_edit.png")
+        row = {**self.runs[key], **outcome.as_dict()}
+        print(f"{key}: effect {row['effect']:.2f}, identity {row['identity_psnr']:.1f} dB, structure "
+              f"{row['structure']:.2f}, colour error {row['colour_error']:.3f} ({row['seconds']:.0f} s)", flush=True)  # fmt: skip
         return row
 
     def first_view(self, cell: Cell) -> Optional[np.ndarray]:
-        path = self.out / "edits" / cell.key / "renders.npz"
+        path = self.out / "edits" / cell.key(self.steps[cell.representation], self.extra_flags) / "renders.npz"
         return np.load(path)["edits"][0] if path.exists() else None
 
 
@@ -175,8 +182,9 @@ def report(rows: List[dict], args, elapsed: float) -> str:
         f"## {args.label}: {', '.join(methods)}; {', '.join(args.representations)}; seed{'s' if len(seeds) > 1 else ''} "
         f"{', '.join(map(str, seeds))}",
         "",
-        f"`{' '.join(['python', 'bench/outcome_matrix.py', *sys.argv[1:]])}` ({platform.machine()}, {args.workers} "
-        f"edits at a time, {elapsed / 60:.0f} min this run). Edit steps: "
+        f"`{' '.join(['python', 'bench/outcome_matrix.py', *sys.argv[1:]])}` ({platform.machine()}, {os.cpu_count()} cores, "
+        f"{len(rows)} edits, {args.workers} at a time on a thread each: {sum(r['seconds'] for r in rows) / 60:.0f} min of "
+        f"ns-train in all, {elapsed / 60:.0f} min this run). Edit steps: "
         + ", ".join(f"{r} {STEPS[r] if args.steps is None else args.steps}" for r in args.representations)
         + (f"; extra flags `{' '.join(args.extra_flags)}`" if args.extra_flags else "")
         + ". Each cell: *effect / identity dB / structure*; several seeds: their mean, the range in brackets. "

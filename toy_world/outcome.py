@@ -12,7 +12,8 @@ held-out views: the tiny source fields the tests can afford do not generalise to
 - **structure**: the object's silhouette (its saturated pixels, :func:`toy_world.classify.object_mask`) in the
   edited render against the captured one, as IoU over every view, divided by the same IoU of the source run's render:
   1 when the edit keeps the shape exactly as well as the reconstruction had it, below when the object melts, grows
-  or loses its saturation, or when the floor turns saturated round it. Beside it, the fraction of views whose
+  or loses its saturation, or when colour bleeds round it (a cast over the whole floor is taken off first: that is
+  the identity's loss). Beside it, the fraction of views whose
   silhouette the shape classifier (:func:`toy_world.classify.read`) reads as the expected shape, for the edit and for
   the source (the classifier is unreliable on small silhouettes, so the two are compared, not the edit against 1);
 - **colour error**: the distance of the object's mean chromaticity (rgb / sum, over the captured object's pixels)
@@ -118,11 +119,20 @@ def _dilate(mask: np.ndarray) -> np.ndarray:
     return grown
 
 
-def silhouette_iou(renders: Sequence[np.ndarray], object_images: Sequence[np.ndarray]) -> float:
-    """IoU of the renders' object pixels with the captured images' object pixels, summed over the views."""
+def silhouette_iou(
+    renders: Sequence[np.ndarray], object_images: Sequence[np.ndarray], references: Optional[Sequence[np.ndarray]] = None
+) -> float:
+    """IoU of the renders' object pixels with the captured images' object pixels, summed over the views. With
+    ``references`` (the source run's renders), each render's colour cast first comes off: the median shift of its
+    floor and sky (the captured object's outline dilated by a pixel left out) from the reference's, so that a floor
+    tinted as a whole is the identity's loss, not the silhouette's; a halo round the object still counts."""
     intersection = union = 0
-    for render, captured in zip(renders, object_images, strict=True):
-        ours, theirs = object_mask(render), object_mask(captured)
+    for index, (render, captured) in enumerate(zip(renders, object_images, strict=True)):
+        theirs = object_mask(captured)
+        if references is not None:
+            rest = ~_dilate(theirs)
+            render = render - (np.median(render[rest], axis=0) - np.median(references[index][rest], axis=0))
+        ours = object_mask(render)
         intersection += int((ours & theirs).sum())
         union += int((ours | theirs).sum())
     return intersection / max(union, 1)
@@ -168,7 +178,7 @@ def measure(
     return Outcome(
         effect=hits / max(total, 1),
         identity_psnr=float("inf") if mse == 0 else float(-10 * np.log10(mse)),
-        silhouette_iou=silhouette_iou(edits, object_images),
+        silhouette_iou=silhouette_iou(edits, object_images, sources),
         source_silhouette_iou=silhouette_iou(sources, object_images),
         shape_read=shape_read(edits, shape),
         source_shape_read=shape_read(sources, shape),

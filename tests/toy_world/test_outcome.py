@@ -1,0 +1,75 @@
+"""The outcome measures on renders whose answer is known: the world's own ray caster draws the source, a perfect
+recolour, nothing done, a melted or shrunken object, a cube where the ball was and a floor turned the target's
+complement, and each measure must read what a person sees in them."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from toy_world.outcome import measure, save_views
+from toy_world.world import Thing, render, ring_camera
+
+VIEWS = [ring_camera(2 * np.pi * i / 9) for i in range(9)]
+
+
+def views(thing: Thing) -> list:
+    return [render(thing, c2w, 32) for c2w in VIEWS]
+
+
+@pytest.fixture(scope="module")
+def red_ball():
+    return views(Thing("red", "ball"))
+
+
+def test_a_perfect_recolour_reads_as_full_effect_kept_structure_and_the_target_colour(red_ball):
+    outcome = measure(views(Thing("blue", "ball")), red_ball, red_ball, "blue", "red", "ball")
+    assert outcome.effect == 1.0 and outcome.identity_psnr == float("inf")
+    assert outcome.structure == 1.0 and outcome.shape_read == outcome.source_shape_read == 1.0
+    assert outcome.colour_error < 1e-9 and outcome.source_colour_error < 1e-9
+
+
+def test_an_edit_that_does_nothing_has_no_effect_and_the_wrong_colour(red_ball):
+    outcome = measure(red_ball, red_ball, red_ball, "blue", "red", "ball")
+    assert outcome.effect == 0.0 and outcome.structure == 1.0
+    assert outcome.colour_error > 0.5  # red's chromaticity is 0.86 from blue's
+
+
+def test_a_shrunken_or_melted_object_loses_structure_whatever_its_colour(red_ball):
+    shrunk = measure(views(Thing("blue", "ball", scale=0.7)), red_ball, red_ball, "blue", "red", "ball")
+    assert shrunk.structure < 0.6
+    assert shrunk.colour_error > 0.1  # read where the captured ball is: half of it is now floor
+    # a blob: the blue ball's colour smeared over twice its width (what a melted cube looks like)
+    blurred = []
+    for image in views(Thing("blue", "ball")):
+        padded = np.pad(image, ((3, 3), (3, 3), (0, 0)), mode="edge")
+        blurred.append(np.mean([padded[dy : dy + 32, dx : dx + 32] for dy in range(7) for dx in range(7)], axis=0))
+    melted = measure(blurred, red_ball, red_ball, "blue", "red", "ball")
+    assert melted.structure < 0.9
+
+
+def test_a_cube_where_the_ball_was_is_read_as_another_shape(red_ball):
+    outcome = measure(views(Thing("red", "cube")), red_ball, red_ball, "red", "red", "ball")
+    assert outcome.shape_read < 0.2 and outcome.source_shape_read == 1.0 and outcome.structure < 0.7
+
+
+def test_a_floor_turned_the_targets_complement_costs_identity(red_ball):
+    """The drift pds is meant to prevent: the floor yellower under a blue edit. A tint of 0.1 towards yellow costs the
+    identity 20 dB; the object's measures stay perfect."""
+    edit = []
+    for image in views(Thing("blue", "ball")):
+        grey = (image.max(-1) - image.min(-1)) < 0.1
+        edit.append(np.where(grey[..., None], np.clip(image + np.array([0.1, 0.1, -0.1]), 0, 1), image))
+    outcome = measure(edit, red_ball, red_ball, "blue", "red", "ball")
+    assert outcome.effect == 1.0 and outcome.structure == 1.0
+    assert outcome.identity_psnr < 21.0
+
+
+def test_save_views_draws_source_and_edit_side_by_side_enlarged(tmp_path, red_ball):
+    edit = views(Thing("blue", "ball"))
+    save_views([(s, e) for s, e in zip(red_ball, edit)], tmp_path / "picture.png", scale=4)
+    picture = np.asarray(Image.open(tmp_path / "picture.png").convert("RGB"), dtype=np.float64) / 255
+    assert picture.shape == (9 * 32 * 4, 2 * 32 * 4, 3)
+    # the first row's right half is the first edit, enlarged by repeating each pixel 4 times
+    np.testing.assert_allclose(picture[:128:4, 128::4], edit[0], atol=1 / 255)
