@@ -27,6 +27,7 @@ import itertools
 import json
 import os
 import platform
+import re
 import sys
 import threading
 import time
@@ -46,8 +47,6 @@ from toy_world.report import replace_section  # noqa: E402
 
 GOAL = {"effect": 0.8, "identity_psnr": 25.0, "structure": 0.95}
 """Issue 38's goal for pds on every pair (minimums)."""
-STEPS = {"nerfacto": 200, "splatfacto": 500}
-"""Edit steps per representation (splatfacto's learning rates are 4 to 60 times lower than nerfacto's)."""
 SPLAT_PAIRS = (("red", "blue", "ball"), ("yellow", "green", "cube"), ("blue", "red", "cube"), ("green", "yellow", "ball"))
 """The splatfacto slice: two warm-to-cool and two cool-to-warm edits, a ball and a cube each."""
 DOCS = ROOT / "docs" / "outcome_matrix.md"
@@ -104,8 +103,8 @@ class Matrix:
 
     def source(self, representation: str, shape: str, colour: str) -> Path:
         """The source run of one object (trained once; its renders and captured images kept)."""
-        from toy_world.outcome import SOURCE_FLAGS, SOURCE_STEPS, SPARSE_POINTS, SPLAT_SOURCE_FLAGS, training_views
-        from toy_world.runs import find_run_dirs, train_tiny_nerfacto, train_tiny_splatfacto
+        from toy_world.outcome import SPARSE_POINTS, train_source, training_views
+        from toy_world.runs import find_run_dirs
         from toy_world.world import Thing, write_scene
 
         name = f"{colour}-{shape}"
@@ -115,10 +114,7 @@ class Matrix:
             run = runs[-1]
         else:
             scene = write_scene(self.out / "scenes" / name, Thing(colour, shape), num_views=10, size=32, sparse_points=SPARSE_POINTS)
-            if representation == "nerfacto":
-                run = train_tiny_nerfacto(scene, folder / name, self.torch_home, SOURCE_STEPS, SOURCE_FLAGS, reproducible=not self.user_sources)
-            else:
-                run = train_tiny_splatfacto(scene, folder / name, self.torch_home, SOURCE_STEPS, SPLAT_SOURCE_FLAGS)
+            run = train_source(representation, scene, folder / name, self.torch_home, reproducible=not self.user_sources)
         with self.lock:
             if (representation, shape, colour) not in self.source_views:
                 self.source_views[representation, shape, colour] = training_views(run / "config.yml")
@@ -175,6 +171,10 @@ def _fmt(values: Sequence[float], digits: int) -> str:
     return f"{np.mean(values):.{digits}f} ({min(values):.{digits}f}-{max(values):.{digits}f})"
 
 
+def rows_of(rows: List[dict], representation: str) -> List[dict]:
+    return [row for row in rows if row["representation"] == representation]
+
+
 def report(rows: List[dict], args, elapsed: float) -> str:
     methods = list(dict.fromkeys(row["method"] for row in rows))
     seeds = sorted({row["seed"] for row in rows})
@@ -185,13 +185,13 @@ def report(rows: List[dict], args, elapsed: float) -> str:
         f"`{' '.join(['python', 'bench/outcome_matrix.py', *sys.argv[1:]])}` ({platform.machine()}, {os.cpu_count()} cores, "
         f"{len(rows)} edits, {args.workers} at a time on a thread each: {sum(r['seconds'] for r in rows) / 60:.0f} min of "
         f"ns-train in all, {elapsed / 60:.0f} min this run). Edit steps: "
-        + ", ".join(f"{r} {STEPS[r] if args.steps is None else args.steps}" for r in args.representations)
+        + ", ".join(f"{r} {rows_of(rows, r)[0]['steps']}" for r in args.representations if rows_of(rows, r))
         + (f"; extra flags `{' '.join(args.extra_flags)}`" if args.extra_flags else "")
         + ". Each cell: *effect / identity dB / structure*; several seeds: their mean, the range in brackets. "
         "**Bold**: pds misses the goal (effect >= 0.8, identity >= 25 dB, structure >= 0.95).",
     ]
     for representation in args.representations:
-        these = [row for row in rows if row["representation"] == representation]
+        these = rows_of(rows, representation)
         if not these:
             continue
         lines += ["", f"### {representation}", "", "| shape | edit | " + " | ".join(methods) + " | colour error (" + methods[0] + "; source's own) |",
@@ -212,6 +212,10 @@ def report(rows: List[dict], args, elapsed: float) -> str:
             colour = f"{_fmt([r['colour_error'] for r in first], 3)}; {first[0]['source_colour_error']:.3f}" if first else ""
             label = f"{source} -> {target}" if source != target else f"{source} (no-op)"
             lines.append(f"| {shape} | {label} | " + " | ".join(cells) + f" | {colour} |")
+        own = {(r["source"], r["shape"]): r for r in these}
+        lines += ["", "The sources' own silhouette IoU against their captured images (what the reconstruction keeps): "
+                  + ", ".join(f"{colour} {shape} {row['source_silhouette_iou']:.2f}" for (colour, shape), row in sorted(own.items(), key=lambda i: (i[0][1], i[0][0])))
+                  + "."]  # fmt: skip
         lines += ["", summary(these, methods)]
     return "\n".join(lines) + "\n"
 
@@ -238,6 +242,11 @@ def summary(rows: List[dict], methods: List[str]) -> str:
             f"| {method} | {sum(meets_goal(r) for r in mine)} of {len(mine)} | {spread('effect')} | {spread('identity_psnr', digits=1)} | "
             f"{spread('structure')} | {shape} | {spread('identity_psnr', still, 1)} | {spread('structure', still)} |"
         )
+    for method in methods:
+        mine = [r for r in edits if r["method"] == method]
+        if mine:
+            parts = ", ".join(f"{name} >= {minimum:g} in {sum(r[name] >= minimum for r in mine)}" for name, minimum in GOAL.items())
+            lines.append(f"\n{method}, the goal's parts over its {len(mine)} edits: {parts}.")
     by_key = {(r["representation"], r["shape"], r["source"], r["target"], r["seed"], r["method"]): r for r in edits}
     for other in methods:
         if other == "pds":
@@ -295,7 +304,9 @@ def main() -> None:
     args.seeds = args.seeds or ([42] if args.quick else [42, 1, 2])
     args.representations = args.representations or (["nerfacto"] if args.quick else ["nerfacto", "splatfacto"])
     args.label = args.label or ("quick" if args.quick else "full")
-    steps = {r: args.steps or STEPS[r] for r in STEPS}
+    from toy_world.outcome import EDIT_STEPS
+
+    steps = {r: args.steps or EDIT_STEPS[r] for r in EDIT_STEPS}
 
     cells = cells_of(args)
     if args.only:
@@ -311,7 +322,7 @@ def main() -> None:
     body = report(rows, args, elapsed)
     print(body)
     if not args.no_write:
-        picture = ROOT / "docs" / f"outcome_matrix_{args.label}.png"
+        picture = ROOT / "docs" / f"outcome_matrix_{re.sub(r'[^a-z0-9]+', '_', args.label.lower()).strip('_')}.png"
         grid(matrix, cells, picture)
         body += (f"\n[{picture.name}]({picture.name}): per method ({', '.join(args.methods)}) and representation, a row per "
                  "source object: its source render, a dark gap, then its edit to red, green, blue and yellow (its own colour: the "

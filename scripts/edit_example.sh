@@ -6,9 +6,10 @@
 #       nerfstudio's "poster" capture and Stable Diffusion 1.5 from the hub: needs the network; a CUDA GPU
 #       makes it take tens of minutes instead of days.
 #   bash scripts/edit_example.sh --demo
-#       offline, CPU, a few minutes: a scene of the toy world (a red ball on a grey floor) edited to a blue ball
-#       with the project's trained toy-world prior (toy_world/prior), then a splatfacto reconstruction of the
-#       same scene (started from its sparse points) edited alike.
+#       offline, CPU, a few minutes: a scene of the toy world (a yellow cube on a grey floor) edited to a green
+#       cube with the project's trained toy-world prior (toy_world/prior), then a splatfacto reconstruction of the
+#       same scene (started from its sparse points) edited alike. The pair is a typical one of the outcome matrix
+#       (docs/outcome_matrix.md), not its best.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install.sh
@@ -22,18 +23,19 @@ from toy_world.models import seed_torch_home
 from toy_world.outcome import SPARSE_POINTS
 from toy_world.world import Thing, write_scene
 demo = Path("demo")
-write_scene(demo / "scene", Thing("red", "ball"), num_views=10, size=32, sparse_points=SPARSE_POINTS)
+write_scene(demo / "scene", Thing("yellow", "cube"), num_views=10, size=32, sparse_points=SPARSE_POINTS)
 seed_torch_home(demo / "torch_home")
 PY
   tiny_field=$(python -c 'from toy_world.runs import TINY_NERFACTO_FLAGS; from toy_world.outcome import SOURCE_FLAGS; print(" ".join(TINY_NERFACTO_FLAGS + SOURCE_FLAGS))')
   edit_flags=$(python -c 'from toy_world.outcome import EDIT_FLAGS; print(" ".join(EDIT_FLAGS))')
   # shellcheck disable=SC2086
   ns-train nerfacto --data demo/scene --output-dir demo/outputs --max-num-iterations 400 $tiny_field
-  # the toy world's trained prior knows red and blue balls: the ball turns blue, the floor stays (renders/compare.png)
+  # a typical edit of the outcome matrix (docs/outcome_matrix.md): the cube turns green, its edges soften, the floor
+  # takes a lavender tint (renders/compare.png)
   # shellcheck disable=SC2086
   ns-train pds --load-dir demo/outputs/scene --output-dir demo/outputs --max-num-iterations 200 \
-    --pipeline.src-prompt "a photo of a red ball on a grey floor" \
-    --pipeline.tgt-prompt "a photo of a blue ball on a grey floor" --pipeline.guidance.model-id toy_world/prior \
+    --pipeline.src-prompt "a photo of a yellow cube on a grey floor" \
+    --pipeline.tgt-prompt "a photo of a green cube on a grey floor" --pipeline.guidance.model-id toy_world/prior \
     $edit_flags --machine.device-type cpu --vis tensorboard --viewer.quit-on-train-completion True
   run=$(ls -d demo/outputs/scene/pds/*/ | tail -n 1)
   ns-export pointcloud --load-config "$run/config.yml" --output-dir demo/export --num-points 2000 \
@@ -50,8 +52,8 @@ PY
     --max-num-iterations 400 $splat_flags
   # shellcheck disable=SC2086
   ns-train pds --load-dir demo/splat-outputs/scene --output-dir demo/splat-outputs --max-num-iterations 500 \
-    --pipeline.src-prompt "a photo of a red ball on a grey floor" \
-    --pipeline.tgt-prompt "a photo of a blue ball on a grey floor" --pipeline.guidance.model-id toy_world/prior \
+    --pipeline.src-prompt "a photo of a yellow cube on a grey floor" \
+    --pipeline.tgt-prompt "a photo of a green cube on a grey floor" --pipeline.guidance.model-id toy_world/prior \
     $edit_flags --machine.device-type cpu --vis tensorboard --viewer.quit-on-train-completion True
   run=$(ls -d demo/splat-outputs/scene/pds/*/ | tail -n 1)
   ns-export gaussian-splat --load-config "$run/config.yml" --output-dir demo/splat-export

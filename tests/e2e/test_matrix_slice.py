@@ -1,0 +1,104 @@
+"""A slice of the outcome matrix (bench/outcome_matrix.py, docs/outcome_matrix.md) in the default run: pds edits of
+the toy world through the real ``ns-train``, read by every outcome measure (toy_world/outcome.py).
+
+The slice: on nerfacto a warm-to-cool ball (red to blue) and a cool-to-warm cube (green to yellow); on splatfacto a
+warm-to-cool cube (yellow to green) and a cool-to-warm ball (green to yellow). Each source is the seeded harness's
+(the same at every run on a machine), edited with the seed the matrix uses (42). Each threshold is the lowest pds
+reached over the matrix's seeds (42, 1, 2) less a margin, and above what sds reached on the same cell with every
+seed, where sds fails at all; each cell was run broken (the matrix's edits with the code changed, then this file):
+
+- the PDS gradient's sign flipped, pds's identity term psi(t) (x0_tgt - x0_src) removed, the fields' learning rates
+  0 (nerfacto): the figures beside each cell below, each failing at least one threshold;
+- a floor turned the target's complement: checked here on every run, the edit's own renders with their floor and
+  sky moved 0.05 towards it must fail the identity threshold.
+
+Where pds itself misses issue 38's goal on a measure (the cubes' structure: they melt under every method at this
+scale, docs/outcome_matrix.md), that measure's threshold only guards against a worse edit, and the docstring of the
+cell says so.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+import pytest
+
+from toy_world import PRIOR
+from toy_world.models import seed_torch_home
+from toy_world.outcome import (
+    EDIT_FLAGS,
+    EDIT_STEPS,
+    SPARSE_POINTS,
+    measure,
+    outcome_edit_flags,
+    tint_floor,
+    train_source,
+    training_views,
+)
+from toy_world.runs import run_tiny_edit
+from toy_world.world import Thing, write_scene
+
+
+@dataclass(frozen=True)
+class Cell:
+    representation: str
+    shape: str
+    source: str
+    target: str
+    effect: float
+    """Minimum fraction of the object's pixels showing the target colour."""
+    identity: float
+    """Minimum PSNR (dB) of the floor and sky against the source run's renders."""
+    structure: Optional[float]
+    """Minimum silhouette IoU over the source reconstruction's own."""
+    colour_error: float
+    """Maximum distance of the object's mean chromaticity to the target albedo's."""
+
+    @property
+    def name(self) -> str:
+        return f"{self.representation}-{self.shape}-{self.source}-to-{self.target}"
+
+
+SLICE = (
+    # pds over seeds 42, 1, 2: 0.94-0.97 / 26.4-30.8 dB / 0.85-0.90 / 0.076-0.132; sds 0.87-0.98 / 23.3-23.9 /
+    # 0.91-0.94, dds 0.86-0.96 / 21.9-23.1 / 0.78-0.84: both fail the identity with every seed
+    Cell("nerfacto", "ball", "red", "blue", effect=0.85, identity=25.0, structure=0.75, colour_error=0.16),
+    # pds 0.84-0.94 / 19.1-22.6 / 0.88-0.93 / 0.261-0.267; sds 1.00 / 20.0-21.0 / 0.73-0.80 fails the structure with
+    # every seed; dds 0.98-1.00 / 11.0-19.4 / 0.75-0.92 fails with 2 of 3 (seed 1: 19.4 dB / 0.87 passes). pds keeps
+    # the floor no better than sds here (the goal's 25 dB is out of reach for cubes, docs/outcome_matrix.md), so the
+    # identity threshold only guards against a worse edit
+    Cell("nerfacto", "cube", "green", "yellow", effect=0.7, identity=17.5, structure=0.84, colour_error=0.3),
+    # pds 0.80-0.87 / 22.8-23.6 / 0.62-0.63 / 0.049-0.053; sds 0.96-0.98 / 17.4-17.8 / 0.55 fails the identity and
+    # the structure with every seed; the cube's structure is far from the goal's 0.95 under both
+    Cell("splatfacto", "cube", "yellow", "green", effect=0.72, identity=21.0, structure=0.58, colour_error=0.08),
+    # pds 0.84-0.89 / 24.8-25.6 / 0.74-0.78 / 0.188-0.221; sds 0.69-0.71 / 22.4-23.3 / 0.90-0.96 fails the effect
+    # and the identity with every seed
+    Cell("splatfacto", "ball", "green", "yellow", effect=0.78, identity=24.0, structure=0.65, colour_error=0.26),
+)
+
+
+@pytest.fixture(scope="module")
+def work(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("slice")
+    return folder, seed_torch_home(folder / "torch_home")
+
+
+@pytest.mark.parametrize("cell", SLICE, ids=lambda cell: cell.name)
+def test_a_pds_edit_of_the_matrix_slice_does_what_the_prompt_says_and_keeps_the_rest(cell: Cell, work):
+    folder, torch_home = work
+    scene = write_scene(folder / cell.name / "scene", Thing(cell.source, cell.shape), num_views=10, size=32, sparse_points=SPARSE_POINTS)
+    source = train_source(cell.representation, scene, folder / cell.name / "source", torch_home)
+    sources, captured = training_views(source / "config.yml")
+    flags = [*EDIT_FLAGS, *outcome_edit_flags(str(PRIOR), cell.source, cell.target, cell.shape), "--machine.seed", "42"]
+    run, _ = run_tiny_edit("pds", source, folder / cell.name / "edit", torch_home, EDIT_STEPS[cell.representation], flags)
+    edits = training_views(run / "config.yml")[0]
+    outcome = measure(edits, sources, captured, cell.target, cell.source, cell.shape)
+    assert outcome.effect >= cell.effect, outcome
+    assert outcome.identity_psnr >= cell.identity, outcome
+    if cell.structure is not None:
+        assert outcome.structure >= cell.structure, outcome
+    assert outcome.colour_error <= cell.colour_error, outcome
+    # the identity threshold sees a floor that turns the target's complement
+    drifted = measure(tint_floor(edits, cell.target, 0.05), sources, captured, cell.target, cell.source, cell.shape)
+    assert drifted.identity_psnr < cell.identity, (outcome, drifted)
