@@ -225,8 +225,8 @@ def summary(rows: List[dict], methods: List[str]) -> str:
     identity against each other method's, paired by source, target and seed."""
     edits = [row for row in rows if row["source"] != row["target"]]
     noops = [row for row in rows if row["source"] == row["target"]]
-    lines = ["| method | edits meeting the goal | effect | identity dB | structure | shape read (source's) | no-op identity dB | no-op structure |",
-             "|---|---|---|---|---|---|---|---|"]  # fmt: skip
+    lines = ["| method | edits meeting the goal | effect | identity dB | structure | floor shift to the complement | shape read (source's) | no-op identity dB | no-op structure |",
+             "|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
     for method in methods:
         mine = [r for r in edits if r["method"] == method]
         still = [r for r in noops if r["method"] == method]
@@ -240,7 +240,7 @@ def summary(rows: List[dict], methods: List[str]) -> str:
         shape = f"{np.mean([r['shape_read'] for r in mine]):.2f} ({np.mean([r['source_shape_read'] for r in mine]):.2f})"
         lines.append(
             f"| {method} | {sum(meets_goal(r) for r in mine)} of {len(mine)} | {spread('effect')} | {spread('identity_psnr', digits=1)} | "
-            f"{spread('structure')} | {shape} | {spread('identity_psnr', still, 1)} | {spread('structure', still)} |"
+            f"{spread('structure')} | {spread('floor_shift', digits=3)} | {shape} | {spread('identity_psnr', still, 1)} | {spread('structure', still)} |"
         )
     for method in methods:
         mine = [r for r in edits if r["method"] == method]

@@ -16,6 +16,9 @@ held-out views: the tiny source fields the tests can afford do not generalise to
   floor taken off first: specks and tints farther out are the identity's loss). Beside it, the fraction of views whose
   silhouette the shape classifier (:func:`toy_world.classify.read`) reads as the expected shape, for the edit and for
   the source (the classifier is unreliable on small silhouettes, so the two are compared, not the edit against 1);
+- **floor shift**: how far the mean chromaticity of the floor and sky moved towards the target colour's complement,
+  the drift a colour edit pushes them into (a blue edit's floor yellower), which the identity's PSNR reads only
+  weakly (a tint of 0.05 costs it 1-2 dB);
 - **colour error**: the distance of the object's mean chromaticity (rgb / sum, over the captured object's pixels)
   to the chromaticity of the target albedo. The world shades by a scalar, so a perfect render has 0 whatever the
   light; the source's own error (against its own colour) is the reconstruction's floor.
@@ -107,6 +110,9 @@ class Outcome:
     """Distance of the edited object's mean chromaticity to the target albedo's."""
     source_colour_error: float = float("nan")
     """Distance of the source run's object's mean chromaticity to its own albedo's."""
+    floor_shift: float = float("nan")
+    """How far the floor and sky's mean chromaticity moved towards the target colour's complement (positive) against
+    the source run's renders: :func:`floor_shift`."""
 
     @property
     def structure(self) -> float:
@@ -176,6 +182,24 @@ def colour_error(renders: Sequence[np.ndarray], object_images: Sequence[np.ndarr
     return float(np.linalg.norm(chromaticity(pixels).mean(0) - chromaticity(np.array(COLOURS[colour]))))
 
 
+def complement_direction(colour: str) -> np.ndarray:
+    """Unit vector in RGB from ``colour``'s albedo through grey and beyond: its complement's way."""
+    albedo = np.array(COLOURS[colour])
+    return -(albedo - albedo.mean()) / np.linalg.norm(albedo - albedo.mean())
+
+
+def floor_shift(edits: Sequence[np.ndarray], sources: Sequence[np.ndarray], object_images: Sequence[np.ndarray], colour: str) -> float:
+    """The mean chromaticity of the edits' floor and sky (the captured object's outline dilated by a pixel left out)
+    minus the source renders', projected on the chromaticity direction of ``colour``'s complement: 0 for a kept
+    floor, positive when it turns the complement (a blue edit's floor yellower), negative towards ``colour``."""
+    rest = [~_dilate(object_mask(captured)) for captured in object_images]
+    edit = chromaticity(np.concatenate([image[mask] for image, mask in zip(edits, rest, strict=True)])).mean(0)
+    source = chromaticity(np.concatenate([image[mask] for image, mask in zip(sources, rest, strict=True)])).mean(0)
+    direction = complement_direction(colour)
+    direction = direction - direction.mean()  # within the chromaticity plane (its coordinates sum to 1)
+    return float((edit - source) @ direction / np.linalg.norm(direction))
+
+
 def measure(
     edits: Sequence[np.ndarray],
     sources: Sequence[np.ndarray],
@@ -210,14 +234,14 @@ def measure(
         source_shape_read=shape_read(sources, shape),
         colour_error=colour_error(edits, object_images, target_colour),
         source_colour_error=colour_error(sources, object_images, source_colour or target_colour),
+        floor_shift=floor_shift(edits, sources, object_images, target_colour),
     )
 
 
 def tint_floor(images: Sequence[np.ndarray], colour: str, amount: float) -> List[np.ndarray]:
     """The images with every unsaturated pixel (floor and sky) moved ``amount`` towards the complement of ``colour``
     (its albedo's opposite about grey, as a unit vector): the drift a colour edit pushes the floor into."""
-    albedo = np.array(COLOURS[colour])
-    direction = -(albedo - albedo.mean()) / np.linalg.norm(albedo - albedo.mean())
+    direction = complement_direction(colour)
     return [np.where(object_mask(image)[..., None], image, np.clip(image + amount * direction, 0, 1)) for image in images]
 
 

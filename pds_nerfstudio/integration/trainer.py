@@ -157,7 +157,14 @@ class EditTrainerConfig(TrainerConfig):
                 f"edit does not have; its groups are {', '.join(base)} (--optimizers.<group>.optimizer.lr ...)"
             )
         typed_groups = {group: self.optimizers[group] for group in base if group in self.optimizers}
-        return merge_typed(typed_groups, dict(base), typed)
+        merged = merge_typed(typed_groups, dict(base), typed)
+        for group, settings in merged.items():
+            if settings["optimizer"].lr <= 0:
+                raise InputError(
+                    f"--optimizers.{group.replace('_', '-')}.optimizer.lr {settings['optimizer'].lr:g}: a learning rate "
+                    "must be above 0 (nerfstudio's schedulers divide by it, which turns the scene to NaN)"
+                )
+        return merged
 
     def choose_whole_checkpoint(self) -> None:
         """Resume from the newest whole checkpoint: a run killed while saving leaves its newest one cut short

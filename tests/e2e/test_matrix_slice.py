@@ -4,17 +4,23 @@ the toy world through the real ``ns-train``, read by every outcome measure (toy_
 The slice: on nerfacto a warm-to-cool ball (red to blue) and a cool-to-warm cube (green to yellow); on splatfacto a
 warm-to-cool cube (yellow to green) and a cool-to-warm ball (green to yellow). Each source is the seeded harness's
 (the same at every run on a machine), edited with the seed the matrix uses (42). Each threshold is the lowest pds
-reached over the matrix's seeds (42, 1, 2) less a margin, and above what sds reached on the same cell with every
-seed, where sds fails at all; each cell was run broken (the matrix's edits with the code changed, then this file):
+reached over the matrix's seeds (42, 1, 2) less a margin, and each cell's thresholds together fail sds in pds's place
+with every seed (dds too, but for one seed of one cell, noted there). Each cell's edit was run broken, through the
+matrix (the same ``ns-train`` command, source harness and seed 42 as here), and fails:
 
-- the PDS gradient's sign flipped, pds's identity term psi(t) (x0_tgt - x0_src) removed, the fields' learning rates
-  0 (nerfacto): the figures beside each cell below, each failing at least one threshold;
+- the PDS gradient's sign flipped: effect 0.00-0.01, identity 10.1-14.4 dB on every cell;
+- pds's identity term psi(t) (x0_tgt - x0_src) removed (a reweighted DDS): nerfacto ball 0.87 / 23.1 dB / 0.42,
+  nerfacto cube 1.00 / 11.8 dB / 0.30, splatfacto cube 0.71 / 18.3 dB / 0.20, splatfacto ball 0.67 / 20.9 dB / 0.58
+  (effect / identity / structure): each misses the identity and the structure;
+- the fields' learning rates typed 0 (nerfacto): nerfstudio's scheduler divided by the rate and every field turned
+  NaN, 0.00 / 4.6-4.8 dB; that flag now stops with one line (tests/e2e/test_pds.py);
 - a floor turned the target's complement: checked here on every run, the edit's own renders with their floor and
-  sky moved 0.05 towards it must fail the identity threshold.
+  sky moved 0.15 towards it (:data:`COMPLEMENT_TINT`) must fail the identity threshold, on three cells of four (not
+  the nerfacto cube's, whose own floor drifts as far; noted there).
 
-Where pds itself misses issue 38's goal on a measure (the cubes' structure: they melt under every method at this
-scale, docs/outcome_matrix.md), that measure's threshold only guards against a worse edit, and the docstring of the
-cell says so.
+Where pds misses issue 38's goal on a measure and does no better than sds there (the nerfacto cube's identity), that
+threshold only guards against a worse edit; the comment beside the cell says so. The cubes' structure is below the
+goal's 0.95 under every method (docs/outcome_matrix.md).
 """
 
 from __future__ import annotations
@@ -54,6 +60,9 @@ class Cell:
     """Minimum silhouette IoU over the source reconstruction's own."""
     colour_error: float
     """Maximum distance of the object's mean chromaticity to the target albedo's."""
+    sees_a_complement_floor: bool = True
+    """Whether the identity threshold is high enough that the edit's renders with the floor turned the target's
+    complement (:data:`COMPLEMENT_TINT`) fail it."""
 
     @property
     def name(self) -> str:
@@ -67,8 +76,10 @@ SLICE = (
     # pds 0.84-0.94 / 19.1-22.6 / 0.88-0.93 / 0.261-0.267; sds 1.00 / 20.0-21.0 / 0.73-0.80 fails the structure with
     # every seed; dds 0.98-1.00 / 11.0-19.4 / 0.75-0.92 fails with 2 of 3 (seed 1: 19.4 dB / 0.87 passes). pds keeps
     # the floor no better than sds here (the goal's 25 dB is out of reach for cubes, docs/outcome_matrix.md), so the
-    # identity threshold only guards against a worse edit
-    Cell("nerfacto", "cube", "green", "yellow", effect=0.7, identity=17.5, structure=0.84, colour_error=0.3),
+    # identity threshold only guards against a worse edit. Nor can it see a complement floor: pds itself moves this
+    # floor towards the complement as far as the tint does (floor shift 0.027-0.057, toy_world.outcome.floor_shift;
+    # with the tint 0.065), and its identity (19.1-22.6 dB) is near what the tint leaves (19.7)
+    Cell("nerfacto", "cube", "green", "yellow", effect=0.7, identity=17.5, structure=0.84, colour_error=0.3, sees_a_complement_floor=False),
     # pds 0.80-0.87 / 22.8-23.6 / 0.62-0.63 / 0.049-0.053; sds 0.96-0.98 / 17.4-17.8 / 0.55 fails the identity and
     # the structure with every seed; the cube's structure is far from the goal's 0.95 under both
     Cell("splatfacto", "cube", "yellow", "green", effect=0.72, identity=21.0, structure=0.58, colour_error=0.08),
@@ -76,6 +87,12 @@ SLICE = (
     # and the identity with every seed
     Cell("splatfacto", "ball", "green", "yellow", effect=0.78, identity=24.0, structure=0.65, colour_error=0.26),
 )
+
+
+COMPLEMENT_TINT = 0.15
+"""How far (RGB, along the complement's unit direction) the floor and sky are moved for the complement check: a
+clearly tinted floor (a blue edit's: +0.08 red, +0.04 green, -0.12 blue). A tint of 0.05 costs the identity only 0.5-1.6
+dB on these cells, inside the margins; 0.15 costs 2.1-9.1 dB."""
 
 
 @pytest.fixture(scope="module")
@@ -99,6 +116,6 @@ def test_a_pds_edit_of_the_matrix_slice_does_what_the_prompt_says_and_keeps_the_
     if cell.structure is not None:
         assert outcome.structure >= cell.structure, outcome
     assert outcome.colour_error <= cell.colour_error, outcome
-    # the identity threshold sees a floor that turns the target's complement
-    drifted = measure(tint_floor(edits, cell.target, 0.05), sources, captured, cell.target, cell.source, cell.shape)
-    assert drifted.identity_psnr < cell.identity, (outcome, drifted)
+    if cell.sees_a_complement_floor:  # the identity threshold sees a floor turned the target's complement
+        drifted = measure(tint_floor(edits, cell.target, COMPLEMENT_TINT), sources, captured, cell.target, cell.source, cell.shape)
+        assert drifted.identity_psnr < cell.identity, (outcome, drifted)

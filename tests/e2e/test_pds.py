@@ -258,6 +258,9 @@ def test_flags_out_of_range_stop_with_one_line(ns_train, source_run):
     message = ns_train(*load, "--pipeline.datamanager.change-view-every", "0")
     _single_line_error(message, "--pipeline.datamanager.change-view-every 0")
     _single_line_error(ns_train(*load, "--max-num-iterations", "0"), "--max-num-iterations 0")
+    # a rate of 0 made every field NaN through nerfstudio's exponential-decay scheduler (found by the outcome matrix)
+    message = ns_train(*load, "--optimizers.fields.optimizer.lr", "0")
+    _single_line_error(message, "--optimizers.fields.optimizer.lr 0", "above 0")
 
 
 def test_truncated_model_weights_stop_before_training(ns_train, source_run, tiny_sd, tmp_path):

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from toy_world.outcome import measure, save_views
+from toy_world.outcome import measure, save_views, tint_floor
 from toy_world.world import Thing, render, ring_camera
 
 VIEWS = [ring_camera(2 * np.pi * i / 9) for i in range(9)]
@@ -64,6 +64,10 @@ def test_a_floor_turned_the_targets_complement_costs_identity(red_ball):
     outcome = measure(edit, red_ball, red_ball, "blue", "red", "ball")
     assert outcome.effect == 1.0 and outcome.structure == 1.0
     assert outcome.identity_psnr < 21.0
+    assert outcome.floor_shift > 0.02  # towards blue's complement
+    assert measure(tint_floor(views(Thing("blue", "ball")), "blue", 0.1), red_ball, red_ball, "blue").floor_shift > 0.02
+    assert measure(tint_floor(views(Thing("blue", "ball")), "yellow", 0.1), red_ball, red_ball, "blue").floor_shift < -0.02
+    assert measure(views(Thing("blue", "ball")), red_ball, red_ball, "blue").floor_shift == 0.0
 
 
 def test_save_views_draws_source_and_edit_side_by_side_enlarged(tmp_path, red_ball):
