@@ -38,7 +38,7 @@ def measure(model_id: str, noises: int = 2, scale: float = 100.0):
     vae = guidance.pipe.vae
     size = vae.config.sample_size
     ratios = [0.05, 0.15, 0.25, 0.35, 0.45, 0.55, 0.65, 0.75, 0.85, 0.95]
-    latent_share, image_share, area_latent, area_image = [], [], [], []
+    latent_share, image_share, area_latent, area_image, image_on_footprint = [], [], [], [], []
     for shape, (source, target), azimuth in itertools.product(SHAPES, itertools.permutations(COLOURS, 2), (0.3, 1.9, 3.5, 5.1)):
         image = render(Thing(source, shape), ring_camera(azimuth), size)
         mask = torch.from_numpy(object_mask(image))
@@ -53,10 +53,14 @@ def measure(model_id: str, noises: int = 2, scale: float = 100.0):
             image_energy = (pixel_grad[0] ** 2).sum(0)
             latent_share.append(float(latent_energy[footprint].sum() / latent_energy.sum()))
             image_share.append(float(image_energy[mask].sum() / image_energy.sum()))
+            # the same cells as the latent's footprint, in pixels: the encoder's share on equal terms
+            cells = footprint.repeat_interleave(size // latent.shape[-1], 0).repeat_interleave(size // latent.shape[-1], 1)
+            image_on_footprint.append(float(image_energy[cells].sum() / image_energy.sum()))
             area_latent.append(float(footprint.float().mean()))
             area_image.append(float(mask.float().mean()))
     return {name: float(np.mean(values)) for name, values in
-            (("latent_share", latent_share), ("latent_area", area_latent), ("image_share", image_share), ("image_area", area_image))}  # fmt: skip
+            (("latent_share", latent_share), ("latent_area", area_latent), ("image_share", image_share), ("image_area", area_image),
+             ("image_on_footprint", image_on_footprint))}  # fmt: skip
 
 
 def main() -> None:
@@ -69,7 +73,8 @@ def main() -> None:
 
     result = measure(args.model_id or str(PRIOR), args.noises, args.scale)
     print(f"latent: {result['latent_share']:.0%} of the gradient on the object's footprint ({result['latent_area']:.0%} of the cells); "
-          f"image: {result['image_share']:.0%} on the object's pixels ({result['image_area']:.0%} of the pixels)")
+          f"image: {result['image_share']:.0%} on the object's pixels ({result['image_area']:.0%} of the pixels), "
+          f"{result['image_on_footprint']:.0%} on the footprint's pixels")
 
 
 if __name__ == "__main__":

@@ -13,7 +13,9 @@ structure >= 0.95 on every pair.
 
 Finished edits are kept in ``--out`` (runs.jsonl, each edit's renders of its training views and its picture,
 source | edit a row a view): a rerun with the same ``--out`` edits only what is missing, so an interrupted matrix
-continues, and reads every kept edit afresh, so a change of the measures needs no new edit. The table
+continues, and reads every kept edit afresh, so a change of the measures needs no new edit. An edit is kept by its
+cell, steps and extra flags, not by the code or the prior that made it: measure a change of either in a new
+``--out`` (``--quick --out outputs/before``, then ``--quick --out outputs/after``). The table
 goes to docs/outcome_matrix.md (a section per ``--label``) and the picture grid to docs/outcome_matrix_<label>.png.
 Edits run ``--workers`` at a time, each on one thread (two one-thread edits finish a 200-step nerfacto edit in 36 s
 each on 2 cores, against 19 s for one on two threads).
@@ -108,7 +110,7 @@ class Matrix:
         from toy_world.world import Thing, write_scene
 
         name = f"{colour}-{shape}"
-        folder = self.out / "sources" / representation
+        folder = self.out / ("user-sources" if self.user_sources else "sources") / representation
         runs = find_run_dirs(folder / name, representation)
         if runs:
             run = runs[-1]

@@ -37,7 +37,7 @@ from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from toy_world.classify import chromaticity, object_mask, read
+from toy_world.classify import MIN_PIXELS, ROUND, chromaticity, object_mask, read, roundness
 from toy_world.world import COLOURS, caption
 
 SOURCE_STEPS = 400
@@ -118,7 +118,7 @@ class Outcome:
     def structure(self) -> float:
         """:attr:`silhouette_iou` over :attr:`source_silhouette_iou`: 1 when the edit keeps the silhouette as the source
         reconstruction had it."""
-        return self.silhouette_iou / self.source_silhouette_iou
+        return self.silhouette_iou / self.source_silhouette_iou if self.source_silhouette_iou > 0 else float("nan")
 
     def as_dict(self) -> dict:
         return {**dataclasses.asdict(self), "structure": self.structure}
@@ -146,33 +146,52 @@ SILHOUETTE_WINDOW = 3
 reads an edit's object: far enough for a melted or grown object, near enough to leave specks on the floor out."""
 
 
+def _window(captured_mask: np.ndarray) -> np.ndarray:
+    """The captured object's pixels dilated by :data:`SILHOUETTE_WINDOW`."""
+    window = captured_mask
+    for _ in range(SILHOUETTE_WINDOW):
+        window = _dilate(window)
+    return window
+
+
+def edited_object(render: np.ndarray, captured: np.ndarray, reference: Optional[np.ndarray] = None) -> np.ndarray:
+    """[H, W] bool: the render's object pixels, read within :data:`SILHOUETTE_WINDOW` pixels of the captured object, so
+    that specks elsewhere are the identity's loss, not the shape's (a halo or a melt round the object counts). With
+    ``reference`` (the source run's render of the view), the render's colour cast first comes off: the median shift of
+    its floor and sky (the captured object's outline dilated by a pixel left out) from the reference's, so that a
+    floor tinted as a whole does not read as object either."""
+    theirs = object_mask(captured)
+    if reference is not None:
+        rest = ~_dilate(theirs)
+        render = render - (np.median(render[rest], axis=0) - np.median(reference[rest], axis=0))
+    return object_mask(render) & _window(theirs)
+
+
 def silhouette_iou(
     renders: Sequence[np.ndarray], object_images: Sequence[np.ndarray], references: Optional[Sequence[np.ndarray]] = None
 ) -> float:
-    """IoU of the renders' object pixels with the captured images' object pixels, summed over the views. The render's
-    object pixels are read within :data:`SILHOUETTE_WINDOW` pixels of the captured object, so that specks elsewhere
-    are the identity's loss, not the shape's; a halo or a melt round the object counts. With ``references`` (the
-    source run's renders), each render's colour cast first comes off: the median shift of its floor and sky (the
-    captured object's outline dilated by a pixel left out) from the reference's, so that a floor tinted as a whole
-    does not read as object either."""
+    """IoU of the renders' object pixels (:func:`edited_object`) with the captured images' object pixels, summed over
+    the views."""
     intersection = union = 0
     for index, (render, captured) in enumerate(zip(renders, object_images, strict=True)):
         theirs = object_mask(captured)
-        if references is not None:
-            rest = ~_dilate(theirs)
-            render = render - (np.median(render[rest], axis=0) - np.median(references[index][rest], axis=0))
-        window = theirs
-        for _ in range(SILHOUETTE_WINDOW):
-            window = _dilate(window)
-        ours = object_mask(render) & window
+        ours = edited_object(render, captured, None if references is None else references[index])
         intersection += int((ours & theirs).sum())
         union += int((ours | theirs).sum())
     return intersection / max(union, 1)
 
 
-def shape_read(renders: Sequence[np.ndarray], shape: str) -> float:
-    """Fraction of the renders the shape classifier reads as ``shape``."""
-    return sum(read(render).shape == shape for render in renders) / len(renders)
+def shape_read(
+    renders: Sequence[np.ndarray], object_images: Sequence[np.ndarray], shape: str, references: Optional[Sequence[np.ndarray]] = None
+) -> float:
+    """Fraction of the renders whose object (:func:`edited_object`: near the captured one, the floor's cast off) the
+    shape classifier's roundness test reads as ``shape``."""
+    hits = 0
+    for index, (render, captured) in enumerate(zip(renders, object_images, strict=True)):
+        mask = edited_object(render, captured, None if references is None else references[index])
+        if mask.sum() >= MIN_PIXELS:
+            hits += ("ball" if roundness(mask) > ROUND else "cube") == shape
+    return hits / len(renders)
 
 
 def colour_error(renders: Sequence[np.ndarray], object_images: Sequence[np.ndarray], colour: str) -> float:
@@ -189,10 +208,11 @@ def complement_direction(colour: str) -> np.ndarray:
 
 
 def floor_shift(edits: Sequence[np.ndarray], sources: Sequence[np.ndarray], object_images: Sequence[np.ndarray], colour: str) -> float:
-    """The mean chromaticity of the edits' floor and sky (the captured object's outline dilated by a pixel left out)
-    minus the source renders', projected on the chromaticity direction of ``colour``'s complement: 0 for a kept
-    floor, positive when it turns the complement (a blue edit's floor yellower), negative towards ``colour``."""
-    rest = [~_dilate(object_mask(captured)) for captured in object_images]
+    """The mean chromaticity of the edits' floor and sky (outside :data:`SILHOUETTE_WINDOW` pixels of the captured
+    object, so that an object grown or bled into its surroundings is not read as floor) minus the source renders',
+    projected on the chromaticity direction of ``colour``'s complement: 0 for a kept floor, positive when it turns the
+    complement (a blue edit's floor yellower), negative towards ``colour``."""
+    rest = [~_window(object_mask(captured)) for captured in object_images]
     edit = chromaticity(np.concatenate([image[mask] for image, mask in zip(edits, rest, strict=True)])).mean(0)
     source = chromaticity(np.concatenate([image[mask] for image, mask in zip(sources, rest, strict=True)])).mean(0)
     direction = complement_direction(colour)
@@ -230,8 +250,8 @@ def measure(
         identity_psnr=float("inf") if mse == 0 else float(-10 * np.log10(mse)),
         silhouette_iou=silhouette_iou(edits, object_images, sources),
         source_silhouette_iou=silhouette_iou(sources, object_images),
-        shape_read=shape_read(edits, shape),
-        source_shape_read=shape_read(sources, shape),
+        shape_read=shape_read(edits, object_images, shape, sources),
+        source_shape_read=shape_read(sources, object_images, shape),
         colour_error=colour_error(edits, object_images, target_colour),
         source_colour_error=colour_error(sources, object_images, source_colour or target_colour),
         floor_shift=floor_shift(edits, sources, object_images, target_colour),

@@ -51,7 +51,8 @@ def test_a_shrunken_or_melted_object_loses_structure_whatever_its_colour(red_bal
 
 def test_a_cube_where_the_ball_was_is_read_as_another_shape(red_ball):
     outcome = measure(views(Thing("red", "cube")), red_ball, red_ball, "red", "red", "ball")
-    assert outcome.shape_read < 0.2 and outcome.source_shape_read == 1.0 and outcome.structure < 0.7
+    # read within 3 px of the ball, 2 of the 9 cubes lose enough corner to look round
+    assert outcome.shape_read < 0.3 and outcome.source_shape_read == 1.0 and outcome.structure < 0.7
 
 
 def test_a_floor_turned_the_targets_complement_costs_identity(red_ball):
@@ -62,7 +63,7 @@ def test_a_floor_turned_the_targets_complement_costs_identity(red_ball):
         grey = (image.max(-1) - image.min(-1)) < 0.1
         edit.append(np.where(grey[..., None], np.clip(image + np.array([0.1, 0.1, -0.1]), 0, 1), image))
     outcome = measure(edit, red_ball, red_ball, "blue", "red", "ball")
-    assert outcome.effect == 1.0 and outcome.structure == 1.0
+    assert outcome.effect == 1.0 and outcome.structure == 1.0 and outcome.shape_read == 1.0
     assert outcome.identity_psnr < 21.0
     assert outcome.floor_shift > 0.02  # towards blue's complement
     assert measure(tint_floor(views(Thing("blue", "ball")), "blue", 0.1), red_ball, red_ball, "blue").floor_shift > 0.02
@@ -77,3 +78,19 @@ def test_save_views_draws_source_and_edit_side_by_side_enlarged(tmp_path, red_ba
     assert picture.shape == (9 * 32 * 4, 2 * 32 * 4, 3)
     # the first row's right half is the first edit, enlarged by repeating each pixel 4 times
     np.testing.assert_allclose(picture[:128:4, 128::4], edit[0], atol=1 / 255)
+
+
+def test_specks_far_from_the_object_are_the_identitys_loss_not_the_shapes(red_ball):
+    specked = []
+    for image in views(Thing("blue", "ball")):
+        image = image.copy()
+        image[1:3, 1:3] = [0.1, 0.2, 0.9]  # a blue speck in a far corner
+        specked.append(image)
+    outcome = measure(specked, red_ball, red_ball, "blue", "red", "ball")
+    assert outcome.structure == 1.0 and outcome.shape_read == 1.0 and outcome.identity_psnr < 40.0
+
+
+def test_an_object_grown_into_the_floor_is_not_read_as_a_floor_shift(red_ball):
+    grown = views(Thing("blue", "ball", scale=1.15))  # within the 3-pixel window
+    outcome = measure(grown, red_ball, red_ball, "blue", "red", "ball")
+    assert abs(outcome.floor_shift) < 1e-3 and outcome.structure < 0.95
