@@ -56,11 +56,19 @@ def roundness(mask: np.ndarray) -> float:
     return float(len(ys) / (np.pi * r_max**2))
 
 
+def shape_of(mask: np.ndarray) -> Optional[str]:
+    """The shape an object mask shows: a ball when its roundness is above :data:`ROUND`, else a cube; None below
+    :data:`MIN_PIXELS`."""
+    if mask.sum() < MIN_PIXELS:
+        return None
+    return "ball" if roundness(mask) > ROUND else "cube"
+
+
 def read(image: np.ndarray) -> Reading:
     """Classify an [H, W, 3] image in [0, 1] (float) or [0, 255] (uint8)."""
     image = image.astype(np.float64) / 255.0 if image.dtype == np.uint8 else image.astype(np.float64)
     mask = object_mask(image)
-    if mask.sum() < MIN_PIXELS:
+    shape = shape_of(mask)
+    if shape is None:
         return Reading(mask, None, None, 0.0)
-    shape_score = roundness(mask)
-    return Reading(mask, colour_of(image[mask]), "ball" if shape_score > ROUND else "cube", shape_score)
+    return Reading(mask, colour_of(image[mask]), shape, roundness(mask))

@@ -37,7 +37,7 @@ from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from toy_world.classify import MIN_PIXELS, ROUND, chromaticity, object_mask, read, roundness
+from toy_world.classify import chromaticity, object_mask, read, shape_of
 from toy_world.world import COLOURS, caption
 
 SOURCE_STEPS = 400
@@ -188,9 +188,7 @@ def shape_read(
     shape classifier's roundness test reads as ``shape``."""
     hits = 0
     for index, (render, captured) in enumerate(zip(renders, object_images, strict=True)):
-        mask = edited_object(render, captured, None if references is None else references[index])
-        if mask.sum() >= MIN_PIXELS:
-            hits += ("ball" if roundness(mask) > ROUND else "cube") == shape
+        hits += shape_of(edited_object(render, captured, None if references is None else references[index])) == shape
     return hits / len(renders)
 
 
