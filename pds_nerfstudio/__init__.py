@@ -9,6 +9,7 @@ The layers, bottom-up (each imports only those below it):
 - :mod:`~pds_nerfstudio.score_distillation`: the PDS math (SDS, DDS, PDS gradients); torch only
 - :mod:`~pds_nerfstudio.priors`: Stable Diffusion (loading, guidance, DreamBooth) and LPIPS
 - :mod:`~pds_nerfstudio.scenes`: nerfacto and splatfacto as edit targets, rendering, the CPU rasteriser
+- :mod:`~pds_nerfstudio.regions`: the region an edit is limited to (a box, masks)
 - :mod:`~pds_nerfstudio.parallel`: torch.distributed collectives
 - :mod:`~pds_nerfstudio.integration`: nerfstudio's pipeline, datamanager, trainer, source runs, viewer, outputs
 - :mod:`~pds_nerfstudio.methods`: ``pds`` and ``pds-refine``

@@ -19,13 +19,12 @@ checkpoint, and ``ns-export`` or ``ns-viewer`` of a pnr run need neither.
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import math
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Literal, Optional, Tuple, Type
+from typing import Any, ClassVar, Dict, List, Literal, Optional, Tuple, Type
 
 import torch
 import torch.nn.functional as F
@@ -33,7 +32,6 @@ from nerfstudio.cameras.cameras import Cameras
 from nerfstudio.engine.callbacks import TrainingCallback, TrainingCallbackAttributes, TrainingCallbackLocation
 from nerfstudio.engine.optimizers import Optimizers
 from nerfstudio.model_components.losses import interlevel_loss
-from nerfstudio.models.base_model import Model
 from nerfstudio.utils.rich_utils import CONSOLE
 from torch import Tensor
 
@@ -42,8 +40,9 @@ from pds_nerfstudio.common.typed_flags import TypedFlags, merge_typed
 from pds_nerfstudio.integration.source_run import Run
 from pds_nerfstudio.methods.pds import PDSPipeline, PDSPipelineConfig
 from pds_nerfstudio.parallel import collectives
+from pds_nerfstudio.scenes.frozen_source import FrozenSource
 from pds_nerfstudio.scenes.rendering import guidance_camera, seeded, view_rays
-from pds_nerfstudio.scenes.representations import Nerfacto, Representation, rebind_optimizers
+from pds_nerfstudio.scenes.representations import Nerfacto, rebind_optimizers
 from pnr_nerfstudio.ipg import IdentityPreservingLoss, IPGConfig
 from pnr_nerfstudio.perturbation import (
     PerturbationConfig,
@@ -61,6 +60,7 @@ class PnRPipelineConfig(PDSPipelineConfig):
     """Perturb-and-Revise: perturb the source field, edit it with annealed timesteps, revise it with IPG."""
 
     _target: Type = field(default_factory=lambda: PnRPipeline)
+    edits_regions: ClassVar[bool] = False
     protocol: Literal["objects", "real-scenes"] = "objects"
     """The paper's two settings (App. E). objects (the released code): eta auto from 50 selection steps, t annealed
     from 0.75 to (0.02, 0.40) over 1500 edit steps, 1000 revise steps, a fresh Adam at a constant learning rate, 64 px
@@ -178,38 +178,6 @@ class PnRPipelineConfig(PDSPipelineConfig):
                 "theta_0); resume without changing them, or start a new edit from the source run"
             )
         return merged
-
-
-class FrozenSource:
-    """The source scene, frozen: theta_src for the perturbation and the renders the revise steps compare with.
-
-    Deliberately not an ``nn.Module`` attribute of the pipeline: it never enters the edit's checkpoints.
-    """
-
-    def __init__(self, model: Model, representation: Representation) -> None:
-        self.model = copy.deepcopy(model).requires_grad_(False)
-        self.representation = representation
-        # Training mode, as the edit model renders while editing: each view with the source's pose
-        # refinement and appearance embedding of that view.
-        self.model.train()
-        self.parameters: Dict[str, Tensor] = {name: p.detach() for name, p in self.model.named_parameters()}
-        self._kept: Dict[Tuple[Any, ...], Tensor] = {}
-
-    def render(self, cameras: List[Cameras], views: List[int], chunk_size: int) -> Tensor:
-        """The source scene at training ``views`` seen by ``cameras``: [N, 3, H, W] in [0, 1], no graph.
-
-        The views of the last call are kept: a view is edited for several steps in a row.
-        """
-        background = getattr(self.model, "fixed_background", None)
-        kept: Dict[Tuple[Any, ...], Tensor] = {}
-        for camera, index in zip(cameras, views):
-            key = (index, int(camera.height.item()), int(camera.width.item()), None if background is None else tuple(background.tolist()))
-            if key not in self._kept:
-                image = self.representation.render_image(self.model, camera, index, chunk_size)
-                self._kept[key] = image.permute(2, 0, 1)[None].to(camera.device)
-            kept[key] = self._kept[key]
-        self._kept = kept
-        return torch.cat(list(kept.values()))
 
 
 class PnRPipeline(PDSPipeline):

@@ -17,7 +17,7 @@ from pds_nerfstudio.old_paths import OLD_MODULES
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "pds_nerfstudio"
-LAYERS = ("common", "score_distillation", "priors", "scenes", "parallel", "integration", "methods", "metrics", "cli")
+LAYERS = ("common", "score_distillation", "priors", "scenes", "regions", "parallel", "integration", "methods", "metrics", "cli")
 """pds_nerfstudio's subpackages, bottom-up; pnr_nerfstudio sits on top of all of them."""
 
 

@@ -256,6 +256,64 @@ def measure(
     )
 
 
+@dataclass(frozen=True)
+class RegionOutcome:
+    """A region edit of a scene of several things, each read through its own mask from the world's ray caster."""
+
+    effect: float
+    """Fraction of the edited thing's pixels showing the target colour."""
+    other_kept: float
+    """Fraction of the other things' pixels still showing their own colour."""
+    other_psnr: float
+    """PSNR (dB) of the other things' pixels against the source run's renders."""
+    floor_psnr: float
+    """PSNR (dB) of the pixels of no thing (a pixel round each left out) against the source run's renders."""
+
+    def as_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def _psnr(squared: float, count: int) -> float:
+    mse = squared / max(count, 1)
+    return float("inf") if mse == 0 else float(-10 * np.log10(mse))
+
+
+def measure_region(
+    edits: Sequence[np.ndarray],
+    sources: Sequence[np.ndarray],
+    masks: Sequence[Sequence[np.ndarray]],
+    edited: int,
+    colours: Sequence[str],
+    target_colour: str,
+) -> RegionOutcome:
+    """The outcome over views of an edit meant for thing ``edited`` alone: ``masks[v][k]`` is thing k's mask in view v
+    (:func:`toy_world.world.thing_masks`), ``colours[k]`` its colour in the source."""
+    names = list(COLOURS)
+    hits = total = kept = others = 0
+    other_squared = floor_squared = 0.0
+    floor_count = 0
+    for edit, source, view_masks in zip(edits, sources, masks, strict=True):
+        things = np.zeros(edit.shape[:2], dtype=bool)
+        for k, mask in enumerate(view_masks):
+            things |= mask
+            if k == edited:
+                hits += int((nearest_colours(edit[mask]) == names.index(target_colour)).sum())
+                total += int(mask.sum())
+            else:
+                kept += int((nearest_colours(edit[mask]) == names.index(colours[k])).sum())
+                others += int(mask.sum())
+                other_squared += float(((edit[mask] - source[mask]) ** 2).sum())
+        rest = ~_dilate(things)
+        floor_squared += float(((edit[rest] - source[rest]) ** 2).sum())
+        floor_count += int(rest.sum()) * 3
+    return RegionOutcome(
+        effect=hits / max(total, 1),
+        other_kept=kept / max(others, 1),
+        other_psnr=_psnr(other_squared, others * 3),
+        floor_psnr=_psnr(floor_squared, floor_count),
+    )
+
+
 def tint_floor(images: Sequence[np.ndarray], colour: str, amount: float) -> List[np.ndarray]:
     """The images with every unsaturated pixel (floor and sky) moved ``amount`` towards the complement of ``colour``
     (its albedo's opposite about grey, as a unit vector): the drift a colour edit pushes the floor into."""

@@ -147,6 +147,16 @@ def _cast(scene: Scene, c2w: np.ndarray, size: int, focal: float = 0.0) -> Tuple
     return np.clip(image, 0.0, 1.0), surface
 
 
+def thing_masks(scene: Scene, c2w: np.ndarray, size: int, focal: float = 0.0) -> List[np.ndarray]:
+    """For each thing of the scene, the pixels [size, size] bool where it is the nearest surface seen by ``c2w``: each
+    object's own mask (the classifier reads every saturated pixel as one object)."""
+    things = (scene,) if isinstance(scene, Thing) else tuple(scene)
+    origin, directions = _rays(c2w, focal or focal_for(size), size)
+    hits = [(_hit_ball if thing.shape == "ball" else _hit_cube)(origin, directions, thing)[0] for thing in things]
+    nearest = np.argmin(np.stack(hits), axis=0)
+    return [(nearest == i) & np.isfinite(t) for i, t in enumerate(hits)]
+
+
 def random_view(rng: np.random.Generator, colour: str, shape: str, size: int) -> np.ndarray:
     """One training image of the world: the object placed, sized and turned a little at random, seen from a random
     point of the ring (the cameras of the world's scenes), the elevation and distance jittered."""

@@ -7,6 +7,7 @@ training view written at the end. ``PDSPipeline`` adds the score-distillation st
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
 import operator
@@ -35,6 +36,8 @@ from pds_nerfstudio.integration.source_run import Run
 from pds_nerfstudio.integration.viewer_controls import EditControls
 from pds_nerfstudio.parallel import collectives
 from pds_nerfstudio.priors.guidance import GuidanceConfig, StableDiffusionGuidance
+from pds_nerfstudio.regions.region import Region, RegionConfig
+from pds_nerfstudio.scenes.frozen_source import FrozenSource
 from pds_nerfstudio.scenes.models import EditNerfactoModelConfig, EditSplatfactoModelConfig
 from pds_nerfstudio.scenes.rendering import RenderMode, guidance_camera, seeded
 from pds_nerfstudio.scenes.representations import (
@@ -84,6 +87,8 @@ class EditPipelineConfig(VanillaPipelineConfig):
     below (full resolution, all SH bands, culling without densification); these flags override them."""
     guidance: GuidanceConfig = field(default_factory=GuidanceConfig)
     """The Stable Diffusion guidance."""
+    region: RegionConfig = field(default_factory=RegionConfig)
+    """Where the edit may change the scene (a box, masks); everywhere when neither is given."""
     source_checkpoint: Optional[Path] = None
     """Checkpoint of the source run; filled in from --load-dir."""
     src_prompt: str = ""
@@ -122,6 +127,8 @@ class EditPipelineConfig(VanillaPipelineConfig):
 
     source_description: ClassVar[str] = f"a {supported_sources()} run"
     """What --load-dir must name, for error messages."""
+    edits_regions: ClassVar[bool] = False
+    """Whether the method limits its edit to --pipeline.region.*."""
 
     @property
     def ratio_control(self) -> Tuple[str, str]:
@@ -204,6 +211,22 @@ class EditPipelineConfig(VanillaPipelineConfig):
         if self.result_views < 0 or self.result_resolution < 0:
             raise InputError("--pipeline.result-views and --pipeline.result-resolution must be 0 (all, full size) or more")
         self.guidance.check(scene_device)
+        if self.region.given:
+            self.check_region()
+
+    def check_region(self) -> None:
+        """A region's one-line errors, from the dataparser's outputs (the capture's cameras and images) alone."""
+        if not self.edits_regions:
+            raise InputError(
+                "--pipeline.region.* is not supported by this method yet; edit a region with ns-train pds"
+            )
+        if getattr(self.model, "densification", "cull") != "cull" and self.region.freeze_outside:
+            raise InputError(
+                "--pipeline.splat-model.densification splatfacto with a region: splitting follows screen-space gradients "
+                "that the region does not limit; use the default cull, or --pipeline.region.freeze-outside False"
+            )
+        outputs = self.datamanager.dataparser.setup().get_dataparser_outputs(split="train")
+        self.region.check(outputs.image_filenames, outputs.cameras, outputs.dataparser_transform, outputs.dataparser_scale)
 
     def check_parallel(self, devices: int) -> None:
         """What several views a step or several devices (``devices`` processes) need, before anything heavy; raises
@@ -295,9 +318,18 @@ class EditPipeline(VanillaPipeline):
         self._source_optimizers: Optional[Dict[str, Any]] = None
         self._values_in_use: Optional[Dict[str, Any]] = None
         self.method_name = "edit"
+        self.region: Optional[Region] = None
+        self.region_source: Optional[FrozenSource] = None
+        """The source scene, frozen, that the region's hold term compares each edited view with."""
+        self.region_masks_in_use: Optional[Tensor] = None
+        """The [N, 1, H, W] masks the last step applied to its views' gradient (read back by tests)."""
+        self.movable_gaussians: Optional[Tensor] = None
+        """splatfacto with a region: which Gaussians the last step let its optimizers move."""
         # Training ("val") starts from the source field; evaluation and export load the edit's own checkpoint.
         if test_mode == "val" and config.source_checkpoint is not None:
             self.load_source(config.source_checkpoint)
+            if config.region.given:
+                self.setup_region()
 
     @property
     def views_in_step(self) -> int:
@@ -387,6 +419,75 @@ class EditPipeline(VanillaPipeline):
             ) from None
         CONSOLE.log(f"Loaded the source scene from {checkpoint}")
 
+    def setup_region(self) -> None:
+        """The region in the scene's frame, and (for the hold term) a frozen copy of the source scene."""
+        outputs = self.datamanager.train_dataparser_outputs
+        self.region = self.config.region.setup(
+            outputs.image_filenames, self.datamanager.train_dataset.cameras, outputs.dataparser_transform, outputs.dataparser_scale
+        )
+        if self.config.region.hold_weight > 0:
+            self.region_source = FrozenSource(self.model, self.representation)
+        if self.freezes_gaussians:
+            self.model.strategy.movable = self.region.contains  # type: ignore[union-attr]
+
+    @property
+    def freezes_gaussians(self) -> bool:
+        """Whether only the Gaussians inside the region move (splatfacto with a region and freeze-outside)."""
+        return self.region is not None and self.config.region.freeze_outside and self.representation.name == "splatfacto"
+
+    def freeze_outside_region(self, optimizers: Dict[str, torch.optim.Optimizer]) -> None:
+        """Before each step of every Gaussian optimizer, the rows of Gaussians outside the region get a zero gradient
+        and a zero first moment, so Adam leaves them exactly as they are (its update is the first moment over the
+        second's root); which Gaussians are inside is taken once a step (:meth:`limit_to_region`)."""
+        groups = set(self.model.gauss_params)  # type: ignore[union-attr]
+
+        def hold_rows(optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
+            if self.movable_gaussians is None:
+                return
+            outside = ~self.movable_gaussians
+            for group in optimizer.param_groups:
+                for param in group["params"]:
+                    if param.shape[0] != outside.shape[0]:
+                        continue
+                    if param.grad is not None:
+                        param.grad[outside] = 0
+                    moment = optimizer.state.get(param, {}).get("exp_avg")
+                    if moment is not None:
+                        moment[outside] = 0
+
+        for name, optimizer in optimizers.items():
+            if name in groups:
+                optimizer.register_step_pre_hook(hold_rows)
+        parts = [name for name, value in (("a box", self.region.box), ("masks", self.region.masks)) if value is not None]
+        CONSOLE.log(f"Editing inside the region of {' and '.join(parts)}")
+
+    def region_background(self) -> contextlib.AbstractContextManager:
+        """Within this, the edited scene and the source copy render over one background (splatfacto draws a random one
+        per training render), so that the hold term compares like with like."""
+        if self.region_source is None:
+            return contextlib.nullcontext()
+        return self.representation.same_background(self.model, self.region_source.model)
+
+    def limit_to_region(self, views: List[int], cameras: List[Cameras], render: Tensor) -> Tuple[Tensor, Dict[str, Tensor]]:
+        """A step's views ``render`` [N, 3, H, W] limited to the region: the render the guidance takes (equal to
+        ``render``, its gradient masked to the region's pixels of each view) and the hold term outside the region
+        (against the source copy's render of the same views), with its own unmasked gradient. Without a region:
+        ``render`` and no term."""
+        if self.region is None:
+            return render, {}
+        masks = self.region.view_masks(views, cameras).to(render)
+        self.region_masks_in_use = masks
+        if self.freezes_gaussians:
+            self.movable_gaussians = self.region.contains(self.model.means.detach())  # type: ignore[union-attr]
+        guided = render
+        if self.config.region.gradient:
+            guided = render * masks + (render * (1 - masks)).detach()  # the same values; the gradient only inside
+        if self.region_source is None:
+            return guided, {}
+        source = self.region_source.render(cameras, views, self.config.ray_chunk_size).to(render)
+        hold = ((1 - masks) * (render - source).pow(2)).mean()
+        return guided, {"region_hold_loss": self.config.region.hold_weight * hold}
+
     def guidance_camera(self, index: int) -> Cameras:
         """Training view ``index``'s camera at the guidance resolution."""
         return guidance_camera(self.datamanager.train_camera(index), self.config.render_resolution)
@@ -461,6 +562,8 @@ class EditPipeline(VanillaPipeline):
         if trainer is not None:
             # A resumed splatfacto edit: loading the checkpoint replaced the Gaussian tensors the optimizers were built on.
             rebind_optimizers(training_callback_attributes.optimizers.optimizers, self.model.get_param_groups())
+            if self.freezes_gaussians:
+                self.freeze_outside_region(training_callback_attributes.optimizers.optimizers)
             self._trainer = trainer
             self.method_name = trainer.config.method_name
             if trainer.config.load_dir is None and self.config.optimizer_state == "source":  # a new edit

@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Dict, List, Type
+from typing import ClassVar, Dict, List, Type
 
 import torch
 from torch import Tensor
@@ -19,6 +19,7 @@ class PDSPipelineConfig(EditPipelineConfig):
     _target: Type = field(default_factory=lambda: PDSPipeline)
     guidance_loss_mult: float = 1.0
     """Weight of the distillation loss."""
+    edits_regions: ClassVar[bool] = True
 
 
 class PDSPipeline(EditPipeline):
@@ -70,10 +71,15 @@ class PDSPipeline(EditPipeline):
     def get_train_loss_dict(self, step: int):
         self.share_controls()
         views = self.step_views(step)
-        render = self.guidance_views(step, views)
-        loss, _, metrics = self.guidance_loss(step, views, render)
+        cameras = [self.guidance_camera(index) for index in views]
+        with self.region_background():
+            render = self.guidance_views(step, views, cameras)
+            guided, region_losses = self.limit_to_region(views, cameras, render)
+        loss, _, metrics = self.guidance_loss(step, views, guided)
+        if self.region_masks_in_use is not None:
+            metrics["region_share"] = self.region_masks_in_use.mean()
         self.report(step, metrics)
-        return {"rgb": render}, {"guidance_loss": loss}, metrics
+        return {"rgb": render}, {"guidance_loss": loss, **region_losses}, metrics
 
 
 def view_metrics(views: List[int]) -> Dict[str, int]:

@@ -4,7 +4,7 @@ splatfacto's densification restarted at the edit's first step."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Dict
+from typing import Any, Callable, Dict, Optional
 
 import torch
 from gsplat.strategy import DefaultStrategy
@@ -23,6 +23,8 @@ class CullingStrategy(Strategy):
     refine_every: int = 100
     absgrad: bool = False
     """Read by splatfacto's render call; culling needs no screen-space gradients."""
+    movable: Optional[Callable[[torch.Tensor], torch.Tensor]] = None
+    """Which Gaussians (by their means [N, 3]) may be culled; all when None (an edit's region sets it)."""
 
     def initialize_state(self, scene_scale: float = 1.0) -> Dict[str, Any]:
         return {"scene_scale": scene_scale}
@@ -35,6 +37,8 @@ class CullingStrategy(Strategy):
         too_faint = torch.sigmoid(params["opacities"].flatten()) < self.prune_opa
         too_big = torch.exp(params["scales"]).max(dim=-1).values > self.prune_scale3d * state["scene_scale"]
         culled = too_faint | too_big
+        if self.movable is not None:
+            culled &= self.movable(params["means"])
         if culled.any():
             remove(params=params, optimizers=optimizers, state=state, mask=culled)
         return int(culled.sum())

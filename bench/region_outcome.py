@@ -1,0 +1,123 @@
+"""What a region does on the toy world: a red ball and a green cube apart on the floor, "a blue ball" edited with and
+without a box round the ball, and with each part of the region alone, through the real ``ns-train pds``.
+
+    python bench/region_outcome.py --out outputs/region_outcome                 # nerfacto and splatfacto, all variants
+    python bench/region_outcome.py --representations nerfacto --variants none region
+
+Each edit's renders of the training views are read through each thing's own mask from the world's ray caster
+(:func:`toy_world.outcome.measure_region`): the ball's effect, the cube's colour kept and PSNR, the floor's PSNR, all
+against the source run's renders. Writes a table and a picture to docs/regions.md (``--no-write``: print only).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Dict, List
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+SCENE_THINGS = (("red", "ball", (-0.5, 0.0)), ("green", "cube", (0.5, 0.0)))
+"""The two things of the scene: colour, shape, centre on the floor."""
+BALL_BOX = ("-0.5", "0", "0", "0.9", "0.9", "0.9")
+"""A box round the ball in the world's frame (the ball: radius 0.35 at (-0.5, 0, 0)), the floor beneath it inside."""
+VARIANTS: Dict[str, List[str]] = {
+    "none": [],
+    "region": ["--pipeline.region.box", *BALL_BOX],
+    "gradient only": ["--pipeline.region.box", *BALL_BOX, "--pipeline.region.hold-weight", "0"],
+    "hold only": ["--pipeline.region.box", *BALL_BOX, "--pipeline.region.gradient", "False"],
+}
+"""The edits compared: no region, the box with every part, and each part alone (splatfacto freezes outside in all
+three)."""
+
+
+def scene_things():
+    from toy_world.world import Thing
+
+    return [Thing(colour, shape, centre) for colour, shape, centre in SCENE_THINGS]
+
+
+def view_masks(scene_dir: Path, image_filenames: List[str]) -> List[List[np.ndarray]]:
+    """Each training view's masks of the things, from the camera transforms.json gives the view."""
+    from toy_world.world import thing_masks
+
+    transforms = json.loads((scene_dir / "transforms.json").read_text())
+    poses = {Path(frame["file_path"]).name: np.array(frame["transform_matrix"]) for frame in transforms["frames"]}
+    return [thing_masks(scene_things(), poses[Path(name).name], transforms["w"], transforms["fl_x"]) for name in image_filenames]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, default=Path("outputs/region_outcome"))
+    parser.add_argument("--representations", nargs="+", default=["nerfacto", "splatfacto"])
+    parser.add_argument("--variants", nargs="+", default=list(VARIANTS))
+    parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument(
+        "--hold-weights", type=float, nargs="*", default=[],
+        help="also edit with the box at each of these --pipeline.region.hold-weight values",
+    )  # fmt: skip
+    parser.add_argument("--extra-flags", nargs=argparse.REMAINDER, default=[])
+    parser.add_argument("--no-write", action="store_true")
+    args = parser.parse_args()
+
+    import yaml
+
+    from toy_world import PRIOR
+    from toy_world.models import seed_torch_home
+    from toy_world.outcome import (
+        EDIT_FLAGS,
+        EDIT_STEPS,
+        SPARSE_POINTS,
+        measure_region,
+        save_views,
+        train_source,
+        training_views,
+    )
+    from toy_world.runs import find_run_dirs, run_tiny_edit
+    from toy_world.world import caption, write_scene
+
+    torch_home = seed_torch_home(args.out / "torch_home")
+    os.environ.update(TORCH_HOME=str(torch_home), HF_HUB_OFFLINE="1")
+    scene = args.out / "scene"
+    if not (scene / "transforms.json").exists():
+        write_scene(scene, scene_things(), num_views=10, size=32, sparse_points=SPARSE_POINTS)
+    variants = dict(VARIANTS)
+    for weight in args.hold_weights:
+        variants[f"region, hold {weight:g}"] = ["--pipeline.region.box", *BALL_BOX, "--pipeline.region.hold-weight", f"{weight:g}"]
+    chosen = [*args.variants, *(name for name in variants if name.startswith("region, hold "))]
+    rows = []
+    for representation in args.representations:
+        runs = find_run_dirs(args.out / "sources" / representation, representation)
+        source = runs[-1] if runs else train_source(representation, scene, args.out / "sources" / representation, torch_home)
+        sources, captured = training_views(source / "config.yml")
+        config = yaml.load((source / "config.yml").read_text(), Loader=yaml.Loader)
+        dataparser = config.pipeline.datamanager.dataparser
+        dataparser.data = scene
+        filenames = dataparser.setup().get_dataparser_outputs(split="train").image_filenames
+        masks = view_masks(scene, [str(f) for f in filenames])
+        pictures = []
+        for variant in chosen:
+            flags = [
+                *EDIT_FLAGS, "--pipeline.guidance.model-id", str(PRIOR),
+                "--pipeline.src-prompt", caption("red", "ball"), "--pipeline.tgt-prompt", caption("blue", "ball"),
+                "--machine.seed", str(args.seed), *variants[variant], *args.extra_flags,
+            ]  # fmt: skip
+            folder = args.out / "edits" / representation / variant.replace(",", "").replace(" ", "-")
+            done = find_run_dirs(folder, "pds")
+            run = done[-1] if done else run_tiny_edit("pds", source, folder, torch_home, EDIT_STEPS[representation], flags)[0]
+            edits, _ = training_views(run / "config.yml")
+            outcome = measure_region(edits, sources, masks, 0, [c for c, _, _ in SCENE_THINGS], "blue")
+            rows.append({"representation": representation, "variant": variant, **outcome.as_dict()})
+            print(json.dumps(rows[-1]), flush=True)
+            pictures.append(edits)
+        save_views([[s, *(edit[v] for edit in pictures)] for v, s in enumerate(sources)], args.out / f"{representation}.png")
+    (args.out / "rows.json").write_text(json.dumps(rows, indent=1))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,161 @@
+"""``--pipeline.region.*`` through the real ``ns-train pds``: what each step applied, read back from the step, and the
+one-line errors. The scene: a red ball and a green cube apart on the floor (bench/region_outcome.py's), the box round the
+ball given in the capture's frame as a cube of the toy world, so that the world's own ray caster says which pixels it
+covers."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from tests.conftest import shared
+from toy_world.outcome import SPARSE_POINTS
+from toy_world.runs import find_run_dirs, run_tiny_edit, train_tiny_nerfacto, train_tiny_splatfacto
+from toy_world.world import FLOOR_Z, OBJECT_SIZE, Thing, focal_for, thing_masks, write_scene
+
+PROMPTS = ["--pipeline.src-prompt", "a photo of a red ball", "--pipeline.tgt-prompt", "a photo of a blue ball"]
+HALF = 0.45
+"""Half the side of the box round the ball."""
+BOX_THING = Thing("red", "cube", (-0.5, 0.0), scale=HALF / OBJECT_SIZE)
+"""The box as a toy-world cube (resting on the floor): the world's ray caster draws the pixels it covers."""
+BOX = ["--pipeline.region.box", "-0.5", "0", str(FLOOR_Z + HALF), *[str(2 * HALF)] * 3]
+STEPS = 3
+EXACT = "donot_use_mm_for_euclid_dist"
+"""torch.cdist's exact distances (its matrix-product form is off by about 1e-4 at a distance of 0)."""
+
+
+def two_things(folder: Path) -> Path:
+    things = [Thing("red", "ball", (-0.5, 0.0)), Thing("green", "cube", (0.5, 0.0))]
+    return write_scene(folder / "scene", things, num_views=10, size=32, sparse_points=SPARSE_POINTS)
+
+
+@pytest.fixture(scope="module")
+def scene(tmp_path_factory) -> Path:
+    return shared(tmp_path_factory, "two_things", two_things)
+
+
+@pytest.fixture(scope="module")
+def nerfacto_source(scene, torch_home, tmp_path_factory) -> Path:
+    return shared(tmp_path_factory, "two_things_nerfacto", lambda folder: train_tiny_nerfacto(scene, folder, torch_home))
+
+
+@pytest.fixture(scope="module")
+def splat_source(scene, torch_home, tmp_path_factory) -> Path:
+    return shared(tmp_path_factory, "two_things_splat", lambda folder: train_tiny_splatfacto(scene, folder, torch_home))
+
+
+def box_pixels(scene: Path, image_name: str, size: int) -> np.ndarray:
+    """The box's pixels in the view of ``image_name`` at ``size`` px, by the toy world's ray caster."""
+    import json
+
+    frames = json.loads((scene / "transforms.json").read_text())["frames"]
+    (pose,) = [np.array(f["transform_matrix"]) for f in frames if Path(f["file_path"]).name == image_name]
+    return thing_masks(BOX_THING, pose, size, focal_for(size))[0]
+
+
+def setup_pipeline(run: Path):
+    config = yaml.load((run / "config.yml").read_text(), Loader=yaml.Loader)
+    return config.pipeline.setup(device="cpu", test_mode="val")
+
+
+def test_each_step_guides_only_the_box_pixels_and_holds_the_rest_to_the_source(nerfacto_source, scene, tiny_sd, torch_home, tmp_path):
+    """From a real run's config, one step: the masks it applied are the box's pixels by the world's ray caster in each
+    of its views (at the guidance resolution); the gradient that reached the render is the hold term's alone outside
+    them (2 w (render - source) / numel, the frozen source's render of the step) and the guidance's inside."""
+    run, _ = run_tiny_edit("pds", nerfacto_source, tmp_path, torch_home, STEPS, ["--pipeline.guidance.model-id", str(tiny_sd), *PROMPTS, *BOX])
+    pipeline = setup_pipeline(run)
+    pipeline.train()
+    step = 12
+    outputs, losses, metrics = pipeline.get_train_loss_dict(step)
+    render = outputs["rgb"]
+    render.retain_grad()
+    sum(losses.values()).backward()
+    views = pipeline.step_views(step)
+    masks = pipeline.region_masks_in_use
+    size = render.shape[-1]
+    names = pipeline.datamanager.train_dataset.image_filenames
+    for j, index in enumerate(views):
+        expected = box_pixels(scene, Path(names[index]).name, size)
+        assert (masks[j, 0].numpy().astype(bool) != expected).sum() <= 1 and expected.sum() > 10
+    assert metrics["region_share"] == pytest.approx(masks.mean().item())
+    cameras = [pipeline.guidance_camera(index) for index in views]
+    source = pipeline.region_source.render(cameras, views, pipeline.config.ray_chunk_size)  # the step's, kept
+    weight = pipeline.config.region.hold_weight
+    hold_gradient = 2 * weight * (render.detach() - source) * (1 - masks) / render.numel()
+    outside = (1 - masks).bool().expand_as(render)
+    assert torch.allclose(render.grad[outside], hold_gradient[outside], atol=1e-7)
+    inside = masks.bool().expand_as(render)
+    assert render.grad[inside].abs().max() > 10 * hold_gradient.abs().max()  # the guidance's
+
+
+def test_splat_gaussians_outside_the_box_keep_the_source_values_exactly(splat_source, tiny_sd, torch_home, tmp_path):
+    """The run's own checkpoint against its source's: every Gaussian outside the box is still there, every parameter the
+    source's (culling at an opacity the tiny source's faint Gaussians fall under, 53 of them outside the box, removes
+    Gaussians inside it only), and Gaussians inside moved."""
+    from pds_nerfstudio.common.checkpoints import load_checkpoint
+    from pds_nerfstudio.integration.source_run import newest_checkpoint
+    from pds_nerfstudio.regions.box import Box
+
+    culling = ["--pipeline.splat-model.refine-every", "2", "--pipeline.splat-model.cull-alpha-thresh", "0.05"]
+    run, _ = run_tiny_edit("pds", splat_source, tmp_path, torch_home, 5, ["--pipeline.guidance.model-id", str(tiny_sd), *PROMPTS, *BOX, *culling])
+    before = load_checkpoint(newest_checkpoint(splat_source / "nerfstudio_models"))["pipeline"]
+    after = load_checkpoint(newest_checkpoint(run / "nerfstudio_models"))["pipeline"]
+    config = yaml.load((run / "config.yml").read_text(), Loader=yaml.Loader)
+    outputs = config.pipeline.datamanager.dataparser.setup().get_dataparser_outputs(split="train")
+    box = Box.from_flag([float(v) for v in BOX[1:]]).in_scene_frame(outputs.dataparser_transform, outputs.dataparser_scale)
+    key = "_model.gauss_params.{}".format
+    outside = ~box.contains(before[key("means")])
+    faint = torch.sigmoid(before[key("opacities")].flatten()) < 0.05
+    assert (outside & faint).sum() > 10 and (~outside).sum() > 10
+    distance, match = torch.cdist(before[key("means")][outside], after[key("means")], compute_mode=EXACT).min(dim=1)
+    assert torch.equal(distance, torch.zeros_like(distance)), "a Gaussian outside the box moved or went"
+    for name in ("means", "scales", "quats", "features_dc", "features_rest", "opacities"):
+        assert torch.equal(before[key(name)][outside], after[key(name)][match]), name
+    kept = torch.ones(len(after[key("means")]), dtype=torch.bool)
+    kept[match] = False  # the Gaussians that were inside the box
+    assert kept.sum() < (~outside).sum()  # some culled
+    dc_before = before[key("features_dc")][~outside]
+    moved = torch.cdist(after[key("features_dc")][kept], dc_before, compute_mode=EXACT).min(dim=1).values > 0
+    assert moved.all()
+
+
+@pytest.fixture
+def ns_train(monkeypatch, tmp_path, tiny_sd):
+    from nerfstudio.scripts import train
+
+    def call(method: str, *args: str) -> str:
+        argv = ["ns-train", method, "--output-dir", str(tmp_path / "out"), "--machine.device-type", "cpu"]
+        monkeypatch.setattr(sys, "argv", [*argv, "--pipeline.guidance.model-id", str(tiny_sd), *args])
+        with pytest.raises(SystemExit) as exit_info:
+            train.entrypoint()
+        assert not (tmp_path / "out").exists(), "bad input must stop before anything is written"
+        message = str(exit_info.value.code)
+        assert message.startswith("error: ") and "\n" not in message, message
+        return message
+
+    return call
+
+
+def test_bad_regions_stop_with_one_line_before_anything_loads(ns_train, nerfacto_source, splat_source, tmp_path):
+    load = ["--load-dir", str(nerfacto_source), *PROMPTS]
+    assert "empty or inverted" in ns_train("pds", *load, "--pipeline.region.box", "0", "0", "0", "1", "0", "1")
+    assert "no training view sees" in ns_train("pds", *load, "--pipeline.region.box", "50", "0", "0", "1", "1", "1")
+    assert "6 numbers" in ns_train("pds", *load, "--pipeline.region.box", "0", "0", "0", "1")
+    (tmp_path / "masks").mkdir()
+    assert "no mask for frame_00001.png" in ns_train("pds", *load, "--pipeline.region.masks", str(tmp_path / "masks"))
+    assert "not supported by this method yet" in ns_train("pnr", *load, *BOX)
+    splat = ["--load-dir", str(splat_source), *PROMPTS, *BOX, "--pipeline.splat-model.densification", "splatfacto"]
+    assert "densification splatfacto with a region" in ns_train("pds", *splat)
+
+
+def test_the_run_records_its_region_and_a_resumed_run_keeps_it(nerfacto_source, tiny_sd, torch_home, tmp_path):
+    run, _ = run_tiny_edit("pds", nerfacto_source, tmp_path, torch_home, 2, ["--pipeline.guidance.model-id", str(tiny_sd), *PROMPTS, *BOX])
+    resumed, _ = run_tiny_edit("pds", run, tmp_path, torch_home, 4, [])
+    config = yaml.load((resumed / "config.yml").read_text(), Loader=yaml.Loader)
+    assert list(config.pipeline.region.box) == [float(v) for v in BOX[1:]]
+    assert find_run_dirs(tmp_path, "pds")
