@@ -14,13 +14,17 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import platform
 import sys
 from pathlib import Path
 from typing import Dict, List
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from toy_world.report import replace_section  # noqa: E402
 
 SCENE_THINGS = (("red", "ball", (-0.5, 0.0)), ("green", "cube", (0.5, 0.0)))
 """The two things of the scene: colour, shape, centre on the floor."""
@@ -115,8 +119,29 @@ def main() -> None:
             rows.append({"representation": representation, "variant": variant, **outcome.as_dict()})
             print(json.dumps(rows[-1]), flush=True)
             pictures.append(edits)
-        save_views([[s, *(edit[v] for edit in pictures)] for v, s in enumerate(sources)], args.out / f"{representation}.png")
+        picture = ROOT / "docs" / f"regions_{representation}.png" if not args.no_write else args.out / f"{representation}.png"
+        save_views([[s, *(edit[v] for edit in pictures)] for v, s in enumerate(sources)], picture)
     (args.out / "rows.json").write_text(json.dumps(rows, indent=1))
+    body = report(rows, args)
+    print(body)
+    if not args.no_write:
+        replace_section(ROOT / "docs" / "regions.md", "<!-- bench:regions -->", body)
+
+
+def report(rows: List[dict], args: argparse.Namespace) -> str:
+    lines = [
+        f"`python bench/region_outcome.py {' '.join(sys.argv[1:])}` on {platform.node() or 'this machine'} "
+        f"({os.cpu_count()} cores), seed {args.seed}, the prior `toy_world/prior`, 200 nerfacto / 500 splatfacto steps.",
+        "",
+        "| representation | edit | ball effect | cube's colour kept | cube PSNR (dB) | floor PSNR (dB) |",
+        "|---|---|---|---|---|---|",
+    ]
+    for row in rows:
+        lines.append(
+            f"| {row['representation']} | {row['variant']} | {row['effect']:.2f} | {row['other_kept']:.2f} | "
+            f"{row['other_psnr']:.1f} | {row['floor_psnr']:.1f} |"
+        )
+    return "\n".join(lines) + "\n"
 
 
 if __name__ == "__main__":

@@ -32,6 +32,7 @@ from pds_nerfstudio.common.errors import InputError
 from pds_nerfstudio.common.typed_flags import TypedFlags, merge_typed
 from pds_nerfstudio.integration import outputs
 from pds_nerfstudio.integration.datamanager import EditDataManager, EditDataManagerConfig
+from pds_nerfstudio.integration.region_viewer import RegionBoxControls
 from pds_nerfstudio.integration.source_run import Run
 from pds_nerfstudio.integration.viewer_controls import EditControls
 from pds_nerfstudio.parallel import collectives
@@ -122,7 +123,7 @@ class EditPipelineConfig(VanillaPipelineConfig):
     an appearance embedding, which the edit freezes): Adam starts at step 0. Learning-rate schedules restart."""
 
     typed_controls: tyro.conf.Suppress[Tuple[str, ...]] = ()
-    """The viewer-controlled values (tgt_prompt, guidance_scale, ratio_range) typed on the command line that started or
+    """The viewer-controlled values (tgt_prompt, guidance_scale, ratio_range, region_box) typed on the command line that started or
     resumed this run; filled in from it. On resume they win over what the viewer changed."""
 
     source_description: ClassVar[str] = f"a {supported_sources()} run"
@@ -137,7 +138,10 @@ class EditPipelineConfig(VanillaPipelineConfig):
 
     def with_typed_controls(self, typed: TypedFlags) -> "EditPipelineConfig":
         """This config, recording which of the viewer's values were typed now (``typed``, relative to it)."""
-        paths = {"tgt_prompt": "tgt_prompt", "guidance_scale": "guidance.guidance_scale", "ratio_range": self.ratio_control[1]}
+        paths = {
+            "tgt_prompt": "tgt_prompt", "guidance_scale": "guidance.guidance_scale", "ratio_range": self.ratio_control[1],
+            "region_box": "region.box",
+        }  # fmt: skip
         return dataclasses.replace(self, typed_controls=tuple(name for name, path in paths.items() if path in typed))
 
     def accepts_source(self, config: TrainerConfig) -> bool:
@@ -319,6 +323,8 @@ class EditPipeline(VanillaPipeline):
         self._values_in_use: Optional[Dict[str, Any]] = None
         self.method_name = "edit"
         self.region: Optional[Region] = None
+        self.region_controls: Optional[RegionBoxControls] = None
+        """The region's box in the viewer (a gizmo, its size, a checkbox); kept in checkpoints."""
         self.region_source: Optional[FrozenSource] = None
         """The source scene, frozen, that the region's hold term compares each edited view with."""
         self.region_masks_in_use: Optional[Tensor] = None
@@ -360,6 +366,8 @@ class EditPipeline(VanillaPipeline):
         """With several devices: every rank takes rank 0's viewer values (only rank 0 serves the viewer)."""
         if self.world_size > 1:
             self.controls.take(collectives.broadcast(self.controls.values()))
+            if self.region_controls is not None:
+                self.region_controls.take(collectives.broadcast(self.region_controls.values()))
 
     def _pause_editing(self, paused: bool) -> None:
         if self._trainer is not None:
@@ -419,26 +427,40 @@ class EditPipeline(VanillaPipeline):
             ) from None
         CONSOLE.log(f"Loaded the source scene from {checkpoint}")
 
+    holds_outside: ClassVar[bool] = False
+    """Whether the method's steps hold the outside of the region to the source's render (:meth:`limit_to_region`)."""
+
     def setup_region(self) -> None:
         """The region in the scene's frame, and (for the hold term) a frozen copy of the source scene."""
         outputs = self.datamanager.train_dataparser_outputs
         self.region = self.config.region.setup(
             outputs.image_filenames, self.datamanager.train_dataset.cameras, outputs.dataparser_transform, outputs.dataparser_scale
         )
-        if self.config.region.hold_weight > 0:
+        if self.holds_outside and self.config.region.hold_weight > 0:
             self.region_source = FrozenSource(self.model, self.representation)
         if self.freezes_gaussians:
             self.model.strategy.movable = self.region.contains  # type: ignore[union-attr]
+        if self.region.box is not None:
+            typed = "region_box" in self.config.typed_controls
+            self.region_controls = RegionBoxControls(self.region, outputs.dataparser_scale, typed_now=typed)
+        parts = [name for name, value in (("a box", self.region.box), ("masks", self.region.masks)) if value is not None]
+        CONSOLE.log(f"Editing inside the region of {' and '.join(parts)}")
 
     @property
     def freezes_gaussians(self) -> bool:
         """Whether only the Gaussians inside the region move (splatfacto with a region and freeze-outside)."""
         return self.region is not None and self.config.region.freeze_outside and self.representation.name == "splatfacto"
 
+    def take_movable_gaussians(self) -> None:
+        """Which Gaussians this step lets move (those inside the region now), when it freezes the others."""
+        if self.freezes_gaussians:
+            assert self.region is not None
+            self.movable_gaussians = self.region.contains(self.model.means.detach())  # type: ignore[union-attr]
+
     def freeze_outside_region(self, optimizers: Dict[str, torch.optim.Optimizer]) -> None:
         """Before each step of every Gaussian optimizer, the rows of Gaussians outside the region get a zero gradient
         and a zero first moment, so Adam leaves them exactly as they are (its update is the first moment over the
-        second's root); which Gaussians are inside is taken once a step (:meth:`limit_to_region`)."""
+        second's root); which Gaussians are inside is taken once a step (:meth:`take_movable_gaussians`)."""
         groups = set(self.model.gauss_params)  # type: ignore[union-attr]
 
         def hold_rows(optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
@@ -458,8 +480,6 @@ class EditPipeline(VanillaPipeline):
         for name, optimizer in optimizers.items():
             if name in groups:
                 optimizer.register_step_pre_hook(hold_rows)
-        parts = [name for name, value in (("a box", self.region.box), ("masks", self.region.masks)) if value is not None]
-        CONSOLE.log(f"Editing inside the region of {' and '.join(parts)}")
 
     def region_background(self) -> contextlib.AbstractContextManager:
         """Within this, the edited scene and the source copy render over one background (splatfacto draws a random one
@@ -477,8 +497,7 @@ class EditPipeline(VanillaPipeline):
             return render, {}
         masks = self.region.view_masks(views, cameras).to(render)
         self.region_masks_in_use = masks
-        if self.freezes_gaussians:
-            self.movable_gaussians = self.region.contains(self.model.means.detach())  # type: ignore[union-attr]
+        self.take_movable_gaussians()
         guided = render
         if self.config.region.gradient:
             guided = render * masks + (render * (1 - masks)).detach()  # the same values; the gradient only inside
@@ -564,6 +583,9 @@ class EditPipeline(VanillaPipeline):
             rebind_optimizers(training_callback_attributes.optimizers.optimizers, self.model.get_param_groups())
             if self.freezes_gaussians:
                 self.freeze_outside_region(training_callback_attributes.optimizers.optimizers)
+            server = getattr(getattr(trainer, "viewer_state", None), "viser_server", None)
+            if self.region_controls is not None and server is not None:
+                self.region_controls.install(server)
             self._trainer = trainer
             self.method_name = trainer.config.method_name
             if trainer.config.load_dir is None and self.config.optimizer_state == "source":  # a new edit

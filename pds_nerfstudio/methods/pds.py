@@ -26,6 +26,7 @@ class PDSPipeline(EditPipeline):
     """One step: render a training view, encode it, take the distillation gradient in latent space."""
 
     config: PDSPipelineConfig
+    holds_outside: ClassVar[bool] = True
 
     def guidance_loss(self, step: int, views: List[int], render: Tensor, **guidance_kwargs):
         """Distillation loss of ``render`` [N, 3, H, W] (training ``views``) against their source views, plus

@@ -51,6 +51,7 @@ class RefinePipelineConfig(EditPipelineConfig):
     or the current render (the paper's text)."""
 
     source_description: ClassVar[str] = "a pds run (ns-train pds)"
+    edits_regions: ClassVar[bool] = True
 
     @property
     def ratio_control(self) -> Tuple[str, str]:
@@ -60,7 +61,7 @@ class RefinePipelineConfig(EditPipelineConfig):
         return isinstance(config.pipeline, PDSPipelineConfig)
 
     def with_source(self, run: Run, typed: TypedFlags) -> "RefinePipelineConfig":
-        """The pds run supplies data, model and checkpoint, and unless typed its prompts and guidance model."""
+        """The pds run supplies data, model and checkpoint, and unless typed its prompts, guidance model and region."""
         completed = super().with_source(run, typed)
         edit = run.config.pipeline
         model_id = self.guidance.model_id if "guidance.model_id" in typed else edit.guidance.model_id
@@ -69,6 +70,7 @@ class RefinePipelineConfig(EditPipelineConfig):
             tgt_prompt=self.tgt_prompt if "tgt_prompt" in typed else edit.tgt_prompt,
             src_prompt=self.src_prompt if "src_prompt" in typed else edit.src_prompt,
             guidance=dataclasses.replace(self.guidance, model_id=model_id),
+            region=self.region if typed.any_under("region") else edit.region,
         )
 
     def default_max_num_iterations(self, method_default: Optional[int]) -> Optional[int]:
@@ -177,6 +179,9 @@ class RefinePipeline(EditPipeline):
         refined = []
         for index, before, after in zip(views, befores, afters):
             after = F.interpolate(after[None], size=before.shape[:2], mode="bilinear", align_corners=False)[0].permute(1, 2, 0)
+            if self.region is not None:  # SDEdit changes the region only: outside it, the view as refining started
+                inside = self.region.view_mask(index, self.datamanager.train_camera(index)).to(self.device)[..., None]
+                after = torch.where(inside, after, self.initial_renders[index].to(self.device))
             refined.append((index, (after * 255).round().to(torch.uint8).cpu()))
         for index, image in collectives.all_gather(refined):  # every device's views, on every device
             self.datamanager.replace_train_image(index, image.float().to(self.device) / 255)
@@ -190,6 +195,7 @@ class RefinePipeline(EditPipeline):
     def get_train_loss_dict(self, step: int):
         metrics: Dict[str, Any] = {}
         self.share_controls()
+        self.take_movable_gaussians()
         if step % self.config.edit_every == 0:
             metrics.update(self.refine_views(step))
         if isinstance(self.representation, Splatfacto):  # whole views, as splatfacto trains

@@ -15,7 +15,7 @@ import yaml
 
 from tests.conftest import shared
 from toy_world.outcome import SPARSE_POINTS
-from toy_world.runs import find_run_dirs, run_tiny_edit, train_tiny_nerfacto, train_tiny_splatfacto
+from toy_world.runs import run_tiny_edit, train_tiny_nerfacto, train_tiny_splatfacto
 from toy_world.world import FLOOR_Z, OBJECT_SIZE, Thing, focal_for, thing_masks, write_scene
 
 PROMPTS = ["--pipeline.src-prompt", "a photo of a red ball", "--pipeline.tgt-prompt", "a photo of a blue ball"]
@@ -153,9 +153,48 @@ def test_bad_regions_stop_with_one_line_before_anything_loads(ns_train, nerfacto
     assert "densification splatfacto with a region" in ns_train("pds", *splat)
 
 
-def test_the_run_records_its_region_and_a_resumed_run_keeps_it(nerfacto_source, tiny_sd, torch_home, tmp_path):
+def test_a_box_moved_in_the_viewer_is_kept_when_the_run_resumes(nerfacto_source, tiny_sd, torch_home, tmp_path):
+    """The run's checkpoint keeps the box as the viewer left it (here written into the checkpoint as the viewer's
+    controls save it); the resumed run edits with that box and saves it again."""
+    from pds_nerfstudio.common.checkpoints import load_checkpoint
+    from pds_nerfstudio.integration.source_run import newest_checkpoint
+
     run, _ = run_tiny_edit("pds", nerfacto_source, tmp_path, torch_home, 2, ["--pipeline.guidance.model-id", str(tiny_sd), *PROMPTS, *BOX])
-    resumed, _ = run_tiny_edit("pds", run, tmp_path, torch_home, 4, [])
+    path = newest_checkpoint(run / "nerfstudio_models")
+    saved = load_checkpoint(path)
+    state = saved["pipeline"]["region_controls._extra_state"]
+    assert state["box"] == state["configured"]
+    moved = {**state["box"], "centre": [c + 0.05 for c in state["box"]["centre"]]}
+    saved["pipeline"]["region_controls._extra_state"] = {**state, "box": moved}
+    torch.save(saved, path)
+    resumed, result = run_tiny_edit("pds", run, tmp_path / "resumed", torch_home, 4, [])
+    assert "Resuming the edit at step 2 of 4" in result.stdout and "Editing inside the region of a box" in result.stdout
     config = yaml.load((resumed / "config.yml").read_text(), Loader=yaml.Loader)
     assert list(config.pipeline.region.box) == [float(v) for v in BOX[1:]]
-    assert find_run_dirs(tmp_path, "pds")
+    final = load_checkpoint(newest_checkpoint(resumed / "nerfstudio_models"))
+    kept = final["pipeline"]["region_controls._extra_state"]["box"]
+    assert final["step"] == 3 and kept["centre"] == pytest.approx(moved["centre"], abs=1e-6)  # float32's
+    assert kept["centre"] != pytest.approx(state["box"]["centre"], abs=1e-3)
+
+
+def test_refine_keeps_a_box_edit_s_region_and_sdedits_only_inside_it(nerfacto_source, scene, tiny_sd, torch_home, tmp_path):
+    """pds-refine of a pds edit made with a box takes the box (not typed again); the view its first step SDEdited, read
+    from the run's checkpoint, is the render refining started from outside the box's pixels (the world's ray caster's)
+    and SDEdit's inside them."""
+    from pds_nerfstudio.common.checkpoints import load_checkpoint
+    from pds_nerfstudio.integration.source_run import newest_checkpoint
+
+    edit, _ = run_tiny_edit("pds", nerfacto_source, tmp_path / "pds", torch_home, 2, ["--pipeline.guidance.model-id", str(tiny_sd), *PROMPTS, *BOX])
+    flags = ["--pipeline.edit-every", "2", "--pipeline.datamanager.train-num-rays-per-batch", "1024"]
+    refine, result = run_tiny_edit("pds-refine", edit, tmp_path / "refine", torch_home, 1, flags)
+    assert "Editing inside the region of a box" in result.stdout
+    state = load_checkpoint(newest_checkpoint(refine / "nerfstudio_models"))["pipeline"]
+    (index,) = state["refined"].nonzero()[:, 0].tolist()
+    refined = state["refined_images"][index].float() / 255
+    pipeline = setup_pipeline(refine)  # renders the views refining starts from, as the run did
+    start = pipeline.initial_renders[index]
+    name = Path(pipeline.datamanager.train_dataset.image_filenames[index]).name
+    inside = torch.from_numpy(box_pixels(scene, name, refined.shape[0]))
+    assert inside.sum() > 20 and (~inside).sum() > 200
+    assert torch.allclose(refined[~inside], start[~inside], atol=2 / 255)  # 8-bit, and the render a little off its own
+    assert (refined[inside] - start[inside]).abs().mean() > 0.02  # SDEdit's own image there
