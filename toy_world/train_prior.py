@@ -43,8 +43,8 @@ MAX_TOKENS = 16
 """Tokenizer and text encoder length: the longest caption is 12 tokens with CLIP's start and end tokens."""
 
 
-def build_models(resolution: int, tokenizer_dir: Path):
-    """The untrained tokenizer, text encoder, VAE and UNet, seeded."""
+def build_models(resolution: int, tokenizer_dir: Path, unet_channels=(32, 64)):
+    """The untrained tokenizer, text encoder, VAE and UNet (``unet_channels`` per block), seeded."""
     from diffusers import AutoencoderKL, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
@@ -66,7 +66,7 @@ def build_models(resolution: int, tokenizer_dir: Path):
     )  # fmt: skip
     torch.manual_seed(0)
     unet = UNet2DConditionModel(
-        sample_size=resolution // 2, in_channels=4, out_channels=4, layers_per_block=1, block_out_channels=(32, 64),
+        sample_size=resolution // 2, in_channels=4, out_channels=4, layers_per_block=1, block_out_channels=tuple(unet_channels),
         down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"), up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
         cross_attention_dim=64, attention_head_dim=8, norm_num_groups=16,
     )  # fmt: skip
@@ -108,11 +108,15 @@ def _fit_vae(vae, steps: int, lr: float, batch_loss: Callable[[], torch.Tensor],
     return float(np.mean(losses[-50:]))
 
 
-def train_vae(vae, images: torch.Tensor, steps: int, batch: int, generator: torch.Generator, log) -> float:
-    """L1 reconstruction of images in [-1, 1] plus 1e-6 KL, AdamW 1e-3; returns the last 50 steps' mean loss."""
+def train_vae(vae, images: torch.Tensor, steps: int, batch: int, generator: torch.Generator, log, off_world: float = 0.0) -> float:
+    """L1 reconstruction of images in [-1, 1] plus 1e-6 KL, AdamW 1e-3, a share ``off_world`` of each batch recoloured
+    by :func:`off_world_colours` (floors and skies of every hue from the start); returns the last 50 steps' mean loss."""
+    recoloured = int(round(batch * off_world))
 
     def batch_loss() -> torch.Tensor:
         x = images[torch.randint(0, len(images), (batch,), generator=generator)]
+        if recoloured:
+            x = torch.cat([x[: batch - recoloured], off_world_colours(x[batch - recoloured :], generator)])
         posterior = vae.encode(x).latent_dist
         reconstruction = vae.decode(posterior.sample(generator=generator)).sample
         return F.l1_loss(reconstruction, x) + 1e-6 * posterior.kl().mean()
@@ -212,6 +216,11 @@ def main() -> None:
     parser.add_argument("--vae-refit-steps", type=int, default=1200)
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--caption-dropout", type=float, default=0.1)
+    parser.add_argument("--unet-channels", type=int, nargs=2, default=(32, 64), help="the UNet's two blocks' widths")
+    parser.add_argument(
+        "--vae-off-world", type=float, default=0.0,
+        help="share of each VAE training batch recoloured off the world (0: the world's colours only, then the refit)",
+    )  # fmt: skip
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
         "--refit-only", action="store_true",
@@ -244,10 +253,10 @@ def main() -> None:
     pairs = sorted({(colour, shape) for _, colour, shape in rendered}, key=lambda p: all_captions().index(caption(*p)))
     labels = torch.tensor([pairs.index((colour, shape)) for _, colour, shape in rendered])
     work = args.output.parent / (args.output.name + ".tokenizer")
-    tokenizer, text_encoder, vae, unet = build_models(args.resolution, work)
+    tokenizer, text_encoder, vae, unet = build_models(args.resolution, work, args.unet_channels)
     sizes = {name: sum(p.numel() for p in module.parameters()) for name, module in (("unet", unet), ("vae", vae), ("text_encoder", text_encoder))}
     log(f"parameters: {sizes}")
-    vae_loss = train_vae(vae, images, args.vae_steps, args.batch, generator, log)
+    vae_loss = train_vae(vae, images, args.vae_steps, args.batch, generator, log, args.vae_off_world)
     with torch.no_grad():
         posteriors = [vae.encode(images[i : i + 256]).latent_dist for i in range(0, len(images), 256)]
         means, stds = torch.cat([p.mean for p in posteriors]), torch.cat([p.std for p in posteriors])
@@ -258,7 +267,7 @@ def main() -> None:
         unet, text_encoder, tokenizer, means * scaling, stds * scaling, {"pairs": pairs, "labels": labels},
         args.unet_steps, args.batch, args.caption_dropout, generator, log,
     )  # fmt: skip
-    refit_loss = refit_vae(vae, images, args.vae_refit_steps, args.batch, generator, log)
+    refit_loss = refit_vae(vae, images, args.vae_refit_steps, args.batch, generator, log) if args.vae_refit_steps else None
     pipe = StableDiffusionPipeline(
         vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet, scheduler=DDIMScheduler(**SD15_SCHEDULER),
         safety_checker=None, feature_extractor=None, image_encoder=None, requires_safety_checker=False,
@@ -278,6 +287,8 @@ def main() -> None:
         "vae_refit": "after the UNet, in the same run",
         "batch": args.batch,
         "caption_dropout": args.caption_dropout,
+        "unet_channels": list(args.unet_channels),
+        "vae_off_world": args.vae_off_world,
         "seed": args.seed,
         "final_vae_loss": vae_loss,
         "final_unet_loss": unet_loss,
@@ -310,6 +321,11 @@ def card_weights(card: Dict) -> str:
 
 
 def model_card(card: Dict) -> str:
+    if card.get("final_vae_refit_loss") is None:
+        vae_colours = f"The VAE saw {card.get('vae_off_world', 0):.0%} of each batch recoloured off the world from the start, no refit."
+    else:
+        vae_colours = f"""Then the VAE refit ({card["vae_refit"]}): {card["vae_refit_steps"]} steps, half of each batch recoloured
+  off the world, the world images' latents kept (final loss {card["final_vae_refit_loss"]:.4f})."""
     return f"""# Toy-world prior (Stable Diffusion format)
 
 A tiny model of a toy world, for checking that edits do what their prompt says (tests, the offline demo,
@@ -319,12 +335,11 @@ benchmarks); not for real scenes. Load it as any Stable Diffusion 1.x folder:
 {card_world(card)}
 - Resolution: {card["resolution"]} px (latents {card["resolution"] // 2} x {card["resolution"] // 2} x 4); SD 1.5's DDPM schedule, epsilon prediction.
 - Training (`python -m toy_world.train_prior --output toy_world/prior`, seed {card["seed"]}): {card["images"]} rendered
-  images; VAE {card["vae_steps"]} steps (final L1 + KL loss {card["final_vae_loss"]:.4f}); UNet and text encoder
-  {card["unet_steps"]} steps of batch {card["batch"]}, captions dropped {card["caption_dropout"]:.0%} of the time
-  (final denoising loss {card["final_unet_loss"]:.4f}); EMA of the UNet saved; {card["training_seconds"]:.0f} s on a
-  2-core CPU. Then the VAE refit ({card["vae_refit"]}): {card["vae_refit_steps"]} steps, half of each batch recoloured
-  off the world, the world images' latents kept (final loss {card["final_vae_refit_loss"]:.4f}), so that the encoder
-  sees colours the world lacks (a floor that drifts from grey).
+  images; VAE {card["vae_steps"]} steps (final L1 + KL loss {card["final_vae_loss"]:.4f}); UNet (block widths
+  {card.get("unet_channels", [32, 64])}) and text encoder {card["unet_steps"]} steps of batch {card["batch"]}, captions
+  dropped {card["caption_dropout"]:.0%} of the time (final denoising loss {card["final_unet_loss"]:.4f}); EMA of the UNet
+  saved; {card["training_seconds"]:.0f} s on a 2-core CPU. {vae_colours} So the encoder sees colours the world lacks
+  (a floor that drifts from grey).
 - Parameters: {card["parameters"]}.
 
 {card_weights(card)}"""

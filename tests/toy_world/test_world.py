@@ -51,6 +51,23 @@ def test_the_prior_training_script_writes_a_pipeline_folder_with_its_card(tmp_pa
     assert pipe.unet.config.sample_size == 16 and pipe.vae.config.scaling_factor == card["vae_scaling_factor"]
 
 
+def test_the_prior_training_script_takes_a_wider_unet_and_a_vae_that_sees_every_hue_from_the_start(tmp_path):
+    """The recipe flags the next prior needs (issue 38): the UNet's widths, a share of each VAE batch recoloured off the
+    world from its first step, no refit; the card records them."""
+    from diffusers import UNet2DConditionModel
+
+    output = tmp_path / "prior"
+    command = [sys.executable, "-m", "toy_world.train_prior", "--output", str(output), "--images", "16", "--vae-steps", "2",
+               "--unet-steps", "2", "--vae-refit-steps", "0", "--batch", "4", "--unet-channels", "48", "96",
+               "--vae-off-world", "0.5"]  # fmt: skip
+    result = subprocess.run(command, capture_output=True, text=True, timeout=COMMAND_TIMEOUT)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    card = json.loads((output / CARD_NAME).read_text())
+    assert card["unet_channels"] == [48, 96] and card["vae_off_world"] == 0.5 and card["final_vae_refit_loss"] is None
+    assert UNet2DConditionModel.from_pretrained(output / "unet").config.block_out_channels == [48, 96]
+    assert "recoloured off the world from the start, no refit" in (output / "README.md").read_text()
+
+
 def test_a_scene_of_the_world_is_a_nerfstudio_dataset_whose_views_read_as_its_object(tmp_path):
     from nerfstudio.data.dataparsers.nerfstudio_dataparser import NerfstudioDataParserConfig
     from PIL import Image
