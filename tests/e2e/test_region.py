@@ -5,6 +5,7 @@ covers."""
 
 from __future__ import annotations
 
+import shutil
 import sys
 from pathlib import Path
 
@@ -24,7 +25,6 @@ HALF = 0.45
 BOX_THING = Thing("red", "cube", (-0.5, 0.0), scale=HALF / OBJECT_SIZE)
 """The box as a toy-world cube (resting on the floor): the world's ray caster draws the pixels it covers."""
 BOX = ["--pipeline.region.box", "-0.5", "0", str(FLOOR_Z + HALF), *[str(2 * HALF)] * 3]
-STEPS = 3
 EXACT = "donot_use_mm_for_euclid_dist"
 """torch.cdist's exact distances (its matrix-product form is off by about 1e-4 at a distance of 0)."""
 
@@ -49,6 +49,13 @@ def splat_source(scene, torch_home, tmp_path_factory) -> Path:
     return shared(tmp_path_factory, "two_things_splat", lambda folder: train_tiny_splatfacto(scene, folder, torch_home))
 
 
+@pytest.fixture(scope="module")
+def box_edit(nerfacto_source, tiny_sd, torch_home, tmp_path_factory) -> Path:
+    """A 2-step pds edit of the nerfacto source with the box round the ball, through the real ns-train."""
+    flags = ["--pipeline.guidance.model-id", str(tiny_sd), *PROMPTS, *BOX]
+    return run_tiny_edit("pds", nerfacto_source, tmp_path_factory.mktemp("box_edit"), torch_home, 2, flags)[0]
+
+
 def box_pixels(scene: Path, image_name: str, size: int) -> np.ndarray:
     """The box's pixels in the view of ``image_name`` at ``size`` px, by the toy world's ray caster."""
     import json
@@ -63,12 +70,11 @@ def setup_pipeline(run: Path):
     return config.pipeline.setup(device="cpu", test_mode="val")
 
 
-def test_each_step_guides_only_the_box_pixels_and_holds_the_rest_to_the_source(nerfacto_source, scene, tiny_sd, torch_home, tmp_path):
+def test_each_step_guides_only_the_box_pixels_and_holds_the_rest_to_the_source(box_edit, scene):
     """From a real run's config, one step: the masks it applied are the box's pixels by the world's ray caster in each
     of its views (at the guidance resolution); the gradient that reached the render is the hold term's alone outside
     them (2 w (render - source) / numel, the frozen source's render of the step) and the guidance's inside."""
-    run, _ = run_tiny_edit("pds", nerfacto_source, tmp_path, torch_home, STEPS, ["--pipeline.guidance.model-id", str(tiny_sd), *PROMPTS, *BOX])
-    pipeline = setup_pipeline(run)
+    pipeline = setup_pipeline(box_edit)
     pipeline.train()
     step = 12
     outputs, losses, metrics = pipeline.get_train_loss_dict(step)
@@ -153,13 +159,14 @@ def test_bad_regions_stop_with_one_line_before_anything_loads(ns_train, nerfacto
     assert "densification splatfacto with a region" in ns_train("pds", *splat)
 
 
-def test_a_box_moved_in_the_viewer_is_kept_when_the_run_resumes(nerfacto_source, tiny_sd, torch_home, tmp_path):
+def test_a_box_moved_in_the_viewer_is_kept_when_the_run_resumes(box_edit, torch_home, tmp_path):
     """The run's checkpoint keeps the box as the viewer left it (here written into the checkpoint as the viewer's
     controls save it); the resumed run edits with that box and saves it again."""
     from pds_nerfstudio.common.checkpoints import load_checkpoint
     from pds_nerfstudio.integration.source_run import newest_checkpoint
 
-    run, _ = run_tiny_edit("pds", nerfacto_source, tmp_path, torch_home, 2, ["--pipeline.guidance.model-id", str(tiny_sd), *PROMPTS, *BOX])
+    run = tmp_path / "moved" / box_edit.relative_to(box_edit.parents[2])  # a copy: the fixture's run stays as it is
+    shutil.copytree(box_edit, run)
     path = newest_checkpoint(run / "nerfstudio_models")
     saved = load_checkpoint(path)
     state = saved["pipeline"]["region_controls._extra_state"]
@@ -177,16 +184,15 @@ def test_a_box_moved_in_the_viewer_is_kept_when_the_run_resumes(nerfacto_source,
     assert kept["centre"] != pytest.approx(state["box"]["centre"], abs=1e-3)
 
 
-def test_refine_keeps_a_box_edit_s_region_and_sdedits_only_inside_it(nerfacto_source, scene, tiny_sd, torch_home, tmp_path):
+def test_refine_keeps_a_box_edit_s_region_and_sdedits_only_inside_it(box_edit, scene, torch_home, tmp_path):
     """pds-refine of a pds edit made with a box takes the box (not typed again); the view its first step SDEdited, read
     from the run's checkpoint, is the render refining started from outside the box's pixels (the world's ray caster's)
     and SDEdit's inside them."""
     from pds_nerfstudio.common.checkpoints import load_checkpoint
     from pds_nerfstudio.integration.source_run import newest_checkpoint
 
-    edit, _ = run_tiny_edit("pds", nerfacto_source, tmp_path / "pds", torch_home, 2, ["--pipeline.guidance.model-id", str(tiny_sd), *PROMPTS, *BOX])
     flags = ["--pipeline.edit-every", "2", "--pipeline.datamanager.train-num-rays-per-batch", "1024"]
-    refine, result = run_tiny_edit("pds-refine", edit, tmp_path / "refine", torch_home, 1, flags)
+    refine, result = run_tiny_edit("pds-refine", box_edit, tmp_path / "refine", torch_home, 1, flags)
     assert "Editing inside the region of a box" in result.stdout
     state = load_checkpoint(newest_checkpoint(refine / "nerfstudio_models"))["pipeline"]
     (index,) = state["refined"].nonzero()[:, 0].tolist()
