@@ -1,7 +1,7 @@
 """What a region does on the toy world: a red ball and a green cube apart on the floor, "a blue ball" edited with and
 without a box round the ball, and with each part of the region alone, through the real ``ns-train pds``.
 
-    python bench/region_outcome.py --out outputs/region_outcome                 # nerfacto and splatfacto, all variants
+    python bench/region_outcome.py --out outputs/region_outcome --hold-weights 1 10 30 100   # what docs/regions.md shows
     python bench/region_outcome.py --representations nerfacto --variants none region
 
 Each edit's renders of the training views are read through each thing's own mask from the world's ray caster
@@ -15,44 +15,25 @@ import argparse
 import json
 import os
 import platform
+import re
 import sys
 from pathlib import Path
 from typing import Dict, List
 
-import numpy as np
-
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from toy_world.region_scene import BALL_BOX, THINGS, view_masks, write_region_scene  # noqa: E402
 from toy_world.report import replace_section  # noqa: E402
 
-SCENE_THINGS = (("red", "ball", (-0.5, 0.0)), ("green", "cube", (0.5, 0.0)))
-"""The two things of the scene: colour, shape, centre on the floor."""
-BALL_BOX = ("-0.5", "0", "0", "0.9", "0.9", "0.9")
-"""A box round the ball in the world's frame (the ball: radius 0.35 at (-0.5, 0, 0)), the floor beneath it inside."""
 VARIANTS: Dict[str, List[str]] = {
     "none": [],
     "region": ["--pipeline.region.box", *BALL_BOX],
-    "gradient only": ["--pipeline.region.box", *BALL_BOX, "--pipeline.region.hold-weight", "0"],
+    "gradient only (hold 0)": ["--pipeline.region.box", *BALL_BOX, "--pipeline.region.hold-weight", "0"],
     "hold only": ["--pipeline.region.box", *BALL_BOX, "--pipeline.region.gradient", "False"],
 }
-"""The edits compared: no region, the box with every part, and each part alone (splatfacto freezes outside in all
-three)."""
-
-
-def scene_things():
-    from toy_world.world import Thing
-
-    return [Thing(colour, shape, centre) for colour, shape, centre in SCENE_THINGS]
-
-
-def view_masks(scene_dir: Path, image_filenames: List[str]) -> List[List[np.ndarray]]:
-    """Each training view's masks of the things, from the camera transforms.json gives the view."""
-    from toy_world.world import thing_masks
-
-    transforms = json.loads((scene_dir / "transforms.json").read_text())
-    poses = {Path(frame["file_path"]).name: np.array(frame["transform_matrix"]) for frame in transforms["frames"]}
-    return [thing_masks(scene_things(), poses[Path(name).name], transforms["w"], transforms["fl_x"]) for name in image_filenames]
+"""The edits compared: no region, the box with every part at its defaults, and each part alone (splatfacto freezes
+the outside in all three); ``--hold-weights`` adds the box at other hold weights."""
 
 
 def main() -> None:
@@ -83,17 +64,16 @@ def main() -> None:
         training_views,
     )
     from toy_world.runs import find_run_dirs, run_tiny_edit
-    from toy_world.world import caption, write_scene
+    from toy_world.world import caption
 
     torch_home = seed_torch_home(args.out / "torch_home")
     os.environ.update(TORCH_HOME=str(torch_home), HF_HUB_OFFLINE="1")
     scene = args.out / "scene"
     if not (scene / "transforms.json").exists():
-        write_scene(scene, scene_things(), num_views=10, size=32, sparse_points=SPARSE_POINTS)
+        write_region_scene(scene, SPARSE_POINTS)
     variants = dict(VARIANTS)
     for weight in args.hold_weights:
         variants[f"region, hold {weight:g}"] = ["--pipeline.region.box", *BALL_BOX, "--pipeline.region.hold-weight", f"{weight:g}"]
-    chosen = [*args.variants, *(name for name in variants if name.startswith("region, hold "))]
     rows = []
     for representation in args.representations:
         runs = find_run_dirs(args.out / "sources" / representation, representation)
@@ -104,6 +84,10 @@ def main() -> None:
         dataparser.data = scene
         filenames = dataparser.setup().get_dataparser_outputs(split="train").image_filenames
         masks = view_masks(scene, [str(f) for f in filenames])
+        from pds_nerfstudio.scenes.representations import representation_of
+
+        default = representation_of(config.pipeline.model).region_hold_weight
+        chosen = [*args.variants, *(f"region, hold {w:g}" for w in args.hold_weights if w != default)]
         pictures = []
         for variant in chosen:
             flags = [
@@ -111,12 +95,13 @@ def main() -> None:
                 "--pipeline.src-prompt", caption("red", "ball"), "--pipeline.tgt-prompt", caption("blue", "ball"),
                 "--machine.seed", str(args.seed), *variants[variant], *args.extra_flags,
             ]  # fmt: skip
-            folder = args.out / "edits" / representation / variant.replace(",", "").replace(" ", "-")
+            folder = args.out / "edits" / representation / re.sub(r"[^a-z0-9]+", "-", variant).strip("-")
             done = find_run_dirs(folder, "pds")
             run = done[-1] if done else run_tiny_edit("pds", source, folder, torch_home, EDIT_STEPS[representation], flags)[0]
             edits, _ = training_views(run / "config.yml")
-            outcome = measure_region(edits, sources, masks, 0, [c for c, _, _ in SCENE_THINGS], "blue")
-            rows.append({"representation": representation, "variant": variant, **outcome.as_dict()})
+            outcome = measure_region(edits, sources, masks, 0, [thing.colour for thing in THINGS], "blue")
+            label = f"region (hold {default:g}, the default)" if variant == "region" else variant
+            rows.append({"representation": representation, "variant": label, **outcome.as_dict()})
             print(json.dumps(rows[-1]), flush=True)
             pictures.append(edits)
         picture = ROOT / "docs" / f"regions_{representation}.png" if not args.no_write else args.out / f"{representation}.png"

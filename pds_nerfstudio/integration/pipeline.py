@@ -436,7 +436,7 @@ class EditPipeline(VanillaPipeline):
         self.region = self.config.region.setup(
             outputs.image_filenames, self.datamanager.train_dataset.cameras, outputs.dataparser_transform, outputs.dataparser_scale
         )
-        if self.holds_outside and self.config.region.hold_weight > 0:
+        if self.holds_outside and self.region_hold_weight > 0:
             self.region_source = FrozenSource(self.model, self.representation)
         if self.freezes_gaussians:
             self.model.strategy.movable = self.region.contains  # type: ignore[union-attr]
@@ -445,6 +445,12 @@ class EditPipeline(VanillaPipeline):
             self.region_controls = RegionBoxControls(self.region, outputs.dataparser_scale, typed_now=typed)
         parts = [name for name, value in (("a box", self.region.box), ("masks", self.region.masks)) if value is not None]
         CONSOLE.log(f"Editing inside the region of {' and '.join(parts)}")
+
+    @property
+    def region_hold_weight(self) -> float:
+        """The hold term's weight: the one typed, or the representation's default."""
+        weight = self.config.region.hold_weight
+        return self.representation.region_hold_weight if weight is None else weight
 
     @property
     def freezes_gaussians(self) -> bool:
@@ -505,7 +511,7 @@ class EditPipeline(VanillaPipeline):
             return guided, {}
         source = self.region_source.render(cameras, views, self.config.ray_chunk_size).to(render)
         hold = ((1 - masks) * (render - source).pow(2)).mean()
-        return guided, {"region_hold_loss": self.config.region.hold_weight * hold}
+        return guided, {"region_hold_loss": self.region_hold_weight * hold}
 
     def guidance_camera(self, index: int) -> Cameras:
         """Training view ``index``'s camera at the guidance resolution."""

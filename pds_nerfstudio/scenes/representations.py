@@ -37,6 +37,8 @@ class Representation:
     """The model config of the source runs it edits (subclasses included: nerfacto-big, splatfacto-big, ...)."""
     reported_group: ClassVar[str]
     """The optimizer group whose learning rate the metrics report."""
+    region_hold_weight: ClassVar[float]
+    """The default weight of a region's hold term (``--pipeline.region.hold-weight``), measured in docs/regions.md."""
 
     def edit_model_config(self, user: Any, typed: TypedFlags, source: ModelConfig) -> ModelConfig:
         """The edit model's config: the source run's, with the flags the user typed (``typed``, relative to the
@@ -104,6 +106,7 @@ class Nerfacto(Representation):
     name = "nerfacto"
     source_config = NerfactoModelConfig
     reported_group = "fields"
+    region_hold_weight = 1.0
 
     def edit_model_config(self, user: Any, typed: TypedFlags, source: ModelConfig) -> ModelConfig:
         _refuse_flags_of(typed, "splat_model", "splatfacto", "nerfacto", "model")
@@ -134,6 +137,7 @@ class Splatfacto(Representation):
     name = "splatfacto"
     source_config = SplatfactoModelConfig
     reported_group = "means"
+    region_hold_weight = 10.0
 
     def edit_model_config(self, user: Any, typed: TypedFlags, source: ModelConfig) -> ModelConfig:
         _refuse_flags_of(typed, "model", "nerfacto", "splatfacto", "splat-model")

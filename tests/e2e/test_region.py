@@ -16,22 +16,17 @@ import yaml
 
 from tests.conftest import shared
 from toy_world.outcome import SPARSE_POINTS
+from toy_world.region_scene import BALL_BOX, BOX_THING, view_masks, write_region_scene
 from toy_world.runs import run_tiny_edit, train_tiny_nerfacto, train_tiny_splatfacto
-from toy_world.world import FLOOR_Z, OBJECT_SIZE, Thing, focal_for, thing_masks, write_scene
 
 PROMPTS = ["--pipeline.src-prompt", "a photo of a red ball", "--pipeline.tgt-prompt", "a photo of a blue ball"]
-HALF = 0.45
-"""Half the side of the box round the ball."""
-BOX_THING = Thing("red", "cube", (-0.5, 0.0), scale=HALF / OBJECT_SIZE)
-"""The box as a toy-world cube (resting on the floor): the world's ray caster draws the pixels it covers."""
-BOX = ["--pipeline.region.box", "-0.5", "0", str(FLOOR_Z + HALF), *[str(2 * HALF)] * 3]
+BOX = ["--pipeline.region.box", *BALL_BOX]
 EXACT = "donot_use_mm_for_euclid_dist"
 """torch.cdist's exact distances (its matrix-product form is off by about 1e-4 at a distance of 0)."""
 
 
 def two_things(folder: Path) -> Path:
-    things = [Thing("red", "ball", (-0.5, 0.0)), Thing("green", "cube", (0.5, 0.0))]
-    return write_scene(folder / "scene", things, num_views=10, size=32, sparse_points=SPARSE_POINTS)
+    return write_region_scene(folder / "scene", SPARSE_POINTS)
 
 
 @pytest.fixture(scope="module")
@@ -58,11 +53,7 @@ def box_edit(nerfacto_source, tiny_sd, torch_home, tmp_path_factory) -> Path:
 
 def box_pixels(scene: Path, image_name: str, size: int) -> np.ndarray:
     """The box's pixels in the view of ``image_name`` at ``size`` px, by the toy world's ray caster."""
-    import json
-
-    frames = json.loads((scene / "transforms.json").read_text())["frames"]
-    (pose,) = [np.array(f["transform_matrix"]) for f in frames if Path(f["file_path"]).name == image_name]
-    return thing_masks(BOX_THING, pose, size, focal_for(size))[0]
+    return view_masks(scene, [image_name], [BOX_THING], size)[0][0]
 
 
 def setup_pipeline(run: Path):
@@ -91,7 +82,8 @@ def test_each_step_guides_only_the_box_pixels_and_holds_the_rest_to_the_source(b
     assert metrics["region_share"] == pytest.approx(masks.mean().item())
     cameras = [pipeline.guidance_camera(index) for index in views]
     source = pipeline.region_source.render(cameras, views, pipeline.config.ray_chunk_size)  # the step's, kept
-    weight = pipeline.config.region.hold_weight
+    weight = pipeline.region_hold_weight
+    assert weight == 1.0  # nerfacto's default
     hold_gradient = 2 * weight * (render.detach() - source) * (1 - masks) / render.numel()
     outside = (1 - masks).bool().expand_as(render)
     assert torch.allclose(render.grad[outside], hold_gradient[outside], atol=1e-7)

@@ -1,0 +1,62 @@
+"""What a region does to an edit, through the real ``ns-train pds`` on the toy world: a red ball and a green cube apart
+on the floor, "a blue ball" with a box round the ball (toy_world/region_scene.py), read through each thing's own mask
+from the world's ray caster (toy_world.outcome.measure_region). Sources are the seeded harness's, edits seed 42, as in
+bench/region_outcome.py, whose figures (docs/regions.md) set the thresholds.
+
+The same edit without a region (the region ignored), measured by the benchmark from the same sources and seed, fails
+each test: splatfacto 0.20 / 0.18 / 21.7 dB (ball effect / cube's colour kept / floor PSNR), nerfacto 0.96 / 0.00 /
+13.2 dB.
+"""
+
+from __future__ import annotations
+
+import pytest
+import yaml
+
+from tests.conftest import shared
+from toy_world import PRIOR
+from toy_world.outcome import EDIT_FLAGS, EDIT_STEPS, SPARSE_POINTS, measure_region, train_source, training_views
+from toy_world.region_scene import BALL_BOX, THINGS, view_masks, write_region_scene
+from toy_world.runs import run_tiny_edit
+from toy_world.world import caption
+
+
+@pytest.fixture(scope="module")
+def scene(tmp_path_factory):
+    return shared(tmp_path_factory, "region_outcome_scene", lambda folder: write_region_scene(folder / "scene", SPARSE_POINTS))
+
+
+def region_edit(representation: str, scene, torch_home, tmp_path_factory):
+    source = shared(tmp_path_factory, f"region_outcome_{representation}", lambda folder: train_source(representation, scene, folder, torch_home))
+    flags = [
+        *EDIT_FLAGS, "--pipeline.guidance.model-id", str(PRIOR),
+        "--pipeline.src-prompt", caption("red", "ball"), "--pipeline.tgt-prompt", caption("blue", "ball"),
+        "--machine.seed", "42", "--pipeline.region.box", *BALL_BOX,
+    ]  # fmt: skip
+    run, _ = run_tiny_edit("pds", source, tmp_path_factory.mktemp("edit"), torch_home, EDIT_STEPS[representation], flags)
+    sources, _ = training_views(source / "config.yml")
+    edits, _ = training_views(run / "config.yml")
+    config = yaml.load((run / "config.yml").read_text(), Loader=yaml.Loader)
+    filenames = config.pipeline.datamanager.dataparser.setup().get_dataparser_outputs(split="train").image_filenames
+    return measure_region(edits, sources, view_masks(scene, [str(f) for f in filenames]), 0, [t.colour for t in THINGS], "blue")
+
+
+def test_splatfacto_edits_the_ball_in_the_box_and_keeps_the_cube_and_the_floor(scene, torch_home, tmp_path_factory):
+    """Measured (two runs: the benchmark's, this test's): 0.58, 0.54 / 0.77, 0.78 / 28.3, 30.1 dB (ball effect / cube's
+    colour kept / floor PSNR); without the region 0.20 / 0.18 / 21.7 dB: the region both edits the ball more and keeps
+    the rest. Seen failing with the region ignored (that run) on every threshold."""
+    outcome = region_edit("splatfacto", scene, torch_home, tmp_path_factory)
+    assert outcome.effect >= 0.45, outcome
+    assert outcome.other_kept >= 0.65, outcome
+    assert outcome.floor_psnr >= 25.0, outcome
+
+
+def test_nerfacto_edits_the_ball_and_keeps_more_of_the_floor_but_not_the_cube(scene, torch_home, tmp_path_factory):
+    """Measured: 0.95, 1.00 / 0.00, 0.00 / 16.3, 15.5 dB; without the region 0.96 / 0.00 / 13.2 dB, with the gradient
+    mask alone (hold 0) 1.00 / 0.00 / 13.1 dB (the floor threshold fails both). nerfacto's field is shared by all of
+    space (its hash grid and MLPs), so the gradient mask does not stop the cube from turning with the ball; the hold
+    term keeps the floor 3 dB closer, and a stronger hold (10: 0.04 / 0.65 / 24.5 dB) stops the edit itself
+    (docs/regions.md): on nerfacto the region does not keep the other object (issue 39's item 4 is not met there)."""
+    outcome = region_edit("nerfacto", scene, torch_home, tmp_path_factory)
+    assert outcome.effect >= 0.8, outcome
+    assert outcome.floor_psnr >= 14.5, outcome
