@@ -196,3 +196,35 @@ def test_refine_keeps_a_box_edit_s_region_and_sdedits_only_inside_it(box_edit, s
     assert inside.sum() > 20 and (~inside).sum() > 200
     assert torch.allclose(refined[~inside], start[~inside], atol=2 / 255)  # 8-bit, and the render a little off its own
     assert (refined[inside] - start[inside]).abs().mean() > 0.02  # SDEdit's own image there
+
+
+def test_without_a_region_a_step_is_the_step_before_regions_existed(box_edit):
+    """The same run's config with the region taken away: one step's loss and every parameter's gradient are, tensor by
+    tensor and bit for bit, those of the step as it was before regions (render the step's views, distil: the four
+    lines kept here as the reference), and nothing of a region is set up."""
+    from pds_nerfstudio.regions.region import RegionConfig
+
+    config = yaml.load((box_edit / "config.yml").read_text(), Loader=yaml.Loader)
+    config.pipeline.region = RegionConfig()
+    pipeline = config.pipeline.setup(device="cpu", test_mode="val")
+    pipeline.train()
+    assert pipeline.region is None and pipeline.region_source is None and pipeline.region_controls is None
+    step = 3
+
+    def gradients(losses) -> dict:
+        pipeline.model.zero_grad(set_to_none=True)
+        sum(losses.values()).backward()
+        return {name: p.grad.clone() for name, p in pipeline.model.named_parameters() if p.grad is not None}
+
+    torch.manual_seed(0)
+    _, losses, _ = pipeline.get_train_loss_dict(step)
+    now = gradients(losses)
+    torch.manual_seed(0)
+    views = pipeline.step_views(step)  # the step before regions:
+    render = pipeline.guidance_views(step, views)
+    loss, _, _ = pipeline.guidance_loss(step, views, render)
+    before = gradients({"guidance_loss": loss})
+    assert set(losses) == {"guidance_loss"} and torch.equal(losses["guidance_loss"], loss)
+    assert now.keys() == before.keys() and len(now) > 3
+    for name in now:
+        assert torch.equal(now[name], before[name]), name
