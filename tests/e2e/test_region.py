@@ -228,3 +228,31 @@ def test_without_a_region_a_step_is_the_step_before_regions_existed(box_edit):
     assert now.keys() == before.keys() and len(now) > 3
     for name in now:
         assert torch.equal(now[name], before[name]), name
+
+
+def test_masks_alone_limit_each_step_to_the_masked_pixels(box_edit, scene, tmp_path):
+    """A folder of the ball's masks, as a user paints them (white on the ball, at the images' size): the masks each step
+    applies are the step's views' masks at the guidance resolution (nearest), and no box is shown."""
+    import torch.nn.functional as F
+    from PIL import Image
+
+    from pds_nerfstudio.regions.region import RegionConfig
+    from toy_world.region_scene import THINGS
+
+    names = sorted(p.name for p in (scene / "images").iterdir())
+    masks = tmp_path / "masks"
+    masks.mkdir()
+    for name, (ball, _) in zip(names, view_masks(scene, names)):
+        Image.fromarray((ball * 255).astype(np.uint8)).save(masks / name)
+    config = yaml.load((box_edit / "config.yml").read_text(), Loader=yaml.Loader)
+    config.pipeline.region = RegionConfig(masks=masks)
+    pipeline = config.pipeline.setup(device="cpu", test_mode="val")
+    assert pipeline.region_controls is None and pipeline.region.box is None and THINGS[0].shape == "ball"
+    step = 25
+    pipeline.get_train_loss_dict(step)
+    used = pipeline.region_masks_in_use
+    for j, index in enumerate(pipeline.step_views(step)):
+        name = Path(pipeline.datamanager.train_dataset.image_filenames[index]).name
+        painted = torch.from_numpy(np.asarray(Image.open(masks / name)) > 127)[None, None].float()
+        expected = F.interpolate(painted, size=used.shape[-2:], mode="nearest")[0, 0]
+        assert torch.equal(used[j, 0], expected) and expected.sum() > 3
