@@ -88,8 +88,9 @@ class EditPipelineConfig(VanillaPipelineConfig):
     below (full resolution, all SH bands, culling without densification); these flags override them."""
     guidance: GuidanceConfig = field(default_factory=GuidanceConfig)
     """The Stable Diffusion guidance."""
-    region: RegionConfig = field(default_factory=RegionConfig)
-    """Where the edit may change the scene (a box, masks); everywhere when neither is given."""
+    region: RegionConfig = RegionConfig()
+    """Where the edit may change the scene (a box, masks); everywhere when neither is given. (A plain default: runs
+    saved before regions load without the field.)"""
     source_checkpoint: Optional[Path] = None
     """Checkpoint of the source run; filled in from --load-dir."""
     src_prompt: str = ""
@@ -436,6 +437,9 @@ class EditPipeline(VanillaPipeline):
         self.region = self.config.region.setup(
             outputs.image_filenames, self.datamanager.train_dataset.cameras, outputs.dataparser_transform, outputs.dataparser_scale
         )
+        weight = self.config.region.hold_weight
+        self.region_hold_weight = self.representation.region_hold_weight if weight is None else weight
+        """The hold term's weight: the one typed, or the representation's default."""
         if self.holds_outside and self.region_hold_weight > 0:
             self.region_source = FrozenSource(self.model, self.representation)
         if self.freezes_gaussians:
@@ -445,12 +449,6 @@ class EditPipeline(VanillaPipeline):
             self.region_controls = RegionBoxControls(self.region, outputs.dataparser_scale, typed_now=typed)
         parts = [name for name, value in (("a box", self.region.box), ("masks", self.region.masks)) if value is not None]
         CONSOLE.log(f"Editing inside the region of {' and '.join(parts)}")
-
-    @property
-    def region_hold_weight(self) -> float:
-        """The hold term's weight: the one typed, or the representation's default."""
-        weight = self.config.region.hold_weight
-        return self.representation.region_hold_weight if weight is None else weight
 
     @property
     def freezes_gaussians(self) -> bool:

@@ -34,7 +34,7 @@ SEEING_RESOLUTION = 64
 """Short side, in pixels, at which the training views are checked for seeing the box."""
 
 
-@dataclass
+@dataclass(frozen=True)
 class RegionConfig:
     """Where the edit may change the scene. Without a box or masks, the whole scene is edited."""
 

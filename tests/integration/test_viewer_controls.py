@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from pds_nerfstudio.integration.viewer_controls import EditControls
 
 CONFIG = dict(tgt_prompt="a photo of a polar bear", guidance_scale=100.0, range_name="t ratio", ratio_range=(0.02, 0.98))
@@ -79,25 +81,35 @@ def test_the_controls_typed_on_the_command_line_are_recorded_by_their_config_fie
 
 
 def _share_after_rank_0s_viewer_change(rank: int, store: str, results: str) -> None:
-    """One of two gloo processes: rank 0's viewer changes the prompt, scale and range; every rank takes them."""
+    """One of two gloo processes: rank 0's viewer changes the prompt, scale, range and the region's box; every rank
+    takes them."""
     import json
     from types import SimpleNamespace
 
+    import numpy as np
     import torch.distributed as dist
 
     from pds_nerfstudio.integration.pipeline import EditPipeline
+    from pds_nerfstudio.integration.region_viewer import RegionBoxControls
+    from pds_nerfstudio.regions.box import Box
+    from pds_nerfstudio.regions.region import Region, RegionConfig
 
     dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=2)
     try:
         controls = EditControls(**CONFIG)
+        flag = (0.0, 0.0, 0.0, 1.0, 1.0, 1.0)
+        region = Region(RegionConfig(box=flag), Box.from_flag(flag), None, None)  # type: ignore[arg-type]
+        region_controls = RegionBoxControls(region, scale=1.0, typed_now=False)
         if rank == 0:
+            region_controls.moved(np.array([2.0, 0.0, 0.0]), np.array([1.0, 0.0, 0.0, 0.0]))  # the gizmo dragged
             controls.prompt.value = "a photo of a grizzly bear"
             controls._prompt_changed(controls.prompt)  # what the viewer's callback does
             controls.scale.value = 30.0
             controls.range_from.value, controls.range_to.value = 0.1, 0.5
-        EditPipeline.share_controls(SimpleNamespace(world_size=2, controls=controls))  # what every step starts with
+        shared = SimpleNamespace(world_size=2, controls=controls, region_controls=region_controls)
+        EditPipeline.share_controls(shared)  # what every step starts with
         with open(f"{results}.{rank}", "w") as file:
-            json.dump(controls.values(), file)
+            json.dump({**controls.values(), "box_centre": region.box.centre.tolist()}, file)
     finally:
         dist.destroy_process_group()
 
@@ -112,4 +124,5 @@ def test_a_change_in_rank_0s_viewer_reaches_every_process(tmp_path):
     mp.spawn(_share_after_rank_0s_viewer_change, args=(str(tmp_path / "store"), str(tmp_path / "values")), nprocs=2)
     for rank in (0, 1):
         values = json.loads((tmp_path / f"values.{rank}").read_text())
+        assert values.pop("box_centre") == pytest.approx([0.2, 0.0, 0.0])  # the gizmo's 2 in the viewer's frame (x 10)
         assert values == {"tgt_prompt": "a photo of a grizzly bear", "guidance_scale": 30.0, "ratio_range": [0.1, 0.5]}
