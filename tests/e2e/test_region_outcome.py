@@ -4,8 +4,9 @@ from the world's ray caster (toy_world.outcome.measure_region). Sources are the 
 bench/region_outcome.py, whose figures (docs/regions.md) set the thresholds.
 
 The same edit without a region (the region ignored), measured by the benchmark from the same sources and seed, fails
-each test: splatfacto 0.20 / 0.18 / 21.7 dB (ball effect / cube's colour kept / floor PSNR), nerfacto 0.96 / 0.00 /
-13.2 dB.
+the test: 0.20 / 0.18 / 21.7 dB (ball effect / cube's colour kept / floor PSNR). nerfacto is measured by the benchmark
+only (docs/regions.md: its shared field does not keep the cube at any hold weight that lets the ball turn; a test of
+it cost 4 minutes of CI for a claim that small).
 """
 
 from __future__ import annotations
@@ -49,14 +50,3 @@ def test_splatfacto_edits_the_ball_in_the_box_and_keeps_the_cube_and_the_floor(s
     assert outcome.effect >= 0.45, outcome
     assert outcome.other_kept >= 0.65, outcome
     assert outcome.floor_psnr >= 25.0, outcome
-
-
-def test_nerfacto_edits_the_ball_and_keeps_more_of_the_floor_but_not_the_cube(scene, torch_home, tmp_path_factory):
-    """Measured: 0.95, 1.00 / 0.00, 0.00 / 16.3, 15.5 dB; without the region 0.96 / 0.00 / 13.2 dB, with the gradient
-    mask alone (hold 0) 1.00 / 0.00 / 13.1 dB (the floor threshold fails both). nerfacto's field is shared by all of
-    space (its hash grid and MLPs), so the gradient mask does not stop the cube from turning with the ball; the hold
-    term keeps the floor 3 dB closer, and a stronger hold (10: 0.04 / 0.65 / 24.5 dB) stops the edit itself
-    (docs/regions.md): on nerfacto the region does not keep the other object (issue 39's item 4 is not met there)."""
-    outcome = region_edit("nerfacto", scene, torch_home, tmp_path_factory)
-    assert outcome.effect >= 0.8, outcome
-    assert outcome.floor_psnr >= 14.5, outcome
