@@ -28,6 +28,7 @@ from torch import Tensor
 
 from pds_nerfstudio.common.errors import InputError
 from pds_nerfstudio.regions.box import Box
+from pds_nerfstudio.scenes.rendering import guidance_camera
 
 MASK_SUFFIXES = (".png", ".jpg", ".jpeg")
 SEEING_RESOLUTION = 64
@@ -74,7 +75,7 @@ class RegionConfig:
                     "give the box's three side lengths, each above 0, after its centre"
                 )
             box = Box.from_flag(self.box).in_scene_frame(transform, scale)
-            if not any(box.pixels(low_resolution(cameras[i : i + 1])).any() for i in range(len(cameras))):
+            if not any(box.pixels(guidance_camera(cameras[i : i + 1], SEEING_RESOLUTION)).any() for i in range(len(cameras))):
                 raise InputError(
                     f"--pipeline.region.box {' '.join(f'{v:g}' for v in self.box)}: no training view sees this box; give "
                     "its centre and size in the coordinates of the capture's transforms.json"
@@ -86,12 +87,6 @@ class RegionConfig:
         box = Box.from_flag(self.box).in_scene_frame(transform, scale) if self.box is not None else None
         masks = read_masks(self.masks, image_filenames, cameras) if self.masks is not None else None
         return Region(self, box, masks, cameras)
-
-
-def low_resolution(camera: Cameras) -> Cameras:
-    scaled = camera[0:1]
-    scaled.rescale_output_resolution(SEEING_RESOLUTION / int(min(scaled.height.item(), scaled.width.item())))
-    return scaled
 
 
 def mask_file(folder: Path, image: Path) -> Optional[Path]:
