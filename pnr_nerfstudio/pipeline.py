@@ -24,7 +24,7 @@ import math
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, Dict, List, Literal, Optional, Tuple, Type
+from typing import Any, Dict, List, Literal, Optional, Tuple, Type
 
 import torch
 import torch.nn.functional as F
@@ -60,7 +60,6 @@ class PnRPipelineConfig(PDSPipelineConfig):
     """Perturb-and-Revise: perturb the source field, edit it with annealed timesteps, revise it with IPG."""
 
     _target: Type = field(default_factory=lambda: PnRPipeline)
-    edits_regions: ClassVar[bool] = False
     protocol: Literal["objects", "real-scenes"] = "objects"
     """The paper's two settings (App. E). objects (the released code): eta auto from 50 selection steps, t annealed
     from 0.75 to (0.02, 0.40) over 1500 edit steps, 1000 revise steps, a fresh Adam at a constant learning rate, 64 px
@@ -195,6 +194,8 @@ class PnRPipeline(PDSPipeline):
         self.register_buffer("perturbed", torch.tensor(False))
         self.register_buffer("eta_selection_losses", torch.full((config.phases.eta_selection_steps,), float("nan")))
         self.ipg: Optional[IdentityPreservingLoss] = None
+        self.perturbed_gaussians: Optional[Tensor] = None
+        """splatfacto with a region: the Gaussians the perturbation moved (those inside the region)."""
         self._optimizers: Optional[Optimizers] = None
         self._announced: Optional[Phase] = None
         if test_mode == "val" and config.revise_steps > 0:  # LPIPS only where a phase uses it
@@ -204,6 +205,11 @@ class PnRPipeline(PDSPipeline):
         """Load the source field and keep a frozen copy of it (training only: evaluation never loads the source)."""
         super().load_source(checkpoint)
         self.source = FrozenSource(self.model, self.representation)
+
+    def frozen_source(self) -> FrozenSource:
+        """The region's hold term compares with the same frozen source the perturbation and the revise steps use."""
+        assert self.source is not None
+        return self.source
 
     # ----------------------------------------------------------------------------------------------
     # Phases
@@ -299,6 +305,12 @@ class PnRPipeline(PDSPipeline):
         names = list(edited_parameters(self.model))  # the edit model's trained groups (the frozen copy trains none)
         fresh = self.fresh_initialisation()
         values = perturbed_values(names, self.source.parameters, fresh, eta, self.representation.interpolate)
+        where = ""
+        if self.region is not None and self.representation.name == "splatfacto":
+            values = self.keep_outside_region(values)
+            where = f" inside the region ({int(self.perturbed_gaussians.sum())} of {len(self.perturbed_gaussians)} Gaussians)"
+        elif self.region is not None:
+            where = " (the whole field: nerfacto's hash grid is shared in space; the region's hold term restores the outside)"
         self.representation.assign(self.model, values)
         if self._optimizers is not None:
             for optimizer in self._optimizers.optimizers.values():
@@ -308,8 +320,20 @@ class PnRPipeline(PDSPipeline):
         self.perturbed.fill_(True)
         CONSOLE.log(
             f"PnR: perturbed {len(names)} {self.representation.name} tensors to (1 - eta) theta_src + eta theta_0 "
-            f"with eta = {eta:.4f}; optimizer state reset"
+            f"with eta = {eta:.4f}{where}; optimizer state reset"
         )
+
+    def keep_outside_region(self, values: Dict[str, Tensor]) -> Dict[str, Tensor]:
+        """splatfacto with a region: the perturbed values of the Gaussians inside it (by the source's means, which the
+        perturbation keeps), the source's own values of every other Gaussian."""
+        assert self.source is not None and self.region is not None
+        inside = self.region.contains(self.source.parameters["gauss_params.means"])
+        self.perturbed_gaussians = inside
+        kept = {}
+        for name, value in values.items():
+            rows = inside.view(-1, *[1] * (value.dim() - 1)).to(value.device)
+            kept[name] = torch.where(rows, value, self.source.parameters[name].to(value))
+        return kept
 
     def fresh_initialisation(self) -> Dict[str, Tensor]:
         """theta_0: a fresh initialisation of the edited scene, seeded with ``perturbation.seed``."""
@@ -346,8 +370,8 @@ class PnRPipeline(PDSPipeline):
 
     def get_train_loss_dict(self, step: int):
         self.share_controls()
-        if self.config.phases.phase(step) is Phase.REVISE and self.source is not None:
-            # the render and the source's render it is compared with, over one background
+        if self.source is not None and (self.region_source is not None or self.config.phases.phase(step) is Phase.REVISE):
+            # the render and the source's render it is compared with (revise, the region's hold), over one background
             with self.representation.same_background(self.model, self.source.model):
                 return self.editing_step(step)
         return self.editing_step(step)
@@ -369,13 +393,20 @@ class PnRPipeline(PDSPipeline):
         if self.config.interlevel_num_rays > 0 and isinstance(self.representation, Nerfacto):
             loss_dict["interlevel_loss"] = self.proposal_loss(render_cameras, views)
         render = self.guidance_views(step, views, render_cameras)
+        guided, region_losses = self.limit_to_region(views, render_cameras, render)  # at the render's own resolution
         if coarse:  # the coarse views, upsampled to the guidance resolution
             size = (int(cameras[0].height), int(cameras[0].width))
             render = F.interpolate(render, size=size, mode="bilinear", align_corners=False)
+            guided = F.interpolate(guided, size=size, mode="bilinear", align_corners=False)
         scheduled = self.config.annealing.at(plan, step, end=self.controls.ratio_range)
-        guidance, output, metrics = self.guidance_loss(step, views, render, **({"t_ratio_range": scheduled} if scheduled else {}))
+        guidance, output, metrics = self.guidance_loss(step, views, guided, **({"t_ratio_range": scheduled} if scheduled else {}))
         t_range = scheduled or self.controls.ratio_range
         loss_dict["guidance_loss"] = guidance
+        # the hold term in the units of this guidance loss (summed over each view's latent), so that a hold weight
+        # keeps the balance it has in a pds edit
+        loss_dict.update({name: value * output.grad[0].numel() for name, value in region_losses.items()})
+        if self.region_masks_in_use is not None:
+            metrics["region_share"] = self.region_masks_in_use.mean()
         metrics["phase"] = int(phase)
         metrics["render_short_side"] = int(min(render_cameras[0].height.item(), render_cameras[0].width.item()))
         if self._optimizers is not None:  # the rate this step's update uses

@@ -32,11 +32,12 @@ from pds_nerfstudio.common.errors import InputError
 from pds_nerfstudio.common.typed_flags import TypedFlags, merge_typed
 from pds_nerfstudio.integration import outputs
 from pds_nerfstudio.integration.datamanager import EditDataManager, EditDataManagerConfig
-from pds_nerfstudio.integration.region_viewer import RegionBoxControls
+from pds_nerfstudio.integration.region_viewer import RegionBoxControls, RegionOverlay
 from pds_nerfstudio.integration.source_run import Run
 from pds_nerfstudio.integration.viewer_controls import EditControls
 from pds_nerfstudio.parallel import collectives
 from pds_nerfstudio.priors.guidance import GuidanceConfig, StableDiffusionGuidance
+from pds_nerfstudio.regions.box import Box
 from pds_nerfstudio.regions.region import Region, RegionConfig
 from pds_nerfstudio.scenes.frozen_source import FrozenSource
 from pds_nerfstudio.scenes.models import EditNerfactoModelConfig, EditSplatfactoModelConfig
@@ -129,8 +130,6 @@ class EditPipelineConfig(VanillaPipelineConfig):
 
     source_description: ClassVar[str] = f"a {supported_sources()} run"
     """What --load-dir must name, for error messages."""
-    edits_regions: ClassVar[bool] = False
-    """Whether the method limits its edit to --pipeline.region.*."""
 
     @property
     def ratio_control(self) -> Tuple[str, str]:
@@ -221,10 +220,6 @@ class EditPipelineConfig(VanillaPipelineConfig):
 
     def check_region(self) -> None:
         """A region's one-line errors, from the dataparser's outputs (the capture's cameras and images) alone."""
-        if not self.edits_regions:
-            raise InputError(
-                "--pipeline.region.* is not supported by this method yet; edit a region with ns-train pds"
-            )
         if getattr(self.model, "densification", "cull") != "cull" and self.region.freeze_outside:
             raise InputError(
                 "--pipeline.splat-model.densification splatfacto with a region: splitting follows screen-space gradients "
@@ -441,14 +436,21 @@ class EditPipeline(VanillaPipeline):
         self.region_hold_weight = self.representation.region_hold_weight if weight is None else weight
         """The hold term's weight: the one typed, or the representation's default."""
         if self.holds_outside and self.region_hold_weight > 0:
-            self.region_source = FrozenSource(self.model, self.representation)
+            self.region_source = self.frozen_source()
         if self.freezes_gaussians:
             self.model.strategy.movable = self.region.contains  # type: ignore[union-attr]
+        aabb = self.datamanager.train_dataset.scene_box.aabb
+        bounds = Box((aabb[0] + aabb[1]) / 2, aabb[1] - aabb[0], torch.eye(3))
+        self.model.viewer_outputs = RegionOverlay(self.region, bounds)  # type: ignore[assignment]
         if self.region.box is not None:
             typed = "region_box" in self.config.typed_controls
             self.region_controls = RegionBoxControls(self.region, outputs.dataparser_scale, typed_now=typed)
         parts = [name for name, value in (("a box", self.region.box), ("masks", self.region.masks)) if value is not None]
         CONSOLE.log(f"Editing inside the region of {' and '.join(parts)}")
+
+    def frozen_source(self) -> FrozenSource:
+        """A frozen copy of the source scene as loaded (a method that keeps one already returns its own)."""
+        return FrozenSource(self.model, self.representation)
 
     @property
     def freezes_gaussians(self) -> bool:

@@ -1,6 +1,7 @@
-"""The region's box in nerfstudio's web viewer: a gizmo that moves and turns it, its size in the capture's units, and a
-checkbox that shows it over the render. The edit uses the box as the viewer leaves it from its next step on; the box is
-kept in the run's checkpoints, so a resumed run continues with it (unless ``--pipeline.region.box`` is typed again)."""
+"""The region in nerfstudio's web viewer: the render with the region marked (the "region" output type, for a box or
+masks), and for a box a gizmo that moves and turns it, its size in the capture's units, and a checkbox that shows it
+over the render. The edit uses the box as the viewer leaves it from its next step on; the box is kept in the run's
+checkpoints, so a resumed run continues with it (unless ``--pipeline.region.box`` is typed again)."""
 
 from __future__ import annotations
 
@@ -8,15 +9,49 @@ from typing import Any, Dict, List, Optional
 
 import numpy as np
 import torch
+from nerfstudio.cameras.cameras import Cameras
 from nerfstudio.utils.rich_utils import CONSOLE
 from nerfstudio.viewer.viewer import VISER_NERFSTUDIO_SCALE_RATIO
 from nerfstudio.viewer.viewer_elements import ViewerCheckbox, ViewerVec3
-from torch import nn
+from torch import Tensor, nn
 
 from pds_nerfstudio.regions.box import Box
 from pds_nerfstudio.regions.region import Region
 
 BOX_COLOUR = (255, 150, 30)
+REGION_OUTPUT = "region"
+"""The output type (nerfstudio's viewer lists it beside rgb, depth, ...) that shows the region over the render."""
+
+
+class RegionOverlay:
+    """The render with the region marked: tinted in the box's colour, the rest dimmed. Marked are the pixels whose ray
+    meets the region as the edit's steps take it now: the box (as the viewer left it), the masks' visual hull within
+    the scene's box. In a training view, these are the pixels a step edits.
+
+    Args:
+        region: the edit's region.
+        bounds: the scene's box (nerfstudio's scene box, in the scene's frame).
+    """
+
+    def __init__(self, region: Region, bounds: Box) -> None:
+        self.region = region
+        self.bounds = bounds
+
+    def inside(self, camera: Cameras, outputs: Dict[str, Tensor]) -> Tensor:
+        """[H, W, 1] bool: the pixels of ``camera``'s render ``outputs`` in the region."""
+        rgb = outputs["rgb"]
+        inside = torch.ones(rgb.shape[:-1], dtype=torch.bool)
+        camera = camera.to("cpu")
+        if self.region.box is not None:
+            inside &= self.region.box.pixels(camera)
+        if self.region.masks is not None:
+            inside &= self.region.masks_hit_by(camera, self.bounds)
+        return inside.to(rgb.device)[..., None]
+
+    def __call__(self, camera: Cameras, outputs: Dict[str, Tensor]) -> Dict[str, Tensor]:
+        rgb = outputs["rgb"]
+        colour = torch.tensor(BOX_COLOUR, dtype=rgb.dtype, device=rgb.device) / 255
+        return {REGION_OUTPUT: torch.where(self.inside(camera, outputs), 0.5 * rgb + 0.5 * colour, 0.5 * rgb)}
 
 
 def box_state(box: Box) -> Dict[str, List[float]]:

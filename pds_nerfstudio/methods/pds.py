@@ -19,7 +19,6 @@ class PDSPipelineConfig(EditPipelineConfig):
     _target: Type = field(default_factory=lambda: PDSPipeline)
     guidance_loss_mult: float = 1.0
     """Weight of the distillation loss."""
-    edits_regions: ClassVar[bool] = True
 
 
 class PDSPipeline(EditPipeline):

@@ -51,7 +51,6 @@ class RefinePipelineConfig(EditPipelineConfig):
     or the current render (the paper's text)."""
 
     source_description: ClassVar[str] = "a pds run (ns-train pds)"
-    edits_regions: ClassVar[bool] = True
 
     @property
     def ratio_control(self) -> Tuple[str, str]:

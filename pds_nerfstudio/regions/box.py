@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Sequence, Tuple
 
 import torch
 from nerfstudio.cameras.cameras import Cameras
@@ -55,8 +55,9 @@ class Box:
         local = (points - self.centre.to(points)) @ self.rotation.to(points)
         return (local.abs() <= self.size.to(points) / 2).all(dim=-1)
 
-    def hit_by(self, origins: Tensor, directions: Tensor) -> Tensor:
-        """Whether each ray [..., 3] meets the box in front of its origin (the slab test in the box's frame): [...] bool."""
+    def span(self, origins: Tensor, directions: Tensor) -> Tuple[Tensor, Tensor]:
+        """Where each ray [..., 3] is inside the box, in front of its origin (the slab test in the box's frame): the
+        distances [...] of entry and exit along the ray's direction; the ray misses the box where exit < entry."""
         rotation, centre, half = self.rotation.to(origins), self.centre.to(origins), self.size.to(origins) / 2
         o = (origins - centre) @ rotation
         d = directions @ rotation
@@ -64,7 +65,12 @@ class Box:
         t1, t2 = (-half - o) / safe, (half - o) / safe
         near = torch.minimum(t1, t2).amax(dim=-1)
         far = torch.maximum(t1, t2).amin(dim=-1)
-        return far >= near.clamp(min=0)
+        return near.clamp(min=0), far
+
+    def hit_by(self, origins: Tensor, directions: Tensor) -> Tensor:
+        """Whether each ray [..., 3] meets the box in front of its origin: [...] bool."""
+        near, far = self.span(origins, directions)
+        return far >= near
 
     def pixels(self, camera: Cameras) -> Tensor:
         """The pixels of a one-camera view whose ray meets the box: [H, W] bool, at the camera's resolution (its own

@@ -150,17 +150,44 @@ class Region:
 
     def contains(self, points: Tensor) -> Tensor:
         """Whether each point [N, 3] of the scene's frame is in the region: inside the box, and inside the masks' visual
-        hull (no training view that sees the point has it outside its mask)."""
+        hull."""
         inside = torch.ones(points.shape[0], dtype=torch.bool, device=points.device)
         if self.box is not None:
             inside &= self.box.contains(points)
         if self.masks is not None:
-            for index, mask in enumerate(self.masks):
-                row, column, seen = project(self._cameras[index : index + 1], points)
-                hit = torch.zeros_like(inside)
-                hit[seen] = mask.to(points.device)[row[seen], column[seen]]
-                inside &= hit | ~seen
+            inside &= self.in_masks(points)
         return inside
+
+    def in_masks(self, points: Tensor, seen_by_one: bool = False) -> Tensor:
+        """Whether each point [N, 3] is inside the masks' visual hull: no training view that sees it has it outside its
+        mask (and, with ``seen_by_one``, some view sees it)."""
+        assert self.masks is not None
+        inside = torch.ones(points.shape[0], dtype=torch.bool, device=points.device)
+        seen_by_any = torch.zeros_like(inside)
+        for index, mask in enumerate(self.masks):
+            row, column, seen = project(self._cameras[index : index + 1], points)
+            hit = torch.zeros_like(inside)
+            hit[seen] = mask.to(points.device)[row[seen], column[seen]]
+            inside &= hit | ~seen
+            seen_by_any |= seen
+        return inside & seen_by_any if seen_by_one else inside
+
+    def masks_hit_by(self, camera: Cameras, bounds: Box, samples: int = 96, chunk: int = 4096) -> Tensor:
+        """The pixels of a one-camera view whose ray passes through the masks' visual hull (``samples`` points along the
+        part of each ray inside the scene's ``bounds``, where some training view sees them): [H, W] bool. For a
+        training view with masks that agree, its own mask."""
+        rays = camera.generate_rays(camera_indices=0, keep_shape=True)
+        origins, directions = rays.origins.reshape(-1, 3), rays.directions.reshape(-1, 3)
+        near, far = bounds.span(origins, directions)
+        steps = (torch.arange(samples, device=origins.device) + 0.5) / samples
+        hit = torch.zeros(origins.shape[0], dtype=torch.bool, device=origins.device)
+        for start in range(0, origins.shape[0], chunk):
+            rows = slice(start, start + chunk)
+            t = near[rows, None] + (far[rows] - near[rows]).clamp(min=0)[:, None] * steps  # [n, samples]
+            points = (origins[rows, None] + directions[rows, None] * t[..., None]).reshape(-1, 3)
+            inside = self.in_masks(points, seen_by_one=True).view(-1, samples).any(dim=1)
+            hit[rows] = inside & (far[rows] >= near[rows])
+        return hit.view(rays.origins.shape[:-1])
 
 
 def project(camera: Cameras, points: Tensor) -> Tuple[Tensor, Tensor, Tensor]:

@@ -6,9 +6,11 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Dict, Iterator, List, Literal, Optional, Type
+from typing import Callable, Dict, Iterator, List, Literal, Optional, Type
 
 import torch
+from nerfstudio.cameras.cameras import Cameras
+from nerfstudio.data.scene_box import OrientedBox
 from nerfstudio.engine.callbacks import TrainingCallback, TrainingCallbackAttributes
 from nerfstudio.models.nerfacto import NerfactoModel, NerfactoModelConfig
 from nerfstudio.models.splatfacto import SplatfactoModel, SplatfactoModelConfig
@@ -18,6 +20,22 @@ from torch.nn import Parameter
 from pds_nerfstudio.scenes.splat_cpu import splatfacto_on_cpu
 from pds_nerfstudio.scenes.strategies import CullingStrategy, RestartedDensification
 
+ViewerOutputs = Callable[[Cameras, Dict[str, Tensor]], Dict[str, Tensor]]
+"""Outputs an edit adds to those of a render for the viewer (its "Output type" list), from the camera and the render."""
+
+
+class ShowsEditOutputs:
+    """An edit model whose renders for a camera (the viewer's, evaluation's) carry the outputs ``viewer_outputs`` adds."""
+
+    viewer_outputs: Optional[ViewerOutputs] = None
+
+    def get_outputs_for_camera(self, camera: Cameras, obb_box: Optional[OrientedBox] = None) -> Dict[str, Tensor]:
+        outputs = super().get_outputs_for_camera(camera, obb_box=obb_box)  # type: ignore[misc]
+        if self.viewer_outputs is not None:
+            with torch.no_grad():
+                outputs.update(self.viewer_outputs(camera, outputs))
+        return outputs
+
 
 @dataclass
 class EditNerfactoModelConfig(NerfactoModelConfig):
@@ -26,7 +44,7 @@ class EditNerfactoModelConfig(NerfactoModelConfig):
     _target: Type = field(default_factory=lambda: EditNerfactoModel)
 
 
-class EditNerfactoModel(NerfactoModel):
+class EditNerfactoModel(ShowsEditOutputs, NerfactoModel):
     """nerfacto whose camera pose refinements and appearance embeddings stay as the source learned them.
 
     Poses must stay fixed while editing (the official release removes the camera optimizer), and a
@@ -84,7 +102,7 @@ class EditSplatfactoModelConfig(SplatfactoModelConfig):
     """Fields of splatfacto's config that an edit sets itself instead of taking the source run's value."""
 
 
-class EditSplatfactoModel(SplatfactoModel):
+class EditSplatfactoModel(ShowsEditOutputs, SplatfactoModel):
     """splatfacto whose camera pose refinements and bilateral grids stay as the source learned them.
 
     Runs on a CPU too (tests, CI): there splatfacto's own code runs with a torch rasteriser of gsplat's math

@@ -91,6 +91,41 @@ def test_each_step_guides_only_the_box_pixels_and_holds_the_rest_to_the_source(b
     assert render.grad[inside].abs().max() > 10 * hold_gradient.abs().max()  # the guidance's
 
 
+def test_the_viewer_s_region_output_marks_the_box_or_the_masks_pixels(box_edit, scene, tmp_path):
+    """nerfstudio's viewer renders with ``get_outputs_for_camera``; with a region the edit model adds a "region" output
+    (the render, tinted where the region is, dimmed elsewhere: the viewer lists it under "Output type"). Read back from
+    that output in every training view: with the box, the box's pixels by the world's own ray caster; with masks alone
+    (the ball's, painted), each view's mask, though the output is drawn from the masks' visual hull, as for a view no
+    mask was painted for. A camera that looks away from the scene marks nothing."""
+    from PIL import Image
+
+    from pds_nerfstudio.regions.region import RegionConfig
+
+    names = sorted(p.name for p in (scene / "images").iterdir())
+    masks = tmp_path / "masks"
+    masks.mkdir()
+    for name, (ball, _) in zip(names, view_masks(scene, names)):
+        Image.fromarray((ball * 255).astype(np.uint8)).save(masks / name)
+    config = yaml.load((box_edit / "config.yml").read_text(), Loader=yaml.Loader)
+    config.pipeline.region = RegionConfig(masks=masks)
+    by_masks = config.pipeline.setup(device="cpu", test_mode="val")
+
+    def marked(pipeline, camera) -> torch.Tensor:
+        outputs = pipeline.model.get_outputs_for_camera(camera)
+        return ~torch.isclose(outputs["region"], 0.5 * outputs["rgb"], atol=1e-6).all(-1)
+
+    for pipeline, expected_of in ((setup_pipeline(box_edit), lambda name: box_pixels(scene, name, 32)),
+                                  (by_masks, lambda name: view_masks(scene, [name])[0][0])):  # fmt: skip
+        pipeline.eval()
+        for index, filename in enumerate(pipeline.datamanager.train_dataset.image_filenames):
+            expected = torch.from_numpy(expected_of(Path(filename).name))
+            wrong = int((marked(pipeline, pipeline.datamanager.train_camera(index)) != expected).sum())
+            assert wrong <= 2 and expected.sum() > 20, (index, wrong)
+        away = pipeline.datamanager.train_camera(0)
+        away.camera_to_worlds[..., :3, 3] *= -5  # far out on the other side of the scene, looking further out
+        assert not marked(pipeline, away).any()
+
+
 def test_splat_gaussians_outside_the_box_keep_the_source_values_exactly(splat_source, tiny_sd, torch_home, tmp_path):
     """The run's own checkpoint against its source's: every Gaussian outside the box is still there, every parameter the
     source's (culling at an opacity the tiny source's faint Gaussians fall under, 53 of them outside the box, removes
@@ -122,6 +157,44 @@ def test_splat_gaussians_outside_the_box_keep_the_source_values_exactly(splat_so
     assert moved.all()
 
 
+def test_pnr_perturbs_and_moves_only_the_splat_gaussians_inside_the_box(splat_source, tiny_sd, torch_home, tmp_path):
+    """A real pnr run of one step with the box round the ball (eta 0.5 given, so the step perturbs first): its checkpoint
+    against the source's. Every Gaussian outside the box keeps every source value (the perturbation left it, the freeze
+    kept it); every Gaussian inside has the perturbed opacity, (1 - eta) logit(o_src) + eta logit(0.1) (splatfacto's
+    fresh opacity), to within the one Adam step of step 0 (at most its rate, 0.05). Then the hold term: the step's loss
+    logged a hold term (the perturbed ball's Gaussians reach pixels outside its mask)."""
+    from pds_nerfstudio.common.checkpoints import load_checkpoint
+    from pds_nerfstudio.integration.source_run import newest_checkpoint
+    from pds_nerfstudio.regions.box import Box
+
+    flags = ["--pipeline.guidance.model-id", str(tiny_sd), *PROMPTS, *BOX, "--pipeline.perturbation.eta", "0.5",
+             "--pipeline.edit-steps", "1", "--pipeline.revise-steps", "0",  # and no culling: every Gaussian stays in its row
+             "--pipeline.splat-model.cull-alpha-thresh", "0", "--pipeline.splat-model.cull-scale-thresh", "1e9"]  # fmt: skip
+    run, result = run_tiny_edit("pnr", splat_source, tmp_path, torch_home, 1, flags)
+    before = load_checkpoint(newest_checkpoint(splat_source / "nerfstudio_models"))["pipeline"]
+    after = load_checkpoint(run / "nerfstudio_models" / "step-000000000.ckpt")["pipeline"]
+    config = yaml.load((run / "config.yml").read_text(), Loader=yaml.Loader)
+    outputs = config.pipeline.datamanager.dataparser.setup().get_dataparser_outputs(split="train")
+    box = Box.from_flag([float(v) for v in BOX[1:]]).in_scene_frame(outputs.dataparser_transform, outputs.dataparser_scale)
+    key = "_model.gauss_params.{}".format
+    inside = box.contains(before[key("means")])
+    assert f"inside the region ({int(inside.sum())} of {len(inside)} Gaussians)" in " ".join(result.stdout.split())
+    assert 10 < inside.sum() < len(inside) - 10
+    assert len(after[key("means")]) == len(inside)
+    for name in ("means", "scales", "quats", "features_dc", "features_rest", "opacities"):
+        assert torch.equal(before[key(name)][~inside], after[key(name)][~inside]), name
+    opacity = {name: state[key("opacities")].flatten() for name, state in (("before", before), ("after", after))}
+    perturbed = 0.5 * opacity["before"] + 0.5 * torch.logit(torch.tensor(0.1))
+    far = (perturbed - opacity["before"]).abs() > 0.2  # Gaussians the perturbation moves more than a step can
+    assert far[inside].sum() > 10
+    assert ((opacity["after"] - perturbed)[inside].abs() <= 0.05 + 1e-6).all()
+    assert ((opacity["after"] - opacity["before"])[inside & far].abs() > 0.15).all()
+    from toy_world.runs import _events
+
+    held = [event.value for event in _events(run).Scalars("Train Loss Dict/region_hold_loss")]
+    assert len(held) == 1 and held[0] > 0  # the perturbed ball's Gaussians reach outside its pixels
+
+
 @pytest.fixture
 def ns_train(monkeypatch, tmp_path, tiny_sd):
     from nerfstudio.scripts import train
@@ -146,7 +219,7 @@ def test_bad_regions_stop_with_one_line_before_anything_loads(ns_train, nerfacto
     assert "6 numbers" in ns_train("pds", *load, "--pipeline.region.box", "0", "0", "0", "1")
     (tmp_path / "masks").mkdir()
     assert "no mask for frame_00001.png" in ns_train("pds", *load, "--pipeline.region.masks", str(tmp_path / "masks"))
-    assert "not supported by this method yet" in ns_train("pnr", *load, *BOX)
+    assert "no training view sees" in ns_train("pnr", *load, "--pipeline.region.box", "50", "0", "0", "1", "1", "1")
     splat = ["--load-dir", str(splat_source), *PROMPTS, *BOX, "--pipeline.splat-model.densification", "splatfacto"]
     assert "densification splatfacto with a region" in ns_train("pds", *splat)
 
