@@ -1,8 +1,9 @@
 """What a region does on the toy world: a red ball and a green cube apart on the floor, "a blue ball" edited with and
-without a box round the ball, and with each part of the region alone, through the real ``ns-train pds``.
+without a box round the ball, and with each part of the region alone, through the real ``ns-train pds`` (or ``pnr``).
 
     python bench/region_outcome.py --out outputs/region_outcome --hold-weights 1 10 30 100   # what docs/regions.md shows
     python bench/region_outcome.py --representations nerfacto --variants none region
+    python bench/region_outcome.py --method pnr --variants none region   # pnr's real-scenes protocol (eta 0.6)
 
 Each edit's renders of the training views are read through each thing's own mask from the world's ray caster
 (:func:`toy_world.outcome.measure_region`): the ball's effect, the cube's colour kept and PSNR, the floor's PSNR, all
@@ -35,10 +36,15 @@ VARIANTS: Dict[str, List[str]] = {
 """The edits compared: no region, the box with every part at its defaults, and each part alone (splatfacto freezes
 the outside in all three); ``--hold-weights`` adds the box at other hold weights."""
 
+METHOD_FLAGS: Dict[str, List[str]] = {"pds": [], "pnr": ["--pipeline.protocol", "real-scenes"]}
+"""pnr on these nerfstudio scenes: the paper's real-scenes protocol (App. E: eta 0.6, one view a step, PDS's t range),
+for the same number of steps as pds."""
+
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path("outputs/region_outcome"))
+    parser.add_argument("--method", choices=list(METHOD_FLAGS), default="pds")
     parser.add_argument("--representations", nargs="+", default=["nerfacto", "splatfacto"])
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS))
     parser.add_argument("--seed", type=int, default=42)
@@ -93,38 +99,42 @@ def main() -> None:
             flags = [
                 *EDIT_FLAGS, "--pipeline.guidance.model-id", str(PRIOR),
                 "--pipeline.src-prompt", caption("red", "ball"), "--pipeline.tgt-prompt", caption("blue", "ball"),
-                "--machine.seed", str(args.seed), *variants[variant], *args.extra_flags,
+                "--machine.seed", str(args.seed), *METHOD_FLAGS[args.method], *variants[variant], *args.extra_flags,
             ]  # fmt: skip
-            folder = args.out / "edits" / representation / re.sub(r"[^a-z0-9]+", "-", variant).strip("-")
-            done = find_run_dirs(folder, "pds")
-            run = done[-1] if done else run_tiny_edit("pds", source, folder, torch_home, EDIT_STEPS[representation], flags)[0]
+            name = re.sub(r"[^a-z0-9]+", "-", variant).strip("-")
+            folder = args.out / "edits" / representation / (name if args.method == "pds" else f"{args.method}-{name}")
+            done = find_run_dirs(folder, args.method)
+            run = done[-1] if done else run_tiny_edit(args.method, source, folder, torch_home, EDIT_STEPS[representation], flags)[0]
             edits, _ = training_views(run / "config.yml")
             outcome = measure_region(edits, sources, masks, 0, [thing.colour for thing in THINGS], "blue")
             label = f"region (hold {default:g}, the default)" if variant == "region" else variant
             rows.append({"representation": representation, "variant": label, **outcome.as_dict()})
             print(json.dumps(rows[-1]), flush=True)
             pictures.append(edits)
-        picture = ROOT / "docs" / f"regions_{representation}.png" if not args.no_write else args.out / f"{representation}.png"
+        stem = f"regions_{representation}" if args.method == "pds" else f"regions_{args.method}_{representation}"
+        picture = ROOT / "docs" / f"{stem}.png" if not args.no_write else args.out / f"{stem}.png"
         save_views([[s, *(edit[v] for edit in pictures)] for v, s in enumerate(sources)], picture)
     (args.out / "rows.json").write_text(json.dumps(rows, indent=1))
     body = report(rows, args)
     print(body)
     if not args.no_write:
-        replace_section(ROOT / "docs" / "regions.md", "<!-- bench:regions -->", body)
+        marker = "<!-- bench:regions -->" if args.method == "pds" else f"<!-- bench:regions-{args.method} -->"
+        replace_section(ROOT / "docs" / "regions.md", marker, body)
 
 
 def report(rows: List[dict], args: argparse.Namespace) -> str:
     lines = [
         f"`python bench/region_outcome.py {' '.join(sys.argv[1:])}` on {platform.node() or 'this machine'} "
-        f"({os.cpu_count()} cores), seed {args.seed}, the prior `toy_world/prior`, 200 nerfacto / 500 splatfacto steps.",
+        f"({os.cpu_count()} cores), seed {args.seed}, the prior `toy_world/prior`, `ns-train {args.method}` "
+        f"{' '.join(METHOD_FLAGS[args.method])}, 200 nerfacto / 500 splatfacto steps.".replace("  ", " "),
         "",
-        "| representation | edit | ball effect | cube's colour kept | cube PSNR (dB) | floor PSNR (dB) |",
-        "|---|---|---|---|---|---|",
+        "| representation | edit | ball effect | ball's structure | cube's colour kept | cube's structure | cube PSNR (dB) | floor PSNR (dB) |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for row in rows:
         lines.append(
-            f"| {row['representation']} | {row['variant']} | {row['effect']:.2f} | {row['other_kept']:.2f} | "
-            f"{row['other_psnr']:.1f} | {row['floor_psnr']:.1f} |"
+            f"| {row['representation']} | {row['variant']} | {row['effect']:.2f} | {row['edited_structure']:.2f} | "
+            f"{row['other_kept']:.2f} | {row['other_structure']:.2f} | {row['other_psnr']:.1f} | {row['floor_psnr']:.1f} |"
         )
     return "\n".join(lines) + "\n"
 

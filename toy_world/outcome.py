@@ -268,6 +268,11 @@ class RegionOutcome:
     """PSNR (dB) of the other things' pixels against the source run's renders."""
     floor_psnr: float
     """PSNR (dB) of the pixels of no thing (a pixel round each left out) against the source run's renders."""
+    edited_structure: float = float("nan")
+    """The edited thing's silhouette IoU (:func:`thing_silhouette_iou`) over the source run's own: 1 when the edit keeps
+    its silhouette as well as the reconstruction does; a haze or a melt falls below."""
+    other_structure: float = float("nan")
+    """The same for the other things."""
 
     def as_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -276,6 +281,24 @@ class RegionOutcome:
 def _psnr(squared: float, count: int) -> float:
     mse = squared / max(count, 1)
     return float("inf") if mse == 0 else float(-10 * np.log10(mse))
+
+
+def thing_silhouette_iou(renders: Sequence[np.ndarray], masks: Sequence[Sequence[np.ndarray]], things: Sequence[int]) -> float:
+    """IoU, summed over the views, of the renders' object pixels (saturated: :func:`toy_world.classify.object_mask`)
+    near each of ``things`` (within :data:`SILHOUETTE_WINDOW` pixels of its mask from the world's ray caster, and not on
+    another thing) with those things' masks."""
+    intersection = union = 0
+    for render, view_masks in zip(renders, masks, strict=True):
+        saturated = object_mask(render)
+        for k in things:
+            elsewhere = np.zeros_like(saturated)
+            for j, mask in enumerate(view_masks):
+                if j != k:
+                    elsewhere |= mask
+            ours = saturated & _window(view_masks[k]) & ~elsewhere
+            intersection += int((ours & view_masks[k]).sum())
+            union += int((ours | view_masks[k]).sum())
+    return intersection / max(union, 1)
 
 
 def measure_region(
@@ -306,11 +329,19 @@ def measure_region(
         rest = ~_dilate(things)
         floor_squared += float(((edit[rest] - source[rest]) ** 2).sum())
         floor_count += int(rest.sum()) * 3
+    other = [k for k in range(len(colours)) if k != edited]
+
+    def structure(things: List[int]) -> float:
+        source = thing_silhouette_iou(sources, masks, things)
+        return thing_silhouette_iou(edits, masks, things) / source if source > 0 else float("nan")
+
     return RegionOutcome(
         effect=hits / max(total, 1),
         other_kept=kept / max(others, 1),
         other_psnr=_psnr(other_squared, others * 3),
         floor_psnr=_psnr(floor_squared, floor_count),
+        edited_structure=structure([edited]),
+        other_structure=structure(other),
     )
 
 

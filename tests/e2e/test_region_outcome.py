@@ -44,9 +44,12 @@ def region_edit(representation: str, scene, torch_home, tmp_path_factory):
 
 def test_splatfacto_edits_the_ball_in_the_box_and_keeps_the_cube_and_the_floor(scene, torch_home, tmp_path_factory):
     """Measured (two runs: the benchmark's, this test's): 0.58, 0.54 / 0.77, 0.78 / 28.3, 30.1 dB (ball effect / cube's
-    colour kept / floor PSNR); without the region 0.20 / 0.18 / 21.7 dB: the region both edits the ball more and keeps
-    the rest. Seen failing with the region ignored (that run) on every threshold."""
+    colour kept / floor PSNR), the cube's structure (silhouette IoU over the source's) 0.78 in the benchmark's; without
+    the region 0.20 / 0.18 / 21.7 dB and structure 0.59: the region both edits the ball more and keeps the rest. Seen
+    failing with the region ignored (that run) on every threshold. The ball's own structure is not asserted: it is 0.48
+    with the region and 0.45 without (it turns into a blue haze; docs/regions.md)."""
     outcome = region_edit("splatfacto", scene, torch_home, tmp_path_factory)
     assert outcome.effect >= 0.45, outcome
     assert outcome.other_kept >= 0.65, outcome
     assert outcome.floor_psnr >= 25.0, outcome
+    assert outcome.other_structure >= 0.68, outcome
