@@ -12,6 +12,7 @@ import torch
 
 from pds_nerfstudio.common.checkpoints import is_whole_checkpoint
 from pds_nerfstudio.common.errors import InputError
+from pds_nerfstudio.priors.multiview import read_multiview_info
 
 DEFAULT_MODEL_ID = "stable-diffusion-v1-5/stable-diffusion-v1-5"
 
@@ -124,7 +125,22 @@ def check_model_available(model_id: str, flag: str = MODEL_FLAG) -> None:
     check_pretrained_available(model_id, "Stable Diffusion", "model_index.json", flag, "diffusers")
     if Path(model_id).expanduser().is_dir():
         check_weight_files(Path(model_id).expanduser(), flag)
+        check_single_view(model_id, flag)
     check_supported_pipeline(model_id, flag)
+
+
+def check_single_view(model_id: str, flag: str = MODEL_FLAG) -> None:
+    """Raise InputError if the local folder ``model_id`` is a multi-view prior (:mod:`pds_nerfstudio.priors.multiview`):
+    the editing methods guide with a single-view Stable Diffusion."""
+    try:
+        info = read_multiview_info(Path(model_id))
+    except ValueError as error:
+        raise InputError(f"{flag} {model_id}: {error}") from None
+    if info is not None:
+        raise InputError(
+            f"{flag} {model_id} is a multi-view prior ({info.num_views} views, MVDream's format), which no editing "
+            "method guides with yet; pass a single-view Stable Diffusion folder"
+        )
 
 
 SUPPORTED_PIPELINES = ("StableDiffusionPipeline",)

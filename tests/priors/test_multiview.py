@@ -1,0 +1,152 @@
+"""Multi-view priors in MVDream's format, in diffusers' classes (pds_nerfstudio.priors.multiview): the views of one
+object attend to each other and to no other object's, the camera enters as MVDream's embedding added to the time
+embedding, and the orbit cameras are MVDream's own."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from pds_nerfstudio.priors.multiview import (
+    CAMERA_DIM,
+    MultiViewInfo,
+    camera_vectors,
+    check_multiview_unet,
+    install_multiview_attention,
+    orbit_camera,
+    read_multiview_info,
+)
+
+VIEWS = 4
+
+
+def tiny_multiview_unet():
+    from diffusers import UNet2DConditionModel
+
+    torch.manual_seed(0)
+    return UNet2DConditionModel(
+        block_out_channels=(8, 16), layers_per_block=1, sample_size=8, in_channels=4, out_channels=4,
+        down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"), up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
+        cross_attention_dim=8, attention_head_dim=2, norm_num_groups=4,
+        class_embed_type="projection", projection_class_embeddings_input_dim=CAMERA_DIM,
+    ).eval()  # fmt: skip
+
+
+def denoise(unet, latents, cameras):
+    text = torch.zeros(latents.shape[0], 3, 8)
+    with torch.no_grad():
+        return unet(latents, torch.full((latents.shape[0],), 500), text, class_labels=cameras).sample
+
+
+def test_each_view_attends_to_the_views_of_its_own_object_only():
+    """Two objects of 4 views each: changing one view of the first object changes the prediction of its other three
+    views and none of the second object's. Without the processor (diffusers' default, per view) the other views do not
+    change: the coupling is the processor's."""
+    unet = tiny_multiview_unet()
+    latents = torch.randn(2 * VIEWS, 4, 8, 8)
+    cameras = camera_vectors(torch.stack([orbit_camera(15, 90 * k, 2.0) for k in range(VIEWS)] * 2).float())
+    changed = latents.clone()
+    changed[1] += torch.randn(4, 8, 8)
+    per_view = denoise(unet, changed, cameras) - denoise(unet, latents, cameras)
+    assert all(per_view[k].abs().max() == 0 for k in (0, 2, 3))
+    from diffusers.models.attention import BasicTransformerBlock
+
+    blocks = [m for m in unet.modules() if isinstance(m, BasicTransformerBlock)]
+    assert install_multiview_attention(unet, VIEWS) == len(blocks) == 4  # down, mid, two up: each one's attn1
+    moved = denoise(unet, changed, cameras) - denoise(unet, latents, cameras)
+    assert all(moved[k].abs().max() > 1e-4 for k in (0, 2, 3))
+    assert all(moved[k].abs().max() == 0 for k in range(VIEWS, 2 * VIEWS))
+    with pytest.raises(ValueError, match="whole groups of 4 views"):
+        denoise(unet, latents[:6], cameras[:6])
+
+
+def test_the_multiview_processor_is_one_attention_over_the_object_s_views():
+    """One block's self-attention with the processor equals diffusers' own attention of the 4 views' tokens laid end to
+    end as one sequence."""
+    from diffusers.models.attention_processor import AttnProcessor2_0
+
+    unet = tiny_multiview_unet()
+    install_multiview_attention(unet, VIEWS)
+    attn = unet.down_blocks[0].attentions[0].transformer_blocks[0].attn1
+    tokens = torch.randn(2 * VIEWS, 5, attn.to_q.in_features)
+    with torch.no_grad():
+        grouped = attn.processor(attn, tokens)
+        expected = AttnProcessor2_0()(attn, tokens.reshape(2, VIEWS * 5, -1)).reshape(2 * VIEWS, 5, -1)
+    assert torch.allclose(grouped, expected, atol=1e-6)
+
+
+def test_the_camera_enters_as_mvdream_s_embedding_added_to_the_time_embedding():
+    """MVDream's camera_embed is Linear(16, time_dim), SiLU, Linear(time_dim, time_dim), its output added to the time
+    embedding: diffusers' projection class embedding has those layers, and the UNet's prediction moves with the
+    camera."""
+    unet = tiny_multiview_unet()
+    assert check_multiview_unet(unet.config) is None
+    embedding = unet.class_embedding
+    time_dim = unet.time_embedding.linear_2.out_features
+    assert (embedding.linear_1.in_features, embedding.linear_1.out_features) == (CAMERA_DIM, time_dim)
+    assert (embedding.linear_2.in_features, embedding.linear_2.out_features) == (time_dim, time_dim)
+    assert isinstance(embedding.act, torch.nn.SiLU) and not unet.config.class_embeddings_concat
+    latents = torch.randn(VIEWS, 4, 8, 8)
+    front = camera_vectors(torch.stack([orbit_camera(15, 90 * k, 2.0) for k in range(VIEWS)]).float())
+    above = camera_vectors(torch.stack([orbit_camera(30, 90 * k, 2.0) for k in range(VIEWS)]).float())
+    assert (denoise(unet, latents, front) - denoise(unet, latents, above)).abs().max() > 1e-4
+
+
+def mvdream_get_camera(elevation: float, azimuths, blender_coord: bool = True) -> np.ndarray:
+    """MVDream's camera_utils.get_camera as its code computes it, written here from its description (a y-up orbit of
+    radius 1 looking at the origin, OpenGL axes, then the y/z flip to a z-up world, flattened row by row): an
+    independent construction to check :func:`orbit_camera` and :func:`camera_vectors` against."""
+    cameras = []
+    for azimuth in azimuths:
+        e, a = math.radians(elevation), math.radians(azimuth)
+        position = np.array([math.cos(e) * math.sin(a), math.sin(e), math.cos(e) * math.cos(a)])
+        forward = -position / np.linalg.norm(position)
+        right = np.cross(forward, [0.0, 1.0, 0.0])
+        right /= np.linalg.norm(right)
+        up = np.cross(right, forward)
+        c2w = np.eye(4)
+        c2w[:3, :3] = np.stack([right, up, -forward], axis=1)
+        c2w[:3, 3] = position
+        if blender_coord:
+            c2w = np.array([[1, 0, 0, 0], [0, 0, -1, 0], [0, 1, 0, 0], [0, 0, 0, 1]]) @ c2w
+        cameras.append(c2w.flatten())
+    return np.stack(cameras)
+
+
+@pytest.mark.parametrize("elevation", [0.0, 15.0, 30.0])
+@pytest.mark.parametrize("distance", [1.0, 2.5])
+def test_orbit_cameras_are_mvdream_s(elevation, distance):
+    """threestudio's orbit (azimuth a, z up) at any distance, normalised, is MVDream's get_camera at azimuth a + 90."""
+    ours = camera_vectors(torch.stack([orbit_camera(elevation, 90 * k + 20, distance) for k in range(VIEWS)]))
+    theirs = mvdream_get_camera(elevation, [90 * k + 20 + 90 for k in range(VIEWS)])
+    assert np.allclose(ours.numpy(), theirs, atol=1e-7)
+
+
+def test_a_multiview_folder_says_so(tmp_path):
+    assert read_multiview_info(tmp_path) is None
+    MultiViewInfo(4).save(tmp_path)
+    assert read_multiview_info(tmp_path) == MultiViewInfo(4, "mvdream")
+    (tmp_path / "multiview.json").write_text('{"num_views": 4, "camera": "zero123"}')
+    with pytest.raises(ValueError, match="camera 'zero123'"):
+        read_multiview_info(tmp_path)
+    from types import SimpleNamespace
+
+    single = SimpleNamespace(**{**tiny_multiview_unet().config, "class_embed_type": None})  # Stable Diffusion's UNet
+    assert "class_embed_type None" in check_multiview_unet(single)
+
+
+def test_a_multiview_prior_given_to_an_edit_stops_with_one_line(tmp_path):
+    """No editing method guides with a multi-view prior yet: the model check (run before anything loads) says so."""
+    from pds_nerfstudio.common.errors import InputError
+    from pds_nerfstudio.priors.loading import check_model_available
+    from toy_world.models import build_tiny_stable_diffusion
+
+    folder = build_tiny_stable_diffusion(tmp_path / "prior")
+    check_model_available(str(folder))
+    MultiViewInfo(4).save(folder)
+    with pytest.raises(InputError) as error:
+        check_model_available(str(folder))
+    assert "is a multi-view prior (4 views" in str(error.value) and "\n" not in str(error.value)
