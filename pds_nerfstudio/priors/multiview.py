@@ -23,9 +23,10 @@ from __future__ import annotations
 
 import json
 import math
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any, Dict, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -135,3 +136,72 @@ def camera_vectors(c2w: Tensor) -> Tensor:
     c2w = c2w.clone()
     c2w[:, :3, 3] = c2w[:, :3, 3] / (c2w[:, :3, 3].norm(dim=-1, keepdim=True) + 1e-8)
     return c2w.reshape(-1, CAMERA_DIM)
+
+
+LDM_UNET_PREFIX = "model.diffusion_model."
+"""Where the UNet's weights sit in an original (ldm layout) checkpoint such as MVDream's sd-v2.1-base-4view.pt."""
+
+MVDREAM_CAMERA_KEYS = {"camera_embed.0": "label_emb.0.0", "camera_embed.2": "label_emb.0.2"}
+"""MVDream's camera MLP under the names diffusers' converter reads a projection class embedding from."""
+
+MVDREAM_ORIGINAL_CONFIG: Dict[str, Any] = {
+    "model": {
+        "params": {
+            "unet_config": {
+                "params": {
+                    "image_size": 32, "in_channels": 4, "out_channels": 4, "model_channels": 320,
+                    "attention_resolutions": [4, 2, 1], "num_res_blocks": 2, "channel_mult": [1, 2, 4, 4],
+                    "num_head_channels": 64, "use_linear_in_transformer": True, "transformer_depth": 1,
+                    "context_dim": 1024, "camera_dim": CAMERA_DIM,
+                }
+            },
+            "first_stage_config": {"params": {"ddconfig": {"ch_mult": [1, 2, 4, 4]}}},
+        }
+    }
+}  # fmt: skip
+"""The parts of MVDream's released configs/sd-v2-base.yaml that the UNet's conversion reads: Stable Diffusion
+2.1-base's UNet with a 16-number camera input, trained on 32x32 latents (256 px)."""
+
+
+def convert_mvdream_unet(checkpoint: Dict[str, Tensor], original_config: Dict[str, Any] = MVDREAM_ORIGINAL_CONFIG) -> Any:
+    """The UNet of an original MVDream checkpoint (ldm key layout, ``model.diffusion_model.*``) as diffusers'
+    ``UNet2DConditionModel``: diffusers' own single-file converters, with the camera MLP renamed to the keys they read
+    a projection class embedding from. Every weight of the UNet must be used and every parameter filled (strict).
+    Raises ValueError on a checkpoint without MVDream's camera embedding."""
+    from diffusers import UNet2DConditionModel
+    from diffusers.loaders.single_file_utils import convert_ldm_unet_checkpoint, create_unet_diffusers_config_from_ldm
+
+    renamed = dict(checkpoint)
+    for theirs, diffusers_name in MVDREAM_CAMERA_KEYS.items():
+        for suffix in ("weight", "bias"):
+            key = f"{LDM_UNET_PREFIX}{theirs}.{suffix}"
+            if key not in renamed:
+                raise ValueError(f"no {key} in the checkpoint: not an MVDream checkpoint (its camera embedding is missing)")
+            renamed[f"{LDM_UNET_PREFIX}{diffusers_name}.{suffix}"] = renamed.pop(key)
+    unet_params = original_config["model"]["params"]["unet_config"]["params"]
+    vae_mult = original_config["model"]["params"]["first_stage_config"]["params"]["ddconfig"]["ch_mult"]
+    image_size = unet_params["image_size"] * 2 ** (len(vae_mult) - 1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # diffusers deprecates passing image_size; the checkpoint has no other
+        config = create_unet_diffusers_config_from_ldm(original_config, renamed, image_size=image_size)
+    config.update(class_embed_type="projection", projection_class_embeddings_input_dim=unet_params.get("camera_dim", CAMERA_DIM))
+    unet = UNet2DConditionModel(**config)
+    state = convert_ldm_unet_checkpoint(renamed, config)
+    unet.load_state_dict(state, strict=True)
+    used = {key for key in renamed if key.startswith(LDM_UNET_PREFIX)}
+    if len(state) != len(used):
+        raise ValueError(f"the checkpoint's UNet has {len(used)} tensors, of which the conversion used {len(state)}")
+    return unet
+
+
+def load_multiview_unet(folder: Path, info: MultiViewInfo, **kwargs: Any) -> Any:
+    """A multi-view prior folder's UNet, checked (:func:`check_multiview_unet`), with the multi-view processor on every
+    self-attention. Raises ValueError when the UNet is not a multi-view one."""
+    from diffusers import UNet2DConditionModel
+
+    unet = UNet2DConditionModel.from_pretrained(Path(folder) / "unet", **kwargs)
+    problem = check_multiview_unet(unet.config)
+    if problem is not None:
+        raise ValueError(f"{folder} says it is a multi-view prior ({MULTIVIEW_INFO}), but {problem}")
+    install_multiview_attention(unet, info.num_views)
+    return unet

@@ -1,5 +1,5 @@
-"""Every command keeps its name: the nerfstudio methods, ``pds-eval``, ``pds-dreambooth``, and each ``python -m`` command
-the README and docs give, at its new path and at its version-0.1 path, answers ``--help``."""
+"""Every command keeps its name: the nerfstudio methods, ``pds-eval``, ``pds-dreambooth``, ``pds-convert-mvdream``, and
+each ``python -m`` command the README and docs give, at its new path and at its version-0.1 path, answers ``--help``."""
 
 from __future__ import annotations
 
@@ -23,6 +23,7 @@ MODULE_COMMANDS = {
     "pds_nerfstudio.cli.dreambooth": "--instance-prompt",
     "pds_nerfstudio.cli.splat_cpu": "splatfacto",
     "pds_nerfstudio.cli.torchrun": "--nproc-per-node",
+    "pds_nerfstudio.cli.convert_mvdream": "--base",
     "toy_world.train_prior": "--output",
     "toy_world.train_clip": "--output",
     "toy_world.evaluate_prior": "usage",
@@ -57,7 +58,7 @@ def test_every_python_m_command_in_the_readme_and_docs_is_checked():
     assert named and named <= set(MODULE_COMMANDS), named - set(MODULE_COMMANDS)
 
 
-@pytest.mark.parametrize("name, fragment", [("pds-eval", "--clip-models"), ("pds-dreambooth", "--instance-prompt")])
+@pytest.mark.parametrize("name, fragment", [("pds-eval", "--clip-models"), ("pds-dreambooth", "--instance-prompt"), ("pds-convert-mvdream", "--base")])
 def test_console_scripts_answer_help(monkeypatch, capsys, name, fragment):
     (script,) = [ep for ep in entry_points(group="console_scripts") if ep.name == name]
     assert script.value.startswith("pds_nerfstudio.cli.")
