@@ -1,0 +1,52 @@
+"""The toy world's multi-view prior's training script (toy_world.train_multiview_prior) on a few steps: the folder it
+writes is a multi-view prior in MVDream's format, with its card; the UNet it starts from is the single-view prior's."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import torch
+
+from toy_world import PRIOR
+from toy_world.runs import COMMAND_TIMEOUT
+from toy_world.train_prior import CARD_NAME, weight_files
+
+
+def test_the_script_writes_a_multiview_prior_folder_with_its_card(tmp_path):
+    from pds_nerfstudio.priors.multiview import MultiViewInfo, load_multiview_unet, read_multiview_info
+
+    output = tmp_path / "mv"
+    command = [sys.executable, "-m", "toy_world.train_multiview_prior", "--output", str(output), "--groups", "8",
+               "--steps", "2", "--batch", "2"]  # fmt: skip
+    result = subprocess.run(command, capture_output=True, text=True, timeout=COMMAND_TIMEOUT)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    info = read_multiview_info(output)
+    assert info == MultiViewInfo(4, "mvdream")
+    card = json.loads((output / CARD_NAME).read_text())
+    assert card["sha256"] == weight_files(output) and card["steps"] == 2 and len(card["captions"]) == 8
+    unet = load_multiview_unet(output, info)  # the projection class embedding is there, the processors installed
+    assert type(unet.attn_processors["mid_block.attentions.0.transformer_blocks.0.attn1.processor"]).__name__ == "MultiViewAttnProcessor"
+
+
+def test_training_starts_from_the_single_view_prior_and_groups_are_orbits_of_one_object():
+    """At its start the multi-view UNet predicts as the single-view prior's for any camera (the camera's projection
+    ends in a zero layer); a rendered group is 4 views of one object, each of which the classifier reads as it."""
+    from diffusers import UNet2DConditionModel
+
+    from toy_world.classify import read
+    from toy_world.train_multiview_prior import multiview_unet_from, render_group
+
+    base = UNet2DConditionModel.from_pretrained(PRIOR / "unet").eval()
+    unet = multiview_unet_from(base).eval()
+    x = torch.randn(4, 4, 16, 16)
+    text = torch.randn(4, 16, base.config.cross_attention_dim)
+    with torch.no_grad():
+        theirs = base(x, torch.full((4,), 400), text).sample
+        ours = unet(x, torch.full((4,), 400), text, class_labels=torch.randn(4, 16)).sample
+    assert torch.allclose(theirs, ours, atol=1e-5)
+    images, c2w = render_group(np.random.default_rng(1), torch.Generator().manual_seed(1), "green", "cube", 32)
+    assert images.shape == (4, 32, 32, 3) and c2w.shape == (4, 4, 4)
+    assert sum((read(image).colour, read(image).shape) == ("green", "cube") for image in images) >= 3
