@@ -27,6 +27,8 @@ MODULE_COMMANDS = {
     "toy_world.train_prior": "--output",
     "toy_world.train_clip": "--output",
     "toy_world.evaluate_prior": "usage",
+    "toy_world.train_multiview_prior": "--groups",
+    "toy_world.evaluate_multiview_prior": "--groups",
     # version 0.1's paths (pds_nerfstudio.old_paths)
     "pds_nerfstudio.evaluation": "--clip-models",
     "pds_nerfstudio.dreambooth": "--instance-prompt",
