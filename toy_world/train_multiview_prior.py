@@ -29,7 +29,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from toy_world.train_prior import MAX_TOKENS, card_weights, card_world, save_card
+from toy_world.train_prior import MAX_TOKENS, Averaged, card_weights, card_world, descend, save_card
 from toy_world.world import COLOURS, OBJECT_SIZE, SHAPES, Thing, caption, render
 
 TOY_OBJECT_CENTRE = (0.0, 0.0, 0.0)
@@ -76,7 +76,7 @@ def train_unet(unet, latents, cameras, hidden, labels, empty, steps, batch, drop
 
     install_multiview_attention(unet, VIEWS)
     optimizer = torch.optim.AdamW(unet.parameters(), lr=2e-4, weight_decay=1e-2)
-    ema = [p.detach().clone() for p in unet.parameters()]
+    ema = Averaged(unet)
     losses: List[float] = []
     unet.train()
     for step in range(steps):
@@ -90,22 +90,12 @@ def train_unet(unet, latents, cameras, hidden, labels, empty, steps, batch, drop
         noise = torch.randn(x0.shape, generator=generator)
         prediction = unet(scheduler.add_noise(x0, noise, t), t, encoder_hidden_states=text, class_labels=camera).sample
         loss = F.mse_loss(prediction, noise)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(unet.parameters(), 1.0)
-        for group in optimizer.param_groups:  # 100-step linear warmup
-            group["lr"] = 2e-4 * min(1.0, (step + 1) / 100)
-        optimizer.step()
-        decay = min(0.999, (1 + step) / (10 + step))
-        with torch.no_grad():
-            for average, p in zip(ema, unet.parameters()):
-                average.mul_(decay).add_(p.detach(), alpha=1 - decay)
+        descend(optimizer, list(unet.parameters()), loss, 2e-4 * min(1.0, (step + 1) / 100))  # 100-step linear warmup
+        ema.update(step)
         losses.append(loss.item())
         if step % 200 == 0 or step == steps - 1:
             log(f"unet step {step}: loss {np.mean(losses[-100:]):.4f}")
-    with torch.no_grad():
-        for average, p in zip(ema, unet.parameters()):
-            p.copy_(average)
+    ema.copy_to_module()
     unet.eval()
     return float(np.mean(losses[-200:]))
 

@@ -152,6 +152,36 @@ def refit_vae(vae, images: torch.Tensor, steps: int, batch: int, generator: torc
     return _fit_vae(vae, steps, 3e-4, batch_loss, "vae refit", log)
 
 
+def descend(optimizer: torch.optim.Optimizer, parameters, loss: torch.Tensor, lr: float) -> None:
+    """One step of ``optimizer`` on ``loss`` at rate ``lr``, the gradient's norm clipped to 1."""
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(parameters, 1.0)
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+    optimizer.step()
+
+
+class Averaged:
+    """An exponential moving average of a module's weights (decay min(0.999, (1 + step) / (10 + step))), copied into
+    the module at the end of training."""
+
+    def __init__(self, module: torch.nn.Module) -> None:
+        self.module = module
+        self.average = [p.detach().clone() for p in module.parameters()]
+
+    @torch.no_grad()
+    def update(self, step: int) -> None:
+        decay = min(0.999, (1 + step) / (10 + step))
+        for average, p in zip(self.average, self.module.parameters()):
+            average.mul_(decay).add_(p.detach(), alpha=1 - decay)
+
+    @torch.no_grad()
+    def copy_to_module(self) -> None:
+        for average, p in zip(self.average, self.module.parameters()):
+            p.copy_(average)
+
+
 def train_unet(unet, text_encoder, tokenizer, latents_mean, latents_std, caption_ids, steps, batch, dropout, generator, log):
     """The denoising loss on (latent, caption) pairs, the text encoder trained with the UNet; EMA of the UNet."""
     from diffusers import DDPMScheduler
@@ -162,7 +192,7 @@ def train_unet(unet, text_encoder, tokenizer, latents_mean, latents_std, caption
     labels = caption_ids["labels"]
     parameters = list(unet.parameters()) + list(text_encoder.parameters())
     optimizer = torch.optim.AdamW(parameters, lr=5e-4, weight_decay=1e-2)
-    ema = [p.detach().clone() for p in unet.parameters()]
+    ema = Averaged(unet)
     losses: List[float] = []
     unet.train()
     text_encoder.train()
@@ -176,22 +206,12 @@ def train_unet(unet, text_encoder, tokenizer, latents_mean, latents_std, caption
         hidden = text_encoder(tokens[label]).last_hidden_state
         prediction = unet(scheduler.add_noise(x0, noise, t), t, encoder_hidden_states=hidden).sample
         loss = F.mse_loss(prediction, noise)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(parameters, 1.0)
-        for group in optimizer.param_groups:  # 200-step linear warmup
-            group["lr"] = 5e-4 * min(1.0, (step + 1) / 200)
-        optimizer.step()
-        decay = min(0.999, (1 + step) / (10 + step))
-        with torch.no_grad():
-            for average, p in zip(ema, unet.parameters()):
-                average.mul_(decay).add_(p.detach(), alpha=1 - decay)
+        descend(optimizer, parameters, loss, 5e-4 * min(1.0, (step + 1) / 200))  # 200-step linear warmup
+        ema.update(step)
         losses.append(loss.item())
         if step % 200 == 0 or step == steps - 1:
             log(f"unet step {step}: loss {np.mean(losses[-100:]):.4f}")
-    with torch.no_grad():
-        for average, p in zip(ema, unet.parameters()):
-            p.copy_(average)
+    ema.copy_to_module()
     unet.eval()
     text_encoder.eval()
     return float(np.mean(losses[-200:]))

@@ -91,24 +91,30 @@ def test_each_step_guides_only_the_box_pixels_and_holds_the_rest_to_the_source(b
     assert render.grad[inside].abs().max() > 10 * hold_gradient.abs().max()  # the guidance's
 
 
+def with_ball_masks(run: Path, scene: Path, folder: Path):
+    """The run's pipeline (training mode) with the region given as a folder of the ball's masks, painted as a user would
+    (white on the ball, at the images' size), and that folder."""
+    from PIL import Image
+
+    from pds_nerfstudio.regions.region import RegionConfig
+
+    names = sorted(p.name for p in (scene / "images").iterdir())
+    masks = folder / "masks"
+    masks.mkdir()
+    for name, (ball, _) in zip(names, view_masks(scene, names)):
+        Image.fromarray((ball * 255).astype(np.uint8)).save(masks / name)
+    config = yaml.load((run / "config.yml").read_text(), Loader=yaml.Loader)
+    config.pipeline.region = RegionConfig(masks=masks)
+    return config.pipeline.setup(device="cpu", test_mode="val"), masks
+
+
 def test_the_viewer_s_region_output_marks_the_box_or_the_masks_pixels(box_edit, scene, tmp_path):
     """nerfstudio's viewer renders with ``get_outputs_for_camera``; with a region the edit model adds a "region" output
     (the render, tinted where the region is, dimmed elsewhere: the viewer lists it under "Output type"). Read back from
     that output in every training view: with the box, the box's pixels by the world's own ray caster; with masks alone
     (the ball's, painted), each view's mask, though the output is drawn from the masks' visual hull, as for a view no
     mask was painted for. A camera that looks away from the scene marks nothing."""
-    from PIL import Image
-
-    from pds_nerfstudio.regions.region import RegionConfig
-
-    names = sorted(p.name for p in (scene / "images").iterdir())
-    masks = tmp_path / "masks"
-    masks.mkdir()
-    for name, (ball, _) in zip(names, view_masks(scene, names)):
-        Image.fromarray((ball * 255).astype(np.uint8)).save(masks / name)
-    config = yaml.load((box_edit / "config.yml").read_text(), Loader=yaml.Loader)
-    config.pipeline.region = RegionConfig(masks=masks)
-    by_masks = config.pipeline.setup(device="cpu", test_mode="val")
+    by_masks, _ = with_ball_masks(box_edit, scene, tmp_path)
 
     def marked(pipeline, camera) -> torch.Tensor:
         outputs = pipeline.model.get_outputs_for_camera(camera)
@@ -309,17 +315,9 @@ def test_masks_alone_limit_each_step_to_the_masked_pixels(box_edit, scene, tmp_p
     import torch.nn.functional as F
     from PIL import Image
 
-    from pds_nerfstudio.regions.region import RegionConfig
     from toy_world.region_scene import THINGS
 
-    names = sorted(p.name for p in (scene / "images").iterdir())
-    masks = tmp_path / "masks"
-    masks.mkdir()
-    for name, (ball, _) in zip(names, view_masks(scene, names)):
-        Image.fromarray((ball * 255).astype(np.uint8)).save(masks / name)
-    config = yaml.load((box_edit / "config.yml").read_text(), Loader=yaml.Loader)
-    config.pipeline.region = RegionConfig(masks=masks)
-    pipeline = config.pipeline.setup(device="cpu", test_mode="val")
+    pipeline, masks = with_ball_masks(box_edit, scene, tmp_path)
     assert pipeline.region_controls is None and pipeline.region.box is None and THINGS[0].shape == "ball"
     step = 25
     pipeline.get_train_loss_dict(step)

@@ -169,6 +169,13 @@ TINY_ORIGINAL_CONFIG = {
 }  # fmt: skip
 """MVDream's configs/sd-v2-base.yaml shrunk: two levels, attention at both, 32 and 64 channels (GroupNorm's 32 groups)."""
 
+TINY_DIFFUSERS_CONFIG = {"block_out_channels": (32, 64), "layers_per_block": 1, "sample_size": 8, "cross_attention_dim": 8,
+                         "attention_head_dim": [2, 4], "use_linear_projection": True,
+                         "down_block_types": ("CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
+                         "up_block_types": ("CrossAttnUpBlock2D", "CrossAttnUpBlock2D"),
+                         "class_embed_type": "projection", "projection_class_embeddings_input_dim": 16}  # fmt: skip
+"""The diffusers UNet that :data:`TINY_ORIGINAL_CONFIG` describes."""
+
 RESNET_TO_LDM = {"norm1": "in_layers.0", "conv1": "in_layers.2", "time_emb_proj": "emb_layers.1", "norm2": "out_layers.0",
                  "conv2": "out_layers.3", "conv_shortcut": "skip_connection"}  # fmt: skip
 
@@ -213,13 +220,8 @@ def test_an_original_mvdream_checkpoint_converts_to_the_same_unet(tmp_path):
 
     from pds_nerfstudio.priors.multiview import convert_mvdream_unet
 
-    config = {"block_out_channels": (32, 64), "layers_per_block": 1, "sample_size": 8, "cross_attention_dim": 8,
-              "attention_head_dim": [2, 4], "use_linear_projection": True,
-              "down_block_types": ("CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
-              "up_block_types": ("CrossAttnUpBlock2D", "CrossAttnUpBlock2D"),
-              "class_embed_type": "projection", "projection_class_embeddings_input_dim": 16}  # fmt: skip
     torch.manual_seed(0)
-    original = UNet2DConditionModel(**config).eval()
+    original = UNet2DConditionModel(**TINY_DIFFUSERS_CONFIG).eval()
     checkpoint = {ldm_key(name): value.clone() for name, value in original.state_dict().items()}
     assert len(checkpoint) == len(original.state_dict())
     checkpoint["first_stage_model.encoder.conv_in.weight"] = torch.zeros(1)  # what else the file holds stays out
@@ -250,13 +252,8 @@ def test_pds_convert_mvdream_writes_a_multiview_prior_folder(tmp_path, monkeypat
     from pds_nerfstudio.priors.multiview import load_multiview_unet
     from toy_world.models import build_tiny_stable_diffusion
 
-    config = {"block_out_channels": (32, 64), "layers_per_block": 1, "sample_size": 8, "cross_attention_dim": 8,
-              "attention_head_dim": [2, 4], "use_linear_projection": True,
-              "down_block_types": ("CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
-              "up_block_types": ("CrossAttnUpBlock2D", "CrossAttnUpBlock2D"),
-              "class_embed_type": "projection", "projection_class_embeddings_input_dim": 16}  # fmt: skip
     torch.manual_seed(0)
-    original = UNet2DConditionModel(**config).eval()
+    original = UNet2DConditionModel(**TINY_DIFFUSERS_CONFIG).eval()
     checkpoint = tmp_path / "sd-v2.1-base-4view.pt"
     torch.save({ldm_key(name): value for name, value in original.state_dict().items()}, checkpoint)
     (tmp_path / "sd-v2-base.yaml").write_text(yaml.safe_dump(TINY_ORIGINAL_CONFIG))
