@@ -32,6 +32,7 @@ import torch.nn.functional as F
 from toy_world.train_prior import MAX_TOKENS, Averaged, card_weights, card_world, descend, save_card
 from toy_world.world import COLOURS, OBJECT_SIZE, SHAPES, Thing, caption, render
 
+ROOT = Path(__file__).resolve().parents[1]
 TOY_OBJECT_CENTRE = (0.0, 0.0, 0.0)
 """Where a toy object's centre is: on the floor (z = -0.35) at the origin, half its height above it."""
 TOY_OBJECT_RADIUS = OBJECT_SIZE * math.sqrt(3)
@@ -154,7 +155,7 @@ def main() -> None:
         "world": "toy_world.world: one ball or cube of four colours on a grey floor, groups of 4 orbit views round it "
         "(the released objects code's camera ranges relative to the object's bounding radius)",
         "captions": [caption(*pair) for pair in pairs],
-        "base": str(args.base),
+        "base": str(args.base.resolve().relative_to(ROOT)) if args.base.resolve().is_relative_to(ROOT) else str(args.base),
         "resolution": size,
         "groups": args.groups,
         "steps": args.steps,
@@ -172,7 +173,8 @@ def model_card(card: Dict) -> str:
     return f"""# Toy-world multi-view prior (MVDream's format)
 
 A tiny multi-view model of the toy world, for checking pnr's objects protocol as released (4 views of one object
-denoised together, each with its camera). Load it with `--pipeline.guidance.model-id toy_world/multiview_prior`.
+denoised together, each with its camera). It loads as any multi-view prior folder
+(`pds_nerfstudio.priors.multiview.load_multiview_unet`, the guidance `pds_nerfstudio.priors.multiview_guidance`).
 
 {card_world(card)}
 - Resolution: {card["resolution"]} px; the single-view toy prior's VAE, text encoder, tokenizer and schedule

@@ -50,3 +50,14 @@ def test_training_starts_from_the_single_view_prior_and_groups_are_orbits_of_one
     images, c2w = render_group(np.random.default_rng(1), torch.Generator().manual_seed(1), "green", "cube", 32)
     assert images.shape == (4, 32, 32, 3) and c2w.shape == (4, 4, 4)
     assert sum((read(image).colour, read(image).shape) == ("green", "cube") for image in images) >= 3
+
+
+def test_the_committed_multiview_prior_is_the_one_its_card_describes():
+    from pds_nerfstudio.priors.multiview import MultiViewInfo, load_multiview_unet, read_multiview_info
+
+    folder = PRIOR.parent / "multiview_prior"
+    card = json.loads((folder / CARD_NAME).read_text())
+    assert card["sha256"] == weight_files(folder) and card["base"] == "toy_world/prior"
+    info = read_multiview_info(folder)
+    assert info == MultiViewInfo(4, "mvdream")
+    assert load_multiview_unet(folder, info).config.class_embed_type == "projection"
