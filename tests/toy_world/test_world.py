@@ -8,6 +8,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 
 from toy_world import CLIP, PRIOR
 from toy_world.classify import read
@@ -104,15 +105,16 @@ def test_a_scenes_sparse_points_lie_on_what_its_views_see_and_reach_splatfactos_
     assert np.all(np.linalg.norm(points, axis=-1) < SPARSE_POINT_RADIUS)
 
 
-def test_the_committed_prior_matches_its_card_and_loads_as_a_users_model():
+@pytest.mark.parametrize("prior", [PRIOR, PRIOR.parent / "prior_v2"], ids=["prior", "prior_v2"])
+def test_the_committed_prior_matches_its_card_and_loads_as_a_users_model(prior):
     from pds_nerfstudio.priors.guidance import GuidanceConfig
     from pds_nerfstudio.priors.loading import check_model_available
 
-    card = json.loads((PRIOR / CARD_NAME).read_text())
-    assert card["sha256"] == weight_files(PRIOR), "the weight files are not the ones the card records"
-    assert sum(p.stat().st_size for p in PRIOR.rglob("*") if p.is_file()) < 20 * 2**20
-    check_model_available(str(PRIOR))
-    guidance = GuidanceConfig(model_id=str(PRIOR)).setup(device="cpu")
+    card = json.loads((prior / CARD_NAME).read_text())
+    assert card["sha256"] == weight_files(prior), "the weight files are not the ones the card records"
+    assert sum(p.stat().st_size for p in prior.rglob("*") if p.is_file()) < 20 * 2**20
+    check_model_available(str(prior))
+    guidance = GuidanceConfig(model_id=str(prior)).setup(device="cpu")
     assert guidance.vae_scale_factor == 2 and guidance.prediction_type == "epsilon"
     assert guidance.text_embedding(card["captions"][0]).shape == (1, 16, 64)
 
