@@ -37,7 +37,7 @@ from torch import Tensor
 
 from pds_nerfstudio.common.errors import InputError
 from pds_nerfstudio.common.typed_flags import TypedFlags, merge_typed
-from pds_nerfstudio.integration.source_run import Run
+from pds_nerfstudio.integration.source_run import Run, checkpoint_step
 from pds_nerfstudio.methods.pds import PDSPipeline, PDSPipelineConfig
 from pds_nerfstudio.parallel import collectives
 from pds_nerfstudio.scenes.frozen_source import FrozenSource
@@ -175,6 +175,12 @@ class PnRPipelineConfig(PDSPipelineConfig):
             raise InputError(
                 f"{run.describe()} started with {', '.join(changed)}, which a resumed run keeps (they decide eta and "
                 "theta_0); resume without changing them, or start a new edit from the source run"
+            )
+        perturbed_at = merged.phases.start(Phase.EDIT)
+        if merged.region.given and not started.region.given and run.checkpoint is not None and checkpoint_step(run.checkpoint) >= perturbed_at:
+            raise InputError(
+                f"{run.describe()} perturbed the whole scene at step {perturbed_at}, without a region; a region given now "
+                "would keep its outside perturbed: start a new pnr edit from the source run with --pipeline.region.*"
             )
         return merged
 
@@ -325,9 +331,10 @@ class PnRPipeline(PDSPipeline):
 
     def keep_outside_region(self, values: Dict[str, Tensor]) -> Dict[str, Tensor]:
         """splatfacto with a region: the perturbed values of the Gaussians inside it (by the source's means, which the
-        perturbation keeps), the source's own values of every other Gaussian."""
+        perturbation keeps; with masks, only those some training view sees, since no view's guidance or hold reaches
+        the others), the source's own values of every other Gaussian."""
         assert self.source is not None and self.region is not None
-        inside = self.region.contains(self.source.parameters["gauss_params.means"])
+        inside = self.region.contains(self.source.parameters["gauss_params.means"], seen_by_one=True)
         self.perturbed_gaussians = inside
         kept = {}
         for name, value in values.items():

@@ -32,7 +32,7 @@ from pds_nerfstudio.common.errors import InputError
 from pds_nerfstudio.common.typed_flags import TypedFlags, merge_typed
 from pds_nerfstudio.integration import outputs
 from pds_nerfstudio.integration.datamanager import EditDataManager, EditDataManagerConfig
-from pds_nerfstudio.integration.region_viewer import RegionBoxControls, RegionOverlay
+from pds_nerfstudio.integration.region_viewer import REGION_OUTPUT, RegionBoxControls, RegionOverlay
 from pds_nerfstudio.integration.source_run import Run
 from pds_nerfstudio.integration.viewer_controls import EditControls
 from pds_nerfstudio.parallel import collectives
@@ -589,9 +589,12 @@ class EditPipeline(VanillaPipeline):
             rebind_optimizers(training_callback_attributes.optimizers.optimizers, self.model.get_param_groups())
             if self.freezes_gaussians:
                 self.freeze_outside_region(training_callback_attributes.optimizers.optimizers)
-            server = getattr(getattr(trainer, "viewer_state", None), "viser_server", None)
+            viewer = getattr(trainer, "viewer_state", None)
+            server = getattr(viewer, "viser_server", None)
             if self.region_controls is not None and server is not None:
                 self.region_controls.install(server)
+            if isinstance(self.model.viewer_outputs, RegionOverlay) and server is not None:
+                self.model.viewer_outputs.shown = lambda: viewer.control_panel.output_render == REGION_OUTPUT
             self._trainer = trainer
             self.method_name = trainer.config.method_name
             if trainer.config.load_dir is None and self.config.optimizer_state == "source":  # a new edit

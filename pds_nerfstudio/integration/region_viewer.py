@@ -5,7 +5,7 @@ checkpoints, so a resumed run continues with it (unless ``--pipeline.region.box`
 
 from __future__ import annotations
 
-from typing import Any, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional
 
 import numpy as np
 import torch
@@ -36,6 +36,9 @@ class RegionOverlay:
     def __init__(self, region: Region, bounds: Box) -> None:
         self.region = region
         self.bounds = bounds
+        self.shown: Callable[[], bool] = lambda: True
+        """Whether the output is looked at: in a viewer, whether its output type is the one shown (masks cost seconds a
+        frame at 256 px); otherwise the output is the render itself, so that the type stays listed."""
 
     def inside(self, camera: Cameras, outputs: Dict[str, Tensor]) -> Tensor:
         """[H, W, 1] bool: the pixels of ``camera``'s render ``outputs`` in the region."""
@@ -50,6 +53,8 @@ class RegionOverlay:
 
     def __call__(self, camera: Cameras, outputs: Dict[str, Tensor]) -> Dict[str, Tensor]:
         rgb = outputs["rgb"]
+        if not self.shown():
+            return {REGION_OUTPUT: rgb}
         colour = torch.tensor(BOX_COLOUR, dtype=rgb.dtype, device=rgb.device) / 255
         return {REGION_OUTPUT: torch.where(self.inside(camera, outputs), 0.5 * rgb + 0.5 * colour, 0.5 * rgb)}
 

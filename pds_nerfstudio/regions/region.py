@@ -148,14 +148,14 @@ class Region:
         """[N, 1, H, W] float masks of a step's views."""
         return torch.stack([self.view_mask(index, camera)[None] for index, camera in zip(views, cameras)]).float()
 
-    def contains(self, points: Tensor) -> Tensor:
+    def contains(self, points: Tensor, seen_by_one: bool = False) -> Tensor:
         """Whether each point [N, 3] of the scene's frame is in the region: inside the box, and inside the masks' visual
-        hull."""
+        hull (with ``seen_by_one``, where a training view sees it)."""
         inside = torch.ones(points.shape[0], dtype=torch.bool, device=points.device)
         if self.box is not None:
             inside &= self.box.contains(points)
         if self.masks is not None:
-            inside &= self.in_masks(points)
+            inside &= self.in_masks(points, seen_by_one)
         return inside
 
     def in_masks(self, points: Tensor, seen_by_one: bool = False) -> Tensor:

@@ -130,6 +130,10 @@ def test_the_viewer_s_region_output_marks_the_box_or_the_masks_pixels(box_edit, 
         away = pipeline.datamanager.train_camera(0)
         away.camera_to_worlds[..., :3, 3] *= -5  # far out on the other side of the scene, looking further out
         assert not marked(pipeline, away).any()
+        # a viewer showing another output type: the region output is the render itself, nothing computed
+        pipeline.model.viewer_outputs.shown = lambda: False
+        outputs = pipeline.model.get_outputs_for_camera(pipeline.datamanager.train_camera(0))
+        assert outputs["region"] is outputs["rgb"]
 
 
 def test_splat_gaussians_outside_the_box_keep_the_source_values_exactly(splat_source, tiny_sd, torch_home, tmp_path):

@@ -348,3 +348,26 @@ def test_a_resume_with_other_edit_or_revise_steps_ends_at_the_new_phases_total()
     assert PnRPipelineConfig().resumed_from(run, TypedFlags()).resumed_max_num_iterations(run) == 9  # nothing typed
     given = Run(Path("config.yml"), TrainerConfig(method_name="pnr", pipeline=started, max_num_iterations=6), None)
     assert merged.resumed_max_num_iterations(given) == 6  # a run given its own --max-num-iterations keeps it
+
+
+def test_a_region_added_when_resuming_after_the_perturbation_is_refused():
+    """A pnr run perturbed without a region has perturbed its whole scene: a region typed on resume would freeze the
+    outside perturbed. Refused once the checkpoint is past the perturbation step; before it (still selecting eta) the
+    region is taken."""
+    from pathlib import Path
+
+    from nerfstudio.engine.trainer import TrainerConfig
+
+    from pds_nerfstudio.integration.source_run import Run
+    from pds_nerfstudio.regions.region import RegionConfig
+
+    started = PnRPipelineConfig(eta_selection_steps=4, perturbation=PerturbationConfig(loss_window=2), edit_steps=3, revise_steps=2)
+    typed = TypedFlags.from_argv(["--region.box", "0", "0", "0", "1", "1", "1"])
+    now = PnRPipelineConfig(region=RegionConfig(box=(0.0, 0.0, 0.0, 1.0, 1.0, 1.0)))
+    for step, refused in ((3, False), (4, True), (7, True)):  # the perturbation is at step 4, the first edit step
+        run = Run(Path("config.yml"), TrainerConfig(method_name="pnr", pipeline=started), Path(f"step-{step:09d}.ckpt"))
+        if refused:
+            with pytest.raises(InputError, match="perturbed the whole scene at step 4, without a region"):
+                now.resumed_from(run, typed)
+        else:
+            assert now.resumed_from(run, typed).region.given
