@@ -32,6 +32,7 @@ from nerfstudio.cameras.cameras import Cameras
 from nerfstudio.engine.callbacks import TrainingCallback, TrainingCallbackAttributes, TrainingCallbackLocation
 from nerfstudio.engine.optimizers import Optimizers
 from nerfstudio.model_components.losses import interlevel_loss
+from nerfstudio.utils import writer
 from nerfstudio.utils.rich_utils import CONSOLE
 from torch import Tensor
 
@@ -40,10 +41,14 @@ from pds_nerfstudio.common.typed_flags import TypedFlags, merge_typed
 from pds_nerfstudio.integration.source_run import Run, checkpoint_step
 from pds_nerfstudio.methods.pds import PDSPipeline, PDSPipelineConfig
 from pds_nerfstudio.parallel import collectives
+from pds_nerfstudio.priors.multiview import MultiViewInfo, camera_vectors, read_multiview_info
+from pds_nerfstudio.priors.multiview_guidance import MultiViewGuidance, MultiViewOutput
 from pds_nerfstudio.scenes.frozen_source import FrozenSource
+from pds_nerfstudio.scenes.orbit import OrbitGroup, draw_orbit_group
 from pds_nerfstudio.scenes.rendering import guidance_camera, seeded, view_rays
 from pds_nerfstudio.scenes.representations import Nerfacto, rebind_optimizers
 from pnr_nerfstudio.ipg import IdentityPreservingLoss, IPGConfig
+from pnr_nerfstudio.objects import RELEASED_GUIDANCE_SCALE, RELEASED_RENDER_RESOLUTION, MultiViewConfig
 from pnr_nerfstudio.perturbation import (
     PerturbationConfig,
     edited_parameters,
@@ -100,10 +105,34 @@ class PnRPipelineConfig(PDSPipelineConfig):
     The guidance gradient is the mean over the views (the released 0.5 * sum / N), the eta-selection loss their mean,
     and the revise LPIPS term their sum, as released; with K devices, over all N*K views."""
 
+    multiview: MultiViewConfig = MultiViewConfig()
+    """The objects protocol with a multi-view prior (--pipeline.guidance.model-id a folder in MVDream's format): the
+    object the orbit cameras look at, their ranges and the released objective's settings. (A plain default: runs saved
+    before it load without the field.)"""
+
+    def multiview_prior(self) -> Optional[MultiViewInfo]:
+        """What the guidance model folder says of itself when it is a multi-view prior; None for a single-view one."""
+        folder = Path(self.guidance.model_id).expanduser()
+        try:
+            return read_multiview_info(folder) if folder.is_dir() else None
+        except ValueError as error:
+            raise InputError(f"--pipeline.guidance.model-id {self.guidance.model_id}: {error}") from None
+
+    def guidance_config(self) -> Any:
+        """A multi-view prior's guidance with the released objective (:mod:`pnr_nerfstudio.objects`), or PDS's."""
+        return self.multiview.guidance(self.guidance) if self.multiview_prior() is not None else self.guidance
+
     def with_protocol(self, typed: TypedFlags) -> "PnRPipelineConfig":
         """This config with the values of its protocol, except for the flags typed (``typed``, relative to it)."""
         if self.protocol == "objects":
-            return self
+            if self.multiview_prior() is None:
+                return self
+            released = dataclasses.replace(
+                self,
+                guidance=dataclasses.replace(self.guidance, guidance_scale=RELEASED_GUIDANCE_SCALE),
+                render_resolution=RELEASED_RENDER_RESOLUTION,
+            )
+            return merge_typed(self, released, typed)
         real_scenes = dataclasses.replace(
             self,
             perturbation=dataclasses.replace(self.perturbation, eta=0.6),
@@ -136,6 +165,14 @@ class PnRPipelineConfig(PDSPipelineConfig):
         self.perturbation.check(self.eta_selection_steps)
         self.annealing.check()
         self.ipg.check()
+        info = self.multiview_prior()
+        if info is not None:
+            if self.protocol != "objects":
+                raise InputError(
+                    f"--pipeline.protocol {self.protocol} guides the captured views with a single-view Stable Diffusion; "
+                    "a multi-view prior guides orbit views round the object: use --pipeline.protocol objects"
+                )
+            self.multiview.check(self.region, self.views_per_step, info.num_views)
         super().check(scene_device)
 
     @property
@@ -185,6 +222,22 @@ class PnRPipelineConfig(PDSPipelineConfig):
         return merged
 
 
+ORBIT_SEED_BIT = 1 << 61
+"""Flipped in a step's seed for its orbit cameras, so that their draws are not the stream of its noises."""
+
+
+@dataclass
+class OrbitStep:
+    """What a step of the objects protocol with a multi-view prior gave the prior (read back by tests)."""
+
+    groups: List[OrbitGroup]
+    cameras: Tensor
+    """The camera vectors the UNet was given [N, 16]."""
+    latents: Tensor
+    """The orbit views' latents [N, 4, h, w]."""
+    output: MultiViewOutput
+
+
 class PnRPipeline(PDSPipeline):
     """The PDS editing step, run through the phases of Perturb-and-Revise."""
 
@@ -204,6 +257,9 @@ class PnRPipeline(PDSPipeline):
         """splatfacto with a region: the Gaussians the perturbation moved (those inside the region)."""
         self._optimizers: Optional[Optimizers] = None
         self._announced: Optional[Phase] = None
+        self.guides_orbits = isinstance(self.guidance, MultiViewGuidance)
+        """The objects protocol with a multi-view prior: orbit views round the object (:meth:`orbit_views`)."""
+        self.orbit_step_in_use: Optional[OrbitStep] = None
         if test_mode == "val" and config.revise_steps > 0:  # LPIPS only where a phase uses it
             self.ipg = config.ipg.setup(device=device)
 
@@ -387,14 +443,16 @@ class PnRPipeline(PDSPipeline):
         """One step of the current phase: the guidance loss, plus the revise losses in the revise phase."""
         plan = self.config.phases
         phase = plan.phase(step)
-        views = self.step_views(step)
-        cameras = [self.guidance_camera(index) for index in views]
+        if self.guides_orbits:
+            views, cameras, groups = self.orbit_views(step)
+        else:
+            views, groups = self.step_views(step), []
+            cameras = [self.guidance_camera(index) for index in views]
         coarse = 0 < self.config.coarse_resolution < self.config.render_resolution and step < self.config.coarse_steps
-        render_cameras = (
-            [guidance_camera(self.datamanager.train_camera(index), self.config.coarse_resolution) for index in views]
-            if coarse
-            else cameras
-        )
+        render_cameras = cameras
+        if coarse:
+            originals = cameras if self.guides_orbits else [self.datamanager.train_camera(index) for index in views]
+            render_cameras = [guidance_camera(camera, self.config.coarse_resolution) for camera in originals]
         loss_dict: Dict[str, Tensor] = {}
         # Before the guidance render: the proposal networks take their gradient on the first forward of a step.
         if self.config.interlevel_num_rays > 0 and isinstance(self.representation, Nerfacto):
@@ -406,12 +464,16 @@ class PnRPipeline(PDSPipeline):
             render = F.interpolate(render, size=size, mode="bilinear", align_corners=False)
             guided = F.interpolate(guided, size=size, mode="bilinear", align_corners=False)
         scheduled = self.config.annealing.at(plan, step, end=self.controls.ratio_range)
-        guidance, output, metrics = self.guidance_loss(step, views, guided, **({"t_ratio_range": scheduled} if scheduled else {}))
         t_range = scheduled or self.controls.ratio_range
+        if self.guides_orbits:
+            guidance, latent_numel, selection, metrics = self.orbit_guidance_loss(step, groups, guided, t_range)
+        else:
+            guidance, output, metrics = self.guidance_loss(step, views, guided, **({"t_ratio_range": scheduled} if scheduled else {}))
+            latent_numel, selection = output.grad[0].numel(), selection_loss(output.x0, output.x0_hat)
         loss_dict["guidance_loss"] = guidance
         # the hold term in the units of this guidance loss (summed over each view's latent), so that a hold weight
         # keeps the balance it has in a pds edit
-        loss_dict.update({name: value * output.grad[0].numel() for name, value in region_losses.items()})
+        loss_dict.update({name: value * latent_numel for name, value in region_losses.items()})
         if self.region_masks_in_use is not None:
             metrics["region_share"] = self.region_masks_in_use.mean()
         metrics["phase"] = int(phase)
@@ -421,8 +483,7 @@ class PnRPipeline(PDSPipeline):
             metrics[f"learning_rate_{group}"] = self._optimizers.optimizers[group].param_groups[0]["lr"]
         if phase is Phase.ETA_SELECTION:
             # the mean over the step's views on every device (each device's mean, all devices guiding as many)
-            value = selection_loss(output.x0, output.x0_hat)
-            value = collectives.all_reduce_sum(torch.tensor([value], dtype=torch.float64)).item() / self.world_size
+            value = collectives.all_reduce_sum(torch.tensor([selection], dtype=torch.float64)).item() / self.world_size
             if not math.isfinite(value):
                 raise InputError(
                     f"eta selection: the loss of step {step} is {value} (the render or the guidance gave non-finite values); "
@@ -439,6 +500,61 @@ class PnRPipeline(PDSPipeline):
             status["eta"] = metrics["eta"]
         self.report(step, {**status, "t ratio": "{:.2f} to {:.2f}".format(*t_range), "views": " ".join(map(str, views))})
         return {"rgb": render}, loss_dict, metrics
+
+    # ----------------------------------------------------------------------------------------------
+    # The objects protocol with a multi-view prior (pnr_nerfstudio.objects)
+    # ----------------------------------------------------------------------------------------------
+
+    def orbit_views(self, step: int) -> Tuple[List[int], List[Cameras], List[OrbitGroup]]:
+        """This device's groups of orbit cameras at ``step``, drawn round the object (:mod:`pnr_nerfstudio.objects`) from
+        the step's seed, at the guidance resolution; and for each camera the training view whose appearance embedding
+        and pose refinement it renders with (the nearest one: nerfstudio renders every ray as some view's)."""
+        outputs = self.datamanager.train_dataparser_outputs
+        multiview = self.config.multiview
+        centre, radius = multiview.object_in_scene(self.region, outputs.dataparser_transform, outputs.dataparser_scale)
+        generator = torch.Generator().manual_seed(self.view_seeds(step)[0] ^ ORBIT_SEED_BIT)
+        size, views = self.config.render_resolution, self.guidance.num_views  # type: ignore[attr-defined]
+        groups = [
+            draw_orbit_group(generator, centre.tolist(), radius, size, views, multiview.ranges)
+            for _ in range(self.config.views_per_step // views)
+        ]
+        cameras = [group.cameras[i : i + 1].to(self.device) for group in groups for i in range(views)]
+        positions = self.datamanager.train_dataset.cameras.camera_to_worlds[:, :3, 3]
+        nearest = [int((positions - camera.camera_to_worlds[0, :3, 3].cpu()).norm(dim=-1).argmin()) for camera in cameras]
+        return nearest, cameras, groups
+
+    def orbit_guidance_loss(
+        self, step: int, groups: List[OrbitGroup], render: Tensor, t_ratio_range: Tuple[float, float]
+    ) -> Tuple[Tensor, int, float, Dict[str, Any]]:
+        """The released objective of the step's orbit views ``render`` [N, 3, H, W]: the loss to descend, the elements
+        of a view's latent, Alg. 2's loss in the released units (the descended objective's value, scaled per element to
+        a 4x32x32 latent) and diagnostics. What the step gave the prior is kept in :attr:`orbit_step_in_use`."""
+        guidance: MultiViewGuidance = self.guidance  # type: ignore[assignment]
+        used = self.use_values(step, tgt_prompt=self.controls.tgt_prompt, guidance_scale=self.controls.guidance_scale)
+        generators = self.view_generators(step)
+        latents = guidance.encode_images(render, generators)
+        cameras = camera_vectors(torch.cat([group.object_c2w for group in groups]))
+        output = guidance(
+            latents, used["tgt_prompt"], cameras, t_ratio_range=t_ratio_range, generator=generators,
+            guidance_scale=used["guidance_scale"],
+        )  # fmt: skip
+        self.orbit_step_in_use = OrbitStep(groups, cameras, latents.detach(), output)
+        if step % self.config.steps_per_log_image == 0:
+            row = torch.cat(list(render.detach().clamp(0, 1)), dim=2).permute(1, 2, 0).cpu()
+            writer.put_image(name="edit/orbit views", image=row, step=step)
+        first = groups[0]
+        metrics = {
+            "guidance_t": output.t.float().mean(),
+            "guidance_scale": used["guidance_scale"],
+            "t_ratio_min": t_ratio_range[0],
+            "t_ratio_max": t_ratio_range[1],
+            "orbit_elevation": first.elevation,
+            "orbit_azimuth": first.azimuths[0],
+            "orbit_fovy": first.fovy,
+            "orbit_distance": first.distance,
+        }
+        loss = self.config.guidance_loss_mult * output.loss.to(self.device)
+        return loss, latents[0].numel(), selection_loss(latents, output.reconstruction.x0), metrics
 
     def proposal_loss(self, cameras: List[Cameras], views: List[int]) -> Tensor:
         """nerfacto's interlevel loss on random rays of the views (``interlevel_num_rays`` in all, an equal share from

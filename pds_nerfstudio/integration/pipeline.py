@@ -214,9 +214,14 @@ class EditPipelineConfig(VanillaPipelineConfig):
             )
         if self.result_views < 0 or self.result_resolution < 0:
             raise InputError("--pipeline.result-views and --pipeline.result-resolution must be 0 (all, full size) or more")
-        self.guidance.check(scene_device)
+        self.guidance_config().check(scene_device)
         if self.region.given:
             self.check_region()
+
+    def guidance_config(self) -> Any:
+        """The config of the guidance the edit's steps use (``--pipeline.guidance``; pnr builds a multi-view prior's from
+        it)."""
+        return self.guidance
 
     def check_region(self) -> None:
         """A region's one-line errors, from the dataparser's outputs (the capture's cameras and images) alone."""
@@ -307,7 +312,7 @@ class EditPipeline(VanillaPipeline):
         self.noise_seed = 42
         """Seeds every view's noise with the step (the trainer sets it to --machine.seed)."""
         self.representation: Representation = config.representation
-        self.guidance: StableDiffusionGuidance = config.guidance.setup(device=device)
+        self.guidance: StableDiffusionGuidance = config.guidance_config().setup(device=device)
         range_name, ratio_path = config.ratio_control
         ratio_range = operator.attrgetter(ratio_path)(config)
         self.controls = EditControls(

@@ -138,8 +138,8 @@ def check_single_view(model_id: str, flag: str = MODEL_FLAG) -> None:
         raise InputError(f"{flag} {model_id}: {error}") from None
     if info is not None:
         raise InputError(
-            f"{flag} {model_id} is a multi-view prior ({info.num_views} views, MVDream's format), which no editing "
-            "method guides with yet; pass a single-view Stable Diffusion folder"
+            f"{flag} {model_id} is a multi-view prior ({info.num_views} views, MVDream's format), which only pnr's "
+            "objects protocol guides with; pass a single-view Stable Diffusion folder, or edit with ns-train pnr"
         )
 
 

@@ -195,11 +195,15 @@ def convert_mvdream_unet(checkpoint: Dict[str, Tensor], original_config: Dict[st
 
 
 def load_multiview_unet(folder: Path, info: MultiViewInfo, **kwargs: Any) -> Any:
-    """A multi-view prior folder's UNet, checked (:func:`check_multiview_unet`), with the multi-view processor on every
-    self-attention. Raises ValueError when the UNet is not a multi-view one."""
+    """A multi-view prior folder's UNet, made multi-view (:func:`make_multiview`)."""
     from diffusers import UNet2DConditionModel
 
-    unet = UNet2DConditionModel.from_pretrained(Path(folder) / "unet", **kwargs)
+    return make_multiview(UNet2DConditionModel.from_pretrained(Path(folder) / "unet", **kwargs), info, folder)
+
+
+def make_multiview(unet: Any, info: MultiViewInfo, folder: Path) -> Any:
+    """``unet``, loaded from the multi-view prior ``folder``, checked (:func:`check_multiview_unet`) and with the
+    multi-view processor on every self-attention. Raises ValueError when the UNet is not a multi-view one."""
     problem = check_multiview_unet(unet.config)
     if problem is not None:
         raise ValueError(f"{folder} says it is a multi-view prior ({MULTIVIEW_INFO}), but {problem}")

@@ -16,13 +16,13 @@ from torch import Tensor
 
 from pds_nerfstudio.common.errors import InputError, check_ratio_range
 from pds_nerfstudio.priors.guidance import GuidanceConfig, StableDiffusionGuidance
-from pds_nerfstudio.priors.loading import check_device, load_stable_diffusion
-from pds_nerfstudio.priors.multiview import (
-    MULTIVIEW_INFO,
-    check_multiview_unet,
-    install_multiview_attention,
-    read_multiview_info,
+from pds_nerfstudio.priors.loading import (
+    check_device,
+    check_pretrained_available,
+    check_weight_files,
+    load_stable_diffusion,
 )
+from pds_nerfstudio.priors.multiview import MULTIVIEW_INFO, make_multiview, read_multiview_info
 from pds_nerfstudio.score_distillation.gradients import Generators, add_noise, randn_like
 from pds_nerfstudio.score_distillation.reconstruction import Reconstruction, reconstruction_loss, reconstruction_target
 
@@ -61,11 +61,13 @@ class MultiViewGuidanceConfig(InstantiateConfig):
             info = read_multiview_info(folder) if folder.is_dir() else None
         except ValueError as error:
             raise InputError(f"--pipeline.guidance.model-id {self.model_id}: {error}") from None
+        check_pretrained_available(self.model_id, "multi-view prior", "model_index.json", "--pipeline.guidance.model-id", "diffusers")
         if info is None:
             raise InputError(
                 f"--pipeline.guidance.model-id {self.model_id}: not a multi-view prior folder (no {MULTIVIEW_INFO}); "
                 "convert MVDream's checkpoint with pds-convert-mvdream"
             )
+        check_weight_files(folder, "--pipeline.guidance.model-id")
         if not 0.0 <= self.std_rescale <= 1.0:
             raise InputError(f"--pipeline.guidance.std-rescale {self.std_rescale}: need a number in [0, 1]")
 
@@ -95,10 +97,10 @@ class MultiViewGuidance(StableDiffusionGuidance):
 
     def _load(self):
         pipe = load_stable_diffusion(self.multiview.model_id, torch.float32)
-        problem = check_multiview_unet(pipe.unet.config)
-        if problem is not None:
-            raise InputError(f"--pipeline.guidance.model-id {self.multiview.model_id} says it is a multi-view prior, but {problem}")
-        install_multiview_attention(pipe.unet, self.info.num_views)
+        try:
+            make_multiview(pipe.unet, self.info, Path(self.multiview.model_id))
+        except ValueError as error:
+            raise InputError(f"--pipeline.guidance.model-id: {error}") from None
         return self.prepare(pipe)
 
     @property
@@ -114,10 +116,12 @@ class MultiViewGuidance(StableDiffusionGuidance):
 
     def __call__(  # type: ignore[override]
         self, latents: Tensor, prompt: str, cameras: Tensor, t_ratio_range: Optional[Tuple[float, float]] = None,
-        generator: Generators = None,
+        generator: Generators = None, guidance_scale: Optional[float] = None,
     ) -> MultiViewOutput:  # fmt: skip
         """The released objective for ``latents`` [B, 4, h, w] (with graph; B whole groups of the prior's views) seen
-        by ``cameras`` [B, 16] (:func:`pds_nerfstudio.priors.multiview.camera_vectors`)."""
+        by ``cameras`` [B, 16] (:func:`pds_nerfstudio.priors.multiview.camera_vectors`); ``guidance_scale`` overrides
+        the configured one for this step (the viewer)."""
+        scale = self.multiview.guidance_scale if guidance_scale is None else guidance_scale
         batch = latents.shape[0]
         first = generator[0] if isinstance(generator, (list, tuple)) else generator
         t = self.draw_timestep(t_ratio_range or self.multiview.t_ratio_range, first)
@@ -135,7 +139,7 @@ class MultiViewGuidance(StableDiffusionGuidance):
             ).sample.float()
             eps_cond, eps_negative = eps.chunk(2)
             target = reconstruction_target(
-                self.alphas_cumprod, x_t, t.repeat(batch), eps_cond, eps_negative, self.multiview.guidance_scale,
+                self.alphas_cumprod, x_t, t.repeat(batch), eps_cond, eps_negative, scale,
                 self.num_views, self.multiview.std_rescale,
             )  # fmt: skip
         loss = reconstruction_loss(latents, target.x0.to(latents.device))

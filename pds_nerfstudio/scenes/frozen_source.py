@@ -38,7 +38,8 @@ class FrozenSource:
         background = getattr(self.model, "fixed_background", None)
         kept: Dict[Tuple[Any, ...], Tensor] = {}
         for camera, index in zip(cameras, views):
-            key = (index, int(camera.height.item()), int(camera.width.item()), None if background is None else tuple(background.tolist()))
+            pose = tuple(camera.camera_to_worlds.flatten().tolist())  # a new camera of the same view (pnr's orbits)
+            key = (index, pose, int(camera.height.item()), int(camera.width.item()), None if background is None else tuple(background.tolist()))
             if key not in self._kept:
                 image = self.representation.render_image(self.model, camera, index, chunk_size)
                 self._kept[key] = image.permute(2, 0, 1)[None].to(camera.device)

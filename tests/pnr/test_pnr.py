@@ -371,3 +371,62 @@ def test_a_region_added_when_resuming_after_the_perturbation_is_refused():
                 now.resumed_from(run, typed)
         else:
             assert now.resumed_from(run, typed).region.given
+
+
+# ---------------------------------------------------------------------------------------------
+# The objects protocol with a multi-view prior (pnr_nerfstudio.objects)
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def multiview_folder(tmp_path):
+    """What the config reads of a multi-view prior before anything loads: its multiview.json."""
+    from pds_nerfstudio.priors.multiview import MultiViewInfo
+
+    MultiViewInfo(4).save(tmp_path)
+    return str(tmp_path)
+
+
+def test_a_multi_view_prior_takes_the_released_scale_and_size_and_flags_typed_at_pds_values_win(multiview_folder):
+    from pds_nerfstudio.priors.multiview_guidance import MultiViewGuidanceConfig
+
+    config = PnRPipelineConfig(guidance=GuidanceConfig(model_id=multiview_folder))
+    released = config.with_protocol(TypedFlags.from_argv(["--guidance.model-id", multiview_folder]))
+    assert released.guidance.guidance_scale == 50.0 and released.render_resolution == 256
+    assert isinstance(released.guidance_config(), MultiViewGuidanceConfig)
+    assert released.guidance_config().negative_prompt == released.multiview.negative_prompt
+    typed = TypedFlags.from_argv(["--guidance.guidance-scale", "100", "--render-resolution", "512"])  # pds's own values
+    kept = config.with_protocol(typed)
+    assert kept.guidance.guidance_scale == 100.0 and kept.render_resolution == 512
+    single = PnRPipelineConfig().with_protocol(TypedFlags())
+    assert single.guidance.guidance_scale == 100.0 and single.guidance_config() is single.guidance
+
+
+@pytest.mark.parametrize(
+    "changes, flag",
+    [
+        ({}, "--pipeline.multiview.object-centre X Y Z"),  # no object and no box
+        ({"protocol": "real-scenes"}, "--pipeline.protocol real-scenes"),
+        ({"multiview": {"object_centre": (0.0, 0.0, 0.0)}}, "go together"),
+        ({"multiview": {"object_centre": (0.0, 0.0, 0.0), "object_radius": 0.0}}, "--pipeline.multiview.object-radius 0.0"),
+        ({"multiview": {"object_centre": (0.0, 0.0, 0.0), "object_radius": 1.0}, "views_per_step": 3}, "--pipeline.views-per-step 3"),
+        ({"multiview": {"object_centre": (0.0, 0.0, 0.0), "object_radius": 1.0, "fovy_range": (60.0, 15.0)}}, "--pipeline.multiview.fovy-range"),
+        ({"multiview": {"object_centre": (0.0, 0.0, 0.0), "object_radius": 1.0, "std_rescale": 2.0}}, "--pipeline.multiview.std-rescale"),
+        ({"region": {"masks": "masks"}, "multiview": {"object_centre": (0.0, 0.0, 0.0), "object_radius": 1.0}}, "--pipeline.region.masks"),
+    ],
+)
+def test_bad_multi_view_flags_are_one_line_errors(multiview_folder, changes, flag):
+    import dataclasses
+
+    from pds_nerfstudio.regions.region import RegionConfig
+    from pnr_nerfstudio.objects import MultiViewConfig
+
+    values = dict(changes)
+    if "multiview" in values:
+        values["multiview"] = MultiViewConfig(**values["multiview"])
+    if "region" in values:
+        values["region"] = RegionConfig(**values["region"])
+    config = dataclasses.replace(PnRPipelineConfig(guidance=GuidanceConfig(model_id=multiview_folder)), **values)
+    with pytest.raises(InputError) as error:
+        config.check("cpu")
+    assert flag in str(error.value) and "\n" not in str(error.value)

@@ -5,6 +5,7 @@ embedding, and the orbit cameras are MVDream's own."""
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -33,6 +34,16 @@ def tiny_multiview_unet():
         cross_attention_dim=8, attention_head_dim=2, norm_num_groups=4,
         class_embed_type="projection", projection_class_embeddings_input_dim=CAMERA_DIM,
     ).eval()  # fmt: skip
+
+
+def build_tiny_multiview_prior(folder: Path) -> Path:
+    """A tiny Stable Diffusion whose UNet is a multi-view one (camera projection), marked by multiview.json."""
+    from toy_world.models import build_tiny_stable_diffusion
+
+    build_tiny_stable_diffusion(folder)
+    tiny_multiview_unet().save_pretrained(folder / "unet")
+    MultiViewInfo(VIEWS).save(folder)
+    return folder
 
 
 def denoise(unet, latents, cameras):

@@ -7,20 +7,14 @@ import pytest
 import torch
 
 from pds_nerfstudio.common.errors import InputError
-from pds_nerfstudio.priors.multiview import MultiViewInfo, camera_vectors, orbit_camera
+from pds_nerfstudio.priors.multiview import camera_vectors, orbit_camera
 from pds_nerfstudio.priors.multiview_guidance import RELEASED_NEGATIVE_PROMPT, MultiViewGuidanceConfig
-from tests.priors.test_multiview import VIEWS, tiny_multiview_unet
+from tests.priors.test_multiview import VIEWS, build_tiny_multiview_prior
 
 
 @pytest.fixture(scope="module")
 def multiview_prior(tmp_path_factory):
-    """A tiny Stable Diffusion whose UNet is a multi-view one (camera projection), marked by multiview.json."""
-    from toy_world.models import build_tiny_stable_diffusion
-
-    folder = build_tiny_stable_diffusion(tmp_path_factory.mktemp("mv") / "prior")
-    tiny_multiview_unet().save_pretrained(folder / "unet")
-    MultiViewInfo(VIEWS).save(folder)
-    return folder
+    return build_tiny_multiview_prior(tmp_path_factory.mktemp("mv") / "prior")
 
 
 def test_a_step_gives_the_prior_one_t_the_cameras_and_the_negative_prompt(multiview_prior):

@@ -1,0 +1,124 @@
+"""pnr's objects protocol with a multi-view prior (:mod:`pnr_nerfstudio.objects`) through the real ``ns-train pnr``, at
+reduced counts: what each step gave the prior, read back from the step (a real run's logs, and steps of the run's own
+pipeline set up from its config.yml with the UNet's calls recorded)."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import yaml
+
+from pds_nerfstudio.priors.multiview import camera_vectors
+from pds_nerfstudio.priors.multiview_guidance import RELEASED_NEGATIVE_PROMPT
+from pnr_nerfstudio.perturbation import RELEASED_LATENT_NUMEL
+from tests.conftest import shared
+from tests.priors.test_multiview import build_tiny_multiview_prior
+from toy_world.runs import logged, run_tiny_edit
+
+PROMPT = "a photo of a red cube"
+CENTRE, RADIUS = (0.1, -0.1, 0.0), 0.5
+SELECTION_STEPS, EDIT_STEPS, REVISE_STEPS = 2, 2, 1
+FLAGS = [
+    "--pipeline.tgt-prompt", PROMPT,
+    "--pipeline.multiview.object-centre", *map(str, CENTRE),
+    "--pipeline.multiview.object-radius", str(RADIUS),
+    "--pipeline.eta-selection-steps", str(SELECTION_STEPS),
+    "--pipeline.perturbation.loss-window", "1",
+    "--pipeline.edit-steps", str(EDIT_STEPS),
+    "--pipeline.revise-steps", str(REVISE_STEPS),
+    "--pipeline.interlevel-num-rays", "64",
+    "--logging.steps-per-log", "1",
+]  # fmt: skip
+"""The objects protocol's phases at reduced counts (released: 50, 1500, 1000), round an object off the origin."""
+
+
+@pytest.fixture(scope="module")
+def multiview_prior(tmp_path_factory):
+    return shared(tmp_path_factory, "tiny_multiview_prior", lambda folder: build_tiny_multiview_prior(folder / "prior"))
+
+
+@pytest.fixture(scope="module")
+def run(source_run, multiview_prior, torch_home, tmp_path_factory):
+    flags = ["--pipeline.guidance.model-id", str(multiview_prior), *FLAGS]
+    steps = SELECTION_STEPS + EDIT_STEPS + REVISE_STEPS
+    return run_tiny_edit("pnr", source_run, tmp_path_factory.mktemp("pnr_mv"), torch_home, steps, flags)[0]
+
+
+def test_a_run_logs_the_released_settings_at_each_step(run):
+    """The run's own logs: scale 50 (the release's with MVDream; not typed), t = 750 on the 1000-step schedule at every
+    eta-selection step, a selection loss recorded at each, and an orbit group drawn within the released ranges each
+    step, a new one every step."""
+    metrics = {name: logged(run, name) for name in ("guidance_scale", "guidance_t", "orbit_elevation", "orbit_fovy", "eta_selection_loss")}
+    steps = range(SELECTION_STEPS + EDIT_STEPS + REVISE_STEPS)
+    assert [metrics["guidance_scale"][s] for s in steps] == [50.0] * len(steps)
+    assert [metrics["guidance_t"][s] for s in range(SELECTION_STEPS)] == [750.0] * SELECTION_STEPS
+    assert all(math.isfinite(metrics["eta_selection_loss"][s]) for s in range(SELECTION_STEPS))
+    elevations = [metrics["orbit_elevation"][s] for s in steps]
+    assert all(0 <= e <= 30 for e in elevations) and len(set(elevations)) == len(elevations)
+    assert all(15 <= metrics["orbit_fovy"][s] <= 60 for s in steps)
+
+
+def setup_pipeline(run):
+    config = yaml.load((run / "config.yml").read_text(), Loader=yaml.Loader)
+    pipeline = config.pipeline.setup(device="cpu", test_mode="val")
+    pipeline.train()
+    return pipeline
+
+
+@pytest.mark.parametrize("step", [0, SELECTION_STEPS + 1])
+def test_each_step_gives_the_prior_one_t_its_group_s_cameras_and_the_negative_prompt(run, step):
+    """A step of the run's own pipeline (an eta-selection step and an edit step), the UNet's one call recorded: one t for
+    the group; the group's 4 cameras 90 degrees apart on one orbit round the object (the flags' centre in the scene's
+    frame), at the drawn elevation, fov and distance, looking at it; the camera vectors the UNet got are those cameras
+    relative to the centre, normalised (twice: conditional and negative branches); the negative prompt; the descended
+    loss is the released objective and, at a selection step, Alg. 2's recorded loss is its value in released units."""
+    pipeline = setup_pipeline(run)
+    calls = []
+    unet = pipeline.guidance.pipe.unet
+    unet.register_forward_pre_hook(lambda m, args, kwargs: calls.append((args, kwargs)), with_kwargs=True)
+    outputs, losses, metrics = pipeline.get_train_loss_dict(step)
+    ((args, kwargs),) = calls
+    used = pipeline.orbit_step_in_use
+    (group,) = used.groups
+    assert torch.equal(args[1], used.output.t.repeat(8))  # one t for the 4 views, both branches
+    if step < SELECTION_STEPS:
+        assert int(used.output.t) == 750
+    assert torch.equal(kwargs["class_labels"], torch.cat([used.cameras, used.cameras]))
+    assert torch.equal(used.cameras, camera_vectors(group.object_c2w))
+    # the cameras: the flags' centre carried into the scene's frame, the drawn orbit
+    parser = pipeline.datamanager.train_dataparser_outputs
+    transform, scale = parser.dataparser_transform.float(), parser.dataparser_scale
+    centre = scale * (transform[:3, :3] @ torch.tensor(CENTRE) + transform[:3, 3])
+    c2w = group.cameras.camera_to_worlds
+    offsets = c2w[:, :3, 3] - centre
+    assert torch.allclose(offsets.norm(dim=-1), torch.tensor(group.distance).expand(4), rtol=1e-4)
+    relative = group.distance * math.tan(math.radians(group.fovy) / 2) / (scale * RADIUS)
+    assert 0.8 - 1e-4 <= relative <= 1.0 + 1e-4 and 15 <= group.fovy <= 60 and 0 <= group.elevation <= 30
+    elevations = torch.rad2deg(torch.asin(offsets[:, 2] / offsets.norm(dim=-1)))
+    assert torch.allclose(elevations, torch.tensor(group.elevation).expand(4), atol=1e-3)
+    azimuths = torch.rad2deg(torch.atan2(offsets[:, 1], offsets[:, 0]))
+    steps_between = (azimuths.roll(-1) - azimuths) % 360
+    assert torch.allclose(steps_between, torch.full((4,), 90.0), atol=1e-3)
+    assert torch.allclose(-c2w[:, :3, 2], -offsets / offsets.norm(dim=-1, keepdim=True), atol=1e-5)  # looks at it
+    focal = 0.5 * 16 / math.tan(math.radians(group.fovy) / 2)
+    assert torch.allclose(group.cameras.fy.flatten(), torch.tensor(focal).expand(4), rtol=1e-5)
+    assert torch.allclose(group.object_c2w[:, :3, 3], offsets, atol=1e-5)
+    # the prompts: the target, then the released negative prompt as the unconditional branch
+    text = kwargs["encoder_hidden_states"]
+    assert torch.equal(text[:4], pipeline.guidance.text_embedding(PROMPT).expand(4, -1, -1))
+    assert torch.equal(text[4:], pipeline.guidance.text_embedding(RELEASED_NEGATIVE_PROMPT).expand(4, -1, -1))
+    assert pipeline.guidance.multiview.std_rescale == 0.5 and metrics["guidance_scale"] == 50.0
+    # the objective: 0.5 sum (z - x0)^2 / B, and the selection loss its value per 4x32x32 latent
+    objective = 0.5 * (used.latents - used.output.reconstruction.x0).pow(2).sum() / 4
+    assert torch.allclose(losses["guidance_loss"], objective, rtol=1e-5)
+    if step < SELECTION_STEPS:
+        recorded = float(pipeline.eta_selection_losses[step])
+        assert recorded == pytest.approx(objective.item() * RELEASED_LATENT_NUMEL / used.latents[0].numel(), rel=1e-5)
+    # the loss reaches the rendered orbit views
+    render = outputs["rgb"]
+    assert render.shape == (4, 3, 16, 16)
+    render.retain_grad()
+    losses["guidance_loss"].backward()
+    assert render.grad is not None and render.grad.abs().sum() > 0
