@@ -64,7 +64,7 @@ def pnr_phases(steps: int) -> List[str]:
     if rest < 2:
         raise SystemExit(f"pnr needs more than {PNR_SELECTION_STEPS + 1} steps (its eta selection), got {steps}")
     revise = max(1, rest * 2 // 5)
-    return ["--pipeline.edit-steps", str(rest - revise), "--pipeline.revise-steps", str(revise)]
+    return ["--pipeline.protocol", "objects", "--pipeline.edit-steps", str(rest - revise), "--pipeline.revise-steps", str(revise)]
 
 
 def main() -> None:

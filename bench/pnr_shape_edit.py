@@ -80,7 +80,7 @@ def main() -> None:
         source = train_tiny_nerfacto(scene, work / "sources", torch_home, SOURCE_STEPS, extra_args=SOURCE_FLAGS)
         flags = [
             *EDIT_FLAGS, *outcome_edit_flags(str(PRIOR), "red", "red", "ball", target_shape="cube"),
-            "--pipeline.result-views", "1", "--machine.seed", str(args.seed),
+            "--pipeline.result-views", "1", "--machine.seed", str(args.seed), "--pipeline.protocol", "objects",
             "--pipeline.edit-steps", str(args.edit_steps), "--pipeline.revise-steps", str(args.revise_steps),
             "--steps-per-save", str(args.every), "--save-only-latest-checkpoint", "False",
         ]  # fmt: skip

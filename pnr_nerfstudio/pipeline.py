@@ -65,12 +65,15 @@ class PnRPipelineConfig(PDSPipelineConfig):
     """Perturb-and-Revise: perturb the source field, edit it with annealed timesteps, revise it with IPG."""
 
     _target: Type = field(default_factory=lambda: PnRPipeline)
-    protocol: Literal["objects", "real-scenes"] = "objects"
-    """The paper's two settings (App. E). objects (the released code): eta auto from 50 selection steps, t annealed
-    from 0.75 to (0.02, 0.40) over 1500 edit steps, 1000 revise steps, a fresh Adam at a constant learning rate, 64 px
-    renders below step 800. real-scenes (nerfstudio scenes): PDS with a fixed eta 0.6, the PDS t ratio range
-    0.02-0.98 without annealing, no eta selection, no revise steps, 15000 edit steps (half of pds's 30000), PDS's
-    learning-rate schedule from the perturbation, full-size renders. Flags typed beside it win."""
+    protocol: Literal["auto", "objects", "real-scenes"] = "auto"
+    """The paper's two settings (App. E); auto: the paper's own for the prior given, objects with a multi-view prior
+    (MVDream's format), real-scenes with a single-view Stable Diffusion. objects (the released code, with a multi-view
+    prior: orbit views round the object, the x0-reconstruction objective at scale 50, :mod:`pnr_nerfstudio.objects`):
+    eta auto from 50 selection steps, t annealed from 0.75 to (0.02, 0.40) over 1500 edit steps, 1000 revise steps, a
+    fresh Adam at a constant learning rate, 64 px renders below step 800; with a single-view prior it guides 4 training
+    views a step with PDS instead (ours, not the release's). real-scenes (nerfstudio scenes): PDS with a fixed eta 0.6,
+    the PDS t ratio range 0.02-0.98 without annealing, no eta selection, no revise steps, 15000 edit steps (half of
+    pds's 30000), PDS's learning-rate schedule from the perturbation, full-size renders. Flags typed beside it win."""
     eta_selection_steps: int = 50
     """K: editing steps from the source whose guidance losses choose eta; then discarded (only with eta auto)."""
     edit_steps: int = 1500
@@ -94,6 +97,10 @@ class PnRPipelineConfig(PDSPipelineConfig):
     optimizer_state: Literal["source", "fresh"] = "fresh"
     """fresh: Adam starts at step 0 for the eta-selection steps, as the released code builds a new optimiser (and
     again at the perturbation, always); source: the selection steps continue the source run's Adam state."""
+    optimizer_state_at_perturbation: Literal["fresh", "kept"] = "fresh"
+    """fresh: Adam's moments and step counts start again at the perturbation; kept: the eta-selection steps' state
+    goes on (the released objects code perturbs the field in place under the same optimiser; the default with a
+    multi-view prior). A splatfacto tensor whose rows changed (culled while eta was selected) starts fresh either way."""
     coarse_resolution: int = 64
     """For the first --pipeline.coarse-steps steps of the run (eta selection included), render at this short side and
     upsample to --pipeline.render-resolution for the guidance (released object configs: 64 px below global step 800);
@@ -123,14 +130,19 @@ class PnRPipelineConfig(PDSPipelineConfig):
         return self.multiview.guidance(self.guidance) if self.multiview_prior() is not None else self.guidance
 
     def with_protocol(self, typed: TypedFlags) -> "PnRPipelineConfig":
-        """This config with the values of its protocol, except for the flags typed (``typed``, relative to it)."""
+        """This config with the values of its protocol (auto resolved by the prior), except for the flags typed
+        (``typed``, relative to it)."""
+        multiview = self.multiview_prior() is not None
+        if self.protocol == "auto":
+            return dataclasses.replace(self, protocol="objects" if multiview else "real-scenes").with_protocol(typed)
         if self.protocol == "objects":
-            if self.multiview_prior() is None:
+            if not multiview:
                 return self
             released = dataclasses.replace(
                 self,
                 guidance=dataclasses.replace(self.guidance, guidance_scale=RELEASED_GUIDANCE_SCALE),
                 render_resolution=RELEASED_RENDER_RESOLUTION,
+                optimizer_state_at_perturbation="kept",
             )
             return merge_typed(self, released, typed)
         real_scenes = dataclasses.replace(
@@ -167,7 +179,7 @@ class PnRPipelineConfig(PDSPipelineConfig):
         self.ipg.check()
         info = self.multiview_prior()
         if info is not None:
-            if self.protocol != "objects":
+            if self.protocol == "real-scenes":
                 raise InputError(
                     f"--pipeline.protocol {self.protocol} guides the captured views with a single-view Stable Diffusion; "
                     "a multi-view prior guides orbit views round the object: use --pipeline.protocol objects"
@@ -262,6 +274,12 @@ class PnRPipeline(PDSPipeline):
         self.orbit_step_in_use: Optional[OrbitStep] = None
         if test_mode == "val" and config.revise_steps > 0:  # LPIPS only where a phase uses it
             self.ipg = config.ipg.setup(device=device)
+        if test_mode == "val" and config.protocol == "objects" and not self.guides_orbits:
+            CONSOLE.log(
+                "PnR: the objects protocol with a single-view prior guides training views with PDS; the release runs "
+                "it with a multi-view prior (MVDream's format) round the object. For a nerfstudio scene the paper's "
+                "setting is --pipeline.protocol real-scenes (the default with a single-view prior)"
+            )
 
     def load_source(self, checkpoint: Path) -> None:
         """Load the source field and keep a frozen copy of it (training only: evaluation never loads the source)."""
@@ -374,15 +392,20 @@ class PnRPipeline(PDSPipeline):
         elif self.region is not None:
             where = " (the whole field: nerfacto's hash grid is shared in space; the region's hold term restores the outside)"
         self.representation.assign(self.model, values)
+        kept = self.config.optimizer_state_at_perturbation == "kept"
         if self._optimizers is not None:
             for optimizer in self._optimizers.optimizers.values():
-                optimizer.state.clear()  # Adam's moments and step counts start again for every parameter
+                if not kept:
+                    optimizer.state.clear()  # Adam's moments and step counts start again for every parameter
             rebind_optimizers(self._optimizers.optimizers, self.model.get_param_groups())
+            for optimizer in self._optimizers.optimizers.values():
+                for param in [param for param in optimizer.state if optimizer.state[param]["exp_avg"].shape != param.shape]:
+                    del optimizer.state[param]  # rows culled while eta was selected: this tensor starts fresh
         self.eta.fill_(eta)
         self.perturbed.fill_(True)
         CONSOLE.log(
             f"PnR: perturbed {len(names)} {self.representation.name} tensors to (1 - eta) theta_src + eta theta_0 "
-            f"with eta = {eta:.4f}{where}; optimizer state reset"
+            f"with eta = {eta:.4f}{where}; optimizer state {'kept' if kept else 'reset'}"
         )
 
     def keep_outside_region(self, values: Dict[str, Tensor]) -> Dict[str, Tensor]:
@@ -512,7 +535,7 @@ class PnRPipeline(PDSPipeline):
         outputs = self.datamanager.train_dataparser_outputs
         multiview = self.config.multiview
         centre, radius = multiview.object_in_scene(self.region, outputs.dataparser_transform, outputs.dataparser_scale)
-        generator = torch.Generator().manual_seed(self.view_seeds(step)[0] ^ ORBIT_SEED_BIT)
+        generator = torch.Generator().manual_seed(self.orbit_seed(step))
         size, views = self.config.render_resolution, self.guidance.num_views  # type: ignore[attr-defined]
         groups = [
             draw_orbit_group(generator, centre.tolist(), radius, size, views, multiview.ranges)
@@ -522,6 +545,16 @@ class PnRPipeline(PDSPipeline):
         positions = self.datamanager.train_dataset.cameras.camera_to_worlds[:, :3, 3]
         nearest = [int((positions - camera.camera_to_worlds[0, :3, 3].cpu()).norm(dim=-1).argmin()) for camera in cameras]
         return nearest, cameras, groups
+
+    def orbit_seed(self, step: int) -> int:
+        """The seed of this device's orbit groups at ``step``: the step's own, except while eta is selected, when the
+        groups cycle through ``loss_window`` steps' worth drawn from ``perturbation.seed`` (as the training views do
+        there, :meth:`selection_views`), so that Alg. 2's first and last windows of losses are taken on the same views
+        and their difference measures descent, not a change of view (the release draws new views at every step)."""
+        if self.config.phases.phase(step) is Phase.ETA_SELECTION:
+            cycled = self.config.perturbation.seed * 1_000_003 + step % self.config.perturbation.loss_window
+            return (cycled * 4096 + self.rank * self.config.views_per_step) % 2**62 ^ ORBIT_SEED_BIT
+        return self.view_seeds(step)[0] ^ ORBIT_SEED_BIT
 
     def orbit_guidance_loss(
         self, step: int, groups: List[OrbitGroup], render: Tensor, t_ratio_range: Tuple[float, float]

@@ -165,7 +165,8 @@ def test_pnr_eta_is_zero_for_a_colour_edit_and_above_zero_with_no_edit_or_a_shap
     etas, falls = {}, {}
     for edit, (colour, shape) in {"none": ("red", "ball"), "colour": ("blue", "ball"), "shape": ("red", "cube")}.items():
         flags = [*EDIT_FLAGS, *outcome_edit_flags(str(PRIOR), "red", colour, "ball", target_shape=shape),
-                 "--pipeline.result-views", "1", "--pipeline.perturbation.d-min", str(TOY_D_MIN)]  # fmt: skip
+                 "--pipeline.result-views", "1", "--pipeline.perturbation.d-min", str(TOY_D_MIN),
+                 "--pipeline.protocol", "objects"]  # fmt: skip
         run_dir, result = run_tiny_edit("pnr", source, work / f"pnr-{edit}", torch_home, 51, flags)
         used = re.search(r"^Step 0 uses: tgt prompt '([^']*)'", result.stdout, re.M)  # what the first step used
         assert used is not None and used.group(1) == caption(colour, shape), (edit, used)

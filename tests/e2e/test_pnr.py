@@ -34,6 +34,7 @@ PROMPT = "a photo of a polar bear"
 SELECTION_STEPS, WINDOW, EDIT_STEPS, REVISE_STEPS = 4, 2, 3, 2
 STOP_AT = SELECTION_STEPS + 2  # the first run stops after two of its three edit steps
 PHASE_FLAGS = [
+    "--pipeline.protocol", "objects",
     "--pipeline.eta-selection-steps", str(SELECTION_STEPS),
     "--pipeline.perturbation.loss-window", str(WINDOW),
     "--pipeline.edit-steps", str(EDIT_STEPS),

@@ -177,7 +177,7 @@ def test_pnr_perturbs_and_moves_only_the_splat_gaussians_inside_the_box(splat_so
     from pds_nerfstudio.integration.source_run import newest_checkpoint
     from pds_nerfstudio.regions.box import Box
 
-    flags = ["--pipeline.guidance.model-id", str(tiny_sd), *PROMPTS, *BOX, "--pipeline.perturbation.eta", "0.5",
+    flags = ["--pipeline.guidance.model-id", str(tiny_sd), *PROMPTS, *BOX, "--pipeline.protocol", "objects", "--pipeline.perturbation.eta", "0.5",
              "--pipeline.edit-steps", "1", "--pipeline.revise-steps", "0",  # and no culling: every Gaussian stays in its row
              "--pipeline.splat-model.cull-alpha-thresh", "0", "--pipeline.splat-model.cull-scale-thresh", "1e9"]  # fmt: skip
     run, result = run_tiny_edit("pnr", splat_source, tmp_path, torch_home, 1, flags)

@@ -150,7 +150,7 @@ def test_refine_and_pnr_edit_splats(splat_source, splat_pds_run, tiny_sd, torch_
     after, _ = gaussians(refined)
     assert not torch.equal(before["features_dc"], after["features_dc"])
 
-    pnr_flags = [*flags, "--pipeline.tgt-prompt", "a photo of a bear statue", "--pipeline.eta-selection-steps", "4",
+    pnr_flags = [*flags, "--pipeline.tgt-prompt", "a photo of a bear statue", "--pipeline.protocol", "objects", "--pipeline.eta-selection-steps", "4",
                  "--pipeline.perturbation.loss-window", "2", "--pipeline.edit-steps", "2", "--pipeline.revise-steps", "2",
                  "--pipeline.ipg.resolution", "32", "--steps-per-save", "1", "--save-only-latest-checkpoint", "False"]  # fmt: skip
     pnr_run, result = run_tiny_edit("pnr", splat_source, tmp_path / "outputs", torch_home, 8, pnr_flags)

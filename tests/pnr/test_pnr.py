@@ -284,7 +284,10 @@ def test_the_real_scenes_protocol_sets_the_papers_values_and_flags_typed_beside_
     kept = PnRPipelineConfig(protocol="real-scenes").with_protocol(TypedFlags.from_argv(typed))
     assert kept.revise_steps == 1000 and kept.perturbation.eta == "auto" and kept.phases == PhasePlan(50, 15000, 1000)
     assert kept.views_per_step == 4
-    assert PnRPipelineConfig().with_protocol(TypedFlags()) == PnRPipelineConfig()  # objects: the released code's defaults
+    objects = PnRPipelineConfig(protocol="objects")
+    assert objects.with_protocol(TypedFlags()) == objects  # the fields' defaults are the objects protocol's
+    # auto: the paper's setting for the prior given, real scenes with a single-view Stable Diffusion
+    assert PnRPipelineConfig().with_protocol(TypedFlags()) == PnRPipelineConfig(protocol="real-scenes").with_protocol(TypedFlags())
 
 
 def test_without_annealing_the_guidance_range_is_allowed_and_used():
@@ -392,13 +395,14 @@ def test_a_multi_view_prior_takes_the_released_scale_and_size_and_flags_typed_at
 
     config = PnRPipelineConfig(guidance=GuidanceConfig(model_id=multiview_folder))
     released = config.with_protocol(TypedFlags.from_argv(["--guidance.model-id", multiview_folder]))
+    assert released.protocol == "objects" and released.phases == PhasePlan(50, 1500, 1000)  # auto: the release's
     assert released.guidance.guidance_scale == 50.0 and released.render_resolution == 256
     assert isinstance(released.guidance_config(), MultiViewGuidanceConfig)
     assert released.guidance_config().negative_prompt == released.multiview.negative_prompt
     typed = TypedFlags.from_argv(["--guidance.guidance-scale", "100", "--render-resolution", "512"])  # pds's own values
     kept = config.with_protocol(typed)
     assert kept.guidance.guidance_scale == 100.0 and kept.render_resolution == 512
-    single = PnRPipelineConfig().with_protocol(TypedFlags())
+    single = PnRPipelineConfig(protocol="objects").with_protocol(TypedFlags())
     assert single.guidance.guidance_scale == 100.0 and single.guidance_config() is single.guidance
 
 
