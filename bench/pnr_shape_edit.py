@@ -1,13 +1,19 @@
 """pnr on a shape edit at its released step counts, measured with the toy-world prior at every kept checkpoint.
 
 The edit pds cannot make, "a red ball" to "a red cube", run with pnr's objects protocol as released (50 eta-selection
-steps, 1500 edit and 1000 revise steps, eta chosen by Alg. 2) through the real ``ns-train`` on the outcome tests'
-tiny nerfacto source, a checkpoint kept every ``--every`` steps. Each checkpoint's renders of the 9 training views
-are read with :mod:`toy_world.outcome` and :mod:`toy_world.classify`: identity (PSNR of the pixels away from the ball
-against the source run's render), the object's pixel count, its colour and its roundness (a ball 0.76 and above).
-The table is printed (docs/toy_world.md quotes it) and the views go to docs/pnr_shape_edit.png, a row a checkpoint.
+steps, 1500 edit and 1000 revise steps, eta chosen by Alg. 2) through the real ``ns-train`` on a tiny source of the
+red ball, a checkpoint kept every ``--every`` steps. Each checkpoint's renders of the 9 training views are read with
+:mod:`toy_world.outcome` and :mod:`toy_world.classify`: identity (PSNR of the pixels away from the ball against the
+source run's render), the object's pixel count, its colour and its roundness (a ball 0.76 and above). The table is
+printed (docs/toy_world.md quotes it) and the views go to a picture, a row a checkpoint.
+
+``--prior single`` (docs/pnr_shape_edit.png): the single-view toy prior, PDS on 4 training views a step (ours).
+``--prior multiview`` (docs/pnr_multiview_shape_edit.png): the release's setting, the toy multi-view prior
+(toy_world/multiview_prior) guiding orbit views round the object with the x0-reconstruction objective; with
+``--region`` a box round the ball is the object field (splatfacto: only its Gaussians are perturbed and move).
 
     python bench/pnr_shape_edit.py                  # the released counts: 2550 steps, about an hour on 2 cores
+    python bench/pnr_shape_edit.py --prior multiview --representation splatfacto --region
     python bench/pnr_shape_edit.py --edit-steps 20 --revise-steps 10 --every 20 --no-write   # a check, 2 min
 """
 
@@ -27,8 +33,14 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 
+OBJECT_BOX = (0.0, 0.0, 0.06, 0.9, 0.9, 0.78)
+"""A box round the toy object at the origin (a cube of edge 0.7 fits), its bottom above the floor (z = -0.35), so that
+no floor Gaussian is inside: centre x y z, size x y z in the world's frame."""
+
+
 def checkpoint_row(label: str, views: Sequence[np.ndarray], sources, captured) -> str:
-    """One table row: identity, object pixels, views read red, roundness range of the views that show an object."""
+    """One table row: identity, object pixels, views read red, views read cube, roundness range of the views that show
+    an object."""
     from toy_world.classify import read
     from toy_world.outcome import measure
 
@@ -36,9 +48,10 @@ def checkpoint_row(label: str, views: Sequence[np.ndarray], sources, captured) -
     pixels = [int(reading.mask.sum()) for reading in readings]
     roundness = [reading.roundness for reading in readings if reading.shape is not None]
     red = sum(reading.colour == "red" for reading in readings)
+    cube = sum(reading.shape == "cube" for reading in readings)
     identity = measure(views, sources, captured, "red").identity_psnr
     spread = f"{min(roundness):.2f}-{max(roundness):.2f}" if roundness else "-"
-    return f"| {label} | {identity:.1f} | {min(pixels)}-{max(pixels)} | {red} of {len(views)} | {spread} |"
+    return f"| {label} | {identity:.1f} | {min(pixels)}-{max(pixels)} | {red} of {len(views)} | {cube} of {len(views)} | {spread} |"
 
 
 def main() -> None:
@@ -47,23 +60,26 @@ def main() -> None:
     parser.add_argument("--revise-steps", type=int, help="default pnr's, the released 1000")
     parser.add_argument("--every", type=int, default=250, help="steps between kept checkpoints")
     parser.add_argument("--seed", type=int, default=1, help="--machine.seed of the edit")
+    parser.add_argument("--prior", choices=["single", "multiview"], default="single")
+    parser.add_argument("--representation", choices=["nerfacto", "splatfacto"], default="nerfacto")
+    parser.add_argument("--region", action="store_true", help="a box round the ball: the object field")
     parser.add_argument("--no-write", action="store_true", help="print only; leave docs/ as it is")
     args = parser.parse_args()
     from pnr_nerfstudio.pipeline import PnRPipelineConfig
     from pnr_nerfstudio.schedules import Phase
-    from toy_world import PRIOR
+    from toy_world import MULTIVIEW_PRIOR, PRIOR
     from toy_world.models import seed_torch_home
     from toy_world.outcome import (
         EDIT_FLAGS,
-        SOURCE_FLAGS,
-        SOURCE_STEPS,
         SPARSE_POINTS,
         kept_checkpoint_views,
         outcome_edit_flags,
         save_views,
+        train_source,
         training_views,
     )
-    from toy_world.runs import run_tiny_edit, train_tiny_nerfacto
+    from toy_world.runs import run_tiny_edit
+    from toy_world.train_multiview_prior import TOY_OBJECT_CENTRE, TOY_OBJECT_RADIUS
     from toy_world.world import Thing, write_scene
 
     released = PnRPipelineConfig()
@@ -77,16 +93,22 @@ def main() -> None:
         # the runs load in this process too (to render their checkpoints): LPIPS constructs offline from this folder
         os.environ.update(TORCH_HOME=str(torch_home), HF_HUB_OFFLINE="1")
         scene = write_scene(work / "red-ball", Thing("red", "ball"), num_views=10, size=32, sparse_points=SPARSE_POINTS)
-        source = train_tiny_nerfacto(scene, work / "sources", torch_home, SOURCE_STEPS, extra_args=SOURCE_FLAGS)
+        source = train_source(args.representation, scene, work / "sources", torch_home)
+        prior = MULTIVIEW_PRIOR if args.prior == "multiview" else PRIOR
         flags = [
-            *EDIT_FLAGS, *outcome_edit_flags(str(PRIOR), "red", "red", "ball", target_shape="cube"),
+            *EDIT_FLAGS, *outcome_edit_flags(str(prior), "red", "red", "ball", target_shape="cube"),
             "--pipeline.result-views", "1", "--machine.seed", str(args.seed), "--pipeline.protocol", "objects",
             "--pipeline.edit-steps", str(args.edit_steps), "--pipeline.revise-steps", str(args.revise_steps),
             "--steps-per-save", str(args.every), "--save-only-latest-checkpoint", "False",
         ]  # fmt: skip
+        if args.prior == "multiview":  # the orbit cameras round the toy object, as the multi-view prior was trained
+            flags += ["--pipeline.multiview.object-centre", *map(str, TOY_OBJECT_CENTRE),
+                      "--pipeline.multiview.object-radius", str(TOY_OBJECT_RADIUS)]  # fmt: skip
+        if args.region:
+            flags += ["--pipeline.region.box", *map(str, OBJECT_BOX)]
         run, _ = run_tiny_edit("pnr", source, work / "edit", torch_home, plan.total_steps, flags, timeout=6 * 3600)
         sources, captured = training_views(source / "config.yml")
-        print("| checkpoint | phase | identity (dB) | object pixels | read red | roundness |\n|---|---|---|---|---|---|")
+        print("| checkpoint | phase | identity (dB) | object pixels | read red | read cube | roundness |\n|---|---|---|---|---|---|---|")
         print(checkpoint_row("source | -", sources, sources, captured), flush=True)
         rows = [captured, sources]
         for step, views in kept_checkpoint_views(run):
@@ -95,7 +117,8 @@ def main() -> None:
             if step > revise_start - args.every:  # the last checkpoint of the edit steps and every one after
                 rows.append(views)
     if not args.no_write:
-        save_views(rows, ROOT / "docs" / "pnr_shape_edit.png")
+        name = "pnr_shape_edit.png" if args.prior == "single" else f"pnr_multiview_shape_edit_{args.representation}{'_region' if args.region else ''}.png"
+        save_views(rows, ROOT / "docs" / name)
 
 
 if __name__ == "__main__":

@@ -8,5 +8,7 @@ from pathlib import Path
 
 PRIOR = Path(__file__).resolve().parent / "prior"
 """The committed trained prior (a Stable Diffusion pipeline folder; its model card is PRIOR / "README.md")."""
+MULTIVIEW_PRIOR = Path(__file__).resolve().parent / "multiview_prior"
+"""The committed multi-view prior (MVDream's format, :mod:`pds_nerfstudio.priors.multiview`; card: its README.md)."""
 CLIP = Path(__file__).resolve().parent / "clip"
 """The committed trained CLIP (a transformers CLIPModel folder for ``pds-eval --clip-models``; card: CLIP / "README.md")."""
