@@ -311,6 +311,7 @@ class PnRPipeline(PDSPipeline):
         if phase is not self._announced:
             self.announce(step, phase)
         if phase is not Phase.ETA_SELECTION and not bool(self.perturbed):
+            self.share_controls()  # with several devices, every rank perturbs inside rank 0's viewer box
             self.perturb(self.choose_eta())
 
     def follow_the_phases(self, optimizers: Optimizers) -> None:

@@ -467,6 +467,8 @@ def test_bad_flags_stop_with_one_line(flags, fragment, source_run, tiny_sd, monk
     argv += [
         "--machine.device-type",
         "cpu",
+        "--pipeline.protocol",
+        "objects",
         "--pipeline.tgt-prompt",
         PROMPT,
         "--pipeline.guidance.model-id",
