@@ -8,7 +8,7 @@ source run's render), the object's pixel count, its colour and its roundness (a 
 printed (docs/toy_world.md quotes it) and the views go to a picture, a row a checkpoint.
 
 ``--prior single`` (docs/pnr_shape_edit.png): the single-view toy prior, PDS on 4 training views a step (ours).
-``--prior multiview`` (docs/pnr_multiview_shape_edit.png): the release's setting, the toy multi-view prior
+``--prior multiview`` (docs/pnr_multiview_shape_edit_<representation>[_region].png): the release's setting, the toy multi-view prior
 (toy_world/multiview_prior) guiding orbit views round the object with the x0-reconstruction objective; with
 ``--region`` a box round the ball is the object field (splatfacto: only its Gaussians are perturbed and move).
 

@@ -20,6 +20,7 @@ from torch import Tensor
 from pds_nerfstudio.common.errors import InputError
 from pds_nerfstudio.priors.guidance import GuidanceConfig
 from pds_nerfstudio.priors.multiview_guidance import RELEASED_NEGATIVE_PROMPT, MultiViewGuidanceConfig
+from pds_nerfstudio.regions.box import in_scene_frame
 from pds_nerfstudio.regions.region import Region, RegionConfig
 from pds_nerfstudio.scenes.orbit import OrbitRanges
 
@@ -95,8 +96,6 @@ class MultiViewConfig:
         ``scale`` applied), or the region's box as it is now."""
         if self.object_centre is not None:
             assert self.object_radius is not None
-            transform = transform.float().cpu()
-            centre = scale * (transform[:3, :3] @ torch.tensor(self.object_centre).float() + transform[:3, 3])
-            return centre, scale * self.object_radius
+            return in_scene_frame(torch.tensor(self.object_centre), transform, scale), scale * self.object_radius
         assert region is not None and region.box is not None, "MultiViewConfig.check runs first"
         return region.box.centre.float(), float(region.box.size.norm()) / 2

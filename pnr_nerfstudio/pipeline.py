@@ -395,11 +395,11 @@ class PnRPipeline(PDSPipeline):
         self.representation.assign(self.model, values)
         kept = self.config.optimizer_state_at_perturbation == "kept"
         if self._optimizers is not None:
-            for optimizer in self._optimizers.optimizers.values():
+            optimizers = self._optimizers.optimizers
+            rebind_optimizers(optimizers, self.model.get_param_groups())
+            for optimizer in optimizers.values():
                 if not kept:
                     optimizer.state.clear()  # Adam's moments and step counts start again for every parameter
-            rebind_optimizers(self._optimizers.optimizers, self.model.get_param_groups())
-            for optimizer in self._optimizers.optimizers.values():
                 for param in [param for param in optimizer.state if optimizer.state[param]["exp_avg"].shape != param.shape]:
                     del optimizer.state[param]  # rows culled while eta was selected: this tensor starts fresh
         self.eta.fill_(eta)

@@ -21,6 +21,13 @@ def rotation_from_degrees(angles: Sequence[float]) -> Tensor:
     return (rz @ ry @ rx).float()
 
 
+def in_scene_frame(point: Tensor, transform: Tensor, scale: float) -> Tensor:
+    """A point [3] of the capture's world frame (transforms.json's) in nerfstudio's scene frame: the dataparser maps p to
+    ``scale * (transform[:, :3] @ p + transform[:, 3])`` (its ``dataparser_transform`` and ``dataparser_scale``)."""
+    transform = transform.float().cpu()
+    return scale * (transform[:3, :3] @ point.float() + transform[:3, 3])
+
+
 @dataclass(frozen=True)
 class Box:
     """Points p with |R^T (p - centre)| <= size / 2 in every axis."""
@@ -44,11 +51,8 @@ class Box:
         """This box, given in the capture's world frame (transforms.json's), in nerfstudio's scene frame: the dataparser
         maps a point p to ``scale * (transform[:, :3] @ p + transform[:, 3])`` (its ``dataparser_transform`` and
         ``dataparser_scale``); the box turns with the same rotation and grows by the same scale."""
-        transform = transform.float().cpu()
-        rotation = transform[:3, :3]
-        return Box(
-            scale * (rotation @ self.centre + transform[:3, 3]), scale * self.size, rotation @ self.rotation
-        )
+        rotation = transform.float().cpu()[:3, :3]
+        return Box(in_scene_frame(self.centre, transform, scale), scale * self.size, rotation @ self.rotation)
 
     def contains(self, points: Tensor) -> Tensor:
         """Whether each point [..., 3] is inside: [...] bool."""

@@ -15,6 +15,7 @@ from pds_nerfstudio.priors.multiview_guidance import RELEASED_NEGATIVE_PROMPT
 from pnr_nerfstudio.perturbation import RELEASED_LATENT_NUMEL
 from tests.conftest import shared
 from tests.priors.test_multiview import build_tiny_multiview_prior
+from tests.priors.test_multiview_guidance import released_x0
 from toy_world.runs import logged, run_tiny_edit
 
 PROMPT = "a photo of a red cube"
@@ -70,7 +71,7 @@ def test_adam_keeps_its_state_through_the_perturbation(run):
 
     saved = load_checkpoint(newest_checkpoint(run / "nerfstudio_models"))["optimizers"]
     counts = {int(state["step"]) for group in saved.values() for state in group["state"].values()}
-    assert counts == {SELECTION_STEPS + EDIT_STEPS + REVISE_STEPS}  # fresh at the perturbation: EDIT + REVISE
+    assert counts == {SELECTION_STEPS + EDIT_STEPS + REVISE_STEPS}  # a reset at the perturbation leaves EDIT + REVISE
 
 
 def setup_pipeline(run):
@@ -91,6 +92,8 @@ def test_each_step_gives_the_prior_one_t_its_group_s_cameras_and_the_negative_pr
     calls = []
     unet = pipeline.guidance.pipe.unet
     unet.register_forward_pre_hook(lambda m, args, kwargs: calls.append((args, kwargs)), with_kwargs=True)
+    predictions = []
+    unet.register_forward_hook(lambda m, args, kwargs, out: predictions.append(out.sample), with_kwargs=True)
     outputs, losses, metrics = pipeline.get_train_loss_dict(step)
     ((args, kwargs),) = calls
     used = pipeline.orbit_step_in_use
@@ -122,9 +125,12 @@ def test_each_step_gives_the_prior_one_t_its_group_s_cameras_and_the_negative_pr
     text = kwargs["encoder_hidden_states"]
     assert torch.equal(text[:4], pipeline.guidance.text_embedding(PROMPT).expand(4, -1, -1))
     assert torch.equal(text[4:], pipeline.guidance.text_embedding(RELEASED_NEGATIVE_PROMPT).expand(4, -1, -1))
-    assert pipeline.guidance.multiview.std_rescale == 0.5 and metrics["guidance_scale"] == 50.0
+    # the target: scale 50 and std rescale 0.5 applied to this step's own predictions, by hand
+    a_t = pipeline.guidance.alphas_cumprod[int(used.output.t)]
+    target = released_x0(a_t, args[0][:4], predictions[0], scale=50.0, rescale=0.5)
+    assert torch.allclose(used.output.reconstruction.x0, target, atol=1e-4, rtol=1e-4) and metrics["guidance_scale"] == 50.0
     # the objective: 0.5 sum (z - x0)^2 / B, and the selection loss its value per 4x32x32 latent
-    objective = 0.5 * (used.latents - used.output.reconstruction.x0).pow(2).sum() / 4
+    objective = 0.5 * (used.latents - target).pow(2).sum() / 4
     assert torch.allclose(losses["guidance_loss"], objective, rtol=1e-5)
     if step < SELECTION_STEPS:
         recorded = float(pipeline.eta_selection_losses[step])

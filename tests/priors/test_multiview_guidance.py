@@ -17,6 +17,21 @@ def multiview_prior(tmp_path_factory):
     return build_tiny_multiview_prior(tmp_path_factory.mktemp("mv") / "prior")
 
 
+def released_x0(a_t, x_t, eps, scale: float, rescale: float):
+    """The released target by hand, group by group of VIEWS, from the UNet's own output ``eps`` (conditional half, then
+    the negative prompt's) on the noised latents ``x_t`` at the step's alpha-bar ``a_t``: x0 from the guided noise,
+    rescaled by ``rescale`` towards the conditional estimate's spread."""
+    eps_c, eps_n = eps.chunk(2)
+    x0_g = (x_t - (1 - a_t).sqrt() * (eps_n + scale * (eps_c - eps_n))) / a_t.sqrt()
+    x0_c = (x_t - (1 - a_t).sqrt() * eps_c) / a_t.sqrt()
+    groups = []
+    for g in range(x_t.shape[0] // VIEWS):
+        rows = slice(g * VIEWS, (g + 1) * VIEWS)
+        factor = (x0_c[rows].std() + 1e-8) / (x0_g[rows].std() + 1e-8)
+        groups.append(rescale * factor * x0_g[rows] + (1 - rescale) * x0_g[rows])
+    return torch.cat(groups)
+
+
 def test_a_step_gives_the_prior_one_t_the_cameras_and_the_negative_prompt(multiview_prior):
     config = MultiViewGuidanceConfig(model_id=str(multiview_prior))
     config.check("cpu")
@@ -35,14 +50,8 @@ def test_a_step_gives_the_prior_one_t_the_cameras_and_the_negative_prompt(multiv
     text = kwargs["encoder_hidden_states"]
     assert torch.equal(text[: 2 * VIEWS], guidance.text_embedding("a photo of a red cube").expand(2 * VIEWS, -1, -1))
     assert torch.equal(text[2 * VIEWS :], guidance.text_embedding(RELEASED_NEGATIVE_PROMPT).expand(2 * VIEWS, -1, -1))
-    eps_c, eps_n = outputs[0].chunk(2)
-    a = guidance.alphas_cumprod[int(step.t)]
-    for g in range(2):  # the rescale, by hand, on the step's own predictions
-        rows = slice(g * VIEWS, (g + 1) * VIEWS)
-        x0_g = (x_t[: 2 * VIEWS][rows] - (1 - a).sqrt() * (eps_n[rows] + 50 * (eps_c[rows] - eps_n[rows]))) / a.sqrt()
-        x0_c = (x_t[: 2 * VIEWS][rows] - (1 - a).sqrt() * eps_c[rows]) / a.sqrt()
-        factor = (x0_c.std() + 1e-8) / (x0_g.std() + 1e-8)
-        assert torch.allclose(step.reconstruction.x0[rows], 0.5 * factor * x0_g + 0.5 * x0_g, atol=1e-4, rtol=1e-4)
+    expected = released_x0(guidance.alphas_cumprod[int(step.t)], x_t[: 2 * VIEWS], outputs[0], scale=50, rescale=0.5)
+    assert torch.allclose(step.reconstruction.x0, expected, atol=1e-4, rtol=1e-4)
     step.loss.backward()
     assert torch.allclose(latents.grad, (latents.detach() - step.reconstruction.x0) / (2 * VIEWS), atol=1e-6)
 
