@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pds_nerfstudio.integration.trainer import edit_method
+from pnr_nerfstudio.objects import released_nerfacto_optimizers
 from pnr_nerfstudio.pipeline import PnRPipelineConfig
 from pnr_nerfstudio.trainer_config import PnRTrainerConfig
 
@@ -13,4 +14,5 @@ pnr_method = edit_method(
     max_num_iterations=None,  # the phases: 50 eta-selection + 1500 edit + 1000 revise steps by default
     steps_per_save=500,
     trainer_config=PnRTrainerConfig,
+    optimizers={"field_grid": released_nerfacto_optimizers()["field_grid"]},
 )

@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Optional, Tuple
+from typing import Any, Dict, Optional, Tuple, Type
 
 import torch
+from nerfstudio.engine.optimizers import AdamOptimizerConfig
 from torch import Tensor
 
 from pds_nerfstudio.common.errors import InputError
@@ -23,11 +24,33 @@ from pds_nerfstudio.priors.multiview_guidance import RELEASED_NEGATIVE_PROMPT, M
 from pds_nerfstudio.regions.box import in_scene_frame
 from pds_nerfstudio.regions.region import Region, RegionConfig
 from pds_nerfstudio.scenes.orbit import OrbitRanges
+from pds_nerfstudio.scenes.representations import Nerfacto
 
 RELEASED_GUIDANCE_SCALE = 50.0
 """The released objects configs' guidance scale for MVDream."""
 RELEASED_RENDER_RESOLUTION = 256
 """The released objects configs' render size after the coarse steps (MVDream's 256 px)."""
+
+
+@dataclass
+class AdamWOptimizerConfig(AdamOptimizerConfig):
+    """torch's AdamW (weight decay decoupled from the gradient) in nerfstudio's optimizer config."""
+
+    _target: Type = torch.optim.AdamW
+    betas: Tuple[float, float] = (0.9, 0.99)
+    """The moments' decay rates (released: 0.9, 0.99; torch's default 0.999 for the second)."""
+    weight_decay: float = 0.01
+    """Decoupled weight decay (released: torch's default for AdamW, 0.01)."""
+
+
+def released_nerfacto_optimizers() -> Dict[str, Dict[str, Any]]:
+    """The released objects code's optimiser for a NeRF (configs/mvdream-pnr*.yaml): AdamW (0.9, 0.99), eps 1e-15,
+    weight decay 0.01, the hash grid at 0.01 and the MLPs at 0.001; nerfacto's proposal networks, which the release
+    has not, at the grid's rate (a hash grid each, and most of their parameters). The schedules are nerfacto's, which
+    the objects protocol holds at 1 (``--pipeline.learning-rate-schedule constant``, the release's)."""
+    schedule = Nerfacto().optimizers()["fields"]["scheduler"]
+    rates = {"proposal_networks": 1e-2, "field_grid": 1e-2, "fields": 1e-3}
+    return {group: {"optimizer": AdamWOptimizerConfig(lr=lr, eps=1e-15), "scheduler": schedule} for group, lr in rates.items()}
 
 
 @dataclass(frozen=True)

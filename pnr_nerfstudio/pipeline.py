@@ -44,11 +44,17 @@ from pds_nerfstudio.parallel import collectives
 from pds_nerfstudio.priors.multiview import MultiViewInfo, camera_vectors, read_multiview_info
 from pds_nerfstudio.priors.multiview_guidance import MultiViewGuidance, MultiViewOutput
 from pds_nerfstudio.scenes.frozen_source import FrozenSource
+from pds_nerfstudio.scenes.models import EditNerfactoModelConfig
 from pds_nerfstudio.scenes.orbit import OrbitGroup, draw_orbit_group
 from pds_nerfstudio.scenes.rendering import guidance_camera, seeded, view_rays
 from pds_nerfstudio.scenes.representations import Nerfacto, rebind_optimizers
 from pnr_nerfstudio.ipg import IdentityPreservingLoss, IPGConfig
-from pnr_nerfstudio.objects import RELEASED_GUIDANCE_SCALE, RELEASED_RENDER_RESOLUTION, MultiViewConfig
+from pnr_nerfstudio.objects import (
+    RELEASED_GUIDANCE_SCALE,
+    RELEASED_RENDER_RESOLUTION,
+    MultiViewConfig,
+    released_nerfacto_optimizers,
+)
 from pnr_nerfstudio.perturbation import (
     PerturbationConfig,
     edited_parameters,
@@ -199,6 +205,26 @@ class PnRPipelineConfig(PDSPipelineConfig):
                 "pnr anneals t: set --pipeline.annealing.start and --pipeline.annealing.end, "
                 "not --pipeline.guidance.t-ratio-range (or turn annealing off: --pipeline.annealing.enabled False)"
             )
+
+    @property
+    def released_objects_setting(self) -> bool:
+        """Whether this edit is the released objects code's setting: the objects protocol with a multi-view prior."""
+        return self.protocol == "objects" and self.multiview_prior() is not None
+
+    def with_source(self, run: Run, typed: TypedFlags) -> "PnRPipelineConfig":
+        """As for every edit; in the released objects setting a nerfacto field's hash grid is its own optimizer group,
+        for the released rates (unless ``--pipeline.model.grid-param-group`` is typed)."""
+        resolved = super().with_source(run, typed)
+        if self.released_objects_setting and isinstance(resolved.model, EditNerfactoModelConfig) and "model.grid_param_group" not in typed:
+            resolved = dataclasses.replace(resolved, model=dataclasses.replace(resolved.model, grid_param_group=True))
+        return resolved
+
+    def default_optimizers(self) -> Dict[str, Dict[str, Any]]:
+        """The released AdamW groups for a nerfacto field in the released objects setting
+        (:func:`pnr_nerfstudio.objects.released_nerfacto_optimizers`); otherwise the scene's own."""
+        if self.released_objects_setting and getattr(self.model, "grid_param_group", False):
+            return released_nerfacto_optimizers()
+        return super().default_optimizers()
 
     def resumed_max_num_iterations(self, run: Run) -> Optional[int]:
         """The phases' total, when the run's total was its phases' (the default) and edit or revise steps change now."""
@@ -396,7 +422,7 @@ class PnRPipeline(PDSPipeline):
         kept = self.config.optimizer_state_at_perturbation == "kept"
         if self._optimizers is not None:
             optimizers = self._optimizers.optimizers
-            rebind_optimizers(optimizers, self.model.get_param_groups())
+            rebind_optimizers(optimizers, self.get_param_groups())
             for optimizer in optimizers.values():
                 if not kept:
                     optimizer.state.clear()  # Adam's moments and step counts start again for every parameter
@@ -502,9 +528,9 @@ class PnRPipeline(PDSPipeline):
             metrics["region_share"] = self.region_masks_in_use.mean()
         metrics["phase"] = int(phase)
         metrics["render_short_side"] = int(min(render_cameras[0].height.item(), render_cameras[0].width.item()))
-        if self._optimizers is not None:  # the rate this step's update uses
-            group = self.representation.reported_group
-            metrics[f"learning_rate_{group}"] = self._optimizers.optimizers[group].param_groups[0]["lr"]
+        if self._optimizers is not None:  # the rates this step's update uses
+            for group, optimizer in self._optimizers.optimizers.items():
+                metrics[f"learning_rate_{group}"] = optimizer.param_groups[0]["lr"]
         if phase is Phase.ETA_SELECTION:
             # the mean over the step's views on every device (each device's mean, all devices guiding as many)
             value = collectives.all_reduce_sum(torch.tensor([selection], dtype=torch.float64)).item() / self.world_size

@@ -176,6 +176,10 @@ class EditPipelineConfig(VanillaPipelineConfig):
         """What the edited scene is (nerfacto or splatfacto), from the resolved model config."""
         return self.source_representation(self.model)
 
+    def default_optimizers(self) -> Dict[str, Dict[str, Any]]:
+        """The optimizer groups a new edit of the resolved scene starts with, before ``--optimizers.*`` flags."""
+        return self.representation.optimizers()
+
     def resumed_from(self, run: Run, typed: TypedFlags) -> "EditPipelineConfig":
         """The config of an edit run being resumed, except for the flags the user typed now (``typed``, relative to
         this config)."""

@@ -5,6 +5,7 @@ shares."""
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import os
 import shutil
@@ -136,7 +137,7 @@ class EditTrainerConfig(TrainerConfig):
                 self.load_dir = None
                 if "max_num_iterations" not in typed:
                     self.max_num_iterations = self.pipeline.default_max_num_iterations(self.max_num_iterations)
-                optimizers = self.pipeline.representation.optimizers()
+                optimizers = self.pipeline.default_optimizers()
             self.optimizers = self.edit_optimizers(optimizers, typed.under("optimizers"))
             self.pipeline = self.pipeline.with_typed_controls(pipeline_flags)
             self.pipeline.check_flags(pipeline_flags)
@@ -158,6 +159,11 @@ class EditTrainerConfig(TrainerConfig):
             )
         typed_groups = {group: self.optimizers[group] for group in base if group in self.optimizers}
         merged = merge_typed(typed_groups, dict(base), typed)
+        for group, settings in merged.items():  # the edit's optimizer class (AdamW, say), with the typed values set on it
+            optimizer_flags = typed.under(group).under("optimizer").paths
+            if optimizer_flags and type(settings["optimizer"]) is not type(base[group]["optimizer"]):
+                typed_values = {name: getattr(settings["optimizer"], name) for name in optimizer_flags}
+                merged[group] = {**settings, "optimizer": dataclasses.replace(base[group]["optimizer"], **typed_values)}
         for group, settings in merged.items():
             if settings["optimizer"].lr <= 0:
                 raise InputError(
@@ -207,8 +213,10 @@ def edit_method(
     max_num_iterations: Optional[int],
     steps_per_save: int = 1000,
     trainer_config: Type[EditTrainerConfig] = EditTrainerConfig,
+    optimizers: Optional[Dict[str, Any]] = None,
 ) -> MethodSpecification:
-    """An editing method: nerfstudio's trainer with the settings all our methods share."""
+    """An editing method: nerfstudio's trainer with the settings all our methods share; ``optimizers``: parameter
+    groups only some of its edits have (their defaults), beside both representations' own."""
     return MethodSpecification(
         config=trainer_config(
             method_name=method_name,
@@ -223,7 +231,7 @@ def edit_method(
             mixed_precision=False,
             pipeline=pipeline,
             # both representations' groups, so that --optimizers.<group>.* exists for each; an edit keeps its scene's
-            optimizers={**Nerfacto().optimizers(), **Splatfacto().optimizers()},
+            optimizers={**Nerfacto().optimizers(), **Splatfacto().optimizers(), **(optimizers or {})},
             viewer=ViewerConfig(num_rays_per_chunk=1 << 15),
             vis="viewer",
         ),

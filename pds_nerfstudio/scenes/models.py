@@ -12,6 +12,7 @@ import torch
 from nerfstudio.cameras.cameras import Cameras
 from nerfstudio.data.scene_box import OrientedBox
 from nerfstudio.engine.callbacks import TrainingCallback, TrainingCallbackAttributes
+from nerfstudio.field_components.encodings import HashEncoding
 from nerfstudio.models.nerfacto import NerfactoModel, NerfactoModelConfig
 from nerfstudio.models.splatfacto import SplatfactoModel, SplatfactoModelConfig
 from torch import Tensor
@@ -42,6 +43,10 @@ class EditNerfactoModelConfig(NerfactoModelConfig):
     """nerfacto, built from the source run's model config; only its field and proposal networks are edited."""
 
     _target: Type = field(default_factory=lambda: EditNerfactoModel)
+    grid_param_group: bool = False
+    """True: the field's hash grid is an optimizer group of its own, ``field_grid``, beside ``fields`` (its MLPs), so
+    that the two can have their own rates (pnr's objects protocol with a multi-view prior: the released 0.01 and 0.001).
+    tiny-cuda-nn's fused network holds the grid and the MLP in one tensor, which then goes with the grid."""
 
 
 class EditNerfactoModel(ShowsEditOutputs, NerfactoModel):
@@ -68,10 +73,18 @@ class EditNerfactoModel(ShowsEditOutputs, NerfactoModel):
         return [callback for callback in callbacks if callback.func == self.proposal_sampler.step_cb]
 
     def get_param_groups(self) -> Dict[str, List[Parameter]]:
-        return {
-            "proposal_networks": list(self.proposal_networks.parameters()),
-            "fields": [p for p in self.field.parameters() if p.requires_grad],
-        }
+        trained = [p for p in self.field.parameters() if p.requires_grad]
+        groups = {"proposal_networks": list(self.proposal_networks.parameters()), "fields": trained}
+        if self.config.grid_param_group:
+            grid = {id(p) for module in self.field.modules() if holds_hash_grid(module) for p in module.parameters()}
+            groups["fields"] = [p for p in trained if id(p) not in grid]
+            groups["field_grid"] = [p for p in trained if id(p) in grid]
+        return groups
+
+
+def holds_hash_grid(module: torch.nn.Module) -> bool:
+    """Whether ``module`` is a hash grid encoding, or tiny-cuda-nn's network fused with one (one tensor for both)."""
+    return isinstance(module, HashEncoding) or type(module).__name__ == "NetworkWithInputEncoding"
 
 
 @dataclass

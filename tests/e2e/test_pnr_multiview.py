@@ -74,6 +74,37 @@ def test_adam_keeps_its_state_through_the_perturbation(run):
     assert counts == {SELECTION_STEPS + EDIT_STEPS + REVISE_STEPS}  # a reset at the perturbation leaves EDIT + REVISE
 
 
+RELEASED_RATES = {"proposal_networks": 1e-2, "field_grid": 1e-2, "fields": 1e-3}
+"""The released objects code's rates: hash grid 0.01, MLPs 0.001 (nerfacto's proposal networks at the grid's)."""
+
+
+def test_the_field_is_optimised_with_the_released_adamw_groups(run):
+    """The optimisers the run stepped, read back from its checkpoint: AdamW (decoupled weight decay 0.01, betas 0.9 and
+    0.99, eps 1e-15) on three groups, the field's hash grid alone in ``field_grid`` at 0.01 and its MLPs in ``fields`` at
+    0.001; and the rate each group's update used, logged at every step of every phase."""
+    from pds_nerfstudio.common.checkpoints import load_checkpoint
+    from pds_nerfstudio.integration.source_run import newest_checkpoint
+    from pds_nerfstudio.scenes.models import holds_hash_grid
+
+    saved = load_checkpoint(newest_checkpoint(run / "nerfstudio_models"))["optimizers"]
+    assert set(saved) == set(RELEASED_RATES)
+    for group, rate in RELEASED_RATES.items():
+        (settings,) = saved[group]["param_groups"]
+        assert settings["decoupled_weight_decay"] is True and settings["weight_decay"] == 0.01, group
+        assert tuple(settings["betas"]) == (0.9, 0.99) and settings["eps"] == 1e-15 and settings["lr"] == rate, group
+    # which tensors each group stepped: the field's hash grid and nothing else in field_grid, its MLPs in fields
+    field = setup_pipeline(run).model.field
+    grid = [p for module in field.modules() if holds_hash_grid(module) for p in module.parameters()]
+    mlps = [p for p in field.parameters() if p.requires_grad and all(p is not g for g in grid)]
+    stepped = {group: sorted(tuple(s["exp_avg"].shape) for s in saved[group]["state"].values()) for group in ("field_grid", "fields")}
+    assert stepped["field_grid"] == sorted(tuple(p.shape) for p in grid) and len(grid) >= 1
+    assert stepped["fields"] == sorted(tuple(p.shape) for p in mlps) and len(mlps) >= 2
+    steps = range(SELECTION_STEPS + EDIT_STEPS + REVISE_STEPS)
+    for group, rate in RELEASED_RATES.items():
+        logged_rates = logged(run, f"learning_rate_{group}")
+        assert [logged_rates[s] for s in steps] == pytest.approx([rate] * len(steps)), group
+
+
 def setup_pipeline(run):
     config = yaml.load((run / "config.yml").read_text(), Loader=yaml.Loader)
     pipeline = config.pipeline.setup(device="cpu", test_mode="val")

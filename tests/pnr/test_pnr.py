@@ -434,3 +434,39 @@ def test_bad_multi_view_flags_are_one_line_errors(multiview_folder, changes, fla
     with pytest.raises(InputError) as error:
         config.check("cpu")
     assert flag in str(error.value) and "\n" not in str(error.value)
+
+
+def test_a_nerfacto_edit_with_a_multi_view_prior_takes_the_released_adamw_groups_and_typed_rates_win(multiview_folder):
+    """The released objects code's optimiser (AdamW, hash grid 0.01, MLPs 0.001) for a nerfacto edit with a multi-view
+    prior; a rate typed on the command line wins even when it is the method config's default (0.01 for fields), and
+    keeps AdamW; a single-view edit keeps nerfacto's Adam and has no field_grid group to type."""
+    import copy
+    import dataclasses
+
+    from pds_nerfstudio.scenes.models import EditNerfactoModelConfig
+    from pnr_nerfstudio.method_configs import pnr_method
+    from pnr_nerfstudio.objects import AdamWOptimizerConfig
+
+    trainer = copy.deepcopy(pnr_method.config)
+    resolved = dataclasses.replace(
+        PnRPipelineConfig(guidance=GuidanceConfig(model_id=multiview_folder)), protocol="objects",
+        model=EditNerfactoModelConfig(grid_param_group=True),
+    )  # fmt: skip
+    trainer.pipeline = resolved
+    typed = TypedFlags.from_argv(["--optimizers.fields.optimizer.lr", "0.01"])
+    groups = trainer.edit_optimizers(resolved.default_optimizers(), typed.under("optimizers"))
+    assert {group: type(settings["optimizer"]) for group, settings in groups.items()} == dict.fromkeys(
+        ("proposal_networks", "field_grid", "fields"), AdamWOptimizerConfig
+    )
+    assert {group: settings["optimizer"].lr for group, settings in groups.items()} == {
+        "proposal_networks": 0.01, "field_grid": 0.01, "fields": 0.01,  # fields typed at the method's default 0.01
+    }  # fmt: skip
+    untyped = trainer.edit_optimizers(resolved.default_optimizers(), TypedFlags())
+    assert untyped["fields"]["optimizer"].lr == 0.001 and untyped["fields"]["optimizer"].weight_decay == 0.01
+    built = untyped["fields"]["optimizer"].setup([torch.nn.Parameter(torch.zeros(2))])
+    assert isinstance(built, torch.optim.AdamW) and built.param_groups[0]["betas"] == (0.9, 0.99)
+    single = dataclasses.replace(resolved, guidance=GuidanceConfig(), protocol="objects")
+    trainer.pipeline = single
+    assert set(single.default_optimizers()) == {"proposal_networks", "fields"}
+    with pytest.raises(InputError, match="--optimizers.field-grid"):
+        trainer.edit_optimizers(single.default_optimizers(), TypedFlags.from_argv(["--optimizers.field-grid.optimizer.lr", "0.1"]).under("optimizers"))
