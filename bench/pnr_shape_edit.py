@@ -38,11 +38,12 @@ OBJECT_BOX = (0.0, 0.0, 0.06, 0.9, 0.9, 0.78)
 no floor Gaussian is inside: centre x y z, size x y z in the world's frame."""
 
 
-def checkpoint_row(label: str, views: Sequence[np.ndarray], sources, captured) -> str:
+def checkpoint_row(label: str, views: Sequence[np.ndarray], sources, captured, poses) -> str:
     """One table row: identity, object pixels, views read red, views read cube, roundness range of the views that show
-    an object."""
+    an object, and the 3D shape fit (:func:`toy_world.outcome.fitted_shape`: the best cube's and ball's IoU over all
+    views, and whether it reads cube)."""
     from toy_world.classify import read
-    from toy_world.outcome import measure
+    from toy_world.outcome import fitted_shape, measure
 
     readings = [read(view) for view in views]
     pixels = [int(reading.mask.sum()) for reading in readings]
@@ -51,7 +52,9 @@ def checkpoint_row(label: str, views: Sequence[np.ndarray], sources, captured) -
     cube = sum(reading.shape == "cube" for reading in readings)
     identity = measure(views, sources, captured, "red").identity_psnr
     spread = f"{min(roundness):.2f}-{max(roundness):.2f}" if roundness else "-"
-    return f"| {label} | {identity:.1f} | {min(pixels)}-{max(pixels)} | {red} of {len(views)} | {cube} of {len(views)} | {spread} |"
+    fit = fitted_shape(views, sources, poses)
+    fitted = f"{fit.cube_iou:.2f} / {fit.ball_iou:.2f}{' cube' if fit.reads_cube else ''}"
+    return f"| {label} | {identity:.1f} | {min(pixels)}-{max(pixels)} | {red} of {len(views)} | {cube} of {len(views)} | {spread} | {fitted} |"
 
 
 def main() -> None:
@@ -76,10 +79,11 @@ def main() -> None:
         outcome_edit_flags,
         save_views,
         train_source,
+        training_poses,
         training_views,
     )
     from toy_world.runs import run_tiny_edit
-    from toy_world.train_multiview_prior import TOY_OBJECT_CENTRE, TOY_OBJECT_RADIUS
+    from toy_world.train_multiview_prior import TOY_OBJECT_CENTRE, TOY_ORBIT_RADIUS
     from toy_world.world import Thing, write_scene
 
     released = PnRPipelineConfig()
@@ -103,17 +107,19 @@ def main() -> None:
         ]  # fmt: skip
         if args.prior == "multiview":  # the orbit cameras round the toy object, as the multi-view prior was trained
             flags += ["--pipeline.multiview.object-centre", *map(str, TOY_OBJECT_CENTRE),
-                      "--pipeline.multiview.object-radius", str(TOY_OBJECT_RADIUS)]  # fmt: skip
+                      "--pipeline.multiview.object-radius", str(TOY_ORBIT_RADIUS)]  # fmt: skip
         if args.region:
             flags += ["--pipeline.region.box", *map(str, OBJECT_BOX)]
         run, _ = run_tiny_edit("pnr", source, work / "edit", torch_home, plan.total_steps, flags, timeout=6 * 3600)
         sources, captured = training_views(source / "config.yml")
-        print("| checkpoint | phase | identity (dB) | object pixels | read red | read cube | roundness |\n|---|---|---|---|---|---|---|")
-        print(checkpoint_row("source | -", sources, sources, captured), flush=True)
+        poses = training_poses(source / "config.yml")
+        print("| checkpoint | phase | identity (dB) | object pixels | read red | read cube | roundness | cube / ball fit |")
+        print("|---|---|---|---|---|---|---|---|")
+        print(checkpoint_row("source | -", sources, sources, captured, poses), flush=True)
         rows = [captured, sources]
         for step, views in kept_checkpoint_views(run):
             phase = f"{plan.phase(step).label} {plan.step_in_phase(step)}"
-            print(checkpoint_row(f"{step} | {phase}", views, sources, captured), flush=True)
+            print(checkpoint_row(f"{step} | {phase}", views, sources, captured, poses), flush=True)
             if step > revise_start - args.every:  # the last checkpoint of the edit steps and every one after
                 rows.append(views)
     if not args.no_write:

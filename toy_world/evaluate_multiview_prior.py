@@ -17,7 +17,7 @@ import torch
 
 from toy_world.classify import read
 from toy_world.report import replace_section
-from toy_world.train_multiview_prior import TOY_OBJECT_CENTRE, TOY_OBJECT_RADIUS, VIEWS
+from toy_world.train_multiview_prior import TOY_OBJECT_CENTRE, TOY_ORBIT_RADIUS, VIEWS
 from toy_world.world import COLOURS, SHAPES, caption
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -35,7 +35,7 @@ def sample_groups(pipe, unet, prompt: str, groups: int, guidance_scale: float, s
     generator = torch.Generator().manual_seed(seed)
     size = int(unet.config.sample_size)
     cameras = torch.cat([
-        camera_vectors(draw_orbit_group(generator, TOY_OBJECT_CENTRE, TOY_OBJECT_RADIUS, size, VIEWS).object_c2w.float())
+        camera_vectors(draw_orbit_group(generator, TOY_OBJECT_CENTRE, TOY_ORBIT_RADIUS, size, VIEWS).object_c2w.float())
         for _ in range(groups)
     ])  # fmt: skip
     count = groups * VIEWS

@@ -192,6 +192,84 @@ def shape_read(
     return hits / len(renders)
 
 
+FIT_SCALES = tuple(np.round(np.arange(0.6, 1.61, 0.1), 2))
+"""Sizes (times the world's object size) the shape fit tries: the ball or cube that the edit made may be smaller or
+larger than the source's."""
+FIT_TURNS = tuple(np.deg2rad(np.arange(0, 90, 5)))
+"""Turns of a fitted cube about the vertical (a cube repeats every 90 degrees)."""
+CUBE_FIT = 0.8
+"""The least cube IoU that reads as a cube: the tiny splatfacto source's own ball fits its ball at 0.90, the captured
+ball at 1.0; the needle blobs pnr grew (docs/toy_world.md) fit a cube at 0.56-0.76."""
+CUBE_MARGIN = 0.1
+"""How much better than the best ball the cube must fit: a captured ball fits the best cube at 0.76 (0.24 worse)."""
+
+
+@dataclass(frozen=True)
+class ShapeFit:
+    """The toy objects whose silhouettes best match an edited object's over all views (one 3D object for every view)."""
+
+    ball_iou: float
+    """IoU of the edit's object pixels with the best-fitting ball's, over every view (the best over :data:`FIT_SCALES`)."""
+    cube_iou: float
+    """The same for the best-fitting cube (over sizes and :data:`FIT_TURNS`)."""
+    cube_scale: float
+    cube_turn_degrees: float
+
+    @property
+    def shape(self) -> str:
+        return "cube" if self.cube_iou > self.ball_iou else "ball"
+
+    @property
+    def reads_cube(self) -> bool:
+        """A cube a person would call one: fitted at :data:`CUBE_FIT` or better and by :data:`CUBE_MARGIN` better than
+        any ball."""
+        return self.cube_iou >= CUBE_FIT and self.cube_iou - self.ball_iou >= CUBE_MARGIN
+
+
+def fitted_shape(renders: Sequence[np.ndarray], references: Sequence[np.ndarray], poses: Sequence[np.ndarray]) -> ShapeFit:
+    """Which 3D toy object, at the origin on the floor, the renders show: the edit's object pixels in every view (the
+    render's saturated pixels, its floor's colour cast against the source run's render ``references`` taken off, specks
+    included) against the silhouettes of each ball and cube of :data:`FIT_SCALES` and :data:`FIT_TURNS` seen by the
+    views' cameras (``poses``: camera-to-world, the world's 45-degree views). The roundness classifier reads any
+    irregular blob as a cube; a fit reads a cube only when one cube, the same in every view, covers the pixels better
+    than any ball."""
+    from toy_world.world import Thing, thing_masks
+
+    size = renders[0].shape[0]
+    ours = []
+    for render, reference in zip(renders, references, strict=True):
+        rest = ~_dilate(object_mask(reference))
+        cast = np.median(render[rest], axis=0) - np.median(reference[rest], axis=0)
+        ours.append(object_mask(render - cast))
+
+    def iou(thing: Thing) -> float:
+        theirs = [thing_masks(thing, pose, size)[0] for pose in poses]
+        intersection = sum(int((a & b).sum()) for a, b in zip(ours, theirs))
+        return intersection / max(sum(int((a | b).sum()) for a, b in zip(ours, theirs)), 1)
+
+    ball = max(iou(Thing("red", "ball", scale=float(scale))) for scale in FIT_SCALES)
+    cube, scale, turn = max(
+        (iou(Thing("red", "cube", scale=float(scale), turn=float(turn))), float(scale), float(turn)) for scale in FIT_SCALES for turn in FIT_TURNS
+    )  # fmt: skip
+    return ShapeFit(ball, cube, scale, float(np.rad2deg(turn)))
+
+
+def training_poses(config: Path) -> List[np.ndarray]:
+    """The camera-to-world matrices (the capture's frame, its transforms.json) of a run's training views, in the
+    order :func:`training_views` renders them (the dataparser's train split)."""
+    import json
+
+    import yaml
+
+    trainer_config = yaml.load(Path(config).read_text(), Loader=yaml.Loader)
+    dataparser = trainer_config.pipeline.datamanager.dataparser
+    data = Path(trainer_config.pipeline.datamanager.data or dataparser.data)
+    dataparser.data = data
+    transforms = json.loads(((data if data.is_dir() else data.parent) / "transforms.json").read_text())
+    by_name = {Path(frame["file_path"]).name: np.array(frame["transform_matrix"]) for frame in transforms["frames"]}
+    return [by_name[Path(name).name] for name in dataparser.setup().get_dataparser_outputs("train").image_filenames]
+
+
 def colour_error(renders: Sequence[np.ndarray], object_images: Sequence[np.ndarray], colour: str) -> float:
     """Distance of the mean chromaticity of the renders' pixels where the captured images show the object to the
     chromaticity of ``colour``'s albedo."""

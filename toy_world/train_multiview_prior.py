@@ -20,7 +20,6 @@ fine-tuned from the single-view toy prior as MVDream is from Stable Diffusion 2.
 from __future__ import annotations
 
 import argparse
-import math
 import time
 from pathlib import Path
 from typing import Dict, List, Tuple
@@ -30,22 +29,27 @@ import torch
 import torch.nn.functional as F
 
 from toy_world.train_prior import MAX_TOKENS, Averaged, card_weights, card_world, descend, save_card
-from toy_world.world import COLOURS, OBJECT_SIZE, SHAPES, Thing, caption, render
+from toy_world.world import COLOURS, SHAPES, Thing, caption, render
 
 ROOT = Path(__file__).resolve().parents[1]
 TOY_OBJECT_CENTRE = (0.0, 0.0, 0.0)
 """Where a toy object's centre is: on the floor (z = -0.35) at the origin, half its height above it."""
-TOY_OBJECT_RADIUS = OBJECT_SIZE * math.sqrt(3)
-"""A cube's bounding sphere (the ball's is smaller): the radius the orbit distances are relative to."""
+TOY_ORBIT_RADIUS = 1.0
+"""The radius the orbit distances are relative to: the released objects code's, its object field's radius-1 box. A toy
+object (ball radius and cube half-edge 0.35, scaled 0.8-1.2) then fills a third to three quarters of the frame, as
+objects do in the release's views; with the cube's bounding sphere (0.61) a cube filled the whole frame and the first
+multi-view prior learned cubes as frame-filling colour fields (docs/toy_world.md)."""
 VIEWS = 4
 
 
-def render_group(rng: np.random.Generator, generator: torch.Generator, colour: str, shape: str, size: int):
+def render_group(
+    rng: np.random.Generator, generator: torch.Generator, colour: str, shape: str, size: int, radius: float = TOY_ORBIT_RADIUS
+):
     """One object's group of orbit views: images [4, size, size, 3] in [0, 1] and the cameras relative to its centre."""
     from pds_nerfstudio.scenes.orbit import draw_orbit_group
 
     thing = Thing(colour, shape, (0.0, 0.0), float(rng.uniform(0.8, 1.2)), float(rng.uniform(0, np.pi / 2)))
-    group = draw_orbit_group(generator, TOY_OBJECT_CENTRE, TOY_OBJECT_RADIUS, size, VIEWS)
+    group = draw_orbit_group(generator, TOY_OBJECT_CENTRE, radius, size, VIEWS)
     focal = float(group.cameras.fx[0])
     images = []
     for c2w in group.cameras.camera_to_worlds:
@@ -110,6 +114,7 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=8, help="groups of 4 views a step")
     parser.add_argument("--caption-dropout", type=float, default=0.1)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--orbit-radius", type=float, default=TOY_ORBIT_RADIUS, help="the radius the camera distances are relative to")
     args = parser.parse_args()
     from diffusers import DDPMScheduler, StableDiffusionPipeline
 
@@ -127,7 +132,7 @@ def main() -> None:
     images, cameras, labels = [], [], []
     for index in range(args.groups):
         colour, shape = pairs[index % len(pairs)]
-        group, c2w = render_group(rng, generator, colour, shape, size)
+        group, c2w = render_group(rng, generator, colour, shape, size, args.orbit_radius)
         images.append(group)
         cameras.append(c2w.float())
         labels.append(index % len(pairs))
@@ -153,10 +158,11 @@ def main() -> None:
     MultiViewInfo(VIEWS).save(args.output)
     card: Dict = {
         "world": "toy_world.world: one ball or cube of four colours on a grey floor, groups of 4 orbit views round it "
-        "(the released objects code's camera ranges relative to the object's bounding radius)",
+        f"(the released objects code's camera ranges relative to a radius of {args.orbit_radius:g})",
         "captions": [caption(*pair) for pair in pairs],
         "base": str(args.base.resolve().relative_to(ROOT)) if args.base.resolve().is_relative_to(ROOT) else str(args.base),
         "resolution": size,
+        "orbit_radius": args.orbit_radius,
         "groups": args.groups,
         "steps": args.steps,
         "batch_groups": args.batch,

@@ -94,3 +94,22 @@ def test_an_object_grown_into_the_floor_is_not_read_as_a_floor_shift(red_ball):
     grown = views(Thing("blue", "ball", scale=1.15))  # within the 3-pixel window
     outcome = measure(grown, red_ball, red_ball, "blue", "red", "ball")
     assert abs(outcome.floor_shift) < 1e-3 and outcome.structure < 0.95
+
+
+def test_the_shape_fit_reads_one_3d_cube_and_not_a_blob(red_ball):
+    """fitted_shape: the ball reads ball; a turned, larger cube reads cube at its size and turn; the blob a melted
+    ball makes (the roundness classifier's "cube") fits neither well; the needles pnr grew on the toy world would
+    be a cube by roundness, not by the fit."""
+    from toy_world.outcome import CUBE_FIT, fitted_shape
+
+    ball = fitted_shape(red_ball, red_ball, VIEWS)
+    assert ball.shape == "ball" and ball.ball_iou == 1.0 and ball.cube_iou < 0.8
+    cube = fitted_shape(views(Thing("red", "cube", scale=1.2, turn=np.deg2rad(30))), red_ball, VIEWS)
+    assert cube.shape == "cube" and cube.cube_iou == 1.0 and cube.ball_iou < 0.8
+    assert (cube.cube_scale, cube.cube_turn_degrees) == (1.2, pytest.approx(30.0)) and cube.reads_cube
+    blob = []
+    for image in views(Thing("red", "ball")):
+        padded = np.pad(image, ((4, 4), (4, 4), (0, 0)), mode="edge")
+        blob.append(np.mean([padded[dy : dy + 32, dx : dx + 32] for dy in range(9) for dx in range(9)], axis=0))
+    melted = fitted_shape(blob, red_ball, VIEWS)
+    assert not melted.reads_cube and melted.cube_iou < CUBE_FIT
