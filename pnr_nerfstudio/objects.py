@@ -62,8 +62,9 @@ class MultiViewConfig:
     """Centre of the object the orbit cameras look at, in the capture's world frame (transforms.json's coordinates);
     default: the centre of --pipeline.region.box."""
     object_radius: Optional[float] = None
-    """The object's bounding radius in the same units (the orbit distances are relative to it); default: half the
-    region box's diagonal."""
+    """The radius the orbit distances are relative to, in the same units: the released code's object box has radius 1
+    round objects that fill part of it, so give the radius of a sphere with room round the object (a tight bounding
+    radius puts the object across the whole frame); default: half the region box's diagonal."""
     elevation_range: Tuple[float, float] = (0.0, 30.0)
     """Degrees above the object's centre the orbit cameras are drawn from (released: 0 to 30)."""
     fovy_range: Tuple[float, float] = (15.0, 60.0)
