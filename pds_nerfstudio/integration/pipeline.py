@@ -229,11 +229,6 @@ class EditPipelineConfig(VanillaPipelineConfig):
 
     def check_region(self) -> None:
         """A region's one-line errors, from the dataparser's outputs (the capture's cameras and images) alone."""
-        if getattr(self.model, "densification", "cull") != "cull" and self.region.freeze_outside:
-            raise InputError(
-                "--pipeline.splat-model.densification splatfacto with a region: splitting follows screen-space gradients "
-                "that the region does not limit; use the default cull, or --pipeline.region.freeze-outside False"
-            )
         outputs = self.datamanager.dataparser.setup().get_dataparser_outputs(split="train")
         self.region.check(outputs.image_filenames, outputs.cameras, outputs.dataparser_transform, outputs.dataparser_scale)
 

@@ -6,7 +6,7 @@ What a region does, each part switchable (measured in docs/regions.md):
   view, at the view's own resolution (a hook on the render, so the mask applies after the VAE encoder's backward);
 - ``hold_weight``: outside the region, each edited view is held to the source scene's render of the same view (a
   squared-error term, the mean over the view's pixels outside the region);
-- ``freeze_outside`` (splatfacto): only Gaussians inside the region are optimised or culled; the others keep the
+- ``freeze_outside`` (splatfacto): only Gaussians inside the region are optimised, densified or culled; the others keep the
   source's values exactly (their gradient and Adam's first moment are zeroed before every step). With masks only,
   a Gaussian is inside when no training view that sees its centre has it outside its mask (the masks' visual hull).
   nerfacto's hash grid is shared by all of space, so its field cannot be frozen by place: there the gradient mask and
@@ -53,7 +53,7 @@ class RegionConfig:
     1 on nerfacto and 10 on splatfacto, measured on the toy world (docs/regions.md): nerfacto's shared field stops
     editing at 10, splatfacto keeps more of the rest at 10 for little of the edit."""
     freeze_outside: bool = True
-    """splatfacto: only Gaussians inside the region are optimised or culled."""
+    """splatfacto: only Gaussians inside the region are optimised, densified or culled."""
 
     @property
     def given(self) -> bool:

@@ -48,11 +48,62 @@ class CullingStrategy(Strategy):
 class RestartedDensification(DefaultStrategy):
     """splatfacto's own densification (gsplat's ``DefaultStrategy``) restarted at the edit's step 0, without the opacity
     reset of step 0: gsplat resets every opacity to twice ``prune_opa`` whenever ``step % reset_every == 0``, which at
-    a finished scene's first edit step would clamp its opacities (0.98 -> 0.2) before anything is edited."""
+    a finished scene's first edit step would clamp its opacities (0.98 -> 0.2) before anything is edited.
+
+    With ``movable`` (an edit's region), only the Gaussians it lets move are split, duplicated, pruned or have their
+    opacity reset; the others keep their rows exactly."""
+
+    movable: Optional[Callable[[torch.Tensor], torch.Tensor]] = None
+    """Which Gaussians (by their means [N, 3]) densification may touch; all when None."""
 
     def step_post_backward(self, params, optimizers, state, step: int, info, packed: bool = False):  # type: ignore[override]
         if step == 0:  # only the screen-space statistics, as at any step without refinement or reset
             if step < self.refine_stop_iter:
                 self._update_state(params, state, info, packed=packed)
             return
-        super().step_post_backward(params, optimizers, state, step, info, packed=packed)
+        if self.movable is None:
+            super().step_post_backward(params, optimizers, state, step, info, packed=packed)
+            return
+        if step >= self.refine_stop_iter:
+            return
+        # gsplat's schedule, each refinement and reset limited to the movable Gaussians
+        self._update_state(params, state, info, packed=packed)
+        if step > self.refine_start_iter and step % self.refine_every == 0 and step % self.reset_every >= self.pause_refine_after_reset:
+            outside = ~self.movable(params["means"].detach())
+            state["grad2d"][outside] = 0  # no screen-space gradient or size outside: none is split or duplicated
+            if state.get("radii") is not None:
+                state["radii"][outside] = 0
+            self._grow_gs(params, optimizers, state, step)
+            self._prune_gs(params, optimizers, state, step)
+            state["grad2d"].zero_()
+            state["count"].zero_()
+            if self.refine_scale2d_stop_iter > 0:
+                state["radii"].zero_()
+        if step % self.reset_every == 0:
+            self._reset_movable_opacities(params, optimizers)
+
+    @torch.no_grad()
+    def _reset_movable_opacities(self, params, optimizers) -> None:
+        """gsplat's opacity reset (to at most twice ``prune_opa``, the optimizer's moments of those rows cleared), for
+        the movable Gaussians only."""
+        opacities = params["opacities"]
+        rows = self.movable(params["means"].detach())
+        ceiling = torch.logit(torch.tensor(self.prune_opa * 2.0)).item()
+        opacities[rows] = opacities[rows].clamp(max=ceiling)
+        for moments in optimizers["opacities"].state.get(opacities, {}).values():
+            if torch.is_tensor(moments) and moments.shape == opacities.shape:
+                moments[rows] = 0
+
+    @torch.no_grad()
+    def _prune_gs(self, params, optimizers, state, step: int) -> int:
+        """gsplat's rule (opacity below ``prune_opa``; after the first reset, a largest scale above ``prune_scale3d``),
+        for the movable Gaussians only."""
+        if self.movable is None:
+            return super()._prune_gs(params, optimizers, state, step)
+        pruned = torch.sigmoid(params["opacities"].flatten()) < self.prune_opa
+        if step > self.reset_every:
+            pruned |= torch.exp(params["scales"]).max(dim=-1).values > self.prune_scale3d * state["scene_scale"]
+        pruned &= self.movable(params["means"].detach())
+        if pruned.any():
+            remove(params=params, optimizers=optimizers, state=state, mask=pruned)
+        return int(pruned.sum())

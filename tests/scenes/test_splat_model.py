@@ -230,3 +230,45 @@ def test_an_image_of_a_training_view_is_what_the_edit_renders_of_it():
         unrefined = SPLAT.render_image(model, camera, 1, 4096)
     assert torch.allclose(image, trained.clamp(0, 1), atol=1e-6)
     assert not torch.allclose(unrefined, trained, atol=1e-3)  # evaluation renders the pose as given
+
+
+def test_densification_with_a_region_splits_prunes_and_resets_only_the_gaussians_inside():
+    """splatfacto's densification in an edit with a frozen outside (the strategy's ``movable``): at a refinement step
+    the Gaussians inside (x > 0 here) are duplicated or split, those outside keep their rows exactly though their
+    screen-space gradients are as high; at the opacity reset only the inside ones are clamped to twice prune_opa."""
+    config = EditSplatfactoModelConfig(
+        random_init=True, num_random=40, random_scale=1.0, densification="splatfacto", warmup_length=0, refine_every=2,
+        reset_alpha_every=5, densify_grad_thresh=1e-12, cull_alpha_thresh=0.1,
+    )  # fmt: skip
+    torch.manual_seed(0)
+    model = config.setup(scene_box=_Dataset.scene_box, num_train_data=3, metadata={})
+    model.train()
+    inside = lambda means: means[:, 0] > 0  # noqa: E731
+    model.strategy.movable = inside
+    with torch.no_grad():
+        model.gauss_params["opacities"].fill_(torch.logit(torch.tensor(0.98)).item())
+    optimizers = {name: torch.optim.Adam(params, lr=1e-3) for name, params in model.get_gaussian_param_groups().items()}
+    camera = Cameras(camera_to_worlds=torch.eye(4)[None, :3], fx=10.0, fy=10.0, cx=4.0, cy=4.0, width=8, height=8)
+    camera.camera_to_worlds[0, 2, 3] = 3.0
+
+    def step(number: int) -> None:
+        model.step = number
+        model.get_outputs(camera)["rgb"].sum().backward()
+        model.strategy.step_post_backward(model.gauss_params, optimizers, model.strategy_state, number, model.info)
+
+    def outside_rows():
+        means = model.gauss_params["means"].detach()
+        return {name: p.detach()[~inside(means)].clone() for name, p in model.gauss_params.items()}
+
+    before, count_inside = outside_rows(), int(inside(model.gauss_params["means"]).sum())
+    for number in range(1, 7):  # step 6 refines (splatfacto pauses refinement for 5 steps after each reset)
+        step(number)  # every Gaussian with a gradient is above the threshold
+    after = outside_rows()
+    # the outside Gaussians keep their rows in order (a child split off near the boundary may join them at the end)
+    assert all(torch.equal(before[name], after[name][: len(before[name])]) for name in before)
+    assert int(inside(model.gauss_params["means"]).sum()) > count_inside
+    for number in range(7, 11):
+        step(number)  # reset_every = 5 x 2: the opacity reset at step 10
+    opacities = torch.sigmoid(model.gauss_params["opacities"].detach().flatten())
+    rows = inside(model.gauss_params["means"].detach())
+    assert torch.allclose(opacities[~rows], torch.tensor(0.98)) and (opacities[rows] <= 0.2 + 1e-6).all()
