@@ -136,29 +136,40 @@ def test_the_viewer_s_region_output_marks_the_box_or_the_masks_pixels(box_edit, 
         assert outputs["region"] is outputs["rgb"]
 
 
-def test_splat_gaussians_outside_the_box_keep_the_source_values_exactly(splat_source, tiny_sd, torch_home, tmp_path):
-    """The run's own checkpoint against its source's: every Gaussian outside the box is still there, every parameter the
-    source's (culling at an opacity the tiny source's faint Gaussians fall under, 53 of them outside the box, removes
-    Gaussians inside it only), and Gaussians inside moved."""
+GAUSSIAN = "_model.gauss_params.{}".format
+"""A Gaussian parameter's key in a checkpoint's pipeline state."""
+
+
+def outside_kept(splat_source, run):
+    """The source's and the run's Gaussians (checkpoint states), which source Gaussians are outside the box, and where
+    each of those is in the run; checks that every one of them is still there with every source value."""
     from pds_nerfstudio.common.checkpoints import load_checkpoint
     from pds_nerfstudio.integration.source_run import newest_checkpoint
     from pds_nerfstudio.regions.box import Box
 
-    culling = ["--pipeline.splat-model.refine-every", "2", "--pipeline.splat-model.cull-alpha-thresh", "0.05"]
-    run, _ = run_tiny_edit("pds", splat_source, tmp_path, torch_home, 5, ["--pipeline.guidance.model-id", str(tiny_sd), *PROMPTS, *BOX, *culling])
     before = load_checkpoint(newest_checkpoint(splat_source / "nerfstudio_models"))["pipeline"]
     after = load_checkpoint(newest_checkpoint(run / "nerfstudio_models"))["pipeline"]
     config = yaml.load((run / "config.yml").read_text(), Loader=yaml.Loader)
     outputs = config.pipeline.datamanager.dataparser.setup().get_dataparser_outputs(split="train")
     box = Box.from_flag([float(v) for v in BOX[1:]]).in_scene_frame(outputs.dataparser_transform, outputs.dataparser_scale)
-    key = "_model.gauss_params.{}".format
-    outside = ~box.contains(before[key("means")])
-    faint = torch.sigmoid(before[key("opacities")].flatten()) < 0.05
-    assert (outside & faint).sum() > 10 and (~outside).sum() > 10
-    distance, match = torch.cdist(before[key("means")][outside], after[key("means")], compute_mode=EXACT).min(dim=1)
+    outside = ~box.contains(before[GAUSSIAN("means")])
+    distance, match = torch.cdist(before[GAUSSIAN("means")][outside], after[GAUSSIAN("means")], compute_mode=EXACT).min(dim=1)
     assert torch.equal(distance, torch.zeros_like(distance)), "a Gaussian outside the box moved or went"
     for name in ("means", "scales", "quats", "features_dc", "features_rest", "opacities"):
-        assert torch.equal(before[key(name)][outside], after[key(name)][match]), name
+        assert torch.equal(before[GAUSSIAN(name)][outside], after[GAUSSIAN(name)][match]), name
+    return before, after, outside, match
+
+
+def test_splat_gaussians_outside_the_box_keep_the_source_values_exactly(splat_source, tiny_sd, torch_home, tmp_path):
+    """The run's own checkpoint against its source's: every Gaussian outside the box is still there, every parameter the
+    source's (culling at an opacity the tiny source's faint Gaussians fall under, 53 of them outside the box, removes
+    Gaussians inside it only), and Gaussians inside moved."""
+    culling = ["--pipeline.splat-model.refine-every", "2", "--pipeline.splat-model.cull-alpha-thresh", "0.05"]
+    run, _ = run_tiny_edit("pds", splat_source, tmp_path, torch_home, 5, ["--pipeline.guidance.model-id", str(tiny_sd), *PROMPTS, *BOX, *culling])
+    before, after, outside, match = outside_kept(splat_source, run)
+    key = GAUSSIAN
+    faint = torch.sigmoid(before[key("opacities")].flatten()) < 0.05
+    assert (outside & faint).sum() > 10 and (~outside).sum() > 10
     kept = torch.ones(len(after[key("means")]), dtype=torch.bool)
     kept[match] = False  # the Gaussians that were inside the box
     assert kept.sum() < (~outside).sum()  # some culled
@@ -172,8 +183,6 @@ def test_splatfacto_densification_with_a_box_grows_gaussians_inside_and_keeps_th
     steps at any gradient, from step 12: splatfacto pauses refinement for 9 views + 2 steps after its reset at step 0):
     Gaussians are added (no pruning here, so the count shows the splits), and every Gaussian outside the box keeps its
     row's source values."""
-    from pds_nerfstudio.common.checkpoints import load_checkpoint
-    from pds_nerfstudio.integration.source_run import newest_checkpoint
 
     densify = ["--pipeline.splat-model.densification", "splatfacto", "--pipeline.splat-model.warmup-length", "0",
                "--pipeline.splat-model.refine-every", "2", "--pipeline.splat-model.densify-grad-thresh", "1e-12"]  # fmt: skip
@@ -181,20 +190,8 @@ def test_splatfacto_densification_with_a_box_grows_gaussians_inside_and_keeps_th
              "--pipeline.perturbation.eta", "0", "--pipeline.edit-steps", "14", "--pipeline.revise-steps", "0",
              "--pipeline.splat-model.cull-alpha-thresh", "0", "--pipeline.splat-model.cull-scale-thresh", "1e9"]  # fmt: skip
     run, _ = run_tiny_edit("pnr", splat_source, tmp_path, torch_home, 14, flags)
-    before = load_checkpoint(newest_checkpoint(splat_source / "nerfstudio_models"))["pipeline"]
-    after = load_checkpoint(newest_checkpoint(run / "nerfstudio_models"))["pipeline"]
-    config = yaml.load((run / "config.yml").read_text(), Loader=yaml.Loader)
-    outputs = config.pipeline.datamanager.dataparser.setup().get_dataparser_outputs(split="train")
-    from pds_nerfstudio.regions.box import Box
-
-    box = Box.from_flag([float(v) for v in BOX[1:]]).in_scene_frame(outputs.dataparser_transform, outputs.dataparser_scale)
-    key = "_model.gauss_params.{}".format
-    outside = ~box.contains(before[key("means")])
-    assert len(after[key("means")]) > len(before[key("means")])  # grown
-    distance, match = torch.cdist(before[key("means")][outside], after[key("means")], compute_mode=EXACT).min(dim=1)
-    assert torch.equal(distance, torch.zeros_like(distance)), "a Gaussian outside the box moved or went"
-    for name in ("means", "scales", "quats", "features_dc", "features_rest", "opacities"):
-        assert torch.equal(before[key(name)][outside], after[key(name)][match]), name
+    before, after, _, _ = outside_kept(splat_source, run)
+    assert len(after[GAUSSIAN("means")]) > len(before[GAUSSIAN("means")])  # grown
 
 
 def test_pnr_perturbs_and_moves_only_the_splat_gaussians_inside_the_box(splat_source, tiny_sd, torch_home, tmp_path):

@@ -82,12 +82,11 @@ def test_culling_removes_faint_and_huge_gaussians_every_refine_every_steps_only(
         assert param is params[name] and optimizer.state[param]["exp_avg"].shape == param.shape
 
 
-def test_splatfactos_densification_restarted_by_an_edit_does_not_reset_the_scene_at_step_0():
-    config = EditSplatfactoModelConfig(random_init=True, num_random=30, random_scale=1.0, densification="splatfacto")
+def _densifying(config: EditSplatfactoModelConfig):
+    """A splatfacto edit model of ``config`` whose Gaussians all have opacity 0.98, and a function that runs its step
+    ``number`` (render one 8 px view, backward, the strategy's post-backward) and returns the largest opacity."""
     torch.manual_seed(0)
     model = config.setup(scene_box=_Dataset.scene_box, num_train_data=3, metadata={})
-    assert isinstance(model.strategy, RestartedDensification)
-    assert (model.strategy.reset_every, model.strategy.prune_opa, model.strategy.absgrad) == (3000, 0.1, True)
     model.train()
     with torch.no_grad():
         model.gauss_params["opacities"].fill_(torch.logit(torch.tensor(0.98)).item())
@@ -100,6 +99,15 @@ def test_splatfactos_densification_restarted_by_an_edit_does_not_reset_the_scene
         model.get_outputs(camera)["rgb"].sum().backward()
         model.strategy.step_post_backward(model.gauss_params, optimizers, model.strategy_state, number, model.info)
         return torch.sigmoid(model.gauss_params["opacities"]).max().item()
+
+    return model, step
+
+
+def test_splatfactos_densification_restarted_by_an_edit_does_not_reset_the_scene_at_step_0():
+    config = EditSplatfactoModelConfig(random_init=True, num_random=30, random_scale=1.0, densification="splatfacto")
+    model, step = _densifying(config)
+    assert isinstance(model.strategy, RestartedDensification)
+    assert (model.strategy.reset_every, model.strategy.prune_opa, model.strategy.absgrad) == (3000, 0.1, True)
 
     assert step(0) == pytest.approx(0.98)  # gsplat's own schedule would clamp every opacity to 0.2 here
     assert step(3000) == pytest.approx(0.2)  # splatfacto's periodic reset, as --help says
@@ -240,21 +248,9 @@ def test_densification_with_a_region_splits_prunes_and_resets_only_the_gaussians
         random_init=True, num_random=40, random_scale=1.0, densification="splatfacto", warmup_length=0, refine_every=2,
         reset_alpha_every=5, densify_grad_thresh=1e-12, cull_alpha_thresh=0.1,
     )  # fmt: skip
-    torch.manual_seed(0)
-    model = config.setup(scene_box=_Dataset.scene_box, num_train_data=3, metadata={})
-    model.train()
+    model, step = _densifying(config)
     inside = lambda means: means[:, 0] > 0  # noqa: E731
     model.strategy.movable = inside
-    with torch.no_grad():
-        model.gauss_params["opacities"].fill_(torch.logit(torch.tensor(0.98)).item())
-    optimizers = {name: torch.optim.Adam(params, lr=1e-3) for name, params in model.get_gaussian_param_groups().items()}
-    camera = Cameras(camera_to_worlds=torch.eye(4)[None, :3], fx=10.0, fy=10.0, cx=4.0, cy=4.0, width=8, height=8)
-    camera.camera_to_worlds[0, 2, 3] = 3.0
-
-    def step(number: int) -> None:
-        model.step = number
-        model.get_outputs(camera)["rgb"].sum().backward()
-        model.strategy.step_post_backward(model.gauss_params, optimizers, model.strategy_state, number, model.info)
 
     def outside_rows():
         means = model.gauss_params["means"].detach()
