@@ -419,6 +419,10 @@ class PnRPipeline(PDSPipeline):
         elif self.region is not None:
             where = " (the whole field: nerfacto's hash grid is shared in space; the region's hold term restores the outside)"
         self.representation.assign(self.model, values)
+        statistics = getattr(self.model, "strategy_state", {})
+        for key in ("grad2d", "count", "radii"):  # densification's screen-space statistics, sized for the rows it had
+            if statistics.get(key) is not None:
+                statistics[key] = None  # gsplat starts them again at the next step, for the source's rows
         kept = self.config.optimizer_state_at_perturbation == "kept"
         if self._optimizers is not None:
             optimizers = self._optimizers.optimizers

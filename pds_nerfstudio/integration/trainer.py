@@ -139,6 +139,11 @@ class EditTrainerConfig(TrainerConfig):
                     self.max_num_iterations = self.pipeline.default_max_num_iterations(self.max_num_iterations)
                 optimizers = self.pipeline.default_optimizers()
             self.optimizers = self.edit_optimizers(optimizers, typed.under("optimizers"))
+            if getattr(self.pipeline.model, "grid_param_group", False) and "field_grid" not in self.optimizers:
+                raise InputError(
+                    "--pipeline.model.grid-param-group True: the field_grid optimizer group exists only in pnr with a "
+                    "multi-view prior (the released rates); leave it False here"
+                )
             self.pipeline = self.pipeline.with_typed_controls(pipeline_flags)
             self.pipeline.check_flags(pipeline_flags)
         self.pipeline.check(self.machine.device_type)

@@ -73,7 +73,9 @@ class RestartedDensification(DefaultStrategy):
             state["grad2d"][outside] = 0  # no screen-space gradient or size outside: none is split or duplicated
             if state.get("radii") is not None:
                 state["radii"][outside] = 0
-            self._grow_gs(params, optimizers, state, step)
+            before = len(params["means"])
+            _, n_split = self._grow_gs(params, optimizers, state, step)
+            self._remove_new_outside(params, optimizers, state, len(params["means"]) - before + n_split)
             self._prune_gs(params, optimizers, state, step)
             state["grad2d"].zero_()
             state["count"].zero_()
@@ -81,6 +83,17 @@ class RestartedDensification(DefaultStrategy):
                 state["radii"].zero_()
         if step % self.reset_every == 0:
             self._reset_movable_opacities(params, optimizers)
+
+    @torch.no_grad()
+    def _remove_new_outside(self, params, optimizers, state, added: int) -> None:
+        """Remove the Gaussians the growth just added (the last ``added`` rows: gsplat appends duplicates and split
+        children) that fell outside the region: a child split off across its boundary would stay frozen there."""
+        if added <= 0:
+            return
+        outside = ~self.movable(params["means"].detach())
+        outside[: len(outside) - added] = False
+        if outside.any():
+            remove(params=params, optimizers=optimizers, state=state, mask=outside)
 
     @torch.no_grad()
     def _reset_movable_opacities(self, params, optimizers) -> None:
@@ -96,13 +109,15 @@ class RestartedDensification(DefaultStrategy):
 
     @torch.no_grad()
     def _prune_gs(self, params, optimizers, state, step: int) -> int:
-        """gsplat's rule (opacity below ``prune_opa``; after the first reset, a largest scale above ``prune_scale3d``),
-        for the movable Gaussians only."""
+        """gsplat's rule (opacity below ``prune_opa``; after the first reset, a largest scale above ``prune_scale3d``, and
+        before ``refine_scale2d_stop_iter`` a screen radius above ``prune_scale2d``), for the movable Gaussians only."""
         if self.movable is None:
             return super()._prune_gs(params, optimizers, state, step)
         pruned = torch.sigmoid(params["opacities"].flatten()) < self.prune_opa
         if step > self.reset_every:
             pruned |= torch.exp(params["scales"]).max(dim=-1).values > self.prune_scale3d * state["scene_scale"]
+            if step < self.refine_scale2d_stop_iter:
+                pruned |= state["radii"] > self.prune_scale2d
         pruned &= self.movable(params["means"].detach())
         if pruned.any():
             remove(params=params, optimizers=optimizers, state=state, mask=pruned)

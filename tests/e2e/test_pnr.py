@@ -458,6 +458,7 @@ def test_views_per_step_typed_at_the_objects_default_beside_the_real_scenes_prot
         (["--pipeline.perturbation.eta", "1.5"], "--pipeline.perturbation.eta 1.5: need a number in [0, 1], or auto"),
         (["--pipeline.edit-steps", "0"], "--pipeline.edit-steps 0: need a positive number"),
         (["--pipeline.perturbation.loss-window", "60"], "--pipeline.perturbation.loss-window 60"),
+        (["--pipeline.model.grid-param-group", "True"], "--pipeline.model.grid-param-group True"),
     ],
 )
 def test_bad_flags_stop_with_one_line(flags, fragment, source_run, tiny_sd, monkeypatch, tmp_path):
