@@ -162,6 +162,8 @@ class EditPipelineConfig(VanillaPipelineConfig):
             self.datamanager, data=data, dataparser=dataparser, **representation.datamanager_settings(source.datamanager)
         )
         model = representation.edit_model_config(self, typed, source.model)
+        if self.region.box is not None and self.region.freeze_outside and isinstance(model, EditNerfactoModelConfig):
+            model = dataclasses.replace(model, source_outside_box=True)  # nerfacto's field outside the box: the source's
         return dataclasses.replace(self, datamanager=datamanager, model=model, source_checkpoint=run.checkpoint)
 
     @staticmethod
@@ -443,6 +445,7 @@ class EditPipeline(VanillaPipeline):
             self.region_source = self.frozen_source()
         if self.freezes_gaussians:
             self.model.strategy.movable = self.region.contains  # type: ignore[union-attr]
+        self.take_region()
         aabb = self.datamanager.train_dataset.scene_box.aabb
         bounds = Box((aabb[0] + aabb[1]) / 2, aabb[1] - aabb[0], torch.eye(3))
         self.model.viewer_outputs = RegionOverlay(self.region, bounds)  # type: ignore[assignment]
@@ -461,16 +464,25 @@ class EditPipeline(VanillaPipeline):
         """Whether only the Gaussians inside the region move (splatfacto with a region and freeze-outside)."""
         return self.region is not None and self.config.region.freeze_outside and self.representation.name == "splatfacto"
 
-    def take_movable_gaussians(self) -> None:
-        """Which Gaussians this step lets move (those inside the region now), when it freezes the others."""
+    @property
+    def keeps_source_outside_box(self) -> bool:
+        """Whether nerfacto's field outside the region's box is the source's (``EditNerfactoModelConfig.source_outside_box``)."""
+        return self.region is not None and self.region.box is not None and getattr(self.model.config, "source_outside_box", False)
+
+    def take_region(self) -> None:
+        """What the region lets this step move, from its box and masks now (the viewer may move the box): the
+        Gaussians inside it, when it freezes the others; the box outside which nerfacto's field is the source's."""
         if self.freezes_gaussians:
             assert self.region is not None
             self.movable_gaussians = self.region.contains(self.model.means.detach())  # type: ignore[union-attr]
+        if self.keeps_source_outside_box:
+            assert self.region is not None and self.region.box is not None
+            self.model.keep_outside(self.region.box)  # type: ignore[operator]
 
     def freeze_outside_region(self, optimizers: Dict[str, torch.optim.Optimizer]) -> None:
         """Before each step of every Gaussian optimizer, the rows of Gaussians outside the region get a zero gradient
         and a zero first moment, so Adam leaves them exactly as they are (its update is the first moment over the
-        second's root); which Gaussians are inside is taken once a step (:meth:`take_movable_gaussians`)."""
+        second's root); which Gaussians are inside is taken once a step (:meth:`take_region`)."""
         groups = set(self.model.gauss_params)  # type: ignore[union-attr]
 
         def hold_rows(optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
@@ -507,7 +519,7 @@ class EditPipeline(VanillaPipeline):
             return render, {}
         masks = self.region.view_masks(views, cameras).to(render)
         self.region_masks_in_use = masks
-        self.take_movable_gaussians()
+        self.take_region()
         guided = render
         if self.config.region.gradient:
             guided = render * masks + (render * (1 - masks)).detach()  # the same values; the gradient only inside

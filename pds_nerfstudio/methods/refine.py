@@ -194,7 +194,7 @@ class RefinePipeline(EditPipeline):
     def get_train_loss_dict(self, step: int):
         metrics: Dict[str, Any] = {}
         self.share_controls()
-        self.take_movable_gaussians()
+        self.take_region()
         if step % self.config.edit_every == 0:
             metrics.update(self.refine_views(step))
         if isinstance(self.representation, Splatfacto):  # whole views, as splatfacto trains

@@ -9,8 +9,9 @@ What a region does, each part switchable (measured in docs/regions.md):
 - ``freeze_outside`` (splatfacto): only Gaussians inside the region are optimised, densified or culled; the others keep the
   source's values exactly (their gradient and Adam's first moment are zeroed before every step). With masks only,
   a Gaussian is inside when no training view that sees its centre has it outside its mask (the masks' visual hull).
-  nerfacto's hash grid is shared by all of space, so its field cannot be frozen by place: there the gradient mask and
-  the hold term are what keep the outside.
+  nerfacto's hash grid is shared by all of space, so its parameters cannot be frozen by place: with a box, the field
+  outside the box is instead the source's (a frozen copy of the source field answers for every sample outside it, in
+  training and in every later render); with masks only, the gradient mask and the hold term are what keep the outside.
 """
 
 from __future__ import annotations
@@ -53,7 +54,8 @@ class RegionConfig:
     1 on nerfacto and 10 on splatfacto, measured on the toy world (docs/regions.md): nerfacto's shared field stops
     editing at 10, splatfacto keeps more of the rest at 10 for little of the edit."""
     freeze_outside: bool = True
-    """splatfacto: only Gaussians inside the region are optimised, densified or culled."""
+    """splatfacto: only Gaussians inside the region are optimised, densified or culled. nerfacto with a box: the field
+    outside the box is the source's (a frozen copy kept in the edit's checkpoints)."""
 
     @property
     def given(self) -> bool:

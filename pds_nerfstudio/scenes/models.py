@@ -4,20 +4,24 @@ left it, with the camera poses and per-image appearance frozen."""
 from __future__ import annotations
 
 import contextlib
+import copy
 import dataclasses
 from dataclasses import dataclass, field
 from typing import Callable, Dict, Iterator, List, Literal, Optional, Type
 
 import torch
 from nerfstudio.cameras.cameras import Cameras
+from nerfstudio.cameras.rays import RaySamples
 from nerfstudio.data.scene_box import OrientedBox
 from nerfstudio.engine.callbacks import TrainingCallback, TrainingCallbackAttributes
 from nerfstudio.field_components.encodings import HashEncoding
+from nerfstudio.field_components.field_heads import FieldHeadNames
 from nerfstudio.models.nerfacto import NerfactoModel, NerfactoModelConfig
 from nerfstudio.models.splatfacto import SplatfactoModel, SplatfactoModelConfig
 from torch import Tensor
 from torch.nn import Parameter
 
+from pds_nerfstudio.regions.box import Box
 from pds_nerfstudio.scenes.splat_cpu import splatfacto_on_cpu
 from pds_nerfstudio.scenes.strategies import CullingStrategy, RestartedDensification
 
@@ -47,6 +51,11 @@ class EditNerfactoModelConfig(NerfactoModelConfig):
     """True: the field's hash grid is an optimizer group of its own, ``field_grid``, beside ``fields`` (its MLPs), so
     that the two can have their own rates (pnr's objects protocol with a multi-view prior: the released 0.01 and 0.001).
     tiny-cuda-nn's fused network holds the grid and the MLP in one tensor, which then goes with the grid."""
+    source_outside_box: bool = False
+    """True (set by an edit with a region box, ``--pipeline.region.freeze-outside``): outside the box the field is the
+    source's, a frozen copy kept in the model and its checkpoints, so that the edit changes nothing there (the
+    counterpart of splatfacto's frozen Gaussians: the hash grid is shared by all of space, and an edit of the inside
+    would otherwise move the outside too). Renders for export and the viewer take the same composite."""
 
 
 class EditNerfactoModel(ShowsEditOutputs, NerfactoModel):
@@ -65,6 +74,57 @@ class EditNerfactoModel(ShowsEditOutputs, NerfactoModel):
             self.field.embedding_appearance.requires_grad_(False)
         # The source finished annealing its proposal weights; an edit samples with them as they are.
         self.proposal_sampler.set_anneal(1.0)
+        if self.config.source_outside_box:
+            self.source_field = copy.deepcopy(self.field).requires_grad_(False)
+            self.source_proposal_networks = copy.deepcopy(self.proposal_networks).requires_grad_(False)
+            self.register_buffer("kept_box", torch.zeros(15))
+            """The box (scene frame: centre, size, rotation's 9 entries row by row) outside which the source renders."""
+            self._register_load_state_dict_pre_hook(self._source_from_edited)
+            # nerfacto's get_outputs calls ``self.field.forward`` directly (no module hooks run): the composite
+            # takes the instance's ``forward``; the proposal sampler calls the functions of ``density_fns``
+            self.field.forward = self._field_with_source_outside  # type: ignore[method-assign]
+            edited = {id(network): i for i, network in enumerate(self.proposal_networks)}
+            self.density_fns = [
+                self._density_with_source_outside(edited[id(fn.__self__)]) for fn in self.density_fns  # type: ignore[attr-defined]
+            ]
+
+    def keep_outside(self, box: Box) -> None:
+        """Render the source's field outside ``box`` (scene frame) from now on (the viewer may move the box)."""
+        self.kept_box.copy_(torch.cat([box.centre, box.size, box.rotation.flatten()]).to(self.kept_box))
+
+    def _kept_box(self) -> Box:
+        values = self.kept_box
+        return Box(values[:3], values[3:6], values[6:].reshape(3, 3))
+
+    def _field_with_source_outside(self, ray_samples: RaySamples, compute_normals: bool = False) -> Dict:
+        """The field's outputs where a sample lies inside the kept box, the source field's (no gradient) elsewhere."""
+        outputs = type(self.field).forward(self.field, ray_samples, compute_normals=compute_normals)
+        inside = self._kept_box().contains(ray_samples.frustums.get_positions())[..., None]
+        with torch.no_grad():
+            source = type(self.source_field).forward(self.source_field, ray_samples, compute_normals=compute_normals)
+        for head in (FieldHeadNames.DENSITY, FieldHeadNames.RGB, FieldHeadNames.NORMALS, FieldHeadNames.PRED_NORMALS):
+            if head in outputs:
+                outputs[head] = torch.where(inside, outputs[head], source[head])
+        return outputs
+
+    def _density_with_source_outside(self, index: int) -> Callable[..., Tensor]:
+        """Proposal network ``index``'s density where a position lies inside the kept box, its source copy's elsewhere:
+        rays that miss the box are sampled exactly as the source samples them."""
+
+        def density(positions: Tensor, times: Optional[Tensor] = None) -> Tensor:
+            edited = self.proposal_networks[index].density_fn(positions, times)
+            with torch.no_grad():
+                source = self.source_proposal_networks[index].density_fn(positions, times)
+            return torch.where(self._kept_box().contains(positions)[..., None], edited, source)
+
+        return density
+
+    def _source_from_edited(self, state_dict: Dict, prefix: str, *args) -> None:
+        """A source run's checkpoint has no source copies: they are its field and proposal networks."""
+        for part in ("field.", "proposal_networks."):
+            for key in [key for key in state_dict if key.startswith(prefix + part)]:
+                state_dict.setdefault(prefix + "source_" + key[len(prefix):], state_dict[key])
+        state_dict.setdefault(prefix + "kept_box", self.kept_box)
 
     def get_training_callbacks(self, training_callback_attributes: TrainingCallbackAttributes) -> List[TrainingCallback]:
         """nerfacto's callbacks less the proposal-weight annealing, which would restart sampling from uniform

@@ -8,6 +8,7 @@ from __future__ import annotations
 import shutil
 import sys
 from pathlib import Path
+from typing import List
 
 import numpy as np
 import pytest
@@ -89,6 +90,68 @@ def test_each_step_guides_only_the_box_pixels_and_holds_the_rest_to_the_source(b
     assert torch.allclose(render.grad[outside], hold_gradient[outside], atol=1e-7)
     inside = masks.bool().expand_as(render)
     assert render.grad[inside].abs().max() > 10 * hold_gradient.abs().max()  # the guidance's
+
+
+def test_nerfacto_renders_the_source_outside_the_box(box_edit, nerfacto_source, scene, tmp_path):
+    """The run's checkpoint keeps the source's field and proposal networks exactly and the box in the scene frame. Opened
+    as ns-export and ns-render open it (evaluation mode, no region set up), with its edited field moved far (noise of
+    0.3 on every value, as a long edit moves it; 2 steps in warm-up move it by 1e-5), and then with its proposal
+    networks moved instead: every pixel whose ray misses the box (the world's ray caster's box pixels, widened by a
+    pixel) is the source run's to float rounding in every training view. With the kept box grown round the whole
+    scene, the same moved values change every view (so they would show outside if the source copies did not hold it;
+    the 20-step source's proposal networks place no sample inside the small box). Seen failing with the field's source
+    copy switched off (outside pixels off by 0.28) and with the proposal networks' (by 6e-5)."""
+    from pds_nerfstudio.common.checkpoints import load_checkpoint
+    from pds_nerfstudio.integration.source_run import newest_checkpoint
+    from pds_nerfstudio.regions.box import Box
+    from toy_world.outcome import training_views
+
+    config = yaml.load((box_edit / "config.yml").read_text(), Loader=yaml.Loader)
+    assert config.pipeline.model.source_outside_box
+    outputs = config.pipeline.datamanager.dataparser.setup().get_dataparser_outputs(split="train")
+    box = Box.from_flag([float(v) for v in BOX[1:]]).in_scene_frame(outputs.dataparser_transform, outputs.dataparser_scale)
+    start = load_checkpoint(newest_checkpoint(nerfacto_source / "nerfstudio_models"))["pipeline"]
+    saved = load_checkpoint(newest_checkpoint(box_edit / "nerfstudio_models"))
+    assert torch.allclose(saved["pipeline"]["_model.kept_box"], torch.cat([box.centre, box.size, box.rotation.flatten()]))
+    for key in [key for key in start if key.startswith(("_model.field.", "_model.proposal_networks."))]:
+        assert torch.equal(saved["pipeline"][key.replace("_model.", "_model.source_", 1)], start[key]), key
+    sources, _ = training_views(nerfacto_source / "config.yml")
+    names = [Path(name).name for name in outputs.image_filenames]
+
+    def moved(part: str, box_size: float = 0.0) -> List[float]:
+        """The pixels outside the box checked with ``part``'s values moved (and the kept box grown to ``box_size`` if
+        given); each view's mean change."""
+        run = tmp_path / f"{part}{box_size:g}" / box_edit.relative_to(box_edit.parents[2])  # a copy: the fixture's stays
+        shutil.copytree(box_edit, run)
+        copied = yaml.load((run / "config.yml").read_text(), Loader=yaml.Loader)
+        copied.output_dir = run.parents[2]  # eval_setup finds the checkpoints from config.yml's paths
+        (run / "config.yml").write_text(yaml.dump(copied))
+        path = newest_checkpoint(run / "nerfstudio_models")
+        state = {**saved, "pipeline": dict(saved["pipeline"])}
+        generator = torch.Generator().manual_seed(0)
+        for key, value in saved["pipeline"].items():
+            if key.startswith(f"_model.{part}.") and value.is_floating_point() and "aabb" not in key and "appearance" not in key:
+                state["pipeline"][key] = value + 0.3 * torch.randn(value.shape, generator=generator)
+        if box_size:
+            state["pipeline"]["_model.kept_box"] = saved["pipeline"]["_model.kept_box"].clone()
+            state["pipeline"]["_model.kept_box"][3:6] = box_size
+        torch.save(state, path)
+        changed = []
+        for name, after, before in zip(names, training_views(run / "config.yml")[0], sources, strict=True):
+            inside = box_pixels(scene, name, after.shape[0])
+            near = inside.copy()
+            for axis in (0, 1):
+                for shift in (-1, 1):
+                    near |= np.roll(inside, shift, axis=axis)
+            assert (~near).sum() > 500
+            if not box_size:
+                assert np.abs(after[~near] - before[~near]).max() < 1e-5, (part, name)
+            changed.append(float(np.abs(after - before).mean()))
+        return changed
+
+    moved("field")
+    moved("proposal_networks")
+    assert min(moved("field", box_size=1000.0)) > 0.05
 
 
 def with_ball_masks(run: Path, scene: Path, folder: Path):
@@ -314,6 +377,7 @@ def test_without_a_region_a_step_is_the_step_before_regions_existed(box_edit):
 
     config = yaml.load((box_edit / "config.yml").read_text(), Loader=yaml.Loader)
     config.pipeline.region = RegionConfig()
+    config.pipeline.model.source_outside_box = False  # the region's part in the model: the field outside the box
     pipeline = config.pipeline.setup(device="cpu", test_mode="val")
     pipeline.train()
     assert pipeline.region is None and pipeline.region_source is None and pipeline.region_controls is None
