@@ -10,10 +10,13 @@ printed (docs/toy_world.md quotes it) and the views go to a picture, a row a che
 ``--prior single`` (docs/pnr_shape_edit.png): the single-view toy prior, PDS on 4 training views a step (ours).
 ``--prior multiview`` (docs/pnr_multiview_shape_edit_<representation>[_region].png): the release's setting, the toy multi-view prior
 (toy_world/multiview_prior) guiding orbit views round the object with the x0-reconstruction objective; with
-``--region`` a box round the ball is the object field (splatfacto: only its Gaussians are perturbed and move).
+``--region`` a box round the ball is the object field (splatfacto: only its Gaussians are perturbed and move; nerfacto:
+outside it the source field renders). ``--capture dome`` trains the nerfacto source on views from the orbit cameras'
+heights and distances.
 
     python bench/pnr_shape_edit.py                  # the released counts: 2550 steps, about an hour on 2 cores
     python bench/pnr_shape_edit.py --prior multiview --representation splatfacto --region
+    python bench/pnr_shape_edit.py --prior multiview --representation nerfacto --region --capture dome --edit-steps 750 --revise-steps 0
     python bench/pnr_shape_edit.py --edit-steps 20 --revise-steps 10 --every 20 --no-write   # a check, 2 min
 """
 
@@ -25,7 +28,7 @@ import os
 import sys
 import tempfile
 from pathlib import Path
-from typing import Sequence
+from typing import List, Sequence
 
 import numpy as np
 
@@ -36,6 +39,25 @@ sys.path.insert(0, str(ROOT))
 OBJECT_BOX = (0.0, 0.0, 0.06, 0.9, 0.9, 0.78)
 """A box round the toy object at the origin (a cube of edge 0.7 fits), its bottom above the floor (z = -0.35), so that
 no floor Gaussian is inside: centre x y z, size x y z in the world's frame."""
+
+
+DOME_CAPTURE = (10, (3, 15, 30, 45), (1.8, 3.0, 4.5, 7.0))
+"""``--capture dome``: :func:`toy_world.world.dome_cameras`' azimuths, elevations (degrees) and distances: 160 views from
+the heights and distances of the orbit cameras (elevation 0-30, distance 1.4-7.6), where the ring's nerfacto source shows
+the ball twice or not at all (docs/toy_world.md)."""
+DOME_SOURCE_STEPS = 5000
+DOME_NERFACTO_FLAGS = ["--pipeline.model.max-res", "256", "--pipeline.model.num-levels", "8", "--pipeline.model.log2-hashmap-size", "15"]
+"""The dome's nerfacto source: a field large enough for 160 views (the tiny field of the outcome tests blurs them; 5000
+steps, about 5 minutes on 2 cores). Rendered from orbit cameras it matches the world's renders at 28-37 dB, except
+at the narrowest fields of view (15 degrees from 6.5 units: the ball missing)."""
+
+
+def ring_views(poses: Sequence[np.ndarray]) -> List[int]:
+    """The views of a dome capture at the ring's height and distance (30 degrees, 3 units): those the table reads, as
+    the ring capture's 9 training views."""
+    distance = [float(np.linalg.norm(pose[:3, 3])) for pose in poses]
+    elevation = [float(np.degrees(np.arcsin(pose[2, 3] / d))) for pose, d in zip(poses, distance)]
+    return [i for i, (d, e) in enumerate(zip(distance, elevation)) if abs(d - 3.0) < 0.05 and abs(e - 30.0) < 1.0]
 
 
 def checkpoint_row(label: str, views: Sequence[np.ndarray], sources, captured, poses) -> str:
@@ -66,14 +88,19 @@ def main() -> None:
     parser.add_argument("--prior", choices=["single", "multiview"], default="single")
     parser.add_argument("--representation", choices=["nerfacto", "splatfacto"], default="nerfacto")
     parser.add_argument("--region", action="store_true", help="a box round the ball: the object field")
+    parser.add_argument("--capture", choices=["ring", "dome"], default="ring",
+                        help="the source's views: the outcome tests' ring of 10, or DOME_CAPTURE (views from the orbit cameras' heights and distances)")
     parser.add_argument("--no-write", action="store_true", help="print only; leave docs/ as it is")
     args = parser.parse_args()
+    if args.capture == "dome" and args.representation != "nerfacto":
+        parser.error("--capture dome: nerfacto only (splatfacto on 160 views densified to 24 000 Gaussians, 6.7 s a step on 2 cores)")
     from pnr_nerfstudio.pipeline import PnRPipelineConfig
     from pnr_nerfstudio.schedules import Phase
     from toy_world import MULTIVIEW_PRIOR, PRIOR
     from toy_world.models import seed_torch_home
     from toy_world.outcome import (
         EDIT_FLAGS,
+        SOURCE_FLAGS,
         SPARSE_POINTS,
         kept_checkpoint_views,
         outcome_edit_flags,
@@ -82,9 +109,9 @@ def main() -> None:
         training_poses,
         training_views,
     )
-    from toy_world.runs import run_tiny_edit
+    from toy_world.runs import run_tiny_edit, train_tiny_nerfacto
     from toy_world.train_multiview_prior import TOY_OBJECT_CENTRE, TOY_ORBIT_RADIUS
-    from toy_world.world import Thing, write_scene
+    from toy_world.world import Thing, dome_cameras, write_scene
 
     released = PnRPipelineConfig()
     args.edit_steps = released.edit_steps if args.edit_steps is None else args.edit_steps
@@ -96,8 +123,12 @@ def main() -> None:
         torch_home = seed_torch_home(work / "torch_home")
         # the runs load in this process too (to render their checkpoints): LPIPS constructs offline from this folder
         os.environ.update(TORCH_HOME=str(torch_home), HF_HUB_OFFLINE="1")
-        scene = write_scene(work / "red-ball", Thing("red", "ball"), num_views=10, size=32, sparse_points=SPARSE_POINTS)
-        source = train_source(args.representation, scene, work / "sources", torch_home)
+        cameras = dome_cameras(*DOME_CAPTURE) if args.capture == "dome" else None
+        scene = write_scene(work / "red-ball", Thing("red", "ball"), num_views=10, size=32, sparse_points=SPARSE_POINTS, cameras=cameras)
+        if args.capture == "dome":
+            source = train_tiny_nerfacto(scene, work / "sources", torch_home, DOME_SOURCE_STEPS, [*SOURCE_FLAGS, *DOME_NERFACTO_FLAGS])
+        else:
+            source = train_source(args.representation, scene, work / "sources", torch_home)
         prior = MULTIVIEW_PRIOR if args.prior == "multiview" else PRIOR
         flags = [
             *EDIT_FLAGS, *outcome_edit_flags(str(prior), "red", "red", "ball", target_shape="cube"),
@@ -113,17 +144,20 @@ def main() -> None:
         run, _ = run_tiny_edit("pnr", source, work / "edit", torch_home, plan.total_steps, flags, timeout=6 * 3600)
         sources, captured = training_views(source / "config.yml")
         poses = training_poses(source / "config.yml")
+        read = ring_views(poses) if args.capture == "dome" else list(range(len(poses)))
+        sources, captured, poses = ([values[i] for i in read] for values in (sources, captured, poses))
         print("| checkpoint | phase | identity (dB) | object pixels | read red | read cube | roundness | cube / ball fit |")
         print("|---|---|---|---|---|---|---|---|")
         print(checkpoint_row("source | -", sources, sources, captured, poses), flush=True)
         rows = [captured, sources]
         for step, views in kept_checkpoint_views(run):
+            views = [views[i] for i in read]
             phase = f"{plan.phase(step).label} {plan.step_in_phase(step)}"
             print(checkpoint_row(f"{step} | {phase}", views, sources, captured, poses), flush=True)
             if step > revise_start - args.every:  # the last checkpoint of the edit steps and every one after
                 rows.append(views)
     if not args.no_write:
-        name = "pnr_shape_edit.png" if args.prior == "single" else f"pnr_multiview_shape_edit_{args.representation}{'_region' if args.region else ''}.png"
+        name = "pnr_shape_edit.png" if args.prior == "single" else f"pnr_multiview_shape_edit_{args.representation}{'_region' if args.region else ''}{'_dome' if args.capture == 'dome' else ''}.png"
         save_views(rows, ROOT / "docs" / name)
 
 

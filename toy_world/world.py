@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, Iterator, List, Sequence, Tuple, Union
+from typing import Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -174,11 +174,23 @@ def training_images(count: int, size: int, seed: int) -> Iterator[Tuple[np.ndarr
         yield random_view(rng, colour, shape, size), colour, shape
 
 
+def dome_cameras(azimuths: int, elevations_degrees: Sequence[float], radii: Sequence[float]) -> List[np.ndarray]:
+    """Cameras looking at the origin from ``azimuths`` evenly spaced directions at each elevation and distance: a
+    capture that sees the object from the orbit cameras' heights and distances, not only from the ring."""
+    return [
+        ring_camera(2 * np.pi * (i + 0.5 * ring) / azimuths, np.deg2rad(elevation), radius)
+        for ring, (elevation, radius) in enumerate((e, r) for e in elevations_degrees for r in radii)
+        for i in range(azimuths)
+    ]
+
+
 def write_scene(
-    path: Path, scene: Scene, num_views: int = 10, size: int = 32, k1: float = 0.0, sparse_points: int = 0
+    path: Path, scene: Scene, num_views: int = 10, size: int = 32, k1: float = 0.0, sparse_points: int = 0,
+    cameras: Optional[Sequence[np.ndarray]] = None,
 ) -> Path:
     """Render the scene (one thing or several) from ``num_views`` cameras evenly spaced on the ring (radius 3, 30
-    degrees up) and write them as a nerfstudio dataset (``transforms.json`` + PNGs, pinhole ``OPENCV`` intrinsics).
+    degrees up), or from ``cameras`` (camera-to-world matrices, e.g. :func:`dome_cameras`) when given, and write them
+    as a nerfstudio dataset (``transforms.json`` + PNGs, pinhole ``OPENCV`` intrinsics).
 
     ``sparse_points`` above 0 also writes ``sparse_pc.ply`` (named by ``ply_file_path``, as ns-process-data writes
     the COLMAP points of a real capture): that many surface points seen by the views' pixels, within
@@ -193,14 +205,14 @@ def write_scene(
     """
     from PIL import Image
 
-    if num_views < 10:
-        raise ValueError(f"num_views must be at least 10 (the default split needs an eval view), got {num_views}")
+    poses = [ring_camera(2 * np.pi * i / num_views) for i in range(num_views)] if cameras is None else list(cameras)
+    if len(poses) < 10:
+        raise ValueError(f"num_views must be at least 10 (the default split needs an eval view), got {len(poses)}")
     path = Path(path)
     (path / "images").mkdir(parents=True, exist_ok=True)
     focal = focal_for(size)
     frames, seen = [], []
-    for i in range(num_views):
-        c2w = ring_camera(2 * np.pi * i / num_views)
+    for i, c2w in enumerate(poses):
         file_path = f"images/frame_{i + 1:05d}.png"
         image, surface = _cast(scene, c2w, size, focal)
         Image.fromarray((image * 255).round().astype(np.uint8)).save(path / file_path)

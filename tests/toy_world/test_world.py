@@ -82,6 +82,28 @@ def test_a_scene_of_the_world_is_a_nerfstudio_dataset_whose_views_read_as_its_ob
     assert all(r.colour == "red" for r in readings) and np.mean([r.shape == "ball" for r in readings]) >= 0.8
 
 
+def test_a_dome_capture_writes_its_cameras_at_each_height_and_distance(tmp_path):
+    """``write_scene(cameras=dome_cameras(...))``: every camera's pose in transforms.json, at the asked elevations and
+    distances, looking at the origin, and the image the world renders from that pose."""
+    from PIL import Image
+
+    from toy_world.world import dome_cameras, write_scene
+
+    cameras = dome_cameras(5, (10, 40), (2.0, 4.0))
+    assert len(cameras) == 20
+    scene = write_scene(tmp_path / "dome", Thing("red", "ball"), size=16, cameras=cameras)
+    frames = json.loads((scene / "transforms.json").read_text())["frames"]
+    positions = np.array([frame["transform_matrix"] for frame in frames])[:, :3, 3]
+    distance = np.linalg.norm(positions, axis=-1)
+    elevation = np.degrees(np.arcsin(positions[:, 2] / distance))
+    assert sorted({(round(e), round(d, 3)) for e, d in zip(elevation, distance)}) == [(10, 2.0), (10, 4.0), (40, 2.0), (40, 4.0)]
+    for frame, pose in zip(frames, cameras, strict=True):
+        assert np.allclose(frame["transform_matrix"], pose)
+        assert np.allclose(pose[:3, 2], pose[:3, 3] / np.linalg.norm(pose[:3, 3]))  # looks at the origin (along -z)
+        image = np.asarray(Image.open(scene / frame["file_path"]), dtype=np.float64) / 255
+        assert np.abs(image - render(Thing("red", "ball"), pose, 16)).max() <= 0.5 / 255 + 1e-9
+
+
 def test_a_scenes_sparse_points_lie_on_what_its_views_see_and_reach_splatfactos_parser(tmp_path):
     """The scene's ``sparse_pc.ply`` (as ns-process-data writes a capture's COLMAP points): the points nerfstudio's
     parser loads for splatfacto, each on the ball (coloured red) or on the floor (grey), within the cameras' ring."""
