@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import dataclasses
+import functools
 from dataclasses import dataclass, field
 from typing import Callable, Dict, Iterator, List, Literal, Optional, Type
 
@@ -83,9 +84,10 @@ class EditNerfactoModel(ShowsEditOutputs, NerfactoModel):
             # nerfacto's get_outputs calls ``self.field.forward`` directly (no module hooks run): the composite
             # takes the instance's ``forward``; the proposal sampler calls the functions of ``density_fns``
             self.field.forward = self._field_with_source_outside  # type: ignore[method-assign]
+            # (partials of bound methods: a deep copy of the model, as FrozenSource makes, gets its own)
             edited = {id(network): i for i, network in enumerate(self.proposal_networks)}
             self.density_fns = [
-                self._density_with_source_outside(edited[id(fn.__self__)]) for fn in self.density_fns  # type: ignore[attr-defined]
+                functools.partial(self._density_with_source_outside, edited[id(fn.__self__)]) for fn in self.density_fns  # type: ignore[attr-defined]
             ]
 
     def keep_outside(self, box: Box) -> None:
@@ -107,17 +109,13 @@ class EditNerfactoModel(ShowsEditOutputs, NerfactoModel):
                 outputs[head] = torch.where(inside, outputs[head], source[head])
         return outputs
 
-    def _density_with_source_outside(self, index: int) -> Callable[..., Tensor]:
+    def _density_with_source_outside(self, index: int, positions: Tensor, times: Optional[Tensor] = None) -> Tensor:
         """Proposal network ``index``'s density where a position lies inside the kept box, its source copy's elsewhere:
         rays that miss the box are sampled exactly as the source samples them."""
-
-        def density(positions: Tensor, times: Optional[Tensor] = None) -> Tensor:
-            edited = self.proposal_networks[index].density_fn(positions, times)
-            with torch.no_grad():
-                source = self.source_proposal_networks[index].density_fn(positions, times)
-            return torch.where(self._kept_box().contains(positions)[..., None], edited, source)
-
-        return density
+        edited = self.proposal_networks[index].density_fn(positions, times)
+        with torch.no_grad():
+            source = self.source_proposal_networks[index].density_fn(positions, times)
+        return torch.where(self._kept_box().contains(positions)[..., None], edited, source)
 
     def _source_from_edited(self, state_dict: Dict, prefix: str, *args) -> None:
         """A source run's checkpoint has no source copies: they are its field and proposal networks."""

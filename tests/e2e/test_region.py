@@ -154,6 +154,26 @@ def test_nerfacto_renders_the_source_outside_the_box(box_edit, nerfacto_source, 
     assert min(moved("field", box_size=1000.0)) > 0.05
 
 
+def test_the_frozen_source_of_a_nerfacto_box_edit_renders_with_its_own_copies(box_edit):
+    """The source copy the hold term (and pnr's revise) renders is the source's throughout: moving the live model's
+    field and proposal networks (noise of 0.3) leaves its render of a training view unchanged, inside the box too.
+    Seen failing (the copy sampled with the live proposal networks inside the box) before the copy took its own."""
+    pipeline = setup_pipeline(box_edit)
+    source = pipeline.region_source
+    views = [0, 1]
+    cameras = [pipeline.guidance_camera(index) for index in views]
+    torch.manual_seed(0)  # training-mode sampling jitters
+    before = source.render(cameras, views, pipeline.config.ray_chunk_size).clone()
+    generator = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for parameter in [*pipeline.model.field.parameters(), *pipeline.model.proposal_networks.parameters()]:
+            parameter.add_(0.3 * torch.randn(parameter.shape, generator=generator))
+    source._kept.clear()
+    torch.manual_seed(0)
+    after = source.render(cameras, views, pipeline.config.ray_chunk_size)
+    assert torch.equal(before, after)
+
+
 def with_ball_masks(run: Path, scene: Path, folder: Path):
     """The run's pipeline (training mode) with the region given as a folder of the ball's masks, painted as a user would
     (white on the ball, at the images' size), and that folder."""
