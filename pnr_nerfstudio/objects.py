@@ -21,8 +21,8 @@ from torch import Tensor
 from pds_nerfstudio.common.errors import InputError
 from pds_nerfstudio.priors.guidance import GuidanceConfig
 from pds_nerfstudio.priors.multiview_guidance import RELEASED_NEGATIVE_PROMPT, MultiViewGuidanceConfig
-from pds_nerfstudio.regions.box import in_scene_frame
 from pds_nerfstudio.regions.region import Region, RegionConfig
+from pds_nerfstudio.scenes.box import in_scene_frame
 from pds_nerfstudio.scenes.orbit import OrbitRanges
 from pds_nerfstudio.scenes.representations import Nerfacto
 

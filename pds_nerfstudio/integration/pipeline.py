@@ -37,8 +37,8 @@ from pds_nerfstudio.integration.source_run import Run
 from pds_nerfstudio.integration.viewer_controls import EditControls
 from pds_nerfstudio.parallel import collectives
 from pds_nerfstudio.priors.guidance import GuidanceConfig, StableDiffusionGuidance
-from pds_nerfstudio.regions.box import Box
 from pds_nerfstudio.regions.region import Region, RegionConfig
+from pds_nerfstudio.scenes.box import Box
 from pds_nerfstudio.scenes.frozen_source import FrozenSource
 from pds_nerfstudio.scenes.models import EditNerfactoModelConfig, EditSplatfactoModelConfig
 from pds_nerfstudio.scenes.rendering import RenderMode, guidance_camera, seeded

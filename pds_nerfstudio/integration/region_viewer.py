@@ -15,8 +15,8 @@ from nerfstudio.viewer.viewer import VISER_NERFSTUDIO_SCALE_RATIO
 from nerfstudio.viewer.viewer_elements import ViewerCheckbox, ViewerVec3
 from torch import Tensor, nn
 
-from pds_nerfstudio.regions.box import Box
 from pds_nerfstudio.regions.region import Region
+from pds_nerfstudio.scenes.box import Box
 
 BOX_COLOUR = (255, 150, 30)
 REGION_OUTPUT = "region"

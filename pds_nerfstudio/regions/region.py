@@ -28,7 +28,7 @@ from PIL import Image
 from torch import Tensor
 
 from pds_nerfstudio.common.errors import InputError
-from pds_nerfstudio.regions.box import Box
+from pds_nerfstudio.scenes.box import Box
 from pds_nerfstudio.scenes.rendering import guidance_camera
 
 MASK_SUFFIXES = (".png", ".jpg", ".jpeg")

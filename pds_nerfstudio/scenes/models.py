@@ -22,7 +22,7 @@ from nerfstudio.models.splatfacto import SplatfactoModel, SplatfactoModelConfig
 from torch import Tensor
 from torch.nn import Parameter
 
-from pds_nerfstudio.regions.box import Box
+from pds_nerfstudio.scenes.box import Box
 from pds_nerfstudio.scenes.splat_cpu import splatfacto_on_cpu
 from pds_nerfstudio.scenes.strategies import CullingStrategy, RestartedDensification
 

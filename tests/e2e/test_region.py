@@ -103,7 +103,7 @@ def test_nerfacto_renders_the_source_outside_the_box(box_edit, nerfacto_source, 
     copy switched off (outside pixels off by 0.28) and with the proposal networks' (by 6e-5)."""
     from pds_nerfstudio.common.checkpoints import load_checkpoint
     from pds_nerfstudio.integration.source_run import newest_checkpoint
-    from pds_nerfstudio.regions.box import Box
+    from pds_nerfstudio.scenes.box import Box
     from toy_world.outcome import training_views
 
     config = yaml.load((box_edit / "config.yml").read_text(), Loader=yaml.Loader)
@@ -228,7 +228,7 @@ def outside_kept(splat_source, run):
     each of those is in the run; checks that every one of them is still there with every source value."""
     from pds_nerfstudio.common.checkpoints import load_checkpoint
     from pds_nerfstudio.integration.source_run import newest_checkpoint
-    from pds_nerfstudio.regions.box import Box
+    from pds_nerfstudio.scenes.box import Box
 
     before = load_checkpoint(newest_checkpoint(splat_source / "nerfstudio_models"))["pipeline"]
     after = load_checkpoint(newest_checkpoint(run / "nerfstudio_models"))["pipeline"]
@@ -285,7 +285,7 @@ def test_pnr_perturbs_and_moves_only_the_splat_gaussians_inside_the_box(splat_so
     logged a hold term (the perturbed ball's Gaussians reach pixels outside its mask)."""
     from pds_nerfstudio.common.checkpoints import load_checkpoint
     from pds_nerfstudio.integration.source_run import newest_checkpoint
-    from pds_nerfstudio.regions.box import Box
+    from pds_nerfstudio.scenes.box import Box
 
     flags = ["--pipeline.guidance.model-id", str(tiny_sd), *PROMPTS, *BOX, "--pipeline.protocol", "objects", "--pipeline.perturbation.eta", "0.5",
              "--pipeline.edit-steps", "1", "--pipeline.revise-steps", "0",  # and no culling: every Gaussian stays in its row

@@ -11,8 +11,8 @@ import pytest
 import torch
 
 from pds_nerfstudio.integration.region_viewer import RegionBoxControls
-from pds_nerfstudio.regions.box import Box
 from pds_nerfstudio.regions.region import Region, RegionConfig
+from pds_nerfstudio.scenes.box import Box
 
 
 def free_port() -> int:

@@ -91,8 +91,8 @@ def _share_after_rank_0s_viewer_change(rank: int, store: str, results: str) -> N
 
     from pds_nerfstudio.integration.pipeline import EditPipeline
     from pds_nerfstudio.integration.region_viewer import RegionBoxControls
-    from pds_nerfstudio.regions.box import Box
     from pds_nerfstudio.regions.region import Region, RegionConfig
+    from pds_nerfstudio.scenes.box import Box
 
     dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=2)
     try:

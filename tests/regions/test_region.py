@@ -13,8 +13,8 @@ import torch
 from PIL import Image
 
 from pds_nerfstudio.common.errors import InputError
-from pds_nerfstudio.regions.box import Box, rotation_from_degrees
 from pds_nerfstudio.regions.region import RegionConfig, project
+from pds_nerfstudio.scenes.box import Box, rotation_from_degrees
 from toy_world.world import FLOOR_Z, Thing, focal_for, ring_camera, thing_masks, write_scene
 
 SIZE = 32
