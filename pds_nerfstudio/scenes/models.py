@@ -99,9 +99,17 @@ class EditNerfactoModel(ShowsEditOutputs, NerfactoModel):
         return Box(values[:3], values[3:6], values[6:].reshape(3, 3))
 
     def _field_with_source_outside(self, ray_samples: RaySamples, compute_normals: bool = False) -> Dict:
-        """The field's outputs where a sample lies inside the kept box, the source field's (no gradient) elsewhere."""
+        """The field's outputs for each sample whose interval along its ray meets the kept box, the source field's (no
+        gradient) for the others.
+
+        By interval, not by the sample's midpoint: a sample stands for its whole interval, and where the samples are
+        few the interval that holds a surface inside the box can have its midpoint outside it (the toy world's tiny
+        nerfacto, 8 samples a ray: no midpoint of any ray fell inside a box round its ball, and the edit changed
+        nothing). A ray that misses the box still takes every sample from the source."""
         outputs = type(self.field).forward(self.field, ray_samples, compute_normals=compute_normals)
-        inside = self._kept_box().contains(ray_samples.frustums.get_positions())[..., None]
+        frustums = ray_samples.frustums
+        near, far = self._kept_box().span(frustums.origins, frustums.directions)
+        inside = ((frustums.starts[..., 0] <= far) & (frustums.ends[..., 0] >= near) & (far >= near))[..., None]
         with torch.no_grad():
             source = type(self.source_field).forward(self.source_field, ray_samples, compute_normals=compute_normals)
         for head in (FieldHeadNames.DENSITY, FieldHeadNames.RGB, FieldHeadNames.NORMALS, FieldHeadNames.PRED_NORMALS):

@@ -35,3 +35,44 @@ def test_proposal_sampling_is_fully_annealed_from_the_first_step(torch_home):
             callback.run_callback_at_location(step, TrainingCallbackLocation.AFTER_TRAIN_ITERATION)
     assert model.proposal_sampler._anneal == 1.0
     assert model.proposal_sampler._step == 2  # the proposal update schedule follows the steps
+
+
+def test_a_box_edit_takes_the_edited_field_for_each_sample_whose_interval_meets_the_box(torch_home):
+    """With a region box the edited field answers every sample whose interval along its ray meets the box, the frozen
+    source every other sample, per sample. By interval, not midpoint: the toy world's tiny nerfacto (8 samples a ray)
+    had no midpoint inside a box round its ball, so the edit changed nothing; seen failing with the midpoint rule
+    (samples 1 and 2 of the first ray took the source)."""
+    from nerfstudio.cameras.rays import Frustums, RaySamples
+    from nerfstudio.field_components.field_heads import FieldHeadNames
+
+    from pds_nerfstudio.scenes.box import Box
+
+    config = EditNerfactoModelConfig(num_levels=4, log2_hashmap_size=10, hidden_dim=16, appearance_embed_dim=4, source_outside_box=True)
+    model = config.setup(scene_box=SceneBox(aabb=torch.tensor([[-1.0] * 3, [1.0] * 3])), num_train_data=4, metadata={}, device="cpu")
+    torch.manual_seed(0)
+    with torch.no_grad():
+        for parameter in model.field.parameters():
+            parameter.add_(0.5 * torch.randn_like(parameter))  # the edit has moved the field everywhere
+    model.keep_outside(Box(torch.zeros(3), torch.full((3,), 0.2), torch.eye(3)))  # meets a ray along x at 1.9-2.1
+    starts = torch.tensor([0.5, 1.5, 2.05, 3.0])
+    ends = torch.tensor([1.5, 2.05, 3.0, 4.0])  # midpoints 1.0, 1.775, 2.525, 3.5: none inside the box
+    origins = torch.tensor([[-2.0, 0.0, 0.0], [-2.0, 0.5, 0.0]])  # the first ray meets the box, the second misses it
+    samples = RaySamples(
+        frustums=Frustums(
+            origins=origins[:, None].expand(2, 4, 3), directions=torch.tensor([1.0, 0.0, 0.0]).expand(2, 4, 3),
+            starts=starts.expand(2, 4)[..., None], ends=ends.expand(2, 4)[..., None], pixel_area=torch.full((2, 4, 1), 1e-4),
+        ),
+        camera_indices=torch.zeros(2, 4, 1, dtype=torch.long),
+    )  # fmt: skip
+    with torch.no_grad():
+        composite = model.field.forward(samples)
+        edited = type(model.field).forward(model.field, samples)
+        source = type(model.source_field).forward(model.source_field, samples)
+    meets = torch.tensor([[False, True, True, False], [False] * 4])
+    for head in (FieldHeadNames.DENSITY, FieldHeadNames.RGB):
+        for ray in range(2):
+            for sample in range(4):
+                expected = (edited if meets[ray, sample] else source)[head][ray, sample]
+                other = (source if meets[ray, sample] else edited)[head][ray, sample]
+                assert torch.equal(composite[head][ray, sample], expected), (head, ray, sample)
+                assert not torch.allclose(expected, other), (head, ray, sample)  # the two fields differ there
