@@ -28,7 +28,7 @@ import os
 import sys
 import tempfile
 from pathlib import Path
-from typing import List, Sequence
+from typing import Sequence
 
 import numpy as np
 
@@ -39,25 +39,6 @@ sys.path.insert(0, str(ROOT))
 OBJECT_BOX = (0.0, 0.0, 0.06, 0.9, 0.9, 0.78)
 """A box round the toy object at the origin (a cube of edge 0.7 fits), its bottom above the floor (z = -0.35), so that
 no floor Gaussian is inside: centre x y z, size x y z in the world's frame."""
-
-
-DOME_CAPTURE = (10, (3, 15, 30, 45), (1.8, 3.0, 4.5, 7.0))
-"""``--capture dome``: :func:`toy_world.world.dome_cameras`' azimuths, elevations (degrees) and distances: 160 views from
-the heights and distances of the orbit cameras (elevation 0-30, distance 1.4-7.6), where the ring's nerfacto source shows
-the ball twice or not at all (docs/toy_world.md)."""
-DOME_SOURCE_STEPS = 5000
-DOME_NERFACTO_FLAGS = ["--pipeline.model.max-res", "256", "--pipeline.model.num-levels", "8", "--pipeline.model.log2-hashmap-size", "15"]
-"""The dome's nerfacto source: a field large enough for 160 views (the tiny field of the outcome tests blurs them; 5000
-steps, about 5 minutes on 2 cores). Rendered from orbit cameras it matches the world's renders at 28-37 dB, except
-at the narrowest fields of view (15 degrees from 6.5 units: the ball missing)."""
-
-
-def ring_views(poses: Sequence[np.ndarray]) -> List[int]:
-    """The views of a dome capture at the ring's height and distance (30 degrees, 3 units): those the table reads, as
-    the ring capture's 9 training views."""
-    distance = [float(np.linalg.norm(pose[:3, 3])) for pose in poses]
-    elevation = [float(np.degrees(np.arcsin(pose[2, 3] / d))) for pose, d in zip(poses, distance)]
-    return [i for i, (d, e) in enumerate(zip(distance, elevation)) if abs(d - 3.0) < 0.05 and abs(e - 30.0) < 1.0]
 
 
 def checkpoint_row(label: str, views: Sequence[np.ndarray], sources, captured, poses) -> str:
@@ -99,17 +80,19 @@ def main() -> None:
     from toy_world import MULTIVIEW_PRIOR, PRIOR
     from toy_world.models import seed_torch_home
     from toy_world.outcome import (
+        DOME_CAPTURE,
         EDIT_FLAGS,
-        SOURCE_FLAGS,
         SPARSE_POINTS,
         kept_checkpoint_views,
         outcome_edit_flags,
+        ring_views,
         save_views,
+        train_dome_source,
         train_source,
         training_poses,
         training_views,
     )
-    from toy_world.runs import run_tiny_edit, train_tiny_nerfacto
+    from toy_world.runs import run_tiny_edit
     from toy_world.train_multiview_prior import TOY_OBJECT_CENTRE, TOY_ORBIT_RADIUS
     from toy_world.world import Thing, dome_cameras, write_scene
 
@@ -126,7 +109,7 @@ def main() -> None:
         cameras = dome_cameras(*DOME_CAPTURE) if args.capture == "dome" else None
         scene = write_scene(work / "red-ball", Thing("red", "ball"), num_views=10, size=32, sparse_points=SPARSE_POINTS, cameras=cameras)
         if args.capture == "dome":
-            source = train_tiny_nerfacto(scene, work / "sources", torch_home, DOME_SOURCE_STEPS, [*SOURCE_FLAGS, *DOME_NERFACTO_FLAGS])
+            source = train_dome_source(scene, work / "sources", torch_home)
         else:
             source = train_source(args.representation, scene, work / "sources", torch_home)
         prior = MULTIVIEW_PRIOR if args.prior == "multiview" else PRIOR

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import List, Sequence
+from typing import List, Optional, Sequence
 
 import numpy as np
 
@@ -21,8 +21,9 @@ BALL_BOX: List[str] = ["-0.5", "0", f"{FLOOR_Z + BOX_HALF:g}", *[f"{2 * BOX_HALF
 """``--pipeline.region.box`` of the box, in the world's (transforms.json's) frame."""
 
 
-def write_region_scene(path: Path, sparse_points: int) -> Path:
-    return write_scene(path, list(THINGS), num_views=10, size=32, sparse_points=sparse_points)
+def write_region_scene(path: Path, sparse_points: int, cameras: Optional[Sequence[np.ndarray]] = None) -> Path:
+    """The scene from the ring's 10 views, or from ``cameras`` (e.g. a dome capture's) when given."""
+    return write_scene(path, list(THINGS), num_views=10, size=32, sparse_points=sparse_points, cameras=cameras)
 
 
 def view_masks(scene: Path, image_filenames: Sequence[str], things: Sequence[Thing] = THINGS, size: int = 0) -> List[List[np.ndarray]]:

@@ -104,6 +104,21 @@ def test_a_dome_capture_writes_its_cameras_at_each_height_and_distance(tmp_path)
         assert np.abs(image - render(Thing("red", "ball"), pose, 16)).max() <= 0.5 / 255 + 1e-9
 
 
+
+def test_ring_views_picks_a_dome_capture_s_views_at_the_ring_s_height_and_distance():
+    """The views a dome run's tables read (:func:`toy_world.outcome.ring_views`): exactly those at 30 degrees and 3
+    units, the ring capture's cameras."""
+    from toy_world.outcome import DOME_CAPTURE, ring_views
+    from toy_world.world import dome_cameras, ring_camera
+
+    cameras = dome_cameras(*DOME_CAPTURE)
+    chosen = ring_views(cameras)
+    assert len(chosen) == DOME_CAPTURE[0]
+    for index in chosen:
+        azimuth = np.arctan2(cameras[index][1, 3], cameras[index][0, 3])
+        assert np.allclose(cameras[index], ring_camera(azimuth), atol=1e-6)
+    assert ring_views([ring_camera(0.0, radius=4.5), ring_camera(0.0, elevation=np.deg2rad(15.0))]) == []
+
 def test_a_scenes_sparse_points_lie_on_what_its_views_see_and_reach_splatfactos_parser(tmp_path):
     """The scene's ``sparse_pc.ply`` (as ns-process-data writes a capture's COLMAP points): the points nerfstudio's
     parser loads for splatfacto, each on the ball (coloured red) or on the floor (grey), within the cameras' ring."""
