@@ -96,7 +96,8 @@ def main() -> None:
         variants[f"region, hold {weight:g}"] = ["--pipeline.region.box", *BALL_BOX, "--pipeline.region.hold-weight", f"{weight:g}"]
     rows = []
     for representation in args.representations:
-        sources_dir = args.out / "sources" / (f"{representation}-dome" if dome else representation)
+        run_name = f"{representation}-dome" if dome else representation  # the folder of its source and of its edits
+        sources_dir = args.out / "sources" / run_name
         runs = find_run_dirs(sources_dir, representation)
         if runs:
             source = runs[-1]
@@ -122,7 +123,7 @@ def main() -> None:
                 "--machine.seed", str(args.seed), *METHOD_FLAGS[args.method], *variants[variant], *args.extra_flags,
             ]  # fmt: skip
             name = re.sub(r"[^a-z0-9]+", "-", variant).strip("-")
-            folder = args.out / "edits" / (f"{representation}-dome" if dome else representation) / (name if args.method == "pds" else f"{args.method}-{name}")
+            folder = args.out / "edits" / run_name / (name if args.method == "pds" else f"{args.method}-{name}")
             done = find_run_dirs(folder, args.method)
             run = done[-1] if done else run_tiny_edit(args.method, source, folder, torch_home, EDIT_STEPS[representation], flags)[0]
             edits = [view for i, view in enumerate(training_views(run / "config.yml")[0]) if i in read]

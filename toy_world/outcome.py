@@ -79,7 +79,6 @@ def train_source(representation: str, scene: Path, output_dir: Path, torch_home:
     return train_tiny_splatfacto(scene, output_dir, torch_home, SOURCE_STEPS, SPLAT_SOURCE_FLAGS)
 
 
-
 DOME_CAPTURE = (10, (3, 15, 30, 45), (1.8, 3.0, 4.5, 7.0))
 """A dome capture (``write_scene(..., cameras=dome_cameras(*DOME_CAPTURE))``): :func:`toy_world.world.dome_cameras`'
 azimuths, elevations (degrees) and distances, 160 views. The ring's 10 views do not make a 3D nerfacto: its tiny

@@ -104,7 +104,6 @@ def test_a_dome_capture_writes_its_cameras_at_each_height_and_distance(tmp_path)
         assert np.abs(image - render(Thing("red", "ball"), pose, 16)).max() <= 0.5 / 255 + 1e-9
 
 
-
 def test_ring_views_picks_a_dome_capture_s_views_at_the_ring_s_height_and_distance():
     """The views a dome run's tables read (:func:`toy_world.outcome.ring_views`): exactly those at 30 degrees and 3
     units, the ring capture's cameras."""
@@ -118,6 +117,7 @@ def test_ring_views_picks_a_dome_capture_s_views_at_the_ring_s_height_and_distan
         azimuth = np.arctan2(cameras[index][1, 3], cameras[index][0, 3])
         assert np.allclose(cameras[index], ring_camera(azimuth), atol=1e-6)
     assert ring_views([ring_camera(0.0, radius=4.5), ring_camera(0.0, elevation=np.deg2rad(15.0))]) == []
+
 
 def test_a_scenes_sparse_points_lie_on_what_its_views_see_and_reach_splatfactos_parser(tmp_path):
     """The scene's ``sparse_pc.ply`` (as ns-process-data writes a capture's COLMAP points): the points nerfstudio's
