@@ -10,6 +10,8 @@ structure >= 0.95 on every pair.
 
     python bench/outcome_matrix.py --quick   # one seed, pds and sds, nerfacto, every pair (about 30 min on 2 cores)
     python bench/outcome_matrix.py           # 3 seeds, pds, sds and dds, nerfacto every pair, splatfacto 4 pairs
+    python bench/outcome_matrix.py --methods pds --large-source   # nerfacto sources of the dome's field, 5000 steps
+    python bench/outcome_matrix.py --methods pds --capture dome   # those from DOME_CAPTURE's 160 views, read at the ring
 
 Finished edits are kept in ``--out`` (runs.jsonl, each edit's renders of its training views and its picture,
 source | edit a row a view): a rerun with the same ``--out`` edits only what is missing, so an interrupted matrix
@@ -63,9 +65,11 @@ class Cell:
     method: str
     seed: int
 
-    def key(self, steps: int, extra_flags: Sequence[str] = ()) -> str:
-        """The edit's folder name: the cell, its steps and (hashed) the extra flags, so no two settings share one."""
+    def key(self, steps: int, extra_flags: Sequence[str] = (), source_name: str = "ring") -> str:
+        """The edit's folder name: the cell, its steps, its source's kind (unless the ring's tiny field) and (hashed)
+        the extra flags, so no two settings share one."""
         key = f"{self.representation}-{self.shape}-{self.source}-{self.target}-{self.method}-seed{self.seed}-{steps}steps"
+        key += f"-{source_name}" if source_name != "ring" else ""
         return key + (f"-{hashlib.sha1(' '.join(extra_flags).encode()).hexdigest()[:8]}" if extra_flags else "")
 
 
@@ -86,10 +90,15 @@ def cells_of(args) -> List[Cell]:
 class Matrix:
     """The sources, the edits and their readings, kept under ``out`` so that a rerun continues."""
 
-    def __init__(self, out: Path, steps: Dict[str, int], extra_flags: Sequence[str], user_sources: bool) -> None:
+    def __init__(
+        self, out: Path, steps: Dict[str, int], extra_flags: Sequence[str], user_sources: bool, capture: str = "ring", large_source: bool = False
+    ) -> None:
         from toy_world.models import seed_torch_home
 
         self.out, self.steps, self.extra_flags, self.user_sources = out, steps, list(extra_flags), user_sources
+        self.capture = capture  # "dome": sources from DOME_CAPTURE, read on its views at the ring
+        self.large_source = large_source or capture == "dome"  # nerfacto sources of the dome's field and steps
+        self.source_name = capture + ("-large" if large_source and capture == "ring" else "")  # in folder names unless "ring"
         self.out.mkdir(parents=True, exist_ok=True)
         self.torch_home = seed_torch_home(out / "torch_home")
         # the runs are rendered in this process too: LPIPS constructs offline from this folder
@@ -102,25 +111,55 @@ class Matrix:
                 self.runs[row["key"]] = row
         self.lock = threading.Lock()  # rendering in this process (eval_setup, the CPU rasteriser's patch) and the files
         self.source_views: Dict[Tuple[str, str, str], Tuple[List[np.ndarray], List[np.ndarray]]] = {}
+        self.read: Dict[Path, List[int]] = {}  # a source run's training views that are read (views_read)
 
     def source(self, representation: str, shape: str, colour: str) -> Path:
         """The source run of one object (trained once; its renders and captured images kept)."""
-        from toy_world.outcome import SPARSE_POINTS, train_source, training_views
-        from toy_world.runs import find_run_dirs
-        from toy_world.world import Thing, write_scene
+        from toy_world.outcome import (
+            DOME_CAPTURE,
+            DOME_NERFACTO_FLAGS,
+            DOME_SOURCE_STEPS,
+            SOURCE_FLAGS,
+            SPARSE_POINTS,
+            train_dome_source,
+            train_source,
+            training_views,
+        )
+        from toy_world.runs import find_run_dirs, train_tiny_nerfacto
+        from toy_world.world import Thing, dome_cameras, write_scene
 
         name = f"{colour}-{shape}"
-        folder = self.out / ("user-sources" if self.user_sources else "sources") / representation
+        dome = self.capture == "dome"
+        kind = "" if self.source_name == "ring" else f"-{self.source_name}"
+        folder = self.out / (("user-sources" if self.user_sources else "sources") + kind) / representation
         runs = find_run_dirs(folder / name, representation)
         if runs:
             run = runs[-1]
         else:
-            scene = write_scene(self.out / "scenes" / name, Thing(colour, shape), num_views=10, size=32, sparse_points=SPARSE_POINTS)
-            run = train_source(representation, scene, folder / name, self.torch_home, reproducible=not self.user_sources)
+            cameras = dome_cameras(*DOME_CAPTURE) if dome else None
+            scene = write_scene(self.out / ("scenes-dome" if dome else "scenes") / name, Thing(colour, shape), num_views=10, size=32,
+                                sparse_points=SPARSE_POINTS, cameras=cameras)  # fmt: skip
+            if dome:
+                run = train_dome_source(scene, folder / name, self.torch_home)
+            elif self.large_source and representation == "nerfacto":
+                flags = [*SOURCE_FLAGS, *DOME_NERFACTO_FLAGS]
+                run = train_tiny_nerfacto(scene, folder / name, self.torch_home, DOME_SOURCE_STEPS, flags, reproducible=not self.user_sources)
+            else:
+                run = train_source(representation, scene, folder / name, self.torch_home, reproducible=not self.user_sources)
         with self.lock:
             if (representation, shape, colour) not in self.source_views:
-                self.source_views[representation, shape, colour] = training_views(run / "config.yml")
+                self.read[run] = self.views_read(run)
+                renders, captured = training_views(run / "config.yml")
+                self.source_views[representation, shape, colour] = ([renders[i] for i in self.read[run]], [captured[i] for i in self.read[run]])
         return run
+
+    def views_read(self, run: Path) -> List[int]:
+        """The training views the matrix reads: all of the ring's; of a dome capture, those at the ring's height and
+        distance."""
+        from toy_world.outcome import ring_views, training_poses
+
+        poses = training_poses(run / "config.yml")
+        return ring_views(poses) if self.capture == "dome" else list(range(len(poses)))
 
     def edit(self, cell: Cell) -> dict:
         """One cell: the edit through ns-train (unless its renders are kept), its renders read against its source's.
@@ -129,7 +168,7 @@ class Matrix:
         from toy_world.outcome import EDIT_FLAGS, measure, outcome_edit_flags, save_views, training_views
         from toy_world.runs import run_tiny_edit
 
-        key = cell.key(self.steps[cell.representation], self.extra_flags)
+        key = cell.key(self.steps[cell.representation], self.extra_flags, self.source_name)
         folder = self.out / "edits" / key
         kept = folder / "renders.npz"
         source = self.source(cell.representation, cell.shape, cell.source)
@@ -143,7 +182,7 @@ class Matrix:
             seconds = time.perf_counter() - start
             with self.lock:
                 edits, _ = training_views(run / "config.yml")
-                np.savez_compressed(kept, edits=np.stack(edits))
+                np.savez_compressed(kept, edits=np.stack([edits[i] for i in self.read[source]]))
                 self.runs[key] = {**cell.__dict__, "key": key, "steps": self.steps[cell.representation],
                                        "seconds": seconds, "flags": self.extra_flags, "run": str(run)}  # fmt: skip
                 with self.runs_file.open("a") as file:
@@ -158,7 +197,7 @@ class Matrix:
         return row
 
     def first_view(self, cell: Cell) -> Optional[np.ndarray]:
-        path = self.out / "edits" / cell.key(self.steps[cell.representation], self.extra_flags) / "renders.npz"
+        path = self.out / "edits" / cell.key(self.steps[cell.representation], self.extra_flags, self.source_name) / "renders.npz"
         return np.load(path)["edits"][0] if path.exists() else None
 
 
@@ -301,10 +340,16 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2, help="edits at a time, one thread each")
     parser.add_argument("--label", help="the docs section and picture name (default: quick or full)")
     parser.add_argument("--no-write", action="store_true", help="print only; leave docs/ as it is")
+    parser.add_argument("--capture", choices=["ring", "dome"], default="ring",
+                        help="the sources' views: the ring of 10, or DOME_CAPTURE (nerfacto only, a 5000-step source each; read on its 9 ring views)")
+    parser.add_argument("--large-source", action="store_true",
+                        help="nerfacto sources of the dome's field and steps (DOME_NERFACTO_FLAGS, 5000) from the ring's views")
     args = parser.parse_args()
     args.methods = args.methods or (["pds", "sds"] if args.quick else ["pds", "sds", "dds"])
     args.seeds = args.seeds or ([42] if args.quick else [42, 1, 2])
-    args.representations = args.representations or (["nerfacto"] if args.quick else ["nerfacto", "splatfacto"])
+    args.representations = args.representations or (["nerfacto"] if args.quick or args.capture == "dome" else ["nerfacto", "splatfacto"])
+    if args.capture == "dome" and args.representations != ["nerfacto"]:
+        parser.error("--capture dome: --representations nerfacto only (splatfacto from 160 views: 24 000 Gaussians, 6.7 s a step)")
     args.label = args.label or ("quick" if args.quick else "full")
     from toy_world.outcome import EDIT_STEPS
 
@@ -314,7 +359,7 @@ def main() -> None:
     if args.only:
         wanted = {tuple(item.split(":")) for item in args.only}
         cells = [c for c in cells if (c.shape, c.source, c.target) in wanted]
-    matrix = Matrix(args.out, steps, args.extra_flags, args.user_sources)
+    matrix = Matrix(args.out, steps, args.extra_flags, args.user_sources, args.capture, args.large_source)
     start = time.perf_counter()
     with ThreadPoolExecutor(args.workers) as pool:
         objects = list(dict.fromkeys((c.representation, c.shape, c.source) for c in cells))
