@@ -16,7 +16,6 @@ from nerfstudio.cameras.rays import RaySamples
 from nerfstudio.data.scene_box import OrientedBox
 from nerfstudio.engine.callbacks import TrainingCallback, TrainingCallbackAttributes
 from nerfstudio.field_components.encodings import HashEncoding
-from nerfstudio.field_components.field_heads import FieldHeadNames
 from nerfstudio.models.nerfacto import NerfactoModel, NerfactoModelConfig
 from nerfstudio.models.splatfacto import SplatfactoModel, SplatfactoModelConfig
 from torch import Tensor
@@ -105,25 +104,29 @@ class EditNerfactoModel(ShowsEditOutputs, NerfactoModel):
         By interval, not by the sample's midpoint: a sample stands for its whole interval, and where the samples are
         few the interval that holds a surface inside the box can have its midpoint outside it (the toy world's tiny
         nerfacto, 8 samples a ray: no midpoint of any ray fell inside a box round its ball, and the edit changed
-        nothing). A ray that misses the box still takes every sample from the source."""
-        outputs = type(self.field).forward(self.field, ray_samples, compute_normals=compute_normals)
+        nothing). A ray that misses the box still takes every sample from the source, and the edited field is evaluated
+        only on the rays that meet it (most of a view's when the box is small: their forward and backward passes are
+        the edit's cost)."""
         frustums = ray_samples.frustums
         near, far = self._kept_box().span(frustums.origins, frustums.directions)
-        inside = ((frustums.starts[..., 0] <= far) & (frustums.ends[..., 0] >= near) & (far >= near))[..., None]
+        inside = (frustums.starts[..., 0] <= far) & (frustums.ends[..., 0] >= near) & (far >= near)
         with torch.no_grad():
-            source = type(self.source_field).forward(self.source_field, ray_samples, compute_normals=compute_normals)
-        for head in (FieldHeadNames.DENSITY, FieldHeadNames.RGB, FieldHeadNames.NORMALS, FieldHeadNames.PRED_NORMALS):
-            if head in outputs:
-                outputs[head] = torch.where(inside, outputs[head], source[head])
+            outputs = type(self.source_field).forward(self.source_field, ray_samples, compute_normals=compute_normals)
+        rays = _rays_to_edit(inside)
+        edited = type(self.field).forward(self.field, ray_samples[rays], compute_normals=compute_normals)
+        for head, values in edited.items():
+            outputs[head] = _compose(outputs[head], rays, inside[rays], values)
         return outputs
 
     def _density_with_source_outside(self, index: int, positions: Tensor, times: Optional[Tensor] = None) -> Tensor:
         """Proposal network ``index``'s density where a position lies inside the kept box, its source copy's elsewhere:
         rays that miss the box are sampled exactly as the source samples them."""
-        edited = self.proposal_networks[index].density_fn(positions, times)
         with torch.no_grad():
-            source = self.source_proposal_networks[index].density_fn(positions, times)
-        return torch.where(self._kept_box().contains(positions)[..., None], edited, source)
+            density = self.source_proposal_networks[index].density_fn(positions, times)
+        inside = self._kept_box().contains(positions)
+        rays = _rays_to_edit(inside)
+        edited = self.proposal_networks[index].density_fn(positions[rays], None if times is None else times[rays])
+        return _compose(density, rays, inside[rays], edited)
 
     def _source_from_edited(self, state_dict: Dict, prefix: str, *args) -> None:
         """A source run's checkpoint has no source copies: they are its field and proposal networks."""
@@ -146,6 +149,24 @@ class EditNerfactoModel(ShowsEditOutputs, NerfactoModel):
             groups["fields"] = [p for p in trained if id(p) not in grid]
             groups["field_grid"] = [p for p in trained if id(p) in grid]
         return groups
+
+
+def _rays_to_edit(inside: Tensor) -> Tensor:
+    """[R] bool: the rays with a sample ``inside`` [R, S] the box, where the edited field is evaluated; the first ray
+    when none is, so that a batch that misses the box still has a graph through the edited field (its gradient
+    zero), as a step's loss needs."""
+    rays = inside.reshape(len(inside), -1).any(-1)
+    if not rays.any():
+        rays[:1] = True
+    return rays
+
+
+def _compose(source: Tensor, rays: Tensor, inside: Tensor, edited: Tensor) -> Tensor:
+    """``source`` [R, S, C] with the samples ``inside`` [R', S] of the rays ``rays`` [R] (bool) taken from ``edited``
+    [R', S, C], the field's outputs on those rays only."""
+    composite = source.clone()
+    composite[rays] = torch.where(inside[..., None], edited, source[rays])
+    return composite
 
 
 def holds_hash_grid(module: torch.nn.Module) -> bool:
