@@ -115,17 +115,8 @@ class Matrix:
 
     def source(self, representation: str, shape: str, colour: str) -> Path:
         """The source run of one object (trained once; its renders and captured images kept)."""
-        from toy_world.outcome import (
-            DOME_CAPTURE,
-            DOME_NERFACTO_FLAGS,
-            DOME_SOURCE_STEPS,
-            SOURCE_FLAGS,
-            SPARSE_POINTS,
-            train_dome_source,
-            train_source,
-            training_views,
-        )
-        from toy_world.runs import find_run_dirs, train_tiny_nerfacto
+        from toy_world.outcome import DOME_CAPTURE, SPARSE_POINTS, train_dome_source, train_source, training_views
+        from toy_world.runs import find_run_dirs
         from toy_world.world import Thing, dome_cameras, write_scene
 
         name = f"{colour}-{shape}"
@@ -139,11 +130,8 @@ class Matrix:
             cameras = dome_cameras(*DOME_CAPTURE) if dome else None
             scene = write_scene(self.out / ("scenes-dome" if dome else "scenes") / name, Thing(colour, shape), num_views=10, size=32,
                                 sparse_points=SPARSE_POINTS, cameras=cameras)  # fmt: skip
-            if dome:
-                run = train_dome_source(scene, folder / name, self.torch_home)
-            elif self.large_source and representation == "nerfacto":
-                flags = [*SOURCE_FLAGS, *DOME_NERFACTO_FLAGS]
-                run = train_tiny_nerfacto(scene, folder / name, self.torch_home, DOME_SOURCE_STEPS, flags, reproducible=not self.user_sources)
+            if self.large_source and representation == "nerfacto":  # the dome's field and steps (a dome capture's too)
+                run = train_dome_source(scene, folder / name, self.torch_home, reproducible=not self.user_sources)
             else:
                 run = train_source(representation, scene, folder / name, self.torch_home, reproducible=not self.user_sources)
         with self.lock:
