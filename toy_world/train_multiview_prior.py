@@ -39,6 +39,12 @@ TOY_ORBIT_RADIUS = 1.0
 object (ball radius and cube half-edge 0.35, scaled 0.8-1.2) then fills a third to three quarters of the frame, as
 objects do in the release's views; with the cube's bounding sphere (0.61) a cube filled the whole frame and the first
 multi-view prior learned cubes as frame-filling colour fields (docs/toy_world.md)."""
+TOY_MULTIVIEW_GUIDANCE_SCALE = 5.0
+"""The guidance scale the toy world's pnr runs pass with this prior (``--pipeline.guidance.guidance-scale``; the method
+keeps the release's 50): the largest at which the released objective's targets at the world's own red cube are that
+cube (its pixels within 10%, read red on most views) over the t range an edit ends in; at 50 they are a magenta field
+three times its size at every t, and the edit of a source that already is the cube melts it
+(``bench/multiview_targets.py``, docs/toy_world.md)."""
 VIEWS = 4
 
 
