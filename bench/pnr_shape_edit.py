@@ -12,11 +12,15 @@ printed (docs/toy_world.md quotes it) and the views go to a picture, a row a che
 (toy_world/multiview_prior) guiding orbit views round the object with the x0-reconstruction objective; with
 ``--region`` a box round the ball is the object field (splatfacto: only its Gaussians are perturbed and move; nerfacto:
 outside it the source field renders). ``--capture dome`` trains the nerfacto source on views from the orbit cameras'
-heights and distances.
+heights and distances. With the multi-view prior the runs pass the toy world's guidance scale, 5
+(``TOY_MULTIVIEW_GUIDANCE_SCALE``: at the release's 50 the toy prior's targets melt even a source that already is the
+cube, bench/multiview_targets.py); ``--guidance-scale 50`` runs the release's. ``--source-shape cube`` starts from the
+red cube itself (does the objective hold the goal?); ``--target-colour blue --target-shape ball`` makes a colour edit,
+to read the eta Alg. 2 gives it (printed).
 
     python bench/pnr_shape_edit.py                  # the released counts: 2550 steps, about an hour on 2 cores
     python bench/pnr_shape_edit.py --prior multiview --representation splatfacto --region
-    python bench/pnr_shape_edit.py --prior multiview --representation nerfacto --region --capture dome --edit-steps 750 --revise-steps 0
+    python bench/pnr_shape_edit.py --prior multiview --representation nerfacto --region --capture dome --edit-steps 500 --revise-steps 0 --every 125
     python bench/pnr_shape_edit.py --edit-steps 20 --revise-steps 10 --every 20 --no-write   # a check, 2 min
 """
 
@@ -41,23 +45,39 @@ OBJECT_BOX = (0.0, 0.0, 0.06, 0.9, 0.9, 0.78)
 no floor Gaussian is inside: centre x y z, size x y z in the world's frame."""
 
 
-def checkpoint_row(label: str, views: Sequence[np.ndarray], sources, captured, poses) -> str:
-    """One table row: identity, object pixels, views read red, views read cube, roundness range of the views that show
-    an object, and the 3D shape fit (:func:`toy_world.outcome.fitted_shape`: the best cube's and ball's IoU over all
-    views, and whether it reads cube)."""
+def checkpoint_row(label: str, views: Sequence[np.ndarray], sources, captured, poses, colour: str = "red") -> str:
+    """One table row: identity, object pixels, views read ``colour``, views read cube, roundness range of the views
+    that show an object, and the 3D shape fit (:func:`toy_world.outcome.fitted_shape`: the best cube's and ball's IoU
+    over all views, and whether it reads cube)."""
     from toy_world.classify import read
     from toy_world.outcome import fitted_shape, measure
 
     readings = [read(view) for view in views]
     pixels = [int(reading.mask.sum()) for reading in readings]
     roundness = [reading.roundness for reading in readings if reading.shape is not None]
-    red = sum(reading.colour == "red" for reading in readings)
+    coloured = sum(reading.colour == colour for reading in readings)
     cube = sum(reading.shape == "cube" for reading in readings)
-    identity = measure(views, sources, captured, "red").identity_psnr
+    identity = measure(views, sources, captured, colour).identity_psnr
     spread = f"{min(roundness):.2f}-{max(roundness):.2f}" if roundness else "-"
     fit = fitted_shape(views, sources, poses)
     fitted = f"{fit.cube_iou:.2f} / {fit.ball_iou:.2f}{' cube' if fit.reads_cube else ''}"
-    return f"| {label} | {identity:.1f} | {min(pixels)}-{max(pixels)} | {red} of {len(views)} | {cube} of {len(views)} | {spread} | {fitted} |"
+    return f"| {label} | {identity:.1f} | {min(pixels)}-{max(pixels)} | {coloured} of {len(views)} | {cube} of {len(views)} | {spread} | {fitted} |"
+
+
+def _object_suffix(args: argparse.Namespace) -> str:
+    """The picture's name for an object other than the red ball (``_green_ball``, ``_red_cube``) and a target other than
+    its cube (``_to_blue_ball``)."""
+    source = "" if (args.colour, args.source_shape) == ("red", "ball") else f"_{args.colour}_{args.source_shape}"
+    target = (args.target_colour or args.colour, args.target_shape)
+    return source + ("" if target == (args.colour, "cube") else f"_to_{target[0]}_{target[1]}")
+
+
+def _scale_suffix(args: argparse.Namespace) -> str:
+    """The picture's name for a guidance scale typed other than the default (``_scale50``)."""
+    from toy_world.train_multiview_prior import TOY_MULTIVIEW_GUIDANCE_SCALE
+
+    default = TOY_MULTIVIEW_GUIDANCE_SCALE if args.prior == "multiview" else None
+    return "" if args.guidance_scale in (None, default) else f"_scale{args.guidance_scale:g}"
 
 
 def main() -> None:
@@ -71,6 +91,15 @@ def main() -> None:
     parser.add_argument("--region", action="store_true", help="a box round the ball: the object field")
     parser.add_argument("--capture", choices=["ring", "dome"], default="ring",
                         help="the source's views: the outcome tests' ring of 10, or DOME_CAPTURE (views from the orbit cameras' heights and distances)")
+    parser.add_argument("--colour", choices=["red", "green", "blue", "yellow"], default="red",
+                        help="the object's colour, kept by the edit (the multi-view prior knows its red cubes least)")
+    parser.add_argument("--source-shape", choices=["ball", "cube"], default="ball",
+                        help="cube: the source is already the target, so the run shows whether the objective holds a cube")
+    parser.add_argument("--target-colour", choices=["red", "green", "blue", "yellow"], help="default --colour")
+    parser.add_argument("--target-shape", choices=["ball", "cube"], default="cube",
+                        help="ball with --target-colour: a colour edit, to read the eta Alg. 2 gives it")
+    parser.add_argument("--guidance-scale", type=float,
+                        help="default with the multi-view prior the toy world's (TOY_MULTIVIEW_GUIDANCE_SCALE, 5; the release's: 50), with the single-view prior the protocol's")
     parser.add_argument("--no-write", action="store_true", help="print only; leave docs/ as it is")
     args = parser.parse_args()
     if args.capture == "dome" and args.representation != "nerfacto":
@@ -92,8 +121,8 @@ def main() -> None:
         training_poses,
         training_views,
     )
-    from toy_world.runs import run_tiny_edit
-    from toy_world.train_multiview_prior import TOY_OBJECT_CENTRE, TOY_ORBIT_RADIUS
+    from toy_world.runs import logged, run_tiny_edit
+    from toy_world.train_multiview_prior import TOY_MULTIVIEW_GUIDANCE_SCALE, TOY_OBJECT_CENTRE, TOY_ORBIT_RADIUS
     from toy_world.world import Thing, dome_cameras, write_scene
 
     released = PnRPipelineConfig()
@@ -107,14 +136,14 @@ def main() -> None:
         # the runs load in this process too (to render their checkpoints): LPIPS constructs offline from this folder
         os.environ.update(TORCH_HOME=str(torch_home), HF_HUB_OFFLINE="1")
         cameras = dome_cameras(*DOME_CAPTURE) if args.capture == "dome" else None
-        scene = write_scene(work / "red-ball", Thing("red", "ball"), num_views=10, size=32, sparse_points=SPARSE_POINTS, cameras=cameras)
+        scene = write_scene(work / f"{args.colour}-{args.source_shape}", Thing(args.colour, args.source_shape), num_views=10, size=32, sparse_points=SPARSE_POINTS, cameras=cameras)
         if args.capture == "dome":
             source = train_dome_source(scene, work / "sources", torch_home)
         else:
             source = train_source(args.representation, scene, work / "sources", torch_home)
         prior = MULTIVIEW_PRIOR if args.prior == "multiview" else PRIOR
         flags = [
-            *EDIT_FLAGS, *outcome_edit_flags(str(prior), "red", "red", "ball", target_shape="cube"),
+            *EDIT_FLAGS, *outcome_edit_flags(str(prior), args.colour, args.target_colour or args.colour, args.source_shape, args.target_shape),
             "--pipeline.result-views", "1", "--machine.seed", str(args.seed), "--pipeline.protocol", "objects",
             "--pipeline.edit-steps", str(args.edit_steps), "--pipeline.revise-steps", str(args.revise_steps),
             "--steps-per-save", str(args.every), "--save-only-latest-checkpoint", "False",
@@ -124,23 +153,28 @@ def main() -> None:
                       "--pipeline.multiview.object-radius", str(TOY_ORBIT_RADIUS)]  # fmt: skip
         if args.region:
             flags += ["--pipeline.region.box", *map(str, OBJECT_BOX)]
+        scale = TOY_MULTIVIEW_GUIDANCE_SCALE if args.guidance_scale is None and args.prior == "multiview" else args.guidance_scale
+        if scale is not None:
+            flags += ["--pipeline.guidance.guidance-scale", str(scale)]
         run, _ = run_tiny_edit("pnr", source, work / "edit", torch_home, plan.total_steps, flags, timeout=6 * 3600)
+        etas = logged(run, "eta")
+        print(f"eta (Alg. 2): {etas[max(etas)]:.2f}" if etas else "eta: not logged", flush=True)
         sources, captured = training_views(source / "config.yml")
         poses = training_poses(source / "config.yml")
         read = ring_views(poses) if args.capture == "dome" else list(range(len(poses)))
         sources, captured, poses = ([values[i] for i in read] for values in (sources, captured, poses))
-        print("| checkpoint | phase | identity (dB) | object pixels | read red | read cube | roundness | cube / ball fit |")
+        print(f"| checkpoint | phase | identity (dB) | object pixels | read {args.colour} | read cube | roundness | cube / ball fit |")
         print("|---|---|---|---|---|---|---|---|")
-        print(checkpoint_row("source | -", sources, sources, captured, poses), flush=True)
+        print(checkpoint_row("source | -", sources, sources, captured, poses, args.colour), flush=True)
         rows = [captured, sources]
         for step, views in kept_checkpoint_views(run):
             views = [views[i] for i in read]
             phase = f"{plan.phase(step).label} {plan.step_in_phase(step)}"
-            print(checkpoint_row(f"{step} | {phase}", views, sources, captured, poses), flush=True)
+            print(checkpoint_row(f"{step} | {phase}", views, sources, captured, poses, args.colour), flush=True)
             if step > revise_start - args.every:  # the last checkpoint of the edit steps and every one after
                 rows.append(views)
     if not args.no_write:
-        name = "pnr_shape_edit.png" if args.prior == "single" else f"pnr_multiview_shape_edit_{args.representation}{'_region' if args.region else ''}{'_dome' if args.capture == 'dome' else ''}.png"
+        name = "pnr_shape_edit.png" if args.prior == "single" else f"pnr_multiview_shape_edit_{args.representation}{'_region' if args.region else ''}{'_dome' if args.capture == 'dome' else ''}{_object_suffix(args)}{_scale_suffix(args)}.png"
         save_views(rows, ROOT / "docs" / name)
 
 
