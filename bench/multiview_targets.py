@@ -31,7 +31,8 @@ sys.path.insert(0, str(ROOT))
 from toy_world.report import replace_section  # noqa: E402
 
 MARKER = "<!-- bench:multiview-targets -->"
-TIMESTEPS = (20, 100, 300, 600, 980)
+TIMESTEPS = (20, 100, 300, 400, 600, 750, 980)
+"""t on the 1000-step schedule: the edit starts at 750 and ends drawing from 20-400 (pnr_nerfstudio/schedules.py)."""
 PICTURE_TIMESTEPS = (100, 300, 600)
 
 
@@ -53,22 +54,20 @@ def main() -> None:
     lines = [header, "|---|---|" + "---|" * len(TIMESTEPS)]
     print(header, flush=True)
     picture: List[torch.Tensor] = []
+    guidance = MultiViewGuidance(MultiViewGuidanceConfig(model_id=str(MULTIVIEW_PRIOR)), "cpu")
+    with torch.no_grad():
+        latents = {shape: guidance.encode_images(views, torch.Generator().manual_seed(1)) for shape, (views, _) in objects.items()}
     for scale in args.scales:
-        guidance = MultiViewGuidance(MultiViewGuidanceConfig(model_id=str(MULTIVIEW_PRIOR), guidance_scale=scale), "cpu")
         for shape, (views, cameras) in objects.items():
-            with torch.no_grad():
-                latents = guidance.encode_images(views, torch.Generator().manual_seed(1))
-                decoded = guidance.decode_latents(latents)
-                pixels = read_views(decoded, "red").pixels
-                cells = []
-                for t in TIMESTEPS:
-                    targets = decoded_targets(guidance, latents, cameras, prompt, t)
-                    reading = read_views(targets, "red")
-                    cells.append(f"{reading.pixels / pixels:.2f} / {reading.cube:.2f} / {reading.colour:.2f}")
-                    if shape == "cube" and t in PICTURE_TIMESTEPS:
-                        if t == PICTURE_TIMESTEPS[0]:
-                            row = [views[:4], decoded[:4]]
-                        row.append(targets[:4])
+            decoded = guidance.decode_latents(latents[shape])
+            pixels = read_views(decoded, "red").mean_pixels
+            cells, row = [], [views[:4], decoded[:4]]
+            for t in TIMESTEPS:
+                targets = decoded_targets(guidance, latents[shape], cameras, prompt, t, scale)
+                reading = read_views(targets.images, "red")
+                cells.append(f"{reading.mean_pixels / pixels:.2f} / {reading.cube_share:.2f} / {reading.colour_share:.2f} ({targets.factors.mean():.2f})")
+                if t in PICTURE_TIMESTEPS:
+                    row.append(targets.images[:4])
             if shape == "cube":
                 picture.append(torch.cat([torch.cat(list(part), dim=2) for part in row], dim=2))
             lines.append(f"| {scale:g} | red {shape} | " + " | ".join(cells) + " |")
@@ -76,7 +75,7 @@ def main() -> None:
     if args.no_write:
         return
     body = "\n".join([
-        f"Each cell: the decoded targets' object pixels over the decoded latents', then the share of views read cube and read red; {args.groups} orbit groups of 4 views, the prompt \"{prompt}\", the product's multi-view guidance at its defaults but the scale (released 50), `python bench/multiview_targets.py`. Picture: [multiview_targets.png](multiview_targets.png), a row a scale ({', '.join(f'{s:g}' for s in args.scales)}): the world's red cube, its decoded latents, the targets at t {', '.join(map(str, PICTURE_TIMESTEPS))} (4 views each).",
+        f"Each cell: the decoded targets' object pixels over the decoded latents', the share of views read cube and read red, and (in brackets) the std rescale factor (the conditional estimate's spread over the guided one's, mean over groups); {args.groups} orbit groups of 4 views, the prompt \"{prompt}\", the product's multi-view guidance at its defaults but the scale (released 50), `python bench/multiview_targets.py`. Picture: [multiview_targets.png](multiview_targets.png), a row a scale ({', '.join(f'{s:g}' for s in args.scales)}): the world's red cube, its decoded latents, the targets at t {', '.join(map(str, PICTURE_TIMESTEPS))} (4 views each).",
         "",
         *lines,
     ])  # fmt: skip

@@ -8,7 +8,7 @@ source run's render), the object's pixel count, its colour and its roundness (a 
 printed (docs/toy_world.md quotes it) and the views go to a picture, a row a checkpoint.
 
 ``--prior single`` (docs/pnr_shape_edit.png): the single-view toy prior, PDS on 4 training views a step (ours).
-``--prior multiview`` (docs/pnr_multiview_shape_edit_<representation>[_region].png): the release's setting, the toy multi-view prior
+``--prior multiview`` (docs/pnr_multiview_shape_edit_<representation>[_region][_dome].png): the release's objects protocol, the toy multi-view prior
 (toy_world/multiview_prior) guiding orbit views round the object with the x0-reconstruction objective; with
 ``--region`` a box round the ball is the object field (splatfacto: only its Gaussians are perturbed and move; nerfacto:
 outside it the source field renders). ``--capture dome`` trains the nerfacto source on views from the orbit cameras'
@@ -81,6 +81,8 @@ def _scale_suffix(args: argparse.Namespace) -> str:
 
 
 def main() -> None:
+    from toy_world.world import COLOURS
+
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--edit-steps", type=int, help="default pnr's, the released 1500")
     parser.add_argument("--revise-steps", type=int, help="default pnr's, the released 1000")
@@ -91,11 +93,11 @@ def main() -> None:
     parser.add_argument("--region", action="store_true", help="a box round the ball: the object field")
     parser.add_argument("--capture", choices=["ring", "dome"], default="ring",
                         help="the source's views: the outcome tests' ring of 10, or DOME_CAPTURE (views from the orbit cameras' heights and distances)")
-    parser.add_argument("--colour", choices=["red", "green", "blue", "yellow"], default="red",
+    parser.add_argument("--colour", choices=COLOURS, default="red",
                         help="the object's colour, kept by the edit (the multi-view prior knows its red cubes least)")
     parser.add_argument("--source-shape", choices=["ball", "cube"], default="ball",
                         help="cube: the source is already the target, so the run shows whether the objective holds a cube")
-    parser.add_argument("--target-colour", choices=["red", "green", "blue", "yellow"], help="default --colour")
+    parser.add_argument("--target-colour", choices=COLOURS, help="default --colour")
     parser.add_argument("--target-shape", choices=["ball", "cube"], default="cube",
                         help="ball with --target-colour: a colour edit, to read the eta Alg. 2 gives it")
     parser.add_argument("--guidance-scale", type=float,
@@ -158,23 +160,25 @@ def main() -> None:
             flags += ["--pipeline.guidance.guidance-scale", str(scale)]
         run, _ = run_tiny_edit("pnr", source, work / "edit", torch_home, plan.total_steps, flags, timeout=6 * 3600)
         etas = logged(run, "eta")
-        print(f"eta (Alg. 2): {etas[max(etas)]:.2f}" if etas else "eta: not logged", flush=True)
+        print(f"eta the run used: {etas[max(etas)]:.2f}" if etas else "eta: not logged", flush=True)
         sources, captured = training_views(source / "config.yml")
         poses = training_poses(source / "config.yml")
         read = ring_views(poses) if args.capture == "dome" else list(range(len(poses)))
         sources, captured, poses = ([values[i] for i in read] for values in (sources, captured, poses))
-        print(f"| checkpoint | phase | identity (dB) | object pixels | read {args.colour} | read cube | roundness | cube / ball fit |")
+        colour = args.target_colour or args.colour  # what the edit should show
+        print(f"| checkpoint | phase | identity (dB) | object pixels | read {colour} | read cube | roundness | cube / ball fit |")
         print("|---|---|---|---|---|---|---|---|")
-        print(checkpoint_row("source | -", sources, sources, captured, poses, args.colour), flush=True)
+        print(checkpoint_row("source | -", sources, sources, captured, poses, colour), flush=True)
         rows = [captured, sources]
         for step, views in kept_checkpoint_views(run):
             views = [views[i] for i in read]
             phase = f"{plan.phase(step).label} {plan.step_in_phase(step)}"
-            print(checkpoint_row(f"{step} | {phase}", views, sources, captured, poses, args.colour), flush=True)
+            print(checkpoint_row(f"{step} | {phase}", views, sources, captured, poses, colour), flush=True)
             if step > revise_start - args.every:  # the last checkpoint of the edit steps and every one after
                 rows.append(views)
     if not args.no_write:
-        name = "pnr_shape_edit.png" if args.prior == "single" else f"pnr_multiview_shape_edit_{args.representation}{'_region' if args.region else ''}{'_dome' if args.capture == 'dome' else ''}{_object_suffix(args)}{_scale_suffix(args)}.png"
+        stem = "pnr_shape_edit" if args.prior == "single" else f"pnr_multiview_shape_edit_{args.representation}{'_region' if args.region else ''}{'_dome' if args.capture == 'dome' else ''}"
+        name = f"{stem}{_object_suffix(args)}{_scale_suffix(args)}.png"
         save_views(rows, ROOT / "docs" / name)
 
 
