@@ -20,7 +20,7 @@ import argparse
 import os
 import sys
 from pathlib import Path
-from typing import List, Sequence
+from typing import List
 
 import numpy as np
 import torch
@@ -46,6 +46,7 @@ def main() -> None:
     from pds_nerfstudio.priors.multiview_guidance import MultiViewGuidance, MultiViewGuidanceConfig
     from toy_world import MULTIVIEW_PRIOR
     from toy_world.multiview_targets import decoded_targets, orbit_renders, read_views
+    from toy_world.outcome import save_views
     from toy_world.world import Thing, caption
 
     prompt = caption("red", "cube")
@@ -53,23 +54,23 @@ def main() -> None:
     header = "| scale | object | " + " | ".join(f"t {t}" for t in TIMESTEPS) + " |"
     lines = [header, "|---|---|" + "---|" * len(TIMESTEPS)]
     print(header, flush=True)
-    picture: List[torch.Tensor] = []
+    picture: List[List[np.ndarray]] = []
     guidance = MultiViewGuidance(MultiViewGuidanceConfig(model_id=str(MULTIVIEW_PRIOR)), "cpu")
     with torch.no_grad():
         latents = {shape: guidance.encode_images(views, torch.Generator().manual_seed(1)) for shape, (views, _) in objects.items()}
+    decoded = {shape: guidance.decode_latents(latent) for shape, latent in latents.items()}
+    pixels = {shape: read_views(images, "red").mean_pixels for shape, images in decoded.items()}
     for scale in args.scales:
         for shape, (views, cameras) in objects.items():
-            decoded = guidance.decode_latents(latents[shape])
-            pixels = read_views(decoded, "red").mean_pixels
-            cells, row = [], [views[:4], decoded[:4]]
+            cells, row = [], [views[:4], decoded[shape][:4]]
             for t in TIMESTEPS:
                 targets = decoded_targets(guidance, latents[shape], cameras, prompt, t, scale)
                 reading = read_views(targets.images, "red")
-                cells.append(f"{reading.mean_pixels / pixels:.2f} / {reading.cube_share:.2f} / {reading.colour_share:.2f} ({targets.factors.mean():.2f})")
+                cells.append(f"{reading.mean_pixels / pixels[shape]:.2f} / {reading.cube_share:.2f} / {reading.colour_share:.2f} ({targets.factors.mean():.2f})")
                 if t in PICTURE_TIMESTEPS:
                     row.append(targets.images[:4])
             if shape == "cube":
-                picture.append(torch.cat([torch.cat(list(part), dim=2) for part in row], dim=2))
+                picture.append([view.permute(1, 2, 0).numpy() for part in row for view in part])
             lines.append(f"| {scale:g} | red {shape} | " + " | ".join(cells) + " |")
             print(lines[-1], flush=True)
     if args.no_write:
@@ -80,14 +81,7 @@ def main() -> None:
         *lines,
     ])  # fmt: skip
     replace_section(ROOT / "docs" / "toy_world.md", MARKER, body)
-    save_picture(picture, ROOT / "docs" / "multiview_targets.png")
-
-
-def save_picture(rows: Sequence[torch.Tensor], path: Path) -> None:
-    from PIL import Image
-
-    grid = (torch.cat(list(rows), dim=1).permute(1, 2, 0).clamp(0, 1).numpy() * 255).astype(np.uint8)
-    Image.fromarray(grid).resize((grid.shape[1] * 2, grid.shape[0] * 2), Image.NEAREST).save(path)
+    save_views(picture, ROOT / "docs" / "multiview_targets.png", scale=2)
 
 
 if __name__ == "__main__":

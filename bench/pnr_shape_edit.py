@@ -32,7 +32,7 @@ import os
 import sys
 import tempfile
 from pathlib import Path
-from typing import Sequence
+from typing import Optional, Sequence
 
 import numpy as np
 
@@ -72,12 +72,16 @@ def _object_suffix(args: argparse.Namespace) -> str:
     return source + ("" if target == (args.colour, "cube") else f"_to_{target[0]}_{target[1]}")
 
 
-def _scale_suffix(args: argparse.Namespace) -> str:
-    """The picture's name for a guidance scale typed other than the default (``_scale50``)."""
+def _default_guidance_scale(args: argparse.Namespace) -> Optional[float]:
+    """The scale the runs pass untyped: the toy world's with the multi-view prior, none (the protocol's) otherwise."""
     from toy_world.train_multiview_prior import TOY_MULTIVIEW_GUIDANCE_SCALE
 
-    default = TOY_MULTIVIEW_GUIDANCE_SCALE if args.prior == "multiview" else None
-    return "" if args.guidance_scale in (None, default) else f"_scale{args.guidance_scale:g}"
+    return TOY_MULTIVIEW_GUIDANCE_SCALE if args.prior == "multiview" else None
+
+
+def _scale_suffix(args: argparse.Namespace) -> str:
+    """The picture's name for a guidance scale typed other than the default (``_scale50``)."""
+    return "" if args.guidance_scale in (None, _default_guidance_scale(args)) else f"_scale{args.guidance_scale:g}"
 
 
 def main() -> None:
@@ -124,7 +128,7 @@ def main() -> None:
         training_views,
     )
     from toy_world.runs import logged, run_tiny_edit
-    from toy_world.train_multiview_prior import TOY_MULTIVIEW_GUIDANCE_SCALE, TOY_OBJECT_CENTRE, TOY_ORBIT_RADIUS
+    from toy_world.train_multiview_prior import TOY_OBJECT_CENTRE, TOY_ORBIT_RADIUS
     from toy_world.world import Thing, dome_cameras, write_scene
 
     released = PnRPipelineConfig()
@@ -155,7 +159,7 @@ def main() -> None:
                       "--pipeline.multiview.object-radius", str(TOY_ORBIT_RADIUS)]  # fmt: skip
         if args.region:
             flags += ["--pipeline.region.box", *map(str, OBJECT_BOX)]
-        scale = TOY_MULTIVIEW_GUIDANCE_SCALE if args.guidance_scale is None and args.prior == "multiview" else args.guidance_scale
+        scale = _default_guidance_scale(args) if args.guidance_scale is None else args.guidance_scale
         if scale is not None:
             flags += ["--pipeline.guidance.guidance-scale", str(scale)]
         run, _ = run_tiny_edit("pnr", source, work / "edit", torch_home, plan.total_steps, flags, timeout=6 * 3600)
