@@ -110,12 +110,21 @@ class Matrix:
                 row = json.loads(line)
                 self.runs[row["key"]] = row
         self.lock = threading.Lock()  # rendering in this process (eval_setup, the CPU rasteriser's patch) and the files
-        self.source_views: Dict[Tuple[str, str, str], Tuple[List[np.ndarray], List[np.ndarray]]] = {}
+        # per source: its renders, its captured images and the empty world's views (the outline's backgrounds)
+        self.source_views: Dict[Tuple[str, str, str], Tuple[List[np.ndarray], List[np.ndarray], List[np.ndarray]]] = {}
         self.read: Dict[Path, List[int]] = {}  # a source run's training views that are read (views_read)
 
     def source(self, representation: str, shape: str, colour: str) -> Path:
         """The source run of one object (trained once; its renders and captured images kept)."""
-        from toy_world.outcome import DOME_CAPTURE, SPARSE_POINTS, train_dome_source, train_source, training_views
+        from toy_world.outcome import (
+            DOME_CAPTURE,
+            SPARSE_POINTS,
+            backgrounds,
+            train_dome_source,
+            train_source,
+            training_poses,
+            training_views,
+        )
         from toy_world.runs import find_run_dirs
         from toy_world.world import Thing, dome_cameras, write_scene
 
@@ -138,7 +147,12 @@ class Matrix:
             if (representation, shape, colour) not in self.source_views:
                 self.read[run] = self.views_read(run)
                 renders, captured = training_views(run / "config.yml")
-                self.source_views[representation, shape, colour] = ([renders[i] for i in self.read[run]], [captured[i] for i in self.read[run]])
+                poses = training_poses(run / "config.yml")
+                self.source_views[representation, shape, colour] = (
+                    [renders[i] for i in self.read[run]],
+                    [captured[i] for i in self.read[run]],
+                    backgrounds([poses[i] for i in self.read[run]], renders[0].shape[0]),
+                )
         return run
 
     def views_read(self, run: Path) -> List[int]:
@@ -176,12 +190,12 @@ class Matrix:
                 with self.runs_file.open("a") as file:
                     file.write(json.dumps(self.runs[key]) + "\n")
         edits = list(np.load(kept)["edits"])
-        sources, captured = self.source_views[cell.representation, cell.shape, cell.source]
-        outcome = measure(edits, sources, captured, cell.target, cell.source, cell.shape)
+        sources, captured, empty = self.source_views[cell.representation, cell.shape, cell.source]
+        outcome = measure(edits, sources, captured, cell.target, cell.source, cell.shape, empty_views=empty)
         save_views([(s, e) for s, e in zip(sources, edits)], folder / "source_edit.png")
         row = {**self.runs[key], **outcome.as_dict()}
         print(f"{key}: effect {row['effect']:.2f}, identity {row['identity_psnr']:.1f} dB, structure "
-              f"{row['structure']:.2f}, colour error {row['colour_error']:.3f} ({row['seconds']:.0f} s)", flush=True)  # fmt: skip
+              f"{row['structure']:.2f}, outline {row['outline']:.2f}, colour error {row['colour_error']:.3f} ({row['seconds']:.0f} s)", flush=True)  # fmt: skip
         return row
 
     def first_view(self, cell: Cell) -> Optional[np.ndarray]:
@@ -223,8 +237,8 @@ def report(rows: List[dict], args, elapsed: float) -> str:
         these = rows_of(rows, representation)
         if not these:
             continue
-        lines += ["", f"### {representation}", "", "| shape | edit | " + " | ".join(methods) + " | colour error (" + methods[0] + "; source's own) |",
-                  "|---|---|" + "---|" * (len(methods) + 1)]  # fmt: skip
+        lines += ["", f"### {representation}", "", "| shape | edit | " + " | ".join(methods) + " | colour error (" + methods[0] + "; source's own) | outline (" + methods[0] + ") |",
+                  "|---|---|" + "---|" * (len(methods) + 2)]  # fmt: skip
         pairs = list(dict.fromkeys((row["shape"], row["source"], row["target"]) for row in these))
         pairs.sort(key=lambda p: (p[0], p[1] == p[2], p[1], p[2]))
         for shape, source, target in pairs:
@@ -239,8 +253,9 @@ def report(rows: List[dict], args, elapsed: float) -> str:
                 cells.append(f"**{text}**" if missed else text)
             first = [r for r in these if (r["shape"], r["source"], r["target"], r["method"]) == (shape, source, target, methods[0])]
             colour = f"{_fmt([r['colour_error'] for r in first], 3)}; {first[0]['source_colour_error']:.3f}" if first else ""
+            outline = _fmt([r["outline"] for r in first], 2) if first else ""
             label = f"{source} -> {target}" if source != target else f"{source} (no-op)"
-            lines.append(f"| {shape} | {label} | " + " | ".join(cells) + f" | {colour} |")
+            lines.append(f"| {shape} | {label} | " + " | ".join(cells) + f" | {colour} | {outline} |")
         own = {(r["source"], r["shape"]): r for r in these}
         lines += ["", "The sources' own silhouette IoU against their captured images (what the reconstruction keeps): "
                   + ", ".join(f"{colour} {shape} {row['source_silhouette_iou']:.2f}" for (colour, shape), row in sorted(own.items(), key=lambda i: (i[0][1], i[0][0])))
@@ -254,8 +269,8 @@ def summary(rows: List[dict], methods: List[str]) -> str:
     identity against each other method's, paired by source, target and seed."""
     edits = [row for row in rows if row["source"] != row["target"]]
     noops = [row for row in rows if row["source"] == row["target"]]
-    lines = ["| method | edits meeting the goal | effect | identity dB | structure | floor shift to the complement | shape read (source's) | no-op identity dB | no-op structure |",
-             "|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
+    lines = ["| method | edits meeting the goal | effect | identity dB | structure | outline | floor shift to the complement | shape read (source's) | no-op identity dB | no-op structure |",
+             "|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
     for method in methods:
         mine = [r for r in edits if r["method"] == method]
         still = [r for r in noops if r["method"] == method]
@@ -269,13 +284,18 @@ def summary(rows: List[dict], methods: List[str]) -> str:
         shape = f"{np.mean([r['shape_read'] for r in mine]):.2f} ({np.mean([r['source_shape_read'] for r in mine]):.2f})"
         lines.append(
             f"| {method} | {sum(meets_goal(r) for r in mine)} of {len(mine)} | {spread('effect')} | {spread('identity_psnr', digits=1)} | "
-            f"{spread('structure')} | {spread('floor_shift', digits=3)} | {shape} | {spread('identity_psnr', still, 1)} | {spread('structure', still)} |"
+            f"{spread('structure')} | {spread('outline')} | {spread('floor_shift', digits=3)} | {shape} | {spread('identity_psnr', still, 1)} | {spread('structure', still)} |"
         )
     for method in methods:
         mine = [r for r in edits if r["method"] == method]
         if mine:
             parts = ", ".join(f"{name} >= {minimum:g} in {sum(r[name] >= minimum for r in mine)}" for name, minimum in GOAL.items())
             lines.append(f"\n{method}, the goal's parts over its {len(mine)} edits: {parts}.")
+            outlined = sum(
+                r["effect"] >= GOAL["effect"] and r["identity_psnr"] >= GOAL["identity_psnr"] and r["outline"] >= GOAL["structure"]
+                for r in mine
+            )
+            lines.append(f"With the outline (the object read by contrast, its colour aside) in the structure's place: {outlined} of {len(mine)}.")
     by_key = {(r["representation"], r["shape"], r["source"], r["target"], r["seed"], r["method"]): r for r in edits}
     for other in methods:
         if other == "pds":

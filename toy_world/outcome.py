@@ -144,6 +144,11 @@ class Outcome:
     floor_shift: float = float("nan")
     """How far the floor and sky's mean chromaticity moved towards the target colour's complement (positive) against
     the source run's renders: :func:`floor_shift`."""
+    outline_iou: float = float("nan")
+    """IoU of the edited renders' object read by its contrast with the empty world (:func:`outline_object`) with the
+    captured object's, over every view: the silhouette whatever the object's colour (nan without the backgrounds)."""
+    source_outline_iou: float = float("nan")
+    """The same IoU of the source run's renders."""
 
     @property
     def structure(self) -> float:
@@ -151,8 +156,15 @@ class Outcome:
         reconstruction had it."""
         return self.silhouette_iou / self.source_silhouette_iou if self.source_silhouette_iou > 0 else float("nan")
 
+    @property
+    def outline(self) -> float:
+        """:attr:`outline_iou` over :attr:`source_outline_iou`: :attr:`structure` with the object read by its contrast
+        with the floor and sky rather than by its saturation, so that a ball kept round but turned dull or dark (olive,
+        navy) keeps its outline while it loses structure."""
+        return self.outline_iou / self.source_outline_iou if self.source_outline_iou > 0 else float("nan")
+
     def as_dict(self) -> dict:
-        return {**dataclasses.asdict(self), "structure": self.structure}
+        return {**dataclasses.asdict(self), "structure": self.structure, "outline": self.outline}
 
 
 def nearest_colours(pixels: np.ndarray) -> np.ndarray:
@@ -207,6 +219,42 @@ def silhouette_iou(
     for index, (render, captured) in enumerate(zip(renders, object_images, strict=True)):
         theirs = object_mask(captured)
         ours = edited_object(render, captured, None if references is None else references[index])
+        intersection += int((ours & theirs).sum())
+        union += int((ours | theirs).sum())
+    return intersection / max(union, 1)
+
+
+CONTRAST = 0.2
+"""Largest RGB difference from the empty world (floor and sky) above which a pixel is read as object by
+:func:`outline_object`: half the least contrast of any captured object pixel (0.39, the blue ball's shaded side), so
+a pixel half covered by the object is read as the side it is more of."""
+
+
+def backgrounds(poses: Sequence[np.ndarray], size: int) -> List[np.ndarray]:
+    """The world's floor and sky without any object, seen by each camera-to-world pose: what :func:`outline_object`
+    reads an object against."""
+    from toy_world.world import render
+
+    return [render([], pose, size) for pose in poses]
+
+
+def outline_object(render: np.ndarray, captured: np.ndarray, background: np.ndarray) -> np.ndarray:
+    """[H, W] bool: the render's pixels that differ from the empty world's ``background`` by more than
+    :data:`CONTRAST` (largest RGB difference), read within :data:`SILHOUETTE_WINDOW` pixels of the captured object
+    after the render's floor cast (its median shift from the background outside the captured object) is taken off.
+    Unlike :func:`edited_object` it does not need the object saturated: a dark or dull object is still one."""
+    theirs = object_mask(captured)
+    rest = ~_dilate(theirs)
+    render = render - (np.median(render[rest], axis=0) - np.median(background[rest], axis=0))
+    return (np.abs(render - background).max(-1) > CONTRAST) & _window(theirs)
+
+
+def outline_iou(renders: Sequence[np.ndarray], object_images: Sequence[np.ndarray], backgrounds: Sequence[np.ndarray]) -> float:
+    """IoU of the renders' :func:`outline_object` with the captured images' object pixels, summed over the views."""
+    intersection = union = 0
+    for render, captured, background in zip(renders, object_images, backgrounds, strict=True):
+        theirs = object_mask(captured)
+        ours = outline_object(render, captured, background)
         intersection += int((ours & theirs).sum())
         union += int((ours | theirs).sum())
     return intersection / max(union, 1)
@@ -334,11 +382,13 @@ def measure(
     target_colour: str,
     source_colour: Optional[str] = None,
     shape: Optional[str] = None,
+    empty_views: Optional[Sequence[np.ndarray]] = None,
 ) -> Outcome:
     """The outcome over views: ``edits`` and ``sources`` are the edited and source runs' renders, ``object_images``
     the views' captured images (where the object is), all [H, W, 3] in [0, 1]. The source's colour errs against
     ``source_colour`` (default: the target's) and both shapes are read against ``shape`` (default: what the
-    captured images read as)."""
+    captured images read as). With ``empty_views`` (:func:`backgrounds` of the views' poses) the outline is read
+    too."""
     target = list(COLOURS).index(target_colour)
     hits, total, squared, count = 0, 0, 0.0, 0
     for edit, source, captured in zip(edits, sources, object_images, strict=True):
@@ -362,6 +412,14 @@ def measure(
         colour_error=colour_error(edits, object_images, target_colour),
         source_colour_error=colour_error(sources, object_images, source_colour or target_colour),
         floor_shift=floor_shift(edits, sources, object_images, target_colour),
+        **(
+            {}
+            if empty_views is None
+            else {
+                "outline_iou": outline_iou(edits, object_images, empty_views),
+                "source_outline_iou": outline_iou(sources, object_images, empty_views),
+            }
+        ),
     )
 
 

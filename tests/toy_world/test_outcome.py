@@ -113,3 +113,24 @@ def test_the_shape_fit_reads_one_3d_cube_and_not_a_blob(red_ball):
         blob.append(np.mean([padded[dy : dy + 32, dx : dx + 32] for dy in range(9) for dx in range(9)], axis=0))
     melted = fitted_shape(blob, red_ball, VIEWS)
     assert not melted.reads_cube and melted.cube_iou < CUBE_FIT
+
+
+def test_the_outline_keeps_a_dark_or_dull_ball_that_the_saturated_silhouette_loses_and_loses_a_melted_one(red_ball):
+    """A ball recoloured navy or olive (darker and duller than the world's albedos, what the edits make) is the same
+    shape: the outline (contrast with the empty world) reads it whole while the structure (saturated pixels) does not;
+    a shrunken ball and a smeared blob lose both."""
+    from toy_world.outcome import backgrounds
+
+    empty = backgrounds(VIEWS, 32)
+    for albedo in ((0.05, 0.05, 0.2), (0.35, 0.33, 0.12)):  # navy, olive
+        dull = [np.where((r.max(-1) - r.min(-1) > 0.1)[..., None], np.array(albedo) * r.max(-1, keepdims=True) / 0.85, r) for r in red_ball]
+        outcome = measure(dull, red_ball, red_ball, "blue", "red", "ball", empty_views=empty)
+        assert outcome.outline == 1.0 and outcome.structure < 0.8
+    shrunk = measure(views(Thing("blue", "ball", scale=0.7)), red_ball, red_ball, "blue", "red", "ball", empty_views=empty)
+    assert shrunk.outline < 0.6
+    padded = [np.pad(image, ((3, 3), (3, 3), (0, 0)), mode="edge") for image in views(Thing("blue", "ball"))]
+    blurred = [np.mean([p[dy : dy + 32, dx : dx + 32] for dy in range(7) for dx in range(7)], axis=0) for p in padded]
+    assert measure(blurred, red_ball, red_ball, "blue", "red", "ball", empty_views=empty).outline < 0.9
+    cube = measure(views(Thing("red", "cube")), red_ball, red_ball, "red", "red", "ball", empty_views=empty)
+    assert cube.outline < 0.7
+    assert np.isnan(measure(red_ball, red_ball, red_ball, "red").outline)  # not read without the empty views
