@@ -59,6 +59,7 @@ def measure(model_id: str, scales, ratios, noises: int = 2):
     back to the source (x0_src - x0_goal): the darkening beyond the pull back that PDS's psi(t) term always has at a
     goal (and whose colour change partly darkens)."""
     import torch
+    from noop_stability import cosines_by_ratio
 
     from pds_nerfstudio.priors.guidance import GuidanceConfig
     from toy_world.world import caption
@@ -70,24 +71,15 @@ def measure(model_id: str, scales, ratios, noises: int = 2):
         encode = lambda x: vae.encode(2 * x - 1).latent_dist.mean * vae.config.scaling_factor  # noqa: E731
         x0_goal, x0_src, x0_dark = encode(goals), encode(sources), encode(darker)
     d = (x0_dark - x0_goal).flatten(1)
-    results = {}
-    for scale in scales:
-        table = []
-        for ratio in ratios:
-            cosines = []
-            for draw in range(noises):
-                for index, (shape, source, target) in enumerate(rows):
-                    generator = torch.Generator().manual_seed(1000 * draw + index)
-                    one = slice(index, index + 1)
-                    out = guidance(x0_goal[one], x0_src[one], caption(target, shape), caption(source, shape), (ratio, ratio), generator, scale)
-                    step, darkening = -out.grad.flatten(1), d[one]
-                    back = (x0_src[one] - x0_goal[one]).flatten(1)  # the way back to the source, which PDS's psi(t) term pulls
-                    away = lambda v: v - (v * back).sum() / (back * back).sum() * back  # noqa: E731
-                    cosines.append(float(torch.nn.functional.cosine_similarity(away(step), away(darkening))))
-            table.append((ratio, float(np.mean(cosines)), float(np.mean(np.array(cosines) > 0))))
-            print(f"{Path(model_id).name}, scale {scale:g}, t ratio {ratio:.2f}: cos(-g, darker) {table[-1][1]:+.3f}, darkening in {table[-1][2]:.0%}", flush=True)
-        results[scale] = table
-    return results
+
+    def reading(index: int, grad) -> float:
+        one = slice(index, index + 1)
+        back = (x0_src[one] - x0_goal[one]).flatten(1)  # the way back to the source, which PDS's psi(t) term pulls
+        away = lambda v: v - (v * back).sum() / (back * back).sum() * back  # noqa: E731
+        return float(torch.nn.functional.cosine_similarity(away(-grad.flatten(1)), away(d[one])))
+
+    prompts = [(caption(target, shape), caption(source, shape)) for shape, source, target in rows]
+    return cosines_by_ratio(guidance, x0_goal, x0_src, prompts, reading, scales, ratios, noises, "cos(-g, darker)", "darkening")
 
 
 def main() -> None:

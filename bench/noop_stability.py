@@ -62,19 +62,30 @@ def measure(model_id: str, scales, ratios, noises: int = 4):
         x0_src, x0_tgt = encode(sources), encode(drifted)
     d = (x0_tgt - x0_src).flatten(1)
     prompts = [caption(colour, shape) for shape in ("ball", "cube") for colour in ("red", "green", "blue", "yellow") for _ in range(4)]
+    pairs = [(prompt, prompt) for prompt in prompts]
+    reading = lambda index, grad: float(torch.nn.functional.cosine_similarity(grad.flatten(1), d[index : index + 1]))  # noqa: E731
+    return cosines_by_ratio(guidance, x0_tgt, x0_src, pairs, reading, scales, ratios, noises, "cos(g, d)", "restoring")
+
+
+def cosines_by_ratio(guidance, x0_tgt, x0_src, prompts, reading, scales, ratios, noises: int, name: str, positive: str):
+    """{scale: [(t ratio, mean reading, fraction of draws reading > 0)]}: ``reading(index, grad)`` of the guidance's
+    gradient for each row of ``x0_tgt`` against ``x0_src`` (its (target, source) prompts), at each t ratio and scale,
+    ``noises`` draws each; every row printed as it is read."""
+    import torch
+
     results = {}
     for scale in scales:
         rows = []
         for ratio in ratios:
-            cosines = []
+            values = []
             for draw in range(noises):
-                for index, prompt in enumerate(prompts):
+                for index, (tgt_prompt, src_prompt) in enumerate(prompts):
                     generator = torch.Generator().manual_seed(1000 * draw + index)
-                    out = guidance(x0_tgt[index : index + 1], x0_src[index : index + 1], prompt, prompt, (ratio, ratio), generator, scale)
-                    g = out.grad.flatten(1)
-                    cosines.append(float(torch.nn.functional.cosine_similarity(g, d[index : index + 1])))
-            rows.append((ratio, float(np.mean(cosines)), float(np.mean(np.array(cosines) > 0))))
-            print(f"scale {scale}, t ratio {ratio:.2f}: cos(g, d) {rows[-1][1]:+.3f}, restoring in {rows[-1][2]:.0%}", flush=True)
+                    one = slice(index, index + 1)
+                    out = guidance(x0_tgt[one], x0_src[one], tgt_prompt, src_prompt, (ratio, ratio), generator, scale)
+                    values.append(reading(index, out.grad))
+            rows.append((ratio, float(np.mean(values)), float(np.mean(np.array(values) > 0))))
+            print(f"scale {scale:g}, t ratio {ratio:.2f}: {name} {rows[-1][1]:+.3f}, {positive} in {rows[-1][2]:.0%}", flush=True)
         results[scale] = rows
     return results
 
