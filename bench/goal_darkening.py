@@ -88,14 +88,14 @@ def main() -> None:
     parser.add_argument("--scales", nargs="+", type=float, default=[30.0, 100.0])
     parser.add_argument("--noises", type=int, default=2)
     args = parser.parse_args()
-    ratios = [0.05, 0.15, 0.25, 0.35, 0.45, 0.55, 0.65, 0.75, 0.85, 0.95]
+    from noop_stability import RATIOS
     columns = {}
     for model in args.models:
-        for scale, table in measure(str(ROOT / model), args.scales, ratios, args.noises).items():
+        for scale, table in measure(str(ROOT / model), args.scales, RATIOS, args.noises).items():
             columns[f"{Path(model).name}, scale {scale:g}"] = table
     print("| t ratio | " + " | ".join(f"{name}: mean cos, darkening" for name in columns) + " |")
     print("|---|" + "---|" * len(columns))
-    for i, ratio in enumerate(ratios):
+    for i, ratio in enumerate(RATIOS):
         print(f"| {ratio:.2f} | " + " | ".join(f"{table[i][1]:+.2f}, {table[i][2]:.0%}" for table in columns.values()) + " |")
     print("| mean | " + " | ".join(f"{np.mean([row[1] for row in table]):+.2f}, {np.mean([row[2] for row in table]):.0%}" for table in columns.values()) + " |")
 

@@ -24,6 +24,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 
+RATIOS = (0.05, 0.15, 0.25, 0.35, 0.45, 0.55, 0.65, 0.75, 0.85, 0.95)
+"""The t ratios read: every tenth of the range, at its middle."""
+
+
 def drifted_pairs(size: int, seed: int = 0):
     """(source image, drifted image) [N, 3, H, W] in [0, 1]: every object of the world from 4 ring cameras, the
     drifted one's floor and sky (unsaturated pixels) moved 0.05 towards a random hue."""
@@ -98,11 +102,10 @@ def main() -> None:
     args = parser.parse_args()
     from toy_world import PRIOR
 
-    ratios = [0.05, 0.15, 0.25, 0.35, 0.45, 0.55, 0.65, 0.75, 0.85, 0.95]
-    results = measure(args.model_id or str(PRIOR), args.scales, ratios, args.noises)
+    results = measure(args.model_id or str(PRIOR), args.scales, RATIOS, args.noises)
     print("| t ratio | " + " | ".join(f"scale {s:g}: mean cos, restoring" for s in results) + " |")
     print("|---|" + "---|" * len(results))
-    for i, ratio in enumerate(ratios):
+    for i, ratio in enumerate(RATIOS):
         print(f"| {ratio:.2f} | " + " | ".join(f"{rows[i][1]:+.2f}, {rows[i][2]:.0%}" for rows in results.values()) + " |")
 
 

@@ -145,9 +145,9 @@ class Matrix:
                 run = train_source(representation, scene, folder / name, self.torch_home, reproducible=not self.user_sources)
         with self.lock:
             if (representation, shape, colour) not in self.source_views:
-                self.read[run] = self.views_read(run)
-                renders, captured = training_views(run / "config.yml")
                 poses = training_poses(run / "config.yml")
+                self.read[run] = self.views_read(poses)
+                renders, captured = training_views(run / "config.yml")
                 self.source_views[representation, shape, colour] = (
                     [renders[i] for i in self.read[run]],
                     [captured[i] for i in self.read[run]],
@@ -155,12 +155,11 @@ class Matrix:
                 )
         return run
 
-    def views_read(self, run: Path) -> List[int]:
-        """The training views the matrix reads: all of the ring's; of a dome capture, those at the ring's height and
-        distance."""
-        from toy_world.outcome import ring_views, training_poses
+    def views_read(self, poses: List[np.ndarray]) -> List[int]:
+        """The training views the matrix reads, of a source run's training ``poses``: all of the ring's; of a dome
+        capture, those at the ring's height and distance."""
+        from toy_world.outcome import ring_views
 
-        poses = training_poses(run / "config.yml")
         return ring_views(poses) if self.capture == "dome" else list(range(len(poses)))
 
     def edit(self, cell: Cell) -> dict:
@@ -203,8 +202,10 @@ class Matrix:
         return np.load(path)["edits"][0] if path.exists() else None
 
 
-def meets_goal(row: dict) -> bool:
-    return all(row[name] >= minimum for name, minimum in GOAL.items())
+def meets_goal(row: dict, shape_measure: str = "structure") -> bool:
+    """Whether an edit meets :data:`GOAL`, its shape read by ``shape_measure`` ("structure", or "outline": the object
+    read by its contrast, its colour aside)."""
+    return all(row[shape_measure if name == "structure" else name] >= minimum for name, minimum in GOAL.items())
 
 
 def _fmt(values: Sequence[float], digits: int) -> str:
@@ -291,10 +292,7 @@ def summary(rows: List[dict], methods: List[str]) -> str:
         if mine:
             parts = ", ".join(f"{name} >= {minimum:g} in {sum(r[name] >= minimum for r in mine)}" for name, minimum in GOAL.items())
             lines.append(f"\n{method}, the goal's parts over its {len(mine)} edits: {parts}.")
-            outlined = sum(
-                r["effect"] >= GOAL["effect"] and r["identity_psnr"] >= GOAL["identity_psnr"] and r["outline"] >= GOAL["structure"]
-                for r in mine
-            )
+            outlined = sum(meets_goal(r, "outline") for r in mine)
             lines.append(f"With the outline (the object read by contrast, its colour aside) in the structure's place: {outlined} of {len(mine)}.")
     by_key = {(r["representation"], r["shape"], r["source"], r["target"], r["seed"], r["method"]): r for r in edits}
     for other in methods:

@@ -33,7 +33,7 @@ import contextlib
 import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -197,6 +197,22 @@ def _window(captured_mask: np.ndarray) -> np.ndarray:
     return window
 
 
+def summed_iou(ours: Iterable[np.ndarray], theirs: Iterable[np.ndarray]) -> float:
+    """IoU of two sequences of [H, W] bool masks, their intersections and unions summed over the pairs."""
+    intersection = union = 0
+    for a, b in zip(ours, theirs, strict=True):
+        intersection += int((a & b).sum())
+        union += int((a | b).sum())
+    return intersection / max(union, 1)
+
+
+def without_cast(render: np.ndarray, reference: np.ndarray, around: np.ndarray) -> np.ndarray:
+    """``render`` less its colour cast against ``reference``: the median shift of their floor and sky, the pixels of
+    the object mask ``around`` dilated by a pixel left out."""
+    rest = ~_dilate(around)
+    return render - (np.median(render[rest], axis=0) - np.median(reference[rest], axis=0))
+
+
 def edited_object(render: np.ndarray, captured: np.ndarray, reference: Optional[np.ndarray] = None) -> np.ndarray:
     """[H, W] bool: the render's object pixels, read within :data:`SILHOUETTE_WINDOW` pixels of the captured object, so
     that specks elsewhere are the identity's loss, not the shape's (a halo or a melt round the object counts). With
@@ -205,8 +221,7 @@ def edited_object(render: np.ndarray, captured: np.ndarray, reference: Optional[
     floor tinted as a whole does not read as object either."""
     theirs = object_mask(captured)
     if reference is not None:
-        rest = ~_dilate(theirs)
-        render = render - (np.median(render[rest], axis=0) - np.median(reference[rest], axis=0))
+        render = without_cast(render, reference, theirs)
     return object_mask(render) & _window(theirs)
 
 
@@ -215,13 +230,11 @@ def silhouette_iou(
 ) -> float:
     """IoU of the renders' object pixels (:func:`edited_object`) with the captured images' object pixels, summed over
     the views."""
-    intersection = union = 0
-    for index, (render, captured) in enumerate(zip(renders, object_images, strict=True)):
-        theirs = object_mask(captured)
-        ours = edited_object(render, captured, None if references is None else references[index])
-        intersection += int((ours & theirs).sum())
-        union += int((ours | theirs).sum())
-    return intersection / max(union, 1)
+    ours = [
+        edited_object(render, captured, None if references is None else references[index])
+        for index, (render, captured) in enumerate(zip(renders, object_images, strict=True))
+    ]
+    return summed_iou(ours, (object_mask(captured) for captured in object_images))
 
 
 CONTRAST = 0.2
@@ -244,20 +257,14 @@ def outline_object(render: np.ndarray, captured: np.ndarray, background: np.ndar
     after the render's floor cast (its median shift from the background outside the captured object) is taken off.
     Unlike :func:`edited_object` it does not need the object saturated: a dark or dull object is still one."""
     theirs = object_mask(captured)
-    rest = ~_dilate(theirs)
-    render = render - (np.median(render[rest], axis=0) - np.median(background[rest], axis=0))
+    render = without_cast(render, background, theirs)
     return (np.abs(render - background).max(-1) > CONTRAST) & _window(theirs)
 
 
 def outline_iou(renders: Sequence[np.ndarray], object_images: Sequence[np.ndarray], backgrounds: Sequence[np.ndarray]) -> float:
     """IoU of the renders' :func:`outline_object` with the captured images' object pixels, summed over the views."""
-    intersection = union = 0
-    for render, captured, background in zip(renders, object_images, backgrounds, strict=True):
-        theirs = object_mask(captured)
-        ours = outline_object(render, captured, background)
-        intersection += int((ours & theirs).sum())
-        union += int((ours | theirs).sum())
-    return intersection / max(union, 1)
+    ours = [outline_object(render, captured, background) for render, captured, background in zip(renders, object_images, backgrounds, strict=True)]
+    return summed_iou(ours, (object_mask(captured) for captured in object_images))
 
 
 def shape_read(
@@ -315,16 +322,10 @@ def fitted_shape(renders: Sequence[np.ndarray], references: Sequence[np.ndarray]
     from toy_world.world import Thing, thing_masks
 
     size = renders[0].shape[0]
-    ours = []
-    for render, reference in zip(renders, references, strict=True):
-        rest = ~_dilate(object_mask(reference))
-        cast = np.median(render[rest], axis=0) - np.median(reference[rest], axis=0)
-        ours.append(object_mask(render - cast))
+    ours = [object_mask(without_cast(render, reference, object_mask(reference))) for render, reference in zip(renders, references, strict=True)]
 
     def iou(thing: Thing) -> float:
-        theirs = [thing_masks(thing, pose, size)[0] for pose in poses]
-        intersection = sum(int((a & b).sum()) for a, b in zip(ours, theirs))
-        return intersection / max(sum(int((a | b).sum()) for a, b in zip(ours, theirs)), 1)
+        return summed_iou(ours, (thing_masks(thing, pose, size)[0] for pose in poses))
 
     ball = max(iou(Thing("red", "ball", scale=float(scale))) for scale in FIT_SCALES)
     cube, scale, turn = max(
@@ -412,14 +413,8 @@ def measure(
         colour_error=colour_error(edits, object_images, target_colour),
         source_colour_error=colour_error(sources, object_images, source_colour or target_colour),
         floor_shift=floor_shift(edits, sources, object_images, target_colour),
-        **(
-            {}
-            if empty_views is None
-            else {
-                "outline_iou": outline_iou(edits, object_images, empty_views),
-                "source_outline_iou": outline_iou(sources, object_images, empty_views),
-            }
-        ),
+        outline_iou=float("nan") if empty_views is None else outline_iou(edits, object_images, empty_views),
+        source_outline_iou=float("nan") if empty_views is None else outline_iou(sources, object_images, empty_views),
     )
 
 
@@ -454,7 +449,7 @@ def thing_silhouette_iou(renders: Sequence[np.ndarray], masks: Sequence[Sequence
     """IoU, summed over the views, of the renders' object pixels (saturated: :func:`toy_world.classify.object_mask`)
     near each of ``things`` (within :data:`SILHOUETTE_WINDOW` pixels of its mask from the world's ray caster, and not on
     another thing) with those things' masks."""
-    intersection = union = 0
+    ours, theirs = [], []
     for render, view_masks in zip(renders, masks, strict=True):
         saturated = object_mask(render)
         for k in things:
@@ -462,10 +457,9 @@ def thing_silhouette_iou(renders: Sequence[np.ndarray], masks: Sequence[Sequence
             for j, mask in enumerate(view_masks):
                 if j != k:
                     elsewhere |= mask
-            ours = saturated & _window(view_masks[k]) & ~elsewhere
-            intersection += int((ours & view_masks[k]).sum())
-            union += int((ours | view_masks[k]).sum())
-    return intersection / max(union, 1)
+            ours.append(saturated & _window(view_masks[k]) & ~elsewhere)
+            theirs.append(view_masks[k])
+    return summed_iou(ours, theirs)
 
 
 def measure_region(
