@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import Optional
 
 import numpy as np
 
@@ -30,10 +31,12 @@ WAY = (0.25, 0.5, 0.75, 1.0, 1.25)
 """The points read on the way, as fractions of it from the source (0) to the goal (1)."""
 
 
-def measure(model_id: str, scales, ratios, noises: int = 2):
+def measure(model_id: str, scales, ratios, noises: int = 2, start_brightness: Optional[float] = None):
     """{scale: (steps [pairs, len(WAY)], identity parts [pairs, len(WAY)], brightness at rest [pairs], l* [pairs])}: the mean
     step along the way (positive: towards the goal) and its identity term's share, each edit's resting point l* (where
-    the step first turns back; WAY's last point where it never does) and its decoded object's brightness there."""
+    the step first turns back; WAY's last point where it never does) and its decoded object's brightness there.
+    ``start_brightness``: the way starts at the target object darkened to this fraction of its brightness (the dark end
+    of an edit) instead of at the source object; the identity term still pulls to the source."""
     import torch
     from goal_darkening import AZIMUTHS, goal_images
 
@@ -51,8 +54,10 @@ def measure(model_id: str, scales, ratios, noises: int = 2):
         encode = lambda x: vae.encode(2 * x - 1).latent_dist.mean * vae.config.scaling_factor  # noqa: E731
         decode = lambda z: ((vae.decode(z / vae.config.scaling_factor).sample + 1) / 2).clamp(0, 1).permute(0, 2, 3, 1).numpy()  # noqa: E731
         z_src, z_goal = encode(sources), encode(goals)
+        dark = torch.where(torch.from_numpy(masks)[:, None], goals * (start_brightness or 1.0), goals)
+        z_start = z_src if start_brightness is None else encode(dark)
         goal_brightness = brightness(decode(z_goal), masks)
-    way = (z_goal - z_src).flatten(1)
+    way = (z_goal - z_start).flatten(1)
     length = way.norm(dim=1)
     unit = way / length[:, None]
 
@@ -64,7 +69,7 @@ def measure(model_id: str, scales, ratios, noises: int = 2):
             shape, source, target = rows[first]
             one = slice(first, first + views)
             for k, fraction in enumerate(WAY):
-                z = z_src[one] + fraction * (z_goal[one] - z_src[one])
+                z = z_start[one] + fraction * (z_goal[one] - z_start[one])
                 along, pulled = [], []
                 for ratio in ratios:
                     for draw in range(noises):
@@ -72,12 +77,13 @@ def measure(model_id: str, scales, ratios, noises: int = 2):
                         out = guidance(z, z_src[one], caption(target, shape), caption(source, shape), (ratio, ratio), generator, scale)
                         psi, _ = pds_psi_chi(guidance.alphas_cumprod, out.t, guidance_prev(guidance, out.t), "official", guidance.pipe.scheduler.betas)
                         along.append(float((-out.grad.flatten(1) * unit[one]).sum(1).mean()))
-                        pulled.append(float((-psi.float() * fraction * length[one]).mean()))
+                        identity_term = -psi.float()[:, None] * (z - z_src[one]).flatten(1)
+                        pulled.append(float((identity_term * unit[one]).sum(1).mean()))
                 steps[pair, k], identity[pair, k] = np.mean(along), np.mean(pulled)
             print(f"scale {scale:g}, {shape} {source} -> {target}: step along the way " + " ".join(f"{v:+.3f}" for v in steps[pair]), flush=True)
         rest = np.array([resting_point(row) for row in steps])
         with torch.no_grad():
-            at_rest = z_src + torch.from_numpy(np.repeat(rest, views)).float()[:, None, None, None] * (z_goal - z_src)
+            at_rest = z_start + torch.from_numpy(np.repeat(rest, views)).float()[:, None, None, None] * (z_goal - z_start)
             rest_brightness = brightness(decode(at_rest), masks) / goal_brightness
         results[scale] = (steps, identity, rest_brightness.reshape(-1, views).mean(1), rest)
     return results, rows[::views]
@@ -113,10 +119,11 @@ def main() -> None:
     parser.add_argument("--model-id", default="toy_world/prior_v2")
     parser.add_argument("--scales", nargs="+", type=float, default=[30.0, 50.0, 70.0, 100.0])
     parser.add_argument("--noises", type=int, default=2)
+    parser.add_argument("--start-brightness", type=float, default=None, help="start the way at the target object this dark (e.g. 0.6) instead of at the source")
     args = parser.parse_args()
     from noop_stability import RATIOS
 
-    results, rows = measure(str(ROOT / args.model_id), args.scales, RATIOS, args.noises)
+    results, rows = measure(str(ROOT / args.model_id), args.scales, RATIOS, args.noises, args.start_brightness)
     print("| guidance scale | step along the way at l = " + ", ".join(f"{f:g}" for f in WAY) + " (identity term's part) | resting point l*: mean (min, max) | brightness at rest: mean (min, max) | edits resting short of the goal (l* < 0.95) |")
     print("|---|---|---|---|---|")
     for scale, (steps, identity, rest_brightness, rest) in results.items():
