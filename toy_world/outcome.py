@@ -357,6 +357,19 @@ def colour_error(renders: Sequence[np.ndarray], object_images: Sequence[np.ndarr
     return float(np.linalg.norm(chromaticity(pixels).mean(0) - chromaticity(np.array(COLOURS[colour]))))
 
 
+def object_brightness(renders: Sequence[np.ndarray], poses: Sequence[np.ndarray], colour: str, shape: str) -> float:
+    """How bright the object is against the world's own ``colour`` ``shape`` in the same views: the mean largest channel
+    of the renders' pixels where the world draws the object, over the world's (1: the world's albedo and light)."""
+    from toy_world.world import Thing, render
+
+    size = renders[0].shape[0]
+    world = [render(Thing(colour, shape), pose, size) for pose in poses]
+    masks = [object_mask(image) for image in world]
+    ours = np.concatenate([image[mask].max(-1) for image, mask in zip(renders, masks, strict=True)])
+    theirs = np.concatenate([image[mask].max(-1) for image, mask in zip(world, masks)])
+    return float(ours.mean() / theirs.mean())
+
+
 def complement_direction(colour: str) -> np.ndarray:
     """Unit vector in RGB from ``colour``'s albedo through grey and beyond: its complement's way."""
     albedo = np.array(COLOURS[colour])

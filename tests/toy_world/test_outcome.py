@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from toy_world.outcome import measure, save_views, tint_floor
+from toy_world.classify import object_mask
+from toy_world.outcome import measure, object_brightness, save_views, tint_floor
 from toy_world.world import Thing, render, ring_camera
 
 VIEWS = [ring_camera(2 * np.pi * i / 9) for i in range(9)]
@@ -134,3 +135,12 @@ def test_the_outline_keeps_a_dark_or_dull_ball_that_the_saturated_silhouette_los
     cube = measure(views(Thing("red", "cube")), red_ball, red_ball, "red", "red", "ball", empty_views=empty)
     assert cube.outline < 0.7
     assert np.isnan(measure(red_ball, red_ball, red_ball, "red").outline)  # not read without the empty views
+
+
+def test_the_brightness_reads_the_world_s_own_object_as_one_a_darker_one_darker_and_the_source_s_colour_by_its_albedo(red_ball):
+    blue_ball = views(Thing("blue", "ball"))
+    assert object_brightness(blue_ball, VIEWS, "blue", "ball") == pytest.approx(1.0)
+    navy = [np.where(object_mask(image)[..., None], image * 0.6, image) for image in blue_ball]
+    assert object_brightness(navy, VIEWS, "blue", "ball") == pytest.approx(0.6, abs=0.02)
+    # the red ball read against the world's blue one: the ratio of their largest channels (0.85 against 0.9)
+    assert object_brightness(red_ball, VIEWS, "blue", "ball") == pytest.approx(0.85 / 0.9, abs=0.02)
