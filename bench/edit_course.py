@@ -28,13 +28,10 @@ def course(matrix, shape: str, source: str, target: str, method: str, seed: int,
     """[(step, {reading: value})] for every checkpoint of the edit, run unless kept under ``matrix.out / "courses"``."""
     from outcome_matrix import Cell
 
-    from toy_world import PRIOR
     from toy_world.outcome import (
-        EDIT_FLAGS,
         kept_checkpoint_views,
         measure,
         object_brightness,
-        outcome_edit_flags,
         training_poses,
     )
     from toy_world.runs import find_run_dirs, run_tiny_edit
@@ -46,10 +43,7 @@ def course(matrix, shape: str, source: str, target: str, method: str, seed: int,
     if runs:
         run = runs[-1]
     else:
-        flags = [
-            *EDIT_FLAGS, *outcome_edit_flags(str(PRIOR), source, target, shape), "--pipeline.guidance.method", method,
-            "--machine.seed", str(seed), *matrix.extra_flags, "--steps-per-save", str(every), "--save-only-latest-checkpoint", "False",
-        ]  # fmt: skip
+        flags = [*matrix.edit_flags(cell), "--steps-per-save", str(every), "--save-only-latest-checkpoint", "False"]
         run, _ = run_tiny_edit("pds", source_run, folder, matrix.torch_home, steps, flags)
     read = matrix.read[source_run]
     poses = [training_poses(source_run / "config.yml")[i] for i in read]

@@ -165,8 +165,7 @@ class Matrix:
     def edit(self, cell: Cell) -> dict:
         """One cell: the edit through ns-train (unless its renders are kept), its renders read against its source's.
         The readings are taken afresh from the kept renders at every run, so a change of the measures needs no edit."""
-        from toy_world import PRIOR
-        from toy_world.outcome import EDIT_FLAGS, measure, outcome_edit_flags, save_views, training_views
+        from toy_world.outcome import measure, save_views, training_views
         from toy_world.runs import run_tiny_edit
 
         key = cell.key(self.steps[cell.representation], self.extra_flags, self.source_name)
@@ -174,12 +173,8 @@ class Matrix:
         kept = folder / "renders.npz"
         source = self.source(cell.representation, cell.shape, cell.source)
         if key not in self.runs or not kept.exists():
-            flags = [
-                *EDIT_FLAGS, *outcome_edit_flags(str(PRIOR), cell.source, cell.target, cell.shape),
-                "--pipeline.guidance.method", cell.method, "--machine.seed", str(cell.seed), *self.extra_flags,
-            ]  # fmt: skip
             start = time.perf_counter()
-            run, _ = run_tiny_edit("pds", source, folder, self.torch_home, self.steps[cell.representation], flags)
+            run, _ = run_tiny_edit("pds", source, folder, self.torch_home, self.steps[cell.representation], self.edit_flags(cell))
             seconds = time.perf_counter() - start
             with self.lock:
                 edits, _ = training_views(run / "config.yml")
@@ -196,6 +191,16 @@ class Matrix:
         print(f"{key}: effect {row['effect']:.2f}, identity {row['identity_psnr']:.1f} dB, structure "
               f"{row['structure']:.2f}, outline {row['outline']:.2f}, colour error {row['colour_error']:.3f} ({row['seconds']:.0f} s)", flush=True)  # fmt: skip
         return row
+
+    def edit_flags(self, cell: Cell) -> List[str]:
+        """The ``ns-train pds`` flags of a cell's edit (the demo's, its prompts, method and seed, then the extra flags)."""
+        from toy_world import PRIOR
+        from toy_world.outcome import EDIT_FLAGS, outcome_edit_flags
+
+        return [
+            *EDIT_FLAGS, *outcome_edit_flags(str(PRIOR), cell.source, cell.target, cell.shape),
+            "--pipeline.guidance.method", cell.method, "--machine.seed", str(cell.seed), *self.extra_flags,
+        ]  # fmt: skip
 
     def first_view(self, cell: Cell) -> Optional[np.ndarray]:
         path = self.out / "edits" / cell.key(self.steps[cell.representation], self.extra_flags, self.source_name) / "renders.npz"
