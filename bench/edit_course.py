@@ -32,21 +32,19 @@ def course(matrix, shape: str, source: str, target: str, method: str, seed: int,
         kept_checkpoint_views,
         measure,
         object_brightness,
-        training_poses,
     )
     from toy_world.runs import find_run_dirs, run_tiny_edit
 
     source_run = matrix.source("nerfacto", shape, source)
     cell = Cell("nerfacto", shape, source, target, method, seed)
     folder = matrix.out / "courses" / f"{cell.key(steps, matrix.extra_flags)}-every{every}"
-    runs = find_run_dirs(folder, method="pds")
-    if runs:
+    runs = [run for run in find_run_dirs(folder, method="pds") if (run / "nerfstudio_models" / f"step-{steps - 1:09d}.ckpt").exists()]
+    if runs:  # a finished run of this edit (an interrupted one is run again)
         run = runs[-1]
     else:
         flags = [*matrix.edit_flags(cell), "--steps-per-save", str(every), "--save-only-latest-checkpoint", "False"]
         run, _ = run_tiny_edit("pds", source_run, folder, matrix.torch_home, steps, flags)
-    read = matrix.read[source_run]
-    poses = [training_poses(source_run / "config.yml")[i] for i in read]
+    read, poses = matrix.read[source_run], matrix.poses[source_run]
     renders, captured, empty = matrix.source_views["nerfacto", shape, source]
     readings = []
     for step, views in kept_checkpoint_views(run):

@@ -11,7 +11,7 @@ can only come to rest where the two balance, at l*; the script decodes z(l*) and
 (its pixels' mean largest channel over the decoded goal's, in the world's target masks). Every colour edit of the
 world (12 pairs, ball and cube), 4 ring views each; per guidance scale.
 
-    python bench/edit_equilibrium.py                         # prior v2, scales 30 50 70 100 (about 4 min a scale)
+    python bench/edit_equilibrium.py                         # prior v2, scales 30 50 70 100 (about 2 min a scale)
     python bench/edit_equilibrium.py --model-id toy_world/prior --scales 100
 """
 
@@ -32,7 +32,8 @@ WAY = (0.25, 0.5, 0.75, 1.0, 1.25)
 
 
 def measure(model_id: str, scales, ratios, noises: int = 2, start_brightness: Optional[float] = None):
-    """{scale: (steps [pairs, len(WAY)], identity parts [pairs, len(WAY)], brightness at rest [pairs], l* [pairs])}: the mean
+    """({scale: (steps [pairs, len(WAY)], identity parts [pairs, len(WAY)], brightness at rest [pairs], l* [pairs])}, each
+    pair's (shape, source, target), each view's way length): the mean
     step along the way (positive: towards the goal) and its identity term's share, each edit's resting point l* (where
     the step first turns back; WAY's last point where it never does) and its decoded object's brightness there.
     ``start_brightness``: the way starts at the target object darkened to this fraction of its brightness (the dark end
@@ -54,8 +55,7 @@ def measure(model_id: str, scales, ratios, noises: int = 2, start_brightness: Op
         encode = lambda x: vae.encode(2 * x - 1).latent_dist.mean * vae.config.scaling_factor  # noqa: E731
         decode = lambda z: ((vae.decode(z / vae.config.scaling_factor).sample + 1) / 2).clamp(0, 1).permute(0, 2, 3, 1).numpy()  # noqa: E731
         z_src, z_goal = encode(sources), encode(goals)
-        dark = torch.where(torch.from_numpy(masks)[:, None], goals * (start_brightness or 1.0), goals)
-        z_start = z_src if start_brightness is None else encode(dark)
+        z_start = z_src if start_brightness is None else encode(torch.where(torch.from_numpy(masks)[:, None], goals * start_brightness, goals))
         goal_brightness = brightness(decode(z_goal), masks)
     way = (z_goal - z_start).flatten(1)
     length = way.norm(dim=1)
@@ -86,7 +86,7 @@ def measure(model_id: str, scales, ratios, noises: int = 2, start_brightness: Op
             at_rest = z_start + torch.from_numpy(np.repeat(rest, views)).float()[:, None, None, None] * (z_goal - z_start)
             rest_brightness = brightness(decode(at_rest), masks) / goal_brightness
         results[scale] = (steps, identity, rest_brightness.reshape(-1, views).mean(1), rest)
-    return results, rows[::views]
+    return results, rows[::views], length.numpy()
 
 
 def guidance_prev(guidance, t):
@@ -99,8 +99,8 @@ def guidance_prev(guidance, t):
 
 
 def resting_point(steps: np.ndarray) -> float:
-    """The first l on WAY where the step along the way turns from forwards to back, linearly interpolated (WAY's
-    ends where it never turns)."""
+    """The first l on WAY where the step along the way turns from forwards to back, linearly interpolated; WAY's
+    first point where the step is back already and its last where it never turns (bounds, counted apart)."""
     if steps[0] <= 0:
         return WAY[0]
     for k in range(1, len(WAY)):
@@ -123,12 +123,14 @@ def main() -> None:
     args = parser.parse_args()
     from noop_stability import RATIOS
 
-    results, rows = measure(str(ROOT / args.model_id), args.scales, RATIOS, args.noises, args.start_brightness)
-    print("| guidance scale | step along the way at l = " + ", ".join(f"{f:g}" for f in WAY) + " (identity term's part) | resting point l*: mean (min, max) | brightness at rest: mean (min, max) | edits resting short of the goal (l* < 0.95) |")
-    print("|---|---|---|---|---|")
+    results, rows, lengths = measure(str(ROOT / args.model_id), args.scales, RATIOS, args.noises, args.start_brightness)
+    print(f"The way's length (latent norm): mean {lengths.mean():.2f} (min {lengths.min():.2f}, max {lengths.max():.2f}); a step of s moves l by s / length.\n")
+    print("| guidance scale | step along the way at l = " + ", ".join(f"{f:g}" for f in WAY) + " (identity term's part) | resting point l*: mean (min, max) | at the way's ends (bounds: back at its first point, never back) | brightness at rest: mean (min, max) | edits resting short of the goal (l* < 0.95) |")
+    print("|---|---|---|---|---|---|")
     for scale, (steps, identity, rest_brightness, rest) in results.items():
         way = ", ".join(f"{s:+.2f} ({i:+.2f})" for s, i in zip(steps.mean(0), identity.mean(0)))
-        print(f"| {scale:g} | {way} | {rest.mean():.2f} ({rest.min():.2f}, {rest.max():.2f}) | {rest_brightness.mean():.2f} ({rest_brightness.min():.2f}, {rest_brightness.max():.2f}) | {int((rest < 0.95).sum())} of {len(rest)} |")
+        ends = f"{int((steps[:, 0] <= 0).sum())}, {int((steps > 0).all(1).sum())}"
+        print(f"| {scale:g} | {way} | {rest.mean():.2f} ({rest.min():.2f}, {rest.max():.2f}) | {ends} | {rest_brightness.mean():.2f} ({rest_brightness.min():.2f}, {rest_brightness.max():.2f}) | {int((rest < 0.95).sum())} of {len(rest)} |")
 
 
 if __name__ == "__main__":

@@ -113,6 +113,7 @@ class Matrix:
         # per source: its renders, its captured images and the empty world's views (the outline's backgrounds)
         self.source_views: Dict[Tuple[str, str, str], Tuple[List[np.ndarray], List[np.ndarray], List[np.ndarray]]] = {}
         self.read: Dict[Path, List[int]] = {}  # a source run's training views that are read (views_read)
+        self.poses: Dict[Path, List[np.ndarray]] = {}  # their camera poses (the world's own renders of the target)
 
     def source(self, representation: str, shape: str, colour: str) -> Path:
         """The source run of one object (trained once; its renders and captured images kept)."""
@@ -147,6 +148,7 @@ class Matrix:
             if (representation, shape, colour) not in self.source_views:
                 poses = training_poses(run / "config.yml")
                 self.read[run] = self.views_read(poses)
+                self.poses[run] = [poses[i] for i in self.read[run]]
                 renders, captured = training_views(run / "config.yml")
                 self.source_views[representation, shape, colour] = (
                     [renders[i] for i in self.read[run]],
@@ -165,7 +167,7 @@ class Matrix:
     def edit(self, cell: Cell) -> dict:
         """One cell: the edit through ns-train (unless its renders are kept), its renders read against its source's.
         The readings are taken afresh from the kept renders at every run, so a change of the measures needs no edit."""
-        from toy_world.outcome import measure, save_views, training_views
+        from toy_world.outcome import measure, object_brightness, save_views, training_views
         from toy_world.runs import run_tiny_edit
 
         key = cell.key(self.steps[cell.representation], self.extra_flags, self.source_name)
@@ -187,7 +189,8 @@ class Matrix:
         sources, captured, empty = self.source_views[cell.representation, cell.shape, cell.source]
         outcome = measure(edits, sources, captured, cell.target, cell.source, cell.shape, empty_views=empty)
         save_views([(s, e) for s, e in zip(sources, edits)], folder / "source_edit.png")
-        row = {**self.runs[key], **outcome.as_dict()}
+        brightness = object_brightness(edits, self.poses[source], cell.target, cell.shape)
+        row = {**self.runs[key], **outcome.as_dict(), "brightness": brightness}
         print(f"{key}: effect {row['effect']:.2f}, identity {row['identity_psnr']:.1f} dB, structure "
               f"{row['structure']:.2f}, outline {row['outline']:.2f}, colour error {row['colour_error']:.3f} ({row['seconds']:.0f} s)", flush=True)  # fmt: skip
         return row
@@ -243,8 +246,8 @@ def report(rows: List[dict], args, elapsed: float) -> str:
         these = rows_of(rows, representation)
         if not these:
             continue
-        lines += ["", f"### {representation}", "", "| shape | edit | " + " | ".join(methods) + " | colour error (" + methods[0] + "; source's own) | outline (" + methods[0] + ") |",
-                  "|---|---|" + "---|" * (len(methods) + 2)]  # fmt: skip
+        lines += ["", f"### {representation}", "", "| shape | edit | " + " | ".join(methods) + " | colour error (" + methods[0] + "; source's own) | outline (" + methods[0] + ") | brightness (" + methods[0] + ") |",
+                  "|---|---|" + "---|" * (len(methods) + 3)]  # fmt: skip
         pairs = list(dict.fromkeys((row["shape"], row["source"], row["target"]) for row in these))
         pairs.sort(key=lambda p: (p[0], p[1] == p[2], p[1], p[2]))
         for shape, source, target in pairs:
@@ -260,8 +263,9 @@ def report(rows: List[dict], args, elapsed: float) -> str:
             first = [r for r in these if (r["shape"], r["source"], r["target"], r["method"]) == (shape, source, target, methods[0])]
             colour = f"{_fmt([r['colour_error'] for r in first], 3)}; {first[0]['source_colour_error']:.3f}" if first else ""
             outline = _fmt([r["outline"] for r in first], 2) if first else ""
+            brightness = _fmt([r["brightness"] for r in first], 2) if first else ""
             label = f"{source} -> {target}" if source != target else f"{source} (no-op)"
-            lines.append(f"| {shape} | {label} | " + " | ".join(cells) + f" | {colour} | {outline} |")
+            lines.append(f"| {shape} | {label} | " + " | ".join(cells) + f" | {colour} | {outline} | {brightness} |")
         own = {(r["source"], r["shape"]): r for r in these}
         lines += ["", "The sources' own silhouette IoU against their captured images (what the reconstruction keeps): "
                   + ", ".join(f"{colour} {shape} {row['source_silhouette_iou']:.2f}" for (colour, shape), row in sorted(own.items(), key=lambda i: (i[0][1], i[0][0])))
@@ -275,8 +279,8 @@ def summary(rows: List[dict], methods: List[str]) -> str:
     identity against each other method's, paired by source, target and seed."""
     edits = [row for row in rows if row["source"] != row["target"]]
     noops = [row for row in rows if row["source"] == row["target"]]
-    lines = ["| method | edits meeting the goal | effect | identity dB | structure | outline | floor shift to the complement | shape read (source's) | no-op identity dB | no-op structure |",
-             "|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
+    lines = ["| method | edits meeting the goal | effect | identity dB | structure | outline | brightness (no-ops) | floor shift to the complement | shape read (source's) | no-op identity dB | no-op structure |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
     for method in methods:
         mine = [r for r in edits if r["method"] == method]
         still = [r for r in noops if r["method"] == method]
@@ -290,7 +294,7 @@ def summary(rows: List[dict], methods: List[str]) -> str:
         shape = f"{np.mean([r['shape_read'] for r in mine]):.2f} ({np.mean([r['source_shape_read'] for r in mine]):.2f})"
         lines.append(
             f"| {method} | {sum(meets_goal(r) for r in mine)} of {len(mine)} | {spread('effect')} | {spread('identity_psnr', digits=1)} | "
-            f"{spread('structure')} | {spread('outline')} | {spread('floor_shift', digits=3)} | {shape} | {spread('identity_psnr', still, 1)} | {spread('structure', still)} |"
+            f"{spread('structure')} | {spread('outline')} | {spread('brightness')} ({np.mean([r['brightness'] for r in still]):.2f}) | {spread('floor_shift', digits=3)} | {shape} | {spread('identity_psnr', still, 1)} | {spread('structure', still)} |"
         )
     for method in methods:
         mine = [r for r in edits if r["method"] == method]
