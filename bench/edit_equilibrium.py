@@ -40,23 +40,24 @@ def measure(model_id: str, scales, ratios, noises: int = 2, start_brightness: Op
     of an edit) instead of at the source object; the identity term still pulls to the source."""
     import torch
     from goal_darkening import AZIMUTHS, goal_images
+    from noop_stability import posterior_means
 
     from pds_nerfstudio.priors.guidance import GuidanceConfig
-    from pds_nerfstudio.score_distillation.gradients import pds_psi_chi
-    from toy_world.world import Thing, caption, ring_camera, thing_masks
+    from pds_nerfstudio.score_distillation.gradients import pds_psi_chi, sample_timesteps
+    from toy_world.world import caption
 
     guidance = GuidanceConfig(model_id=model_id).setup(device="cpu")  # the method's defaults: pds, 500 steps, official coefficients
-    vae = guidance.pipe.vae
-    size = vae.config.sample_size
-    goals, sources, _, rows = goal_images(size)
+    goals, sources, dark, masks, rows = goal_images(guidance.pipe.vae.config.sample_size, 1.0 if start_brightness is None else start_brightness)
     views = len(AZIMUTHS)
-    masks = np.stack([thing_masks(Thing(target, shape), ring_camera(azimuth), size)[0] for shape, _, target in rows[::views] for azimuth in AZIMUTHS])
-    with torch.no_grad():
-        encode = lambda x: vae.encode(2 * x - 1).latent_dist.mean * vae.config.scaling_factor  # noqa: E731
-        decode = lambda z: ((vae.decode(z / vae.config.scaling_factor).sample + 1) / 2).clamp(0, 1).permute(0, 2, 3, 1).numpy()  # noqa: E731
-        z_src, z_goal = encode(sources), encode(goals)
-        z_start = z_src if start_brightness is None else encode(torch.where(torch.from_numpy(masks)[:, None], goals * start_brightness, goals))
-        goal_brightness = brightness(decode(z_goal), masks)
+    decode = lambda z: guidance.decode_latents(z).permute(0, 2, 3, 1).numpy()  # noqa: E731
+    z_src, z_goal = posterior_means(guidance, sources), posterior_means(guidance, goals)
+    z_start = z_src if start_brightness is None else posterior_means(guidance, dark)
+    goal_brightness = brightness(decode(z_goal), masks)
+    # each t ratio's one (t, t_prev) as the guidance draws it, and the identity term's weight psi(t) there
+    psi_at = {}
+    for ratio in ratios:
+        t, t_prev = sample_timesteps(guidance.timestep_grid, ratio, ratio, 1)
+        psi_at[ratio] = (t, pds_psi_chi(guidance.alphas_cumprod, t, t_prev, "official", guidance.pipe.scheduler.betas)[0].float())
     way = (z_goal - z_start).flatten(1)
     length = way.norm(dim=1)
     unit = way / length[:, None]
@@ -72,13 +73,13 @@ def measure(model_id: str, scales, ratios, noises: int = 2, start_brightness: Op
                 z = z_start[one] + fraction * (z_goal[one] - z_start[one])
                 along, pulled = [], []
                 for ratio in ratios:
+                    t, psi = psi_at[ratio]
                     for draw in range(noises):
                         generator = torch.Generator().manual_seed(1000 * draw + pair)
                         out = guidance(z, z_src[one], caption(target, shape), caption(source, shape), (ratio, ratio), generator, scale)
-                        psi, _ = pds_psi_chi(guidance.alphas_cumprod, out.t, guidance_prev(guidance, out.t), "official", guidance.pipe.scheduler.betas)
+                        assert bool((out.t == t).all()), (out.t, t)
                         along.append(float((-out.grad.flatten(1) * unit[one]).sum(1).mean()))
-                        identity_term = -psi.float()[:, None] * (z - z_src[one]).flatten(1)
-                        pulled.append(float((identity_term * unit[one]).sum(1).mean()))
+                        pulled.append(float((-psi * (z - z_src[one]).flatten(1) * unit[one]).sum(1).mean()))
                 steps[pair, k], identity[pair, k] = np.mean(along), np.mean(pulled)
             print(f"scale {scale:g}, {shape} {source} -> {target}: step along the way " + " ".join(f"{v:+.3f}" for v in steps[pair]), flush=True)
         rest = np.array([resting_point(row) for row in steps])
@@ -87,15 +88,6 @@ def measure(model_id: str, scales, ratios, noises: int = 2, start_brightness: Op
             rest_brightness = brightness(decode(at_rest), masks) / goal_brightness
         results[scale] = (steps, identity, rest_brightness.reshape(-1, views).mean(1), rest)
     return results, rows[::views], length.numpy()
-
-
-def guidance_prev(guidance, t):
-    """The grid entry before each t (PDS's t_prev), as the guidance's sampler pairs them."""
-    import torch
-
-    grid = guidance.timestep_grid
-    index = torch.searchsorted(grid, t)
-    return torch.where(index > 0, grid[(index - 1).clamp(min=0)], torch.zeros_like(t))
 
 
 def resting_point(steps: np.ndarray) -> float:

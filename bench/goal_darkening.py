@@ -32,26 +32,27 @@ DARKER = 0.8
 """How much darker the object of the darkening direction is (its pixels times this)."""
 
 
-def goal_images(size: int):
-    """(goals, sources, darker goals) [N, 3, H, W] in [0, 1] and each row's (shape, source, target): every colour edit of
-    the world from 4 ring cameras."""
+def goal_images(size: int, darker_by: float = DARKER):
+    """(goals, sources, darker goals) [N, 3, H, W] in [0, 1] (the darker goal's object pixels times ``darker_by``), the
+    goals' object masks [N, H, W] and each row's (shape, source, target): every colour edit of the world from 4 ring
+    cameras."""
     import torch
 
     from toy_world.world import COLOURS, SHAPES, Thing, render, ring_camera, thing_masks
 
-    goals, sources, darker, rows = [], [], [], []
+    goals, sources, darker, masks, rows = [], [], [], [], []
     for shape in SHAPES:
         for source, target in itertools.permutations(COLOURS, 2):
             for azimuth in AZIMUTHS:
                 pose = ring_camera(azimuth)
                 goal = render(Thing(target, shape), pose, size)
-                mask = thing_masks(Thing(target, shape), pose, size)[0][..., None]
+                masks.append(thing_masks(Thing(target, shape), pose, size)[0])
                 goals.append(goal)
                 sources.append(render(Thing(source, shape), pose, size))
-                darker.append(np.where(mask, goal * DARKER, goal))
+                darker.append(np.where(masks[-1][..., None], goal * darker_by, goal))
                 rows.append((shape, source, target))
     as_tensor = lambda images: torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).float()  # noqa: E731
-    return as_tensor(goals), as_tensor(sources), as_tensor(darker), rows
+    return as_tensor(goals), as_tensor(sources), as_tensor(darker), np.stack(masks), rows
 
 
 def measure(model_id: str, scales, ratios, noises: int = 2):
@@ -59,17 +60,14 @@ def measure(model_id: str, scales, ratios, noises: int = 2):
     back to the source (x0_src - x0_goal): the darkening beyond the pull back that PDS's psi(t) term always has at a
     goal (and whose colour change partly darkens)."""
     import torch
-    from noop_stability import cosines_by_ratio
+    from noop_stability import cosines_by_ratio, posterior_means
 
     from pds_nerfstudio.priors.guidance import GuidanceConfig
     from toy_world.world import caption
 
     guidance = GuidanceConfig(model_id=model_id).setup(device="cpu")  # the method's defaults: pds, 500 steps, official coefficients
-    vae = guidance.pipe.vae
-    goals, sources, darker, rows = goal_images(vae.config.sample_size)
-    with torch.no_grad():
-        encode = lambda x: vae.encode(2 * x - 1).latent_dist.mean * vae.config.scaling_factor  # noqa: E731
-        x0_goal, x0_src, x0_dark = encode(goals), encode(sources), encode(darker)
+    goals, sources, darker, _, rows = goal_images(guidance.pipe.vae.config.sample_size)
+    x0_goal, x0_src, x0_dark = (posterior_means(guidance, images) for images in (goals, sources, darker))
     d = (x0_dark - x0_goal).flatten(1)
 
     def reading(index: int, grad) -> float:

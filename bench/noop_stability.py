@@ -61,14 +61,22 @@ def measure(model_id: str, scales, ratios, noises: int = 4):
     guidance = GuidanceConfig(model_id=model_id).setup(device="cpu")  # the method's defaults: pds, 500 steps, official coefficients
     vae = guidance.pipe.vae
     sources, drifted = drifted_pairs(vae.config.sample_size)
-    with torch.no_grad():
-        encode = lambda x: vae.encode(2 * x - 1).latent_dist.mean * vae.config.scaling_factor  # noqa: E731
-        x0_src, x0_tgt = encode(sources), encode(drifted)
+    x0_src, x0_tgt = posterior_means(guidance, sources), posterior_means(guidance, drifted)
     d = (x0_tgt - x0_src).flatten(1)
     prompts = [caption(colour, shape) for shape in ("ball", "cube") for colour in ("red", "green", "blue", "yellow") for _ in range(4)]
     pairs = [(prompt, prompt) for prompt in prompts]
     reading = lambda index, grad: float(torch.nn.functional.cosine_similarity(grad.flatten(1), d[index : index + 1]))  # noqa: E731
     return cosines_by_ratio(guidance, x0_tgt, x0_src, pairs, reading, scales, ratios, noises, "cos(g, d)", "restoring")
+
+
+def posterior_means(guidance, images):
+    """The prior's VAE latents of ``images`` [N, 3, H, W] in [0, 1]: the posterior's means (the guidance's own
+    ``encode_images`` draws a sample), scaled as the UNet reads them."""
+    import torch
+
+    vae = guidance.pipe.vae
+    with torch.no_grad():
+        return vae.encode(2 * images - 1).latent_dist.mean * vae.config.scaling_factor
 
 
 def cosines_by_ratio(guidance, x0_tgt, x0_src, prompts, reading, scales, ratios, noises: int, name: str, positive: str):
