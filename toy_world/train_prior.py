@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import sys
 import time
 from pathlib import Path
 from typing import Callable, Dict, List
@@ -31,7 +32,7 @@ import torch
 import torch.nn.functional as F
 
 from toy_world.models import SD15_SCHEDULER, write_clip_tokenizer_files
-from toy_world.world import CAPTION_WORDS, all_captions, caption, training_images
+from toy_world.world import CAPTION_WORDS, DARK, DARK_ALBEDO, all_captions, caption, training_images
 
 CARD_NAME = "card.json"
 WORLD = (
@@ -43,12 +44,13 @@ MAX_TOKENS = 16
 """Tokenizer and text encoder length: the longest caption is 12 tokens with CLIP's start and end tokens."""
 
 
-def build_models(resolution: int, tokenizer_dir: Path, unet_channels=(32, 64)):
-    """The untrained tokenizer, text encoder, VAE and UNet (``unet_channels`` per block), seeded."""
+def build_models(resolution: int, tokenizer_dir: Path, unet_channels=(32, 64), dark: bool = False):
+    """The untrained tokenizer (the world's words, and :data:`DARK` when ``dark``), text encoder, VAE and UNet
+    (``unet_channels`` per block), seeded."""
     from diffusers import AutoencoderKL, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
-    files = write_clip_tokenizer_files(tokenizer_dir, CAPTION_WORDS)
+    files = write_clip_tokenizer_files(tokenizer_dir, (*CAPTION_WORDS, DARK) if dark else CAPTION_WORDS)
     tokenizer = CLIPTokenizer(vocab=str(files / "vocab.json"), merges=str(files / "merges.txt"), model_max_length=MAX_TOKENS)
     torch.manual_seed(0)
     text_encoder = CLIPTextModel(
@@ -241,6 +243,10 @@ def main() -> None:
         "--vae-off-world", type=float, default=0.0,
         help="share of each VAE training batch recoloured off the world (0: the world's colours only, then the refit)",
     )  # fmt: skip
+    parser.add_argument(
+        "--dark-share", type=float, default=0.0,
+        help="share of the images whose object is darkened (albedo factor in DARK_ALBEDO) and captioned 'dark <colour>'",
+    )  # fmt: skip
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
         "--refit-only", action="store_true",
@@ -256,7 +262,7 @@ def main() -> None:
         print(f"[{time.perf_counter() - start:7.1f} s] {text}", flush=True)
 
     generator = torch.Generator().manual_seed(args.seed)
-    rendered = list(training_images(args.images, args.resolution, args.seed))
+    rendered = list(training_images(args.images, args.resolution, args.seed, args.dark_share))
     images = torch.from_numpy(np.stack([image for image, _, _ in rendered])).permute(0, 3, 1, 2).float() * 2 - 1
     log(f"rendered {len(images)} images at {args.resolution} px")
     if args.refit_only:
@@ -270,10 +276,11 @@ def main() -> None:
         log(f"refit the VAE of {args.output}")
         return
 
-    pairs = sorted({(colour, shape) for _, colour, shape in rendered}, key=lambda p: all_captions().index(caption(*p)))
+    dark = args.dark_share > 0
+    pairs = sorted({(colour, shape) for _, colour, shape in rendered}, key=lambda p: all_captions(dark).index(caption(*p)))
     labels = torch.tensor([pairs.index((colour, shape)) for _, colour, shape in rendered])
     work = args.output.parent / (args.output.name + ".tokenizer")
-    tokenizer, text_encoder, vae, unet = build_models(args.resolution, work, args.unet_channels)
+    tokenizer, text_encoder, vae, unet = build_models(args.resolution, work, args.unet_channels, dark)
     sizes = {name: sum(p.numel() for p in module.parameters()) for name, module in (("unet", unet), ("vae", vae), ("text_encoder", text_encoder))}
     log(f"parameters: {sizes}")
     vae_loss = train_vae(vae, images, args.vae_steps, args.batch, generator, log, args.vae_off_world)
@@ -297,8 +304,9 @@ def main() -> None:
         leftover.unlink()
     work.rmdir()
     card = {
-        "world": WORLD,
-        "captions": all_captions(),
+        "command": "python -m toy_world.train_prior " + " ".join(sys.argv[1:]),
+        "world": WORLD + (f"; {args.dark_share:.0%} of the images with the object's albedo darkened by a factor of {DARK_ALBEDO[0]}-{DARK_ALBEDO[1]}, its colour captioned '{DARK} <colour>'" if dark else ""),
+        "captions": all_captions(dark),
         "resolution": args.resolution,
         "images": args.images,
         "vae_steps": args.vae_steps,
@@ -309,6 +317,7 @@ def main() -> None:
         "caption_dropout": args.caption_dropout,
         "unet_channels": list(args.unet_channels),
         "vae_off_world": args.vae_off_world,
+        "dark_share": args.dark_share,
         "seed": args.seed,
         "final_vae_loss": vae_loss,
         "final_unet_loss": unet_loss,
@@ -354,7 +363,7 @@ benchmarks); not for real scenes. Load it as any Stable Diffusion 1.x folder:
 
 {card_world(card)}
 - Resolution: {card["resolution"]} px (latents {card["resolution"] // 2} x {card["resolution"] // 2} x 4); SD 1.5's DDPM schedule, epsilon prediction.
-- Training (`python -m toy_world.train_prior --output toy_world/prior`, seed {card["seed"]}): {card["images"]} rendered
+- Training (`{card.get("command", "python -m toy_world.train_prior --output toy_world/prior")}`, seed {card["seed"]}): {card["images"]} rendered
   images; VAE {card["vae_steps"]} steps (final L1 + KL loss {card["final_vae_loss"]:.4f}); UNet (block widths
   {card.get("unet_channels", [32, 64])}) and text encoder {card["unet_steps"]} steps of batch {card["batch"]}, captions
   dropped {card["caption_dropout"]:.0%} of the time (final denoising loss {card["final_unet_loss"]:.4f}); EMA of the UNet

@@ -31,16 +31,28 @@ OBJECT_SIZE = 0.35
 """Ball radius and cube half-edge at scale 1."""
 
 
+DARK = "dark"
+"""The word a prior trained with dark objects (``train_prior --dark-share``) puts before their colour: "a photo of a
+dark red ball on a grey floor"."""
+DARK_ALBEDO = (0.3, 0.6)
+"""The range of the factor on a dark object's albedo (:func:`training_images`): darker than any lit face of the
+world's own objects, as dark as the edits that end short of their target's brightness (docs/outcome_matrix.md)."""
+
+
 def caption(colour: str, shape: str) -> str:
+    """The caption of an object; ``colour`` may be a dark one ("dark red")."""
     return f"a photo of a {colour} {shape} on a grey floor"
 
 
-def all_captions() -> List[str]:
-    return [caption(colour, shape) for shape in SHAPES for colour in COLOURS]
+def all_captions(dark: bool = False) -> List[str]:
+    """The world's 8 captions, then (``dark``) the 8 of its dark objects."""
+    shades = [f"{DARK} {colour}" for colour in COLOURS] if dark else []
+    return [caption(colour, shape) for colours in (list(COLOURS), shades) for shape in SHAPES for colour in colours]
 
 
 CAPTION_WORDS = ("a", "photo", "of", "on", "grey", "floor", *COLOURS, *SHAPES)
-"""Every word of the captions (the tokenizer gives each its own token)."""
+"""Every word of the world's captions (the tokenizer gives each its own token); a prior trained with dark objects
+adds :data:`DARK`."""
 
 
 @dataclass(frozen=True)
@@ -52,6 +64,8 @@ class Thing:
     centre: Tuple[float, float] = (0.0, 0.0)
     scale: float = 1.0
     turn: float = 0.0
+    albedo: float = 1.0
+    """Factor on the colour's albedo (below 1: a dark object, :data:`DARK_ALBEDO`)."""
 
     @property
     def size(self) -> float:
@@ -141,7 +155,7 @@ def _cast(scene: Scene, c2w: np.ndarray, size: int, focal: float = 0.0) -> Tuple
         t_object, normals = (_hit_ball if thing.shape == "ball" else _hit_cube)(origin, directions, thing)
         hit = np.isfinite(t_object) & (t_object < depth)
         shade = 0.3 + 0.7 * np.clip(normals @ LIGHT, 0.0, 1.0)
-        image = np.where(hit[..., None], np.array(COLOURS[thing.colour]) * shade[..., None], image)
+        image = np.where(hit[..., None], np.array(COLOURS[thing.colour]) * thing.albedo * shade[..., None], image)
         depth = np.where(hit, t_object, depth)
     surface = origin + np.where(np.isfinite(depth), depth, np.nan)[..., None] * directions
     return np.clip(image, 0.0, 1.0), surface
@@ -157,21 +171,28 @@ def thing_masks(scene: Scene, c2w: np.ndarray, size: int, focal: float = 0.0) ->
     return [(nearest == i) & np.isfinite(t) for i, t in enumerate(hits)]
 
 
-def random_view(rng: np.random.Generator, colour: str, shape: str, size: int) -> np.ndarray:
+def random_view(rng: np.random.Generator, colour: str, shape: str, size: int, albedo: float = 1.0) -> np.ndarray:
     """One training image of the world: the object placed, sized and turned a little at random, seen from a random
     point of the ring (the cameras of the world's scenes), the elevation and distance jittered."""
-    thing = Thing(colour, shape, tuple(rng.uniform(-0.15, 0.15, 2)), float(rng.uniform(0.8, 1.2)), float(rng.uniform(0, np.pi / 2)))
+    placement = tuple(rng.uniform(-0.15, 0.15, 2)), float(rng.uniform(0.8, 1.2)), float(rng.uniform(0, np.pi / 2))
+    thing = Thing(colour, shape, *placement, albedo=albedo)
     c2w = ring_camera(rng.uniform(0, 2 * np.pi), np.deg2rad(rng.uniform(20.0, 40.0)), rng.uniform(2.6, 3.4))
     return render(thing, c2w, size)
 
 
-def training_images(count: int, size: int, seed: int) -> Iterator[Tuple[np.ndarray, str, str]]:
-    """``count`` (image, colour, shape) of random views, every caption equally often."""
+def training_images(count: int, size: int, seed: int, dark_share: float = 0.0) -> Iterator[Tuple[np.ndarray, str, str]]:
+    """``count`` (image, colour, shape) of random views, every colour and shape equally often; ``dark_share`` of them
+    (drawn at random) with the albedo darkened by a factor drawn from :data:`DARK_ALBEDO` and the colour named dark
+    ("dark red"). With no dark share the draws are those of the priors trained before it."""
     rng = np.random.default_rng(seed)
     pairs: Sequence[Tuple[str, str]] = [(colour, shape) for shape in SHAPES for colour in COLOURS]
     for index in range(count):
         colour, shape = pairs[index % len(pairs)]
-        yield random_view(rng, colour, shape, size), colour, shape
+        if dark_share > 0 and rng.random() < dark_share:
+            albedo = float(rng.uniform(*DARK_ALBEDO))
+            yield random_view(rng, colour, shape, size, albedo), f"{DARK} {colour}", shape
+        else:
+            yield random_view(rng, colour, shape, size), colour, shape
 
 
 def dome_cameras(azimuths: int, elevations_degrees: Sequence[float], radii: Sequence[float]) -> List[np.ndarray]:

@@ -52,21 +52,41 @@ def test_the_prior_training_script_writes_a_pipeline_folder_with_its_card(tmp_pa
     assert pipe.unet.config.sample_size == 16 and pipe.vae.config.scaling_factor == card["vae_scaling_factor"]
 
 
-def test_the_prior_training_script_takes_a_wider_unet_and_a_vae_that_sees_every_hue_from_the_start(tmp_path):
-    """The recipe flags the next prior needs (issue 38): the UNet's widths, a share of each VAE batch recoloured off the
-    world from its first step, no refit; the card records them."""
+def test_the_prior_training_script_takes_a_wider_unet_a_vae_that_sees_every_hue_and_dark_objects(tmp_path):
+    """The recipe flags of priors v2 and v3 (issue 38): the UNet's widths, a share of each VAE batch recoloured off the
+    world from its first step, no refit, a share of dark objects with their own captions; the card records them."""
     from diffusers import UNet2DConditionModel
+    from transformers import CLIPTokenizer
 
     output = tmp_path / "prior"
     command = [sys.executable, "-m", "toy_world.train_prior", "--output", str(output), "--images", "16", "--vae-steps", "2",
                "--unet-steps", "2", "--vae-refit-steps", "0", "--batch", "4", "--unet-channels", "48", "96",
-               "--vae-off-world", "0.5"]  # fmt: skip
+               "--vae-off-world", "0.5", "--dark-share", "0.5"]  # fmt: skip
     result = subprocess.run(command, capture_output=True, text=True, timeout=COMMAND_TIMEOUT)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
     card = json.loads((output / CARD_NAME).read_text())
     assert card["unet_channels"] == [48, 96] and card["vae_off_world"] == 0.5 and card["final_vae_refit_loss"] is None
     assert UNet2DConditionModel.from_pretrained(output / "unet").config.block_out_channels == [48, 96]
-    assert "recoloured off the world from the start, no refit" in (output / "README.md").read_text()
+    readme = (output / "README.md").read_text()
+    assert "recoloured off the world from the start, no refit" in readme and "--dark-share 0.5" in readme
+    assert card["dark_share"] == 0.5 and card["captions"][8:] == [caption(f"dark {c}", s) for s in SHAPES for c in COLOURS]
+    tokenizer = CLIPTokenizer.from_pretrained(output / "tokenizer")
+    assert len(tokenizer(caption("dark red", "ball")).input_ids) == len(tokenizer(caption("red", "ball")).input_ids) + 1
+
+
+def test_a_dark_share_of_the_training_objects_is_darker_and_captioned_dark():
+    """``--dark-share`` (prior v3): that share of the training views has its object's albedo darkened and its colour
+    named "dark"; the classifier still reads the colour. Without it no view is dark."""
+    views = list(training_images(64, 32, seed=3, dark_share=0.5))
+    plain = list(training_images(64, 32, seed=3))
+    assert [colour for _, colour, _ in plain] == [c for _ in range(16) for c in COLOURS]
+    assert 20 <= sum(colour.startswith("dark ") for _, colour, _ in views) <= 44
+    chroma = lambda image: float((image.max(-1) - image.min(-1)).max())  # noqa: E731
+    for name in COLOURS:
+        dark = [chroma(image) for image, colour, _ in views if colour == f"dark {name}"]
+        lit = [chroma(image) for image, colour, _ in views if colour == name]
+        assert dark and lit and max(dark) < 0.7 * min(lit), (name, dark, lit)
+    assert all(read(image).colour == colour.split()[-1] for image, colour, _ in views)
 
 
 def test_a_scene_of_the_world_is_a_nerfstudio_dataset_whose_views_read_as_its_object(tmp_path):
