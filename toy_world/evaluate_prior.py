@@ -2,6 +2,9 @@
 their colour and shape with :mod:`toy_world.classify`; write the accuracy per caption and a grid of samples.
 
     python -m toy_world.evaluate_prior                      # toy_world/prior; writes docs/toy_world.md and its PNG
+
+A prior trained with dark objects (``train_prior --dark-share``) is also sampled for its dark captions; the brightness
+column (the mean largest channel of the pixels the classifier reads as the object) tells whether it draws them darker.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ import torch
 from toy_world import PRIOR
 from toy_world.classify import read
 from toy_world.report import replace_section
-from toy_world.world import COLOURS, SHAPES, caption
+from toy_world.world import COLOURS, DARK, SHAPES, caption
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -48,18 +51,24 @@ def main() -> None:
     rows: List[str] = []
     grid: List[np.ndarray] = []
     totals: Dict[str, List[float]] = {"colour": [], "shape": [], "both": []}
-    for shape in SHAPES:
-        for index, colour in enumerate(COLOURS):
-            prompt = caption(colour, shape)
-            images = sample(pipe, prompt, args.samples, args.guidance_scale, args.steps, seed=index + 10 * SHAPES.index(shape))
-            readings = [read(image) for image in images]
-            colour_ok = np.mean([r.colour == colour for r in readings])
-            shape_ok = np.mean([r.shape == shape for r in readings])
-            both = np.mean([r.colour == colour and r.shape == shape for r in readings])
-            for name, value in (("colour", colour_ok), ("shape", shape_ok), ("both", both)):
-                totals[name].append(value)
-            rows.append(f"| {prompt} | {colour_ok:.0%} | {shape_ok:.0%} | {both:.0%} |")
-            grid.append(np.concatenate(list(images[:8]), axis=1))
+    known = set(pipe.tokenizer.get_vocab())
+    shades = ["", f"{DARK} "] if f"{DARK}</w>" in known else [""]
+    for shade in shades:
+        for shape in SHAPES:
+            for index, colour in enumerate(COLOURS):
+                prompt = caption(shade + colour, shape)
+                seed = index + 10 * SHAPES.index(shape) + 100 * shades.index(shade)
+                images = sample(pipe, prompt, args.samples, args.guidance_scale, args.steps, seed)
+                readings = [read(image) for image in images]
+                colour_ok = np.mean([r.colour == colour for r in readings])
+                shape_ok = np.mean([r.shape == shape for r in readings])
+                both = np.mean([r.colour == colour and r.shape == shape for r in readings])
+                for name, value in (("colour", colour_ok), ("shape", shape_ok), ("both", both)):
+                    totals[name].append(value)
+                lit = [image[r.mask].max(-1).mean() / 255 for image, r in zip(images, readings) if r.mask.any()]
+                brightness = np.mean(lit)
+                rows.append(f"| {prompt} | {colour_ok:.0%} | {shape_ok:.0%} | {both:.0%} | {brightness:.2f} |")
+                grid.append(np.concatenate(list(images[:8]), axis=1))
     picture = args.doc.with_name("toy_world_prior_samples.png")
     Image.fromarray(np.concatenate(grid, axis=0)).resize((grid[0].shape[1] * 3, len(grid) * grid[0].shape[0] * 3), Image.NEAREST).save(picture)
     body = "\n".join([
@@ -69,10 +78,10 @@ def main() -> None:
         f"`python -m toy_world.evaluate_prior`; the first 8 of each caption (a row each) are in "
         f"[{picture.name}]({picture.name}).",
         "",
-        "| caption | colour read | shape read | both |",
-        "|---|---|---|---|",
+        "| caption | colour read | shape read | both | brightness |",
+        "|---|---|---|---|---|",
         *rows,
-        f"| mean | {np.mean(totals['colour']):.0%} | {np.mean(totals['shape']):.0%} | {np.mean(totals['both']):.0%} |",
+        f"| mean | {np.mean(totals['colour']):.0%} | {np.mean(totals['shape']):.0%} | {np.mean(totals['both']):.0%} | |",
         "",
         "Chance is 25% for the colour and 50% for the shape. The classifier itself reads the world's own renders at "
         "32 px with 100% (colour) and about 90% (shape) accuracy (tests/toy_world/test_world.py).",

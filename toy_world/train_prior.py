@@ -305,6 +305,7 @@ def main() -> None:
     work.rmdir()
     card = {
         "command": "python -m toy_world.train_prior " + " ".join(sys.argv[1:]),
+        "output": str(args.output),
         "world": WORLD + (f"; {args.dark_share:.0%} of the images with the object's albedo darkened by a factor of {DARK_ALBEDO[0]}-{DARK_ALBEDO[1]}, its colour captioned '{DARK} <colour>'" if dark else ""),
         "captions": all_captions(dark),
         "resolution": args.resolution,
@@ -359,7 +360,7 @@ def model_card(card: Dict) -> str:
 
 A tiny model of a toy world, for checking that edits do what their prompt says (tests, the offline demo,
 benchmarks); not for real scenes. Load it as any Stable Diffusion 1.x folder:
-`--pipeline.guidance.model-id toy_world/prior`.
+`--pipeline.guidance.model-id {card.get("output", "toy_world/prior")}`.
 
 {card_world(card)}
 - Resolution: {card["resolution"]} px (latents {card["resolution"] // 2} x {card["resolution"] // 2} x 4); SD 1.5's DDPM schedule, epsilon prediction.

@@ -162,8 +162,10 @@ def test_a_scenes_sparse_points_lie_on_what_its_views_see_and_reach_splatfactos_
     assert np.all(np.linalg.norm(points, axis=-1) < SPARSE_POINT_RADIUS)
 
 
-@pytest.mark.parametrize("prior", [PRIOR, PRIOR.parent / "prior_v2"], ids=["prior", "prior_v2"])
+@pytest.mark.parametrize("prior", [PRIOR, PRIOR.parent / "prior_v2", PRIOR.parent / "prior_v3"], ids=["prior", "prior_v2", "prior_v3"])
 def test_the_committed_prior_matches_its_card_and_loads_as_a_users_model(prior):
+    from transformers import CLIPTokenizer
+
     from pds_nerfstudio.priors.guidance import GuidanceConfig
     from pds_nerfstudio.priors.loading import check_model_available
 
@@ -174,6 +176,9 @@ def test_the_committed_prior_matches_its_card_and_loads_as_a_users_model(prior):
     guidance = GuidanceConfig(model_id=str(prior)).setup(device="cpu")
     assert guidance.vae_scale_factor == 2 and guidance.prediction_type == "epsilon"
     assert guidance.text_embedding(card["captions"][0]).shape == (1, 16, 64)
+    tokenizer = CLIPTokenizer.from_pretrained(prior / "tokenizer")
+    ids = tokenizer(card["captions"][-1]).input_ids[1:-1]  # prior v3's last caption is a dark one
+    assert len(ids) == len(card["captions"][-1].split()) and tokenizer.unk_token_id not in ids
 
 
 def test_the_clip_training_script_writes_a_clip_folder_with_its_card(tmp_path):
