@@ -5,6 +5,9 @@ their colour and shape with :mod:`toy_world.classify`; write the accuracy per ca
 
 A prior trained with dark objects (``train_prior --dark-share``) is also sampled for its dark captions; the brightness
 column (the mean largest channel of the pixels the classifier reads as the object) tells whether it draws them darker.
+It reads saturated pixels only, so a dark object's shaded side drops out: dark objects read brighter than they are,
+and dark balls read as not round. The picture is named after the model's folder (toy_world_prior_samples.png for
+toy_world/prior).
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ import torch
 from toy_world import PRIOR
 from toy_world.classify import read
 from toy_world.report import replace_section
-from toy_world.world import COLOURS, DARK, SHAPES, caption
+from toy_world.world import COLOURS, DARK, SHAPES, caption, dark
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -50,14 +53,13 @@ def main() -> None:
     pipe.set_progress_bar_config(disable=True)
     rows: List[str] = []
     grid: List[np.ndarray] = []
-    totals: Dict[str, List[float]] = {"colour": [], "shape": [], "both": []}
-    known = set(pipe.tokenizer.get_vocab())
-    shades = ["", f"{DARK} "] if f"{DARK}</w>" in known else [""]
-    for shade in shades:
+    shades = [False, True] if f"{DARK}</w>" in pipe.tokenizer.get_vocab() else [False]
+    for darkened in shades:
+        totals: Dict[str, List[float]] = {"colour": [], "shape": [], "both": []}
         for shape in SHAPES:
             for index, colour in enumerate(COLOURS):
-                prompt = caption(shade + colour, shape)
-                seed = index + 10 * SHAPES.index(shape) + 100 * shades.index(shade)
+                prompt = caption(dark(colour) if darkened else colour, shape)
+                seed = index + 10 * SHAPES.index(shape) + 100 * darkened
                 images = sample(pipe, prompt, args.samples, args.guidance_scale, args.steps, seed)
                 readings = [read(image) for image in images]
                 colour_ok = np.mean([r.colour == colour for r in readings])
@@ -66,28 +68,30 @@ def main() -> None:
                 for name, value in (("colour", colour_ok), ("shape", shape_ok), ("both", both)):
                     totals[name].append(value)
                 lit = [image[r.mask].max(-1).mean() / 255 for image, r in zip(images, readings) if r.mask.any()]
-                brightness = np.mean(lit)
-                rows.append(f"| {prompt} | {colour_ok:.0%} | {shape_ok:.0%} | {both:.0%} | {brightness:.2f} |")
+                brightness = f"{np.mean(lit):.2f}" if lit else "no object read"
+                rows.append(f"| {prompt} | {colour_ok:.0%} | {shape_ok:.0%} | {both:.0%} | {brightness} |")
                 grid.append(np.concatenate(list(images[:8]), axis=1))
-    picture = args.doc.with_name("toy_world_prior_samples.png")
+        mean = [f"{np.mean(totals[name]):.0%}" for name in ("colour", "shape", "both")]
+        rows.append(f"| mean{' (dark captions)' if darkened else ''} | {' | '.join(mean)} | |")
+    picture = args.doc.with_name(f"toy_world_{args.model.name}_samples.png")
+    shown = args.model.resolve().relative_to(ROOT) if ROOT in args.model.resolve().parents else args.model
     Image.fromarray(np.concatenate(grid, axis=0)).resize((grid[0].shape[1] * 3, len(grid) * grid[0].shape[0] * 3), Image.NEAREST).save(picture)
     body = "\n".join([
-        "### Samples of the toy-world prior read by the world's classifier",
+        f"### Samples of the toy-world prior{'' if args.model.name == PRIOR.name else ' ' + args.model.name} read by the world's classifier",
         "",
         f"{args.samples} samples per caption, DDIM {args.steps} steps, guidance scale {args.guidance_scale}, "
-        f"`python -m toy_world.evaluate_prior`; the first 8 of each caption (a row each) are in "
+        f"`python -m toy_world.evaluate_prior --model {shown}`; the first 8 of each caption (a row each) are in "
         f"[{picture.name}]({picture.name}).",
         "",
         "| caption | colour read | shape read | both | brightness |",
         "|---|---|---|---|---|",
         *rows,
-        f"| mean | {np.mean(totals['colour']):.0%} | {np.mean(totals['shape']):.0%} | {np.mean(totals['both']):.0%} | |",
         "",
         "Chance is 25% for the colour and 50% for the shape. The classifier itself reads the world's own renders at "
         "32 px with 100% (colour) and about 90% (shape) accuracy (tests/toy_world/test_world.py).",
     ])  # fmt: skip
     print(body)
-    replace_section(args.doc, MARKER, body)
+    replace_section(args.doc, MARKER if args.model.name == PRIOR.name else MARKER.replace(" -->", f":{args.model.name} -->"), body)
 
 
 if __name__ == "__main__":

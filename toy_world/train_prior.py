@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import shlex
 import sys
 import time
 from pathlib import Path
@@ -40,8 +41,10 @@ WORLD = (
     "20-40 degrees) looking at it, 45 degree field of view"
 )
 """What the models' cards say of the world they were trained on."""
+DARK_WORLD = "; {share:.0%} of the images with the object's albedo darkened by a factor of {low}-{high}, its colour captioned '{word} <colour>'"
+"""What the card adds to :data:`WORLD` for a prior trained with ``--dark-share``."""
 MAX_TOKENS = 16
-"""Tokenizer and text encoder length: the longest caption is 12 tokens with CLIP's start and end tokens."""
+"""Tokenizer and text encoder length: the longest caption is 13 tokens with CLIP's start and end tokens (a dark one)."""
 
 
 def build_models(resolution: int, tokenizer_dir: Path, unet_channels=(32, 64), dark: bool = False):
@@ -262,11 +265,13 @@ def main() -> None:
         print(f"[{time.perf_counter() - start:7.1f} s] {text}", flush=True)
 
     generator = torch.Generator().manual_seed(args.seed)
-    rendered = list(training_images(args.images, args.resolution, args.seed, args.dark_share))
+    card = json.loads((args.output / CARD_NAME).read_text()) if args.refit_only else {}
+    dark_share = card.get("dark_share", 0.0) if args.refit_only else args.dark_share  # a refit sees what the prior saw
+    rendered = list(training_images(args.images, args.resolution, args.seed, dark_share))
     images = torch.from_numpy(np.stack([image for image, _, _ in rendered])).permute(0, 3, 1, 2).float() * 2 - 1
     log(f"rendered {len(images)} images at {args.resolution} px")
     if args.refit_only:
-        card = json.loads((args.output / CARD_NAME).read_text())
+        card.setdefault("output", str(args.output))
         pipe = StableDiffusionPipeline.from_pretrained(args.output, safety_checker=None, requires_safety_checker=False)
         card["final_vae_refit_loss"] = refit_vae(pipe.vae, images, args.vae_refit_steps, args.batch, generator, log)
         card.update(vae_refit_steps=args.vae_refit_steps, vae_refit_seconds=round(time.perf_counter() - start, 1))
@@ -304,9 +309,9 @@ def main() -> None:
         leftover.unlink()
     work.rmdir()
     card = {
-        "command": "python -m toy_world.train_prior " + " ".join(sys.argv[1:]),
+        "command": shlex.join(["python", "-m", "toy_world.train_prior", *sys.argv[1:]]),
         "output": str(args.output),
-        "world": WORLD + (f"; {args.dark_share:.0%} of the images with the object's albedo darkened by a factor of {DARK_ALBEDO[0]}-{DARK_ALBEDO[1]}, its colour captioned '{DARK} <colour>'" if dark else ""),
+        "world": WORLD + (DARK_WORLD.format(share=args.dark_share, low=DARK_ALBEDO[0], high=DARK_ALBEDO[1], word=DARK) if dark else ""),
         "captions": all_captions(dark),
         "resolution": args.resolution,
         "images": args.images,
@@ -364,7 +369,7 @@ benchmarks); not for real scenes. Load it as any Stable Diffusion 1.x folder:
 
 {card_world(card)}
 - Resolution: {card["resolution"]} px (latents {card["resolution"] // 2} x {card["resolution"] // 2} x 4); SD 1.5's DDPM schedule, epsilon prediction.
-- Training (`{card.get("command", "python -m toy_world.train_prior --output toy_world/prior")}`, seed {card["seed"]}): {card["images"]} rendered
+- Training (`{card.get("command", "python -m toy_world.train_prior --output " + card.get("output", "toy_world/prior"))}`, seed {card["seed"]}): {card["images"]} rendered
   images; VAE {card["vae_steps"]} steps (final L1 + KL loss {card["final_vae_loss"]:.4f}); UNet (block widths
   {card.get("unet_channels", [32, 64])}) and text encoder {card["unet_steps"]} steps of batch {card["batch"]}, captions
   dropped {card["caption_dropout"]:.0%} of the time (final denoising loss {card["final_unet_loss"]:.4f}); EMA of the UNet

@@ -40,13 +40,18 @@ world's own objects, as dark as the edits that end short of their target's brigh
 
 
 def caption(colour: str, shape: str) -> str:
-    """The caption of an object; ``colour`` may be a dark one ("dark red")."""
+    """The caption of an object; ``colour`` may be a dark one (:func:`dark`)."""
     return f"a photo of a {colour} {shape} on a grey floor"
 
 
-def all_captions(dark: bool = False) -> List[str]:
-    """The world's 8 captions, then (``dark``) the 8 of its dark objects."""
-    shades = [f"{DARK} {colour}" for colour in COLOURS] if dark else []
+def dark(colour: str) -> str:
+    """The name of ``colour`` darkened: "dark red"."""
+    return f"{DARK} {colour}"
+
+
+def all_captions(with_dark: bool = False) -> List[str]:
+    """The world's 8 captions, then (``with_dark``) the 8 of its dark objects."""
+    shades = [dark(colour) for colour in COLOURS] if with_dark else []
     return [caption(colour, shape) for colours in (list(COLOURS), shades) for shape in SHAPES for colour in colours]
 
 
@@ -172,8 +177,9 @@ def thing_masks(scene: Scene, c2w: np.ndarray, size: int, focal: float = 0.0) ->
 
 
 def random_view(rng: np.random.Generator, colour: str, shape: str, size: int, albedo: float = 1.0) -> np.ndarray:
-    """One training image of the world: the object placed, sized and turned a little at random, seen from a random
-    point of the ring (the cameras of the world's scenes), the elevation and distance jittered."""
+    """One training image of the world: the object placed, sized and turned a little at random, its albedo times
+    ``albedo``, seen from a random point of the ring (the cameras of the world's scenes), the elevation and distance
+    jittered."""
     placement = tuple(rng.uniform(-0.15, 0.15, 2)), float(rng.uniform(0.8, 1.2)), float(rng.uniform(0, np.pi / 2))
     thing = Thing(colour, shape, *placement, albedo=albedo)
     c2w = ring_camera(rng.uniform(0, 2 * np.pi), np.deg2rad(rng.uniform(20.0, 40.0)), rng.uniform(2.6, 3.4))
@@ -190,7 +196,7 @@ def training_images(count: int, size: int, seed: int, dark_share: float = 0.0) -
         colour, shape = pairs[index % len(pairs)]
         if dark_share > 0 and rng.random() < dark_share:
             albedo = float(rng.uniform(*DARK_ALBEDO))
-            yield random_view(rng, colour, shape, size, albedo), f"{DARK} {colour}", shape
+            yield random_view(rng, colour, shape, size, albedo), dark(colour), shape
         else:
             yield random_view(rng, colour, shape, size), colour, shape
 
