@@ -13,6 +13,7 @@ toy_world/prior).
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 from typing import Dict, List
 
@@ -22,7 +23,8 @@ import torch
 from toy_world import PRIOR
 from toy_world.classify import read
 from toy_world.report import replace_section
-from toy_world.world import COLOURS, DARK, SHAPES, caption, dark
+from toy_world.train_prior import CARD_NAME
+from toy_world.world import COLOURS, SHAPES, caption, dark
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -53,7 +55,9 @@ def main() -> None:
     pipe.set_progress_bar_config(disable=True)
     rows: List[str] = []
     grid: List[np.ndarray] = []
-    shades = [False, True] if f"{DARK}</w>" in pipe.tokenizer.get_vocab() else [False]
+    card = json.loads((args.model / CARD_NAME).read_text())
+    shades = [False, True] if card.get("dark_share", 0.0) > 0 else [False]  # a prior trained with dark objects
+    committed = args.model.name == PRIOR.name
     for darkened in shades:
         totals: Dict[str, List[float]] = {"colour": [], "shape": [], "both": []}
         for shape in SHAPES:
@@ -77,7 +81,7 @@ def main() -> None:
     shown = args.model.resolve().relative_to(ROOT) if ROOT in args.model.resolve().parents else args.model
     Image.fromarray(np.concatenate(grid, axis=0)).resize((grid[0].shape[1] * 3, len(grid) * grid[0].shape[0] * 3), Image.NEAREST).save(picture)
     body = "\n".join([
-        f"### Samples of the toy-world prior{'' if args.model.name == PRIOR.name else ' ' + args.model.name} read by the world's classifier",
+        f"### Samples of the toy-world prior{'' if committed else ' ' + args.model.name} read by the world's classifier",
         "",
         f"{args.samples} samples per caption, DDIM {args.steps} steps, guidance scale {args.guidance_scale}, "
         f"`python -m toy_world.evaluate_prior --model {shown}`; the first 8 of each caption (a row each) are in "
@@ -91,7 +95,7 @@ def main() -> None:
         "32 px with 100% (colour) and about 90% (shape) accuracy (tests/toy_world/test_world.py).",
     ])  # fmt: skip
     print(body)
-    replace_section(args.doc, MARKER if args.model.name == PRIOR.name else MARKER.replace(" -->", f":{args.model.name} -->"), body)
+    replace_section(args.doc, MARKER if committed else MARKER.replace(" -->", f":{args.model.name} -->"), body)
 
 
 if __name__ == "__main__":

@@ -47,9 +47,9 @@ MAX_TOKENS = 16
 """Tokenizer and text encoder length: the longest caption is 13 tokens with CLIP's start and end tokens (a dark one)."""
 
 
-def build_models(resolution: int, tokenizer_dir: Path, unet_channels=(32, 64), dark: bool = False):
-    """The untrained tokenizer (the world's words, and :data:`DARK` when ``dark``), text encoder, VAE and UNet
-    (``unet_channels`` per block), seeded."""
+def build_models(resolution: int, tokenizer_dir: Path, unet_channels=(32, 64), dark: bool = False, latent_channels: int = 4):
+    """The untrained tokenizer (the world's words, and :data:`DARK` when ``dark``), text encoder, VAE (``latent_channels``
+    at half the resolution) and UNet (``unet_channels`` per block), seeded."""
     from diffusers import AutoencoderKL, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
@@ -65,13 +65,13 @@ def build_models(resolution: int, tokenizer_dir: Path, unet_channels=(32, 64), d
     )  # fmt: skip
     torch.manual_seed(0)
     vae = AutoencoderKL(
-        block_out_channels=[16, 32], in_channels=3, out_channels=3, latent_channels=4, layers_per_block=1,
+        block_out_channels=[16, 32], in_channels=3, out_channels=3, latent_channels=latent_channels, layers_per_block=1,
         down_block_types=["DownEncoderBlock2D"] * 2, up_block_types=["UpDecoderBlock2D"] * 2, norm_num_groups=8,
         sample_size=resolution,
     )  # fmt: skip
     torch.manual_seed(0)
     unet = UNet2DConditionModel(
-        sample_size=resolution // 2, in_channels=4, out_channels=4, layers_per_block=1, block_out_channels=tuple(unet_channels),
+        sample_size=resolution // 2, in_channels=latent_channels, out_channels=latent_channels, layers_per_block=1, block_out_channels=tuple(unet_channels),
         down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"), up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
         cross_attention_dim=64, attention_head_dim=8, norm_num_groups=16,
     )  # fmt: skip
@@ -250,6 +250,10 @@ def main() -> None:
         "--dark-share", type=float, default=0.0,
         help="share of the images whose object is darkened (albedo factor in DARK_ALBEDO) and captioned 'dark <colour>'",
     )  # fmt: skip
+    parser.add_argument(
+        "--latent-channels", type=int, default=4,
+        help="the VAE's latent channels at half the resolution (Stable Diffusion's 4; 12 gives as many latents as pixels)",
+    )  # fmt: skip
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
         "--refit-only", action="store_true",
@@ -281,11 +285,11 @@ def main() -> None:
         log(f"refit the VAE of {args.output}")
         return
 
-    dark = args.dark_share > 0
+    dark = dark_share > 0
     pairs = sorted({(colour, shape) for _, colour, shape in rendered}, key=lambda p: all_captions(dark).index(caption(*p)))
     labels = torch.tensor([pairs.index((colour, shape)) for _, colour, shape in rendered])
     work = args.output.parent / (args.output.name + ".tokenizer")
-    tokenizer, text_encoder, vae, unet = build_models(args.resolution, work, args.unet_channels, dark)
+    tokenizer, text_encoder, vae, unet = build_models(args.resolution, work, args.unet_channels, dark, args.latent_channels)
     sizes = {name: sum(p.numel() for p in module.parameters()) for name, module in (("unet", unet), ("vae", vae), ("text_encoder", text_encoder))}
     log(f"parameters: {sizes}")
     vae_loss = train_vae(vae, images, args.vae_steps, args.batch, generator, log, args.vae_off_world)
@@ -311,7 +315,7 @@ def main() -> None:
     card = {
         "command": shlex.join(["python", "-m", "toy_world.train_prior", *sys.argv[1:]]),
         "output": str(args.output),
-        "world": WORLD + (DARK_WORLD.format(share=args.dark_share, low=DARK_ALBEDO[0], high=DARK_ALBEDO[1], word=DARK) if dark else ""),
+        "world": WORLD + (DARK_WORLD.format(share=dark_share, low=DARK_ALBEDO[0], high=DARK_ALBEDO[1], word=DARK) if dark else ""),
         "captions": all_captions(dark),
         "resolution": args.resolution,
         "images": args.images,
@@ -323,7 +327,8 @@ def main() -> None:
         "caption_dropout": args.caption_dropout,
         "unet_channels": list(args.unet_channels),
         "vae_off_world": args.vae_off_world,
-        "dark_share": args.dark_share,
+        "dark_share": dark_share,
+        "latent_channels": args.latent_channels,
         "seed": args.seed,
         "final_vae_loss": vae_loss,
         "final_unet_loss": unet_loss,
@@ -368,7 +373,7 @@ benchmarks); not for real scenes. Load it as any Stable Diffusion 1.x folder:
 `--pipeline.guidance.model-id {card.get("output", "toy_world/prior")}`.
 
 {card_world(card)}
-- Resolution: {card["resolution"]} px (latents {card["resolution"] // 2} x {card["resolution"] // 2} x 4); SD 1.5's DDPM schedule, epsilon prediction.
+- Resolution: {card["resolution"]} px (latents {card["resolution"] // 2} x {card["resolution"] // 2} x {card.get("latent_channels", 4)}); SD 1.5's DDPM schedule, epsilon prediction.
 - Training (`{card.get("command", "python -m toy_world.train_prior --output " + card.get("output", "toy_world/prior"))}`, seed {card["seed"]}): {card["images"]} rendered
   images; VAE {card["vae_steps"]} steps (final L1 + KL loss {card["final_vae_loss"]:.4f}); UNet (block widths
   {card.get("unet_channels", [32, 64])}) and text encoder {card["unet_steps"]} steps of batch {card["batch"]}, captions

@@ -54,22 +54,32 @@ def test_the_prior_training_script_writes_a_pipeline_folder_with_its_card(tmp_pa
 
 
 def test_the_prior_training_script_takes_a_wider_unet_a_vae_that_sees_every_hue_and_dark_objects(tmp_path):
-    """The recipe flags of priors v2 and v3 (issue 38): the UNet's widths, a share of each VAE batch recoloured off the
-    world from its first step, no refit, a share of dark objects with their own captions; the card records them."""
+    """The recipe flags of priors v2, v3 and v4 (issue 38): the UNet's widths, a share of each VAE batch recoloured off
+    the world from its first step, no refit, a share of dark objects with their own captions, the latents' channels;
+    the card records them, and the guidance encodes into those channels."""
+    import torch
     from diffusers import UNet2DConditionModel
+
+    from pds_nerfstudio.priors.guidance import GuidanceConfig
     from transformers import CLIPTokenizer
 
     output = tmp_path / "prior"
     command = [sys.executable, "-m", "toy_world.train_prior", "--output", str(output), "--images", "16", "--vae-steps", "2",
                "--unet-steps", "2", "--vae-refit-steps", "0", "--batch", "4", "--unet-channels", "48", "96",
-               "--vae-off-world", "0.5", "--dark-share", "0.5"]  # fmt: skip
+               "--vae-off-world", "0.5", "--dark-share", "0.5", "--latent-channels", "12"]  # fmt: skip
     result = subprocess.run(command, capture_output=True, text=True, timeout=COMMAND_TIMEOUT)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
     card = json.loads((output / CARD_NAME).read_text())
     assert card["unet_channels"] == [48, 96] and card["vae_off_world"] == 0.5 and card["final_vae_refit_loss"] is None
-    assert UNet2DConditionModel.from_pretrained(output / "unet").config.block_out_channels == [48, 96]
+    unet = UNet2DConditionModel.from_pretrained(output / "unet").config
+    assert unet.block_out_channels == [48, 96] and unet.in_channels == unet.out_channels == 12 and card["latent_channels"] == 12
     readme = (output / "README.md").read_text()
     assert "recoloured off the world from the start, no refit" in readme and "--dark-share 0.5" in readme
+    assert "16 x 16 x 12" in readme
+    guidance = GuidanceConfig(model_id=str(output)).setup(device="cpu")
+    latents = guidance.encode_images(torch.rand(2, 3, 32, 32))
+    assert latents.shape == (2, 12, 16, 16)
+    assert guidance(latents, latents, caption("blue", "ball"), caption("red", "ball")).grad.shape == latents.shape
     assert card["dark_share"] == 0.5 and card["captions"][8:] == [caption(dark(c), s) for s in SHAPES for c in COLOURS]
     tokenizer = CLIPTokenizer.from_pretrained(output / "tokenizer")
     assert len(tokenizer(caption("dark red", "ball")).input_ids) == len(tokenizer(caption("red", "ball")).input_ids) + 1
