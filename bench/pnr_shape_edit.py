@@ -21,6 +21,7 @@ to read the eta Alg. 2 gives it (printed).
     python bench/pnr_shape_edit.py                  # the released counts: 2550 steps, about an hour on 2 cores
     python bench/pnr_shape_edit.py --prior multiview --representation splatfacto --region
     python bench/pnr_shape_edit.py --prior multiview --representation nerfacto --region --capture dome --edit-steps 500 --revise-steps 0 --every 125
+    python bench/pnr_shape_edit.py --prior multiview --representation nerfacto --region --capture dome --ipg-resolution 0
     python bench/pnr_shape_edit.py --edit-steps 20 --revise-steps 10 --every 20 --no-write   # a check, 2 min
 """
 
@@ -106,6 +107,8 @@ def main() -> None:
                         help="ball with --target-colour: a colour edit, to read the eta Alg. 2 gives it")
     parser.add_argument("--guidance-scale", type=float,
                         help="default with the multi-view prior the toy world's (TOY_MULTIVIEW_GUIDANCE_SCALE, 5; the release's: 50), with the single-view prior the protocol's")
+    parser.add_argument("--ipg-resolution", type=int,
+                        help="--pipeline.ipg.resolution of the revise steps: default the release's 256 (11.7 s a revise step on 2 cores); 0: as rendered, the prior's 32 px")
     parser.add_argument("--no-write", action="store_true", help="print only; leave docs/ as it is")
     args = parser.parse_args()
     if args.capture == "dome" and args.representation != "nerfacto":
@@ -162,6 +165,8 @@ def main() -> None:
         scale = _default_guidance_scale(args) if args.guidance_scale is None else args.guidance_scale
         if scale is not None:
             flags += ["--pipeline.guidance.guidance-scale", str(scale)]
+        if args.ipg_resolution is not None:
+            flags += ["--pipeline.ipg.resolution", str(args.ipg_resolution)]
         run, _ = run_tiny_edit("pnr", source, work / "edit", torch_home, plan.total_steps, flags, timeout=6 * 3600)
         etas = logged(run, "eta")
         print(f"eta the run used: {etas[max(etas)]:.2f}" if etas else "eta: not logged", flush=True)
@@ -182,7 +187,8 @@ def main() -> None:
                 rows.append(views)
     if not args.no_write:
         stem = "pnr_shape_edit" if args.prior == "single" else f"pnr_multiview_shape_edit_{args.representation}{'_region' if args.region else ''}{'_dome' if args.capture == 'dome' else ''}"
-        name = f"{stem}{_object_suffix(args)}{_scale_suffix(args)}.png"
+        ipg = "" if args.ipg_resolution is None else f"_ipg{args.ipg_resolution}"
+        name = f"{stem}{_object_suffix(args)}{_scale_suffix(args)}{ipg}.png"
         save_views(rows, ROOT / "docs" / name)
 
 
