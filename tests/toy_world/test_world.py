@@ -59,9 +59,9 @@ def test_the_prior_training_script_takes_a_wider_unet_a_vae_that_sees_every_hue_
     the card records them, and the guidance encodes into those channels."""
     import torch
     from diffusers import UNet2DConditionModel
+    from transformers import CLIPTokenizer
 
     from pds_nerfstudio.priors.guidance import GuidanceConfig
-    from transformers import CLIPTokenizer
 
     output = tmp_path / "prior"
     command = [sys.executable, "-m", "toy_world.train_prior", "--output", str(output), "--images", "16", "--vae-steps", "2",
