@@ -8,9 +8,9 @@ pixels:
 
 - *through the VAE*: the world's goal image encoded (posterior mean) and decoded: what the latents can hold;
 - *row space*: the smallest pixel change whose latent change, to first order, is the whole edit's: the edit (goal -
-  source image) projected on the row space of the encoder's Jacobian at the source (least squares). An objective on
-  the latents reaches the pixels only through that Jacobian's transpose, so this is the edit a latent objective can
-  describe; the rest of the edit lies in the encoder's null space (16 x 16 x 4 latents for 32 x 32 x 3 pixels: two
+  source image) projected on the row space of the encoder's Jacobian (its posterior mean's) at the source (least
+  squares). An objective on the latents reaches the pixels through that Jacobian's transpose (and, when it samples
+  the posterior, its spread's, left out here), so this is the edit a latent objective can describe; the rest of the edit lies in the encoder's null space (16 x 16 x 4 latents for 32 x 32 x 3 pixels: two
   thirds of the dimensions);
 - *latent fit*: the pixels themselves descended from the source image to the goal's own latent (the posterior's
   sample, 0.5 ||enc(x) - enc(goal)||^2, plain gradient descent at 1 / the Jacobian's largest squared singular value):
@@ -41,7 +41,8 @@ sys.path.insert(0, str(ROOT))
 
 
 SHOWN_EVERY = 6
-"""The picture shows every sixth colour edit (ball red to green, ball yellow to red, cube red to green, ...)."""
+"""The picture shows every sixth colour edit read (ball red to green, ball blue to red, cube red to green, cube blue to
+red)."""
 
 
 def parts(images: np.ndarray, worlds: np.ndarray, azimuths) -> np.ndarray:
@@ -129,8 +130,10 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=200, help="the latent fit's and the guided edits' steps")
     parser.add_argument("--lr", type=float, default=0.01, help="Adam's rate on the pixels of the guided edits")
     parser.add_argument("--stride", type=int, default=1, help="read every stride-th colour edit only (a 12-channel VAE's Jacobian is 3 times the work)")
-    parser.add_argument("--picture", type=Path, help="a picture: for 4 edits, the goal then each reading, a row each")
+    parser.add_argument("--picture", type=Path, help="a picture: for every sixth edit read, the goal then each reading, a row each")
     args = parser.parse_args()
+    if args.vae is not None and args.methods:
+        parser.error("--methods guide with the prior's own VAE: leave out --vae")
     import torch
     from goal_darkening import AZIMUTHS, goal_images
 

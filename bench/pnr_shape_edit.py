@@ -21,7 +21,7 @@ to read the eta Alg. 2 gives it (printed).
     python bench/pnr_shape_edit.py                  # the released counts: 2550 steps, about an hour on 2 cores
     python bench/pnr_shape_edit.py --prior multiview --representation splatfacto --region
     python bench/pnr_shape_edit.py --prior multiview --representation nerfacto --region --capture dome --edit-steps 500 --revise-steps 0 --every 125
-    python bench/pnr_shape_edit.py --prior multiview --representation nerfacto --region --capture dome --ipg-resolution 0
+    python bench/pnr_shape_edit.py --prior multiview --representation nerfacto --region --capture dome --ipg-resolution 0 --edit-steps 300 --revise-steps 500 --every 100
     python bench/pnr_shape_edit.py --edit-steps 20 --revise-steps 10 --every 20 --no-write   # a check, 2 min
 """
 

@@ -55,6 +55,8 @@ def main() -> None:
     pipe.set_progress_bar_config(disable=True)
     rows: List[str] = []
     grid: List[np.ndarray] = []
+    if not (args.model / CARD_NAME).is_file():
+        raise SystemExit(f"{args.model}: no {CARD_NAME}; evaluate_prior reads the priors toy_world.train_prior writes")
     card = json.loads((args.model / CARD_NAME).read_text())
     shades = [False, True] if card.get("dark_share", 0.0) > 0 else [False]  # a prior trained with dark objects
     committed = args.model.name == PRIOR.name
