@@ -46,22 +46,12 @@ red)."""
 
 
 def parts(images: np.ndarray, worlds: np.ndarray, azimuths) -> np.ndarray:
-    """[4]: shares of the world objects' pixels (summed over the views) that the images [N, H, W, 3] read saturated
-    inside, dull inside (present by the outline but not saturated), absent inside, and saturated outside within the
-    silhouette's window; as bench/silhouette_parts.py reads them. ``azimuths``: each view's ring camera."""
-    from toy_world.classify import object_mask
-    from toy_world.outcome import edited_object, outline_object
-    from toy_world.world import render, ring_camera
+    """[4]: :func:`toy_world.outcome.silhouette_parts` of the images [N, H, W, 3] seen from the ring cameras at
+    ``azimuths``, as bench/silhouette_parts.py reads the scenes' renders."""
+    from toy_world.outcome import backgrounds, silhouette_parts
+    from toy_world.world import ring_camera
 
-    counts, area = np.zeros(4), 0
-    for image, world, azimuth in zip(images, worlds, azimuths, strict=True):
-        empty = render([], ring_camera(azimuth), image.shape[0])
-        inside = object_mask(world)
-        saturated = edited_object(image, world)
-        outline = outline_object(image, world, empty)
-        area += inside.sum()
-        counts += [(saturated & inside).sum(), (outline & ~saturated & inside).sum(), (inside & ~outline & ~saturated).sum(), (saturated & ~inside).sum()]
-    return counts / area
+    return silhouette_parts(images, worlds, backgrounds([ring_camera(azimuth) for azimuth in azimuths], images.shape[1]))
 
 
 def encoder_jacobian(vae, image):

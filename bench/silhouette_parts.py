@@ -29,8 +29,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, required=True, help="an outcome matrix's --out (its runs.jsonl)")
     parser.add_argument("--settings", nargs="+", required=True, help="MODEL_ID:SCALE of the edits to read")
     args = parser.parse_args()
-    from toy_world.classify import object_mask
-    from toy_world.outcome import backgrounds, edited_object, outline_object, training_poses, training_views
+    from toy_world.outcome import backgrounds, silhouette_parts, training_poses, training_views
     from toy_world.world import Thing, render
 
     wanted = {tuple(setting.rsplit(":", 1)): setting for setting in args.settings}
@@ -48,16 +47,9 @@ def main() -> None:
         renders, _ = training_views(config)
         poses = training_poses(config)
         size = renders[0].shape[0]
-        parts = np.zeros(4)  # saturated inside, dull inside, absent inside, saturated outside
-        area = 0
-        for image, pose, empty in zip(renders, poses, backgrounds(poses, size), strict=True):
-            world = render(Thing(run["target"], run["shape"]), pose, size)
-            inside = object_mask(world)
-            saturated = edited_object(image, world)
-            outline = outline_object(image, world, empty)
-            area += inside.sum()
-            parts += [(saturated & inside).sum(), (outline & ~saturated & inside).sum(), (inside & ~outline & ~saturated).sum(), (saturated & ~inside).sum()]
-        readings[key] = (*(parts / area), parts[0] / (area + parts[3]))
+        worlds = [render(Thing(run["target"], run["shape"]), pose, size) for pose in poses]
+        shares = silhouette_parts(renders, worlds, backgrounds(poses, size))  # saturated, dull, absent inside; saturated outside
+        readings[key] = (*shares, shares[0] / (1 + shares[3]))
         print(f"{setting} {run['shape']} {run['source']} -> {run['target']}: " + " / ".join(f"{v:.2f}" for v in readings[key]), flush=True)
     print("\n| setting | edits | inside: saturated / dull / absent | saturated outside | IoU |\n|---|---|---|---|---|")
     for setting in args.settings:

@@ -267,6 +267,22 @@ def outline_iou(renders: Sequence[np.ndarray], object_images: Sequence[np.ndarra
     return summed_iou(ours, (object_mask(captured) for captured in object_images))
 
 
+def silhouette_parts(renders: Sequence[np.ndarray], worlds: Sequence[np.ndarray], backgrounds: Sequence[np.ndarray]) -> np.ndarray:
+    """[4]: where the renders' object departs from the world's, as shares of the world objects' pixels summed over the
+    views: inside the object, the pixels read saturated (:func:`edited_object`), present but dull (read by
+    :func:`outline_object` against the empty world's ``backgrounds``, not saturated) and absent (neither: the object
+    shrank there); outside it, within the silhouette's window, the pixels read saturated (the object grown or bled
+    onto the floor). ``worlds``: the world's images of the object the renders should show."""
+    counts, area = np.zeros(4), 0
+    for render, world, background in zip(renders, worlds, backgrounds, strict=True):
+        inside = object_mask(world)
+        saturated = edited_object(render, world)
+        outline = outline_object(render, world, background)
+        area += inside.sum()
+        counts += [(saturated & inside).sum(), (outline & ~saturated & inside).sum(), (inside & ~outline & ~saturated).sum(), (saturated & ~inside).sum()]
+    return counts / area
+
+
 def shape_read(
     renders: Sequence[np.ndarray], object_images: Sequence[np.ndarray], shape: str, references: Optional[Sequence[np.ndarray]] = None
 ) -> float:

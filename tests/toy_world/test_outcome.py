@@ -137,6 +137,22 @@ def test_the_outline_keeps_a_dark_or_dull_ball_that_the_saturated_silhouette_los
     assert np.isnan(measure(red_ball, red_ball, red_ball, "red").outline)  # not read without the empty views
 
 
+def test_the_silhouette_parts_split_a_shrunken_a_grown_and_a_dull_ball_where_a_person_sees_them(red_ball):
+    """``silhouette_parts`` (the spill benches' reading): the world's own ball is all saturated inside; a smaller ball
+    leaves part of the object absent, a larger one spills past the outline, a navy one is present but dull."""
+    from toy_world.outcome import backgrounds, silhouette_parts
+
+    empty = backgrounds(VIEWS, 32)
+    assert silhouette_parts(red_ball, red_ball, empty) == pytest.approx([1.0, 0.0, 0.0, 0.0])
+    shrunk = silhouette_parts(views(Thing("red", "ball", scale=0.7)), red_ball, empty)
+    assert shrunk[2] > 0.3 and shrunk[3] == 0.0
+    grown = silhouette_parts(views(Thing("red", "ball", scale=1.3)), red_ball, empty)
+    assert grown[0] == pytest.approx(1.0) and grown[3] > 0.3
+    navy = [np.where(object_mask(r)[..., None], np.array((0.05, 0.05, 0.2)) * r.max(-1, keepdims=True) / 0.85, r) for r in red_ball]
+    dull = silhouette_parts(navy, red_ball, empty)
+    assert dull[1] > 0.5 and dull[3] == 0.0
+
+
 def test_the_brightness_reads_the_world_s_own_object_as_one_a_darker_one_darker_and_the_source_s_colour_by_its_albedo(red_ball):
     blue_ball = views(Thing("blue", "ball"))
     assert object_brightness(blue_ball, VIEWS, "blue", "ball") == pytest.approx(1.0)
