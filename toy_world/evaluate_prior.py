@@ -13,7 +13,6 @@ toy_world/prior).
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 from typing import Dict, List
 
@@ -23,7 +22,7 @@ import torch
 from toy_world import PRIOR
 from toy_world.classify import read
 from toy_world.report import replace_section
-from toy_world.train_prior import CARD_NAME
+from toy_world.train_prior import CARD_NAME, read_card
 from toy_world.world import COLOURS, SHAPES, caption, dark
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -57,7 +56,7 @@ def main() -> None:
     grid: List[np.ndarray] = []
     if not (args.model / CARD_NAME).is_file():
         raise SystemExit(f"{args.model}: no {CARD_NAME}; evaluate_prior reads the priors toy_world.train_prior writes")
-    card = json.loads((args.model / CARD_NAME).read_text())
+    card = read_card(args.model)
     shades = [False, True] if card.get("dark_share", 0.0) > 0 else [False]  # a prior trained with dark objects
     committed = args.model.name == PRIOR.name
     for darkened in shades:

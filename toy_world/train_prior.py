@@ -269,7 +269,7 @@ def main() -> None:
         print(f"[{time.perf_counter() - start:7.1f} s] {text}", flush=True)
 
     generator = torch.Generator().manual_seed(args.seed)
-    card = json.loads((args.output / CARD_NAME).read_text()) if args.refit_only else {}
+    card = read_card(args.output) if args.refit_only else {}
     dark_share = card.get("dark_share", 0.0) if args.refit_only else args.dark_share  # a refit sees what the prior saw
     rendered = list(training_images(args.images, args.resolution, args.seed, dark_share))
     images = torch.from_numpy(np.stack([image for image, _, _ in rendered])).permute(0, 3, 1, 2).float() * 2 - 1
@@ -339,6 +339,11 @@ def main() -> None:
     }
     save_card(args.output, card, model_card)
     log(f"saved {args.output}")
+
+
+def read_card(folder: Path) -> Dict:
+    """The card.json a training script saved in ``folder`` (:func:`save_card`)."""
+    return json.loads((folder / CARD_NAME).read_text())
 
 
 def save_card(folder: Path, card: Dict, readme: Callable[[Dict], str]) -> None:

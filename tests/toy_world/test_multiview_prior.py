@@ -4,7 +4,6 @@ and the committed prior's targets under the released objective at the guidance s
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 
@@ -13,7 +12,7 @@ import torch
 
 from toy_world import PRIOR
 from toy_world.runs import COMMAND_TIMEOUT
-from toy_world.train_prior import CARD_NAME, weight_files
+from toy_world.train_prior import read_card, weight_files
 
 
 def test_the_script_writes_a_multiview_prior_folder_with_its_card(tmp_path):
@@ -26,7 +25,7 @@ def test_the_script_writes_a_multiview_prior_folder_with_its_card(tmp_path):
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
     info = read_multiview_info(output)
     assert info == MultiViewInfo(4, "mvdream")
-    card = json.loads((output / CARD_NAME).read_text())
+    card = read_card(output)
     assert card["sha256"] == weight_files(output) and card["steps"] == 2 and len(card["captions"]) == 8
     unet = load_multiview_unet(output, info)  # the projection class embedding is there, the processors installed
     assert type(unet.attn_processors["mid_block.attentions.0.transformer_blocks.0.attn1.processor"]).__name__ == "MultiViewAttnProcessor"
@@ -57,7 +56,7 @@ def test_the_committed_multiview_prior_is_the_one_its_card_describes():
     from pds_nerfstudio.priors.multiview import MultiViewInfo, load_multiview_unet, read_multiview_info
 
     folder = PRIOR.parent / "multiview_prior"
-    card = json.loads((folder / CARD_NAME).read_text())
+    card = read_card(folder)
     assert card["sha256"] == weight_files(folder) and card["base"] == "toy_world/prior"
     info = read_multiview_info(folder)
     assert info == MultiViewInfo(4, "mvdream")

@@ -14,7 +14,7 @@ import pytest
 from toy_world import CLIP, PRIOR
 from toy_world.classify import read
 from toy_world.runs import COMMAND_TIMEOUT
-from toy_world.train_prior import CARD_NAME, weight_files
+from toy_world.train_prior import read_card, weight_files
 from toy_world.world import COLOURS, SHAPES, Thing, caption, dark, render, ring_camera, training_images
 
 
@@ -45,7 +45,7 @@ def test_the_prior_training_script_writes_a_pipeline_folder_with_its_card(tmp_pa
                "--vae-steps", "2", "--unet-steps", "2", "--vae-refit-steps", "2", "--batch", "4"]  # fmt: skip
     result = subprocess.run(command, capture_output=True, text=True, timeout=COMMAND_TIMEOUT)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
-    card = json.loads((output / CARD_NAME).read_text())
+    card = read_card(output)
     assert card["sha256"] == weight_files(output) and len(card["sha256"]) == 3  # unet, vae, text encoder
     assert card["unet_steps"] == 2 and card["vae_refit_steps"] == 2 and len(card["captions"]) == 8 and (output / "README.md").is_file()
     check_model_available(str(output))  # what --pipeline.guidance.model-id checks
@@ -69,7 +69,7 @@ def test_the_prior_training_script_takes_a_wider_unet_a_vae_that_sees_every_hue_
                "--vae-off-world", "0.5", "--dark-share", "0.5", "--latent-channels", "12"]  # fmt: skip
     result = subprocess.run(command, capture_output=True, text=True, timeout=COMMAND_TIMEOUT)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
-    card = json.loads((output / CARD_NAME).read_text())
+    card = read_card(output)
     assert card["unet_channels"] == [48, 96] and card["vae_off_world"] == 0.5 and card["final_vae_refit_loss"] is None
     unet = UNet2DConditionModel.from_pretrained(output / "unet").config
     assert unet.block_out_channels == [48, 96] and unet.in_channels == unet.out_channels == 12 and card["latent_channels"] == 12
@@ -183,7 +183,7 @@ def test_the_committed_prior_matches_its_card_and_loads_as_a_users_model(prior):
     from pds_nerfstudio.priors.guidance import GuidanceConfig
     from pds_nerfstudio.priors.loading import check_model_available
 
-    card = json.loads((prior / CARD_NAME).read_text())
+    card = read_card(prior)
     assert card["sha256"] == weight_files(prior), "the weight files are not the ones the card records"
     assert sum(p.stat().st_size for p in prior.rglob("*") if p.is_file()) < 20 * 2**20
     check_model_available(str(prior))
@@ -202,7 +202,7 @@ def test_the_clip_training_script_writes_a_clip_folder_with_its_card(tmp_path):
     command = [sys.executable, "-m", "toy_world.train_clip", "--output", str(output), "--images", "16", "--steps", "2", "--batch", "8"]
     result = subprocess.run(command, capture_output=True, text=True, timeout=COMMAND_TIMEOUT)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
-    card = json.loads((output / CARD_NAME).read_text())
+    card = read_card(output)
     assert card["sha256"] == weight_files(output) and card["steps"] == 2 and len(card["captions"]) == 8
     assert (output / "README.md").is_file()
     check_clip_model_available(str(output))  # what pds-eval --clip-models checks
@@ -221,7 +221,7 @@ def test_the_committed_clip_matches_its_card_and_measures_the_worlds_edits():
     from pds_nerfstudio.metrics.clip import ClipEmbedder
     from pds_nerfstudio.metrics.scores import clip_metrics
 
-    card = json.loads((CLIP / CARD_NAME).read_text())
+    card = read_card(CLIP)
     assert card["sha256"] == weight_files(CLIP), "the weight files are not the ones the card records"
     assert sum(p.stat().st_size for p in CLIP.rglob("*") if p.is_file()) < 20 * 2**20
     embedder = ClipEmbedder(str(CLIP), torch.device("cpu"))
