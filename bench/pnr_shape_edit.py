@@ -85,6 +85,31 @@ def _scale_suffix(args: argparse.Namespace) -> str:
     return "" if args.guidance_scale in (None, _default_guidance_scale(args)) else f"_scale{args.guidance_scale:g}"
 
 
+PULLS_EVERY = 50
+"""Revise steps between two readings of each term's pull on the rendered pixels."""
+
+
+def print_revise_pulls(run: Path, plan) -> None:
+    """The pull of the guidance and of each identity term on the rendered orbit views (the norm of its gradient on
+    their pixels), at the revise steps that logged it: which one the revise phase follows."""
+    from toy_world.runs import logged
+
+    def logged_or_none(name: str):  # a term at weight 0 logs no pull
+        try:
+            return logged(run, name)
+        except KeyError:
+            return {}
+
+    pulls = {term: logged_or_none(f"revise_pull_{term}") for term in ("guidance", "ipg_l1", "ipg_lpips")}
+    weights = logged_or_none("ipg_l1_mult")
+    print("| revise step | L1 weight | pull: guidance | L1 | LPIPS | (L1 + LPIPS) / guidance |")
+    print("|---|---|---|---|---|---|")
+    for step in sorted(pulls["guidance"]):
+        guidance, l1, lpips = (pulls[term].get(step, 0.0) for term in ("guidance", "ipg_l1", "ipg_lpips"))
+        ratio = f"{(l1 + lpips) / guidance:.2f}" if guidance > 0 else "-"
+        print(f"| {plan.step_in_phase(step)} | {weights.get(step, 0.0):g} | {guidance:.4g} | {l1:.4g} | {lpips:.4g} | {ratio} |")
+
+
 def main() -> None:
     from toy_world.world import COLOURS
 
@@ -109,6 +134,8 @@ def main() -> None:
                         help="default with the multi-view prior the toy world's (TOY_MULTIVIEW_GUIDANCE_SCALE, 5; the release's: 50), with the single-view prior the protocol's")
     parser.add_argument("--ipg-resolution", type=int,
                         help="--pipeline.ipg.resolution of the revise steps: default the release's 256 (11.7 s a revise step on 2 cores); 0: as rendered, the prior's 32 px")
+    parser.add_argument("--ipg-weight-scale", type=float, default=1.0,
+                        help="the identity terms' weights, the release's (L1 30000, LPIPS 300) times this")
     parser.add_argument("--no-write", action="store_true", help="print only; leave docs/ as it is")
     args = parser.parse_args()
     if args.capture == "dome" and args.representation != "nerfacto":
@@ -167,9 +194,16 @@ def main() -> None:
             flags += ["--pipeline.guidance.guidance-scale", str(scale)]
         if args.ipg_resolution is not None:
             flags += ["--pipeline.ipg.resolution", str(args.ipg_resolution)]
+        if args.ipg_weight_scale != 1.0:
+            released_ipg = released.ipg
+            flags += ["--pipeline.ipg.l1-loss-mult", str(released_ipg.l1_loss_mult * args.ipg_weight_scale),
+                      "--pipeline.ipg.lpips-loss-mult", str(released_ipg.lpips_loss_mult * args.ipg_weight_scale)]  # fmt: skip
+        if args.revise_steps > 0:  # each revise term's pull on the rendered pixels, logged (pnr_nerfstudio.pipeline.revise_pulls)
+            flags += ["--pipeline.steps-per-log-image", str(PULLS_EVERY)]
         run, _ = run_tiny_edit("pnr", source, work / "edit", torch_home, plan.total_steps, flags, timeout=6 * 3600)
         etas = logged(run, "eta")
         print(f"eta the run used: {etas[max(etas)]:.2f}" if etas else "eta: not logged", flush=True)
+        print_revise_pulls(run, plan)
         sources, captured = training_views(source / "config.yml")
         poses = training_poses(source / "config.yml")
         read = ring_views(poses) if args.capture == "dome" else list(range(len(poses)))
@@ -188,6 +222,7 @@ def main() -> None:
     if not args.no_write:
         stem = "pnr_shape_edit" if args.prior == "single" else f"pnr_multiview_shape_edit_{args.representation}{'_region' if args.region else ''}{'_dome' if args.capture == 'dome' else ''}"
         ipg = "" if args.ipg_resolution is None else f"_ipg{args.ipg_resolution}"
+        ipg += "" if args.ipg_weight_scale == 1.0 else f"_ipgweight{args.ipg_weight_scale:g}"
         name = f"{stem}{_object_suffix(args)}{_scale_suffix(args)}{ipg}.png"
         save_views(rows, ROOT / "docs" / name)
 

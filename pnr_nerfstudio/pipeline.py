@@ -65,6 +65,23 @@ from pnr_nerfstudio.perturbation import (
 )
 from pnr_nerfstudio.schedules import Phase, PhasePlan, TimestepAnnealingConfig
 
+REVISE_TERMS = ("guidance_loss", "ipg_l1_loss", "ipg_lpips_loss")
+"""The terms whose pull on the rendered pixels a revise step weighs against each other (:func:`revise_pulls`)."""
+
+
+def revise_pulls(render: Tensor, loss_dict: Dict[str, Tensor]) -> Dict[str, float]:
+    """The norm of the gradient each revise term gives the step's rendered pixels (``revise_pull_<term>``): whether the
+    identity terms, at their weights, outweigh the guidance (and undo the edit) or the reverse. Logged every
+    --pipeline.steps-per-log-image steps of the revise phase (two extra backward passes through the encoder and LPIPS,
+    not through the scene)."""
+    if not render.requires_grad:
+        return {}
+    pulls = {}
+    for name in (name for name in REVISE_TERMS if name in loss_dict):
+        (grad,) = torch.autograd.grad(loss_dict[name], render, retain_graph=True, allow_unused=True)
+        pulls[f"revise_pull_{name.removesuffix('_loss')}"] = 0.0 if grad is None else float(grad.norm())
+    return pulls
+
 
 @dataclass
 class PnRPipelineConfig(PDSPipelineConfig):
@@ -512,6 +529,7 @@ class PnRPipeline(PDSPipeline):
         if self.config.interlevel_num_rays > 0 and isinstance(self.representation, Nerfacto):
             loss_dict["interlevel_loss"] = self.proposal_loss(render_cameras, views)
         render = self.guidance_views(step, views, render_cameras)
+        rendered = render  # as the scene rendered it (before any upsampling): what the revise pulls are read on
         guided, region_losses = self.limit_to_region(views, render_cameras, render)  # at the render's own resolution
         if coarse:  # the coarse views, upsampled to the guidance resolution
             size = (int(cameras[0].height), int(cameras[0].width))
@@ -549,6 +567,8 @@ class PnRPipeline(PDSPipeline):
             metrics["eta"] = float(self.eta)
         if phase is Phase.REVISE:
             loss_dict.update(self.revise_losses(step, views, cameras, render, metrics))
+            if step % self.config.steps_per_log_image == 0:
+                metrics.update(revise_pulls(rendered, loss_dict))
         status: Dict[str, Any] = {"phase": phase.label}
         if "eta" in metrics:
             status["eta"] = metrics["eta"]

@@ -172,3 +172,50 @@ def test_each_step_gives_the_prior_one_t_its_group_s_cameras_and_the_negative_pr
     render.retain_grad()
     losses["guidance_loss"].backward()
     assert render.grad is not None and render.grad.abs().sum() > 0
+
+
+def test_a_revise_step_logs_the_pull_of_each_term_on_the_rendered_pixels(run):
+    """A revise step of the run's own pipeline (the identity terms at their full released weights, compared as rendered):
+    the norm of each term's gradient on the rendered orbit views, as logged, against each worked out on its own: the
+    guidance's as the encoder's transpose applied to (z - x0) / 4, the L1's in closed form (30000 sign(r - s) / N) and
+    LPIPS's from the render and source render the step gave it."""
+    from pnr_nerfstudio.pipeline import revise_pulls
+
+    pipeline = setup_pipeline(run)
+    pipeline.config.steps_per_log_image = 1  # this step logs its pulls
+    pipeline.config.ipg.resolution = 0  # as rendered: the L1's closed form needs no resize
+    step = SELECTION_STEPS + EDIT_STEPS  # the first revise step
+    pipeline.ipg = recorded = RecordedCalls(pipeline.ipg)
+    outputs, losses, metrics = pipeline.get_train_loss_dict(step)
+    ((render, source),) = recorded.calls
+    assert metrics["ipg_l1_mult"] == 30000.0 and metrics["ipg_lpips_mult"] == 300.0
+    # L1: a mean over the N rendered values, so each differing value is pulled by 30000 / N
+    differing = (render != source).sum().item()
+    assert differing > 0
+    assert metrics["revise_pull_ipg_l1"] == pytest.approx(30000.0 * math.sqrt(differing) / render.numel(), rel=1e-5)
+    # LPIPS, summed over the 4 views, from the inputs the step compared
+    image = render.detach().requires_grad_()
+    (lpips_grad,) = torch.autograd.grad(300.0 * pipeline.ipg.lpips(image, source).mean() * 4, image)
+    assert metrics["revise_pull_ipg_lpips"] == pytest.approx(float(lpips_grad.norm()), rel=1e-4)
+    # the guidance: the objective's gradient on the latents, (z - x0) / 4, carried back through the encoder's sample
+    used = pipeline.orbit_step_in_use
+    image = outputs["rgb"].detach().requires_grad_()
+    latents = pipeline.guidance.encode_images(image, pipeline.view_generators(step))
+    assert torch.allclose(latents, used.latents, atol=1e-6)
+    (guidance_grad,) = torch.autograd.grad(latents, image, (used.latents - used.output.reconstruction.x0) / 4)
+    assert metrics["revise_pull_guidance"] == pytest.approx(float(guidance_grad.norm()), rel=1e-4)
+    assert revise_pulls(outputs["rgb"].detach(), losses) == {}  # no graph, nothing to read
+
+
+class RecordedCalls:
+    """A callable's stand-in that records the two tensors of each call and passes the call on."""
+
+    def __init__(self, wrapped):
+        self.wrapped, self.calls = wrapped, []
+
+    def __getattr__(self, name):
+        return getattr(self.wrapped, name)
+
+    def __call__(self, first, second, **kwargs):
+        self.calls.append((first, second))
+        return self.wrapped(first, second, **kwargs)
