@@ -90,8 +90,9 @@ PULLS_EVERY = 50
 
 
 def print_revise_pulls(run: Path, plan) -> None:
-    """The pull of the guidance and of each identity term on the rendered orbit views (the norm of its gradient on
-    their pixels), at the revise steps that logged it: which one the revise phase follows."""
+    """The pull of the guidance and of the identity terms on the rendered orbit views (the norm of each one's gradient
+    on their pixels, :func:`pnr_nerfstudio.pipeline.revise_pulls`) and the cosine between the guidance's and the
+    identity terms' together, at the revise steps that logged them: which one the revise phase follows."""
     from toy_world.runs import logged
 
     def logged_or_none(name: str):  # a term at weight 0 logs no pull
@@ -100,14 +101,18 @@ def print_revise_pulls(run: Path, plan) -> None:
         except KeyError:
             return {}
 
-    pulls = {term: logged_or_none(f"revise_pull_{term}") for term in ("guidance", "ipg_l1", "ipg_lpips")}
+    names = ("guidance", "ipg_l1", "ipg_lpips", "identity", "cosine")
+    pulls = {name: logged_or_none(f"revise_pull_{name}") for name in names}
+    if not pulls["guidance"]:
+        return
     weights = logged_or_none("ipg_l1_mult")
-    print("| revise step | L1 weight | pull: guidance | L1 | LPIPS | (L1 + LPIPS) / guidance |")
-    print("|---|---|---|---|---|---|")
+    print("| revise step | L1 weight | pull: guidance | L1 | LPIPS | identity terms | identity / guidance | cosine |")
+    print("|---|---|---|---|---|---|---|---|")
     for step in sorted(pulls["guidance"]):
-        guidance, l1, lpips = (pulls[term].get(step, 0.0) for term in ("guidance", "ipg_l1", "ipg_lpips"))
-        ratio = f"{(l1 + lpips) / guidance:.2f}" if guidance > 0 else "-"
-        print(f"| {plan.step_in_phase(step)} | {weights.get(step, 0.0):g} | {guidance:.4g} | {l1:.4g} | {lpips:.4g} | {ratio} |")
+        guidance, l1, lpips, identity = (pulls[name].get(step, 0.0) for name in names[:4])
+        cosine = f"{pulls['cosine'][step]:.2f}" if step in pulls["cosine"] else "-"
+        print(f"| {plan.step_in_phase(step)} | {weights.get(step, 0.0):g} | {guidance:.4g} | {l1:.4g} | {lpips:.4g} | "
+              f"{identity:.4g} | {identity / guidance:.2f} | {cosine} |")
 
 
 def main() -> None:

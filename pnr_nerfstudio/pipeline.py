@@ -65,21 +65,31 @@ from pnr_nerfstudio.perturbation import (
 )
 from pnr_nerfstudio.schedules import Phase, PhasePlan, TimestepAnnealingConfig
 
-REVISE_TERMS = ("guidance_loss", "ipg_l1_loss", "ipg_lpips_loss")
+REVISE_TERMS = ("guidance_loss", "ipg_l1_loss", "ipg_lpips_loss", "region_hold_loss")
 """The terms whose pull on the rendered pixels a revise step weighs against each other (:func:`revise_pulls`)."""
+
+IDENTITY_TERMS = ("ipg_l1_loss", "ipg_lpips_loss")
+"""The identity-preserving terms, whose summed pull is set against the guidance's."""
 
 
 def revise_pulls(render: Tensor, loss_dict: Dict[str, Tensor]) -> Dict[str, float]:
-    """The norm of the gradient each revise term gives the step's rendered pixels (``revise_pull_<term>``): whether the
-    identity terms, at their weights, outweigh the guidance (and undo the edit) or the reverse. Logged every
-    --pipeline.steps-per-log-image steps of the revise phase (two extra backward passes through the encoder and LPIPS,
-    not through the scene)."""
+    """The norm of the gradient each revise term gives the step's rendered pixels (``revise_pull_<term>``), that of the
+    identity terms together (``revise_pull_identity``) and its cosine with the guidance's (``revise_pull_cosine``; -1:
+    the identity terms pull straight against the edit): whether the identity terms, at their weights, outweigh the
+    guidance (and undo the edit) or the reverse. Logged every --pipeline.steps-per-log-image steps of the revise phase
+    (one extra backward pass per term through the encoder, LPIPS or the hold, none through the scene)."""
     if not render.requires_grad:
         return {}
-    pulls = {}
+    grads: Dict[str, Tensor] = {}
     for name in (name for name in REVISE_TERMS if name in loss_dict):
         (grad,) = torch.autograd.grad(loss_dict[name], render, retain_graph=True, allow_unused=True)
-        pulls[f"revise_pull_{name.removesuffix('_loss')}"] = 0.0 if grad is None else float(grad.norm())
+        grads[name] = torch.zeros_like(render) if grad is None else grad
+    pulls = {f"revise_pull_{name.removesuffix('_loss')}": float(grad.norm()) for name, grad in grads.items()}
+    identity = [grads[name] for name in IDENTITY_TERMS if name in grads]
+    if identity and "guidance_loss" in grads:
+        summed, guidance = torch.stack(identity).sum(0).flatten(), grads["guidance_loss"].flatten()
+        pulls["revise_pull_identity"] = float(summed.norm())
+        pulls["revise_pull_cosine"] = float(F.cosine_similarity(summed, guidance, dim=0))
     return pulls
 
 

@@ -177,34 +177,86 @@ def test_each_step_gives_the_prior_one_t_its_group_s_cameras_and_the_negative_pr
 def test_a_revise_step_logs_the_pull_of_each_term_on_the_rendered_pixels(run):
     """A revise step of the run's own pipeline (the identity terms at their full released weights, compared as rendered):
     the norm of each term's gradient on the rendered orbit views, as logged, against each worked out on its own: the
-    guidance's as the encoder's transpose applied to (z - x0) / 4, the L1's in closed form (30000 sign(r - s) / N) and
-    LPIPS's from the render and source render the step gave it."""
+    guidance's as the encoder's transpose applied to (z - x0) / 4, the L1's in closed form (30000 sign(r - s) / N),
+    LPIPS's from the render and source render the step gave it, and the identity terms' sum and its cosine with the
+    guidance's from those. Reading the pulls leaves the step's gradients as they are, and with the first steps rendered
+    coarse (8 px, upsampled) they are read on the 8 px render the scene drew."""
     from pnr_nerfstudio.pipeline import revise_pulls
 
     pipeline = setup_pipeline(run)
-    pipeline.config.steps_per_log_image = 1  # this step logs its pulls
     pipeline.config.ipg.resolution = 0  # as rendered: the L1's closed form needs no resize
     step = SELECTION_STEPS + EDIT_STEPS  # the first revise step
     pipeline.ipg = recorded = RecordedCalls(pipeline.ipg)
-    outputs, losses, metrics = pipeline.get_train_loss_dict(step)
-    ((render, source),) = recorded.calls
+    gradients = {}
+    for logs_pulls in (False, True):  # the same step without and with the pulls read: the same gradients
+        pipeline.config.steps_per_log_image = 1 if logs_pulls else 10**6
+        pipeline.model.zero_grad(set_to_none=True)
+        torch.manual_seed(0)
+        outputs, losses, metrics = pipeline.get_train_loss_dict(step)
+        sum(losses.values()).backward()
+        gradients[logs_pulls] = {n: p.grad.clone() for n, p in pipeline.model.named_parameters() if p.grad is not None}
+    assert "revise_pull_guidance" in metrics and gradients[True].keys() == gradients[False].keys() and gradients[True]
+    assert all(torch.equal(gradients[True][name], gradients[False][name]) for name in gradients[True])
+    render, source = recorded.calls[-1]
     assert metrics["ipg_l1_mult"] == 30000.0 and metrics["ipg_lpips_mult"] == 300.0
     # L1: a mean over the N rendered values, so each differing value is pulled by 30000 / N
-    differing = (render != source).sum().item()
-    assert differing > 0
-    assert metrics["revise_pull_ipg_l1"] == pytest.approx(30000.0 * math.sqrt(differing) / render.numel(), rel=1e-5)
+    l1_grad = 30000.0 * torch.sign(render - source).detach() / render.numel()
+    assert (render != source).sum() > 0
+    assert metrics["revise_pull_ipg_l1"] == pytest.approx(float(l1_grad.norm()), rel=1e-5)
     # LPIPS, summed over the 4 views, from the inputs the step compared
     image = render.detach().requires_grad_()
     (lpips_grad,) = torch.autograd.grad(300.0 * pipeline.ipg.lpips(image, source).mean() * 4, image)
     assert metrics["revise_pull_ipg_lpips"] == pytest.approx(float(lpips_grad.norm()), rel=1e-4)
     # the guidance: the objective's gradient on the latents, (z - x0) / 4, carried back through the encoder's sample
+    guidance_grad = _guidance_pull(pipeline, step, outputs["rgb"].detach())
+    assert metrics["revise_pull_guidance"] == pytest.approx(float(guidance_grad.norm()), rel=1e-4)
+    identity = (l1_grad + lpips_grad).flatten()
+    assert metrics["revise_pull_identity"] == pytest.approx(float(identity.norm()), rel=1e-4)
+    cosine = float(identity @ guidance_grad.flatten() / (identity.norm() * guidance_grad.norm()))
+    assert metrics["revise_pull_cosine"] == pytest.approx(cosine, rel=1e-3, abs=1e-5)
+    assert revise_pulls(outputs["rgb"].detach(), losses) == {}  # no graph, nothing to read
+
+    # coarse: the scene draws 8 px, upsampled to the 16 px the guidance and the identity terms see
+    pipeline.config.coarse_resolution, pipeline.config.steps_per_log_image = 8, 1
+    pipeline.guidance_views = drawn = RecordedViews(pipeline.guidance_views)
+    outputs, losses, metrics = pipeline.get_train_loss_dict(step)
+    coarse = drawn.calls[-1].detach()
+    assert coarse.shape == (4, 3, 8, 8) and outputs["rgb"].shape == (4, 3, 16, 16)
+
+    def upsampled(image):
+        return torch.nn.functional.interpolate(image, size=(16, 16), mode="bilinear", align_corners=False)
+
+    image = coarse.clone().requires_grad_()
+    latents = pipeline.guidance.encode_images(upsampled(image), pipeline.view_generators(step))
     used = pipeline.orbit_step_in_use
-    image = outputs["rgb"].detach().requires_grad_()
-    latents = pipeline.guidance.encode_images(image, pipeline.view_generators(step))
-    assert torch.allclose(latents, used.latents, atol=1e-6)
     (guidance_grad,) = torch.autograd.grad(latents, image, (used.latents - used.output.reconstruction.x0) / 4)
     assert metrics["revise_pull_guidance"] == pytest.approx(float(guidance_grad.norm()), rel=1e-4)
-    assert revise_pulls(outputs["rgb"].detach(), losses) == {}  # no graph, nothing to read
+    _, source = recorded.calls[-1]
+    image = coarse.clone().requires_grad_()
+    (l1_grad,) = torch.autograd.grad(30000.0 * (upsampled(image) - source).abs().mean(), image)
+    assert metrics["revise_pull_ipg_l1"] == pytest.approx(float(l1_grad.norm()), rel=1e-4)
+
+
+def _guidance_pull(pipeline, step, render):
+    """The guidance objective's gradient on ``render``: (z - x0) / 4 on the step's latents, back through the encoder's
+    sample drawn with the step's own generators."""
+    used = pipeline.orbit_step_in_use
+    image = render.clone().requires_grad_()
+    latents = pipeline.guidance.encode_images(image, pipeline.view_generators(step))
+    assert torch.allclose(latents, used.latents, atol=1e-6)
+    (grad,) = torch.autograd.grad(latents, image, (used.latents - used.output.reconstruction.x0) / 4)
+    return grad
+
+
+class RecordedViews:
+    """A method's stand-in that records what each call returned."""
+
+    def __init__(self, wrapped):
+        self.wrapped, self.calls = wrapped, []
+
+    def __call__(self, *args, **kwargs):
+        self.calls.append(self.wrapped(*args, **kwargs))
+        return self.calls[-1]
 
 
 class RecordedCalls:
