@@ -80,6 +80,15 @@ def _default_guidance_scale(args: argparse.Namespace) -> Optional[float]:
     return TOY_MULTIVIEW_GUIDANCE_SCALE if args.prior == "multiview" else None
 
 
+def _default_ipg_weight_scale(args: argparse.Namespace) -> float:
+    """The factor on the identity terms' released weights that the runs pass untyped: the toy world's with the
+    multi-view prior (the method's objects protocol renders at the release's 256 px, the toy world at 32), the
+    release's (1) with the single-view prior, as its runs were measured (docs/pnr_shape_edit.png)."""
+    from toy_world.outcome import TOY_IPG_WEIGHT_SCALE
+
+    return TOY_IPG_WEIGHT_SCALE if args.prior == "multiview" else 1.0
+
+
 def _scale_suffix(args: argparse.Namespace) -> str:
     """The picture's name for a guidance scale typed other than the default (``_scale50``)."""
     return "" if args.guidance_scale in (None, _default_guidance_scale(args)) else f"_scale{args.guidance_scale:g}"
@@ -139,8 +148,8 @@ def main() -> None:
                         help="default with the multi-view prior the toy world's (TOY_MULTIVIEW_GUIDANCE_SCALE, 5; the release's: 50), with the single-view prior the protocol's")
     parser.add_argument("--ipg-resolution", type=int,
                         help="--pipeline.ipg.resolution of the revise steps: default the release's 256 (11.7 s a revise step on 2 cores); 0: as rendered, the prior's 32 px")
-    parser.add_argument("--ipg-weight-scale", type=float, default=1.0,
-                        help="the identity terms' weights, the release's (L1 30000, LPIPS 300) times this")
+    parser.add_argument("--ipg-weight-scale", type=float,
+                        help="the identity terms' weights, the release's (L1 30000, LPIPS 300) times this; default with the multi-view prior the toy world's (TOY_IPG_WEIGHT_SCALE, 1/8: the release's pull on a 32 px render), else 1")
     parser.add_argument("--no-write", action="store_true", help="print only; leave docs/ as it is")
     args = parser.parse_args()
     if args.capture == "dome" and args.representation != "nerfacto":
@@ -199,6 +208,7 @@ def main() -> None:
             flags += ["--pipeline.guidance.guidance-scale", str(scale)]
         if args.ipg_resolution is not None:
             flags += ["--pipeline.ipg.resolution", str(args.ipg_resolution)]
+        args.ipg_weight_scale = _default_ipg_weight_scale(args) if args.ipg_weight_scale is None else args.ipg_weight_scale
         if args.ipg_weight_scale != 1.0:
             released_ipg = released.ipg
             flags += ["--pipeline.ipg.l1-loss-mult", str(released_ipg.l1_loss_mult * args.ipg_weight_scale),
@@ -227,7 +237,7 @@ def main() -> None:
     if not args.no_write:
         stem = "pnr_shape_edit" if args.prior == "single" else f"pnr_multiview_shape_edit_{args.representation}{'_region' if args.region else ''}{'_dome' if args.capture == 'dome' else ''}"
         ipg = "" if args.ipg_resolution is None else f"_ipg{args.ipg_resolution}"
-        ipg += "" if args.ipg_weight_scale == 1.0 else f"_ipgweight{args.ipg_weight_scale:g}"
+        ipg += "" if args.ipg_weight_scale == _default_ipg_weight_scale(args) else f"_ipgweight{args.ipg_weight_scale:g}"
         name = f"{stem}{_object_suffix(args)}{_scale_suffix(args)}{ipg}.png"
         save_views(rows, ROOT / "docs" / name)
 
