@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import hashlib
 import os
 import sys
 import tempfile
@@ -102,19 +103,14 @@ def print_revise_pulls(run: Path, plan) -> None:
     """The pull of the guidance and of the identity terms on the rendered orbit views (the norm of each one's gradient
     on their pixels, :func:`pnr_nerfstudio.pipeline.revise_pulls`) and the cosine between the guidance's and the
     identity terms' together, at the revise steps that logged them: which one the revise phase follows."""
-    from toy_world.runs import logged
-
-    def logged_or_none(name: str):  # a term at weight 0 logs no pull
-        try:
-            return logged(run, name)
-        except KeyError:
-            return {}
+    from toy_world.runs import logged_if_any
 
     names = ("guidance", "ipg_l1", "ipg_lpips", "identity", "cosine")
-    pulls = {name: logged_or_none(f"revise_pull_{name}") for name in names}
+    read = logged_if_any(run, [*(f"revise_pull_{name}" for name in names), "ipg_l1_mult"])
+    pulls = {name: read[f"revise_pull_{name}"] for name in names}
     if not pulls["guidance"]:
         return
-    weights = logged_or_none("ipg_l1_mult")
+    weights = read["ipg_l1_mult"]
     print("| revise step | L1 weight | pull: guidance | L1 | LPIPS | identity terms | identity / guidance | cosine |")
     print("|---|---|---|---|---|---|---|---|")
     for step in sorted(pulls["guidance"]):
@@ -151,6 +147,8 @@ def main() -> None:
     parser.add_argument("--ipg-weight-scale", type=float,
                         help="the identity terms' weights, the release's (L1 30000, LPIPS 300) times this; default with the multi-view prior the toy world's (TOY_IPG_WEIGHT_SCALE, 1/8: the release's pull on a 32 px render), else 1")
     parser.add_argument("--no-write", action="store_true", help="print only; leave docs/ as it is")
+    parser.add_argument("--extra-flags", nargs=argparse.REMAINDER, default=[],
+                        help="ns-train flags added to the edit (last); the picture's name then ends in their hash")
     args = parser.parse_args()
     if args.capture == "dome" and args.representation != "nerfacto":
         parser.error("--capture dome: nerfacto only (splatfacto on 160 views densified to 24 000 Gaussians, 6.7 s a step on 2 cores)")
@@ -215,6 +213,7 @@ def main() -> None:
                       "--pipeline.ipg.lpips-loss-mult", str(released_ipg.lpips_loss_mult * args.ipg_weight_scale)]  # fmt: skip
         if args.revise_steps > 0:  # each revise term's pull on the rendered pixels, logged (pnr_nerfstudio.pipeline.revise_pulls)
             flags += ["--pipeline.steps-per-log-image", str(PULLS_EVERY)]
+        flags += args.extra_flags
         run, _ = run_tiny_edit("pnr", source, work / "edit", torch_home, plan.total_steps, flags, timeout=6 * 3600)
         etas = logged(run, "eta")
         print(f"eta the run used: {etas[max(etas)]:.2f}" if etas else "eta: not logged", flush=True)
@@ -238,7 +237,8 @@ def main() -> None:
         stem = "pnr_shape_edit" if args.prior == "single" else f"pnr_multiview_shape_edit_{args.representation}{'_region' if args.region else ''}{'_dome' if args.capture == 'dome' else ''}"
         ipg = "" if args.ipg_resolution is None else f"_ipg{args.ipg_resolution}"
         ipg += "" if args.ipg_weight_scale == _default_ipg_weight_scale(args) else f"_ipgweight{args.ipg_weight_scale:g}"
-        name = f"{stem}{_object_suffix(args)}{_scale_suffix(args)}{ipg}.png"
+        extra = f"_{hashlib.sha1(' '.join(args.extra_flags).encode()).hexdigest()[:8]}" if args.extra_flags else ""
+        name = f"{stem}{_object_suffix(args)}{_scale_suffix(args)}{ipg}{extra}.png"
         save_views(rows, ROOT / "docs" / name)
 
 

@@ -55,15 +55,17 @@ SPLAT_SOURCE_FLAGS: List[str] = ["--pipeline.model.num-downscales", "0"]
 3000 steps (num_downscales 2): 8 px, a 2-pixel ball, for every one of a tiny source's 400 steps. Measured: 600 sparse
 points and full size give a 400-step source of 30.5 dB PSNR against its images, the ball red; either alone gives 20-22
 dB, the ball a grey or dark-red smear."""
+TOY_RENDER_RESOLUTION = 32
+"""The side of the toy world's edited renders: the prior's own resolution."""
 EDIT_FLAGS: List[str] = [
-    "--pipeline.render-resolution", "32",
-    "--pipeline.result-resolution", "32",
+    "--pipeline.render-resolution", str(TOY_RENDER_RESOLUTION),
+    "--pipeline.result-resolution", str(TOY_RENDER_RESOLUTION),
     "--pipeline.ray-chunk-size", "1024",
     "--pipeline.steps-per-log-image", "1000000",
 ]  # fmt: skip
 """An edit at the prior's own resolution (32 px), whole views in one chunk."""
 
-TOY_IPG_WEIGHT_SCALE = 32 / 256
+TOY_IPG_WEIGHT_SCALE = TOY_RENDER_RESOLUTION / 256  # pnr_nerfstudio.objects.RELEASED_RENDER_RESOLUTION (tests/toy_world)
 """The factor on the release's identity-term weights (L1 30000, LPIPS 300) that the toy world's pnr runs with a revise
 phase pass (``--pipeline.ipg.l1-loss-mult``, ``.lpips-loss-mult``; the method keeps the release's): the render's side
 (:data:`EDIT_FLAGS`' 32 px) over the release's (256 px). The L1 term is a mean over the render's values, so its pull on

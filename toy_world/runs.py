@@ -246,6 +246,14 @@ def logged(run_dir: Path, name: str) -> Dict[int, float]:
     return _metric(_events(run_dir), name)
 
 
+def logged_if_any(run_dir: Path, names: Sequence[str]) -> Dict[str, Dict[int, float]]:
+    """Several metrics of a run, its events read once; a metric no step logged is empty (pnr logs no pull for a
+    term at weight 0)."""
+    events = _events(run_dir)
+    tags = set(events.Tags()["scalars"])
+    return {name: _metric(events, name) if f"Train Metrics Dict/{name}" in tags else {} for name in names}
+
+
 def views_of_each_step(run_dir: Path) -> Dict[int, Tuple[int, ...]]:
     """The training views each step guided, read back from the metrics it logged (``view``, ``view_2``, ...)."""
     events = _events(run_dir)

@@ -160,3 +160,13 @@ def test_the_brightness_reads_the_world_s_own_object_as_one_a_darker_one_darker_
     assert object_brightness(navy, VIEWS, "blue", "ball") == pytest.approx(0.6, abs=0.02)
     # the red ball read against the world's blue one: the ratio of their largest channels (0.85 against 0.9)
     assert object_brightness(red_ball, VIEWS, "blue", "ball") == pytest.approx(0.85 / 0.9, abs=0.02)
+
+
+def test_the_toy_worlds_identity_weights_are_the_releases_times_its_render_side_over_the_releases():
+    """The factor the toy world's pnr runs put on the release's L1 and LPIPS weights (README) follows the two sizes
+    it stands for: the toy edits' renders (EDIT_FLAGS) and the release's (the objects protocol's default)."""
+    from pnr_nerfstudio.objects import RELEASED_RENDER_RESOLUTION
+    from toy_world.outcome import EDIT_FLAGS, TOY_IPG_WEIGHT_SCALE, TOY_RENDER_RESOLUTION
+
+    assert EDIT_FLAGS[EDIT_FLAGS.index("--pipeline.render-resolution") + 1] == str(TOY_RENDER_RESOLUTION)
+    assert TOY_IPG_WEIGHT_SCALE == TOY_RENDER_RESOLUTION / RELEASED_RENDER_RESOLUTION == 1 / 8

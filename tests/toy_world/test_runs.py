@@ -94,3 +94,18 @@ def test_source_run_has_config_and_checkpoint(source_run: Path, synthetic_scene:
     state = torch.load(checkpoints[0], map_location="cpu", weights_only=False)
     assert state["step"] == TINY_NERFACTO_STEPS - 1
     assert any(key.startswith("_model.field.") for key in state["pipeline"])
+
+
+def test_logged_if_any_reads_each_metric_by_step_and_an_unlogged_one_as_empty(tmp_path: Path) -> None:
+    from torch.utils.tensorboard import SummaryWriter
+
+    from toy_world.runs import logged, logged_if_any
+
+    writer = SummaryWriter(str(tmp_path))
+    for step in (0, 50, 100):
+        writer.add_scalar("Train Metrics Dict/revise_pull_guidance", step / 10, step)
+    writer.add_scalar("Train Metrics Dict/ipg_l1_mult", 3750.0, 50)
+    writer.close()
+    read = logged_if_any(tmp_path, ["revise_pull_guidance", "ipg_l1_mult", "revise_pull_ipg_lpips"])
+    assert read == {"revise_pull_guidance": {0: 0.0, 50: 5.0, 100: 10.0}, "ipg_l1_mult": {50: 3750.0}, "revise_pull_ipg_lpips": {}}
+    assert read["revise_pull_guidance"] == logged(tmp_path, "revise_pull_guidance")
