@@ -50,7 +50,7 @@ no floor Gaussian is inside: centre x y z, size x y z in the world's frame."""
 def checkpoint_row(label: str, views: Sequence[np.ndarray], sources, captured, poses, colour: str = "red") -> str:
     """One table row: identity, object pixels, views read ``colour``, views read cube, roundness range of the views
     that show an object, and the 3D shape fit (:func:`toy_world.outcome.fitted_shape`: the best cube's and ball's IoU
-    over all views, and whether it reads cube)."""
+    over all views, whether it reads cube, and the best cube's turn about the vertical)."""
     from toy_world.classify import read
     from toy_world.outcome import fitted_shape, measure
 
@@ -62,7 +62,7 @@ def checkpoint_row(label: str, views: Sequence[np.ndarray], sources, captured, p
     identity = measure(views, sources, captured, colour).identity_psnr
     spread = f"{min(roundness):.2f}-{max(roundness):.2f}" if roundness else "-"
     fit = fitted_shape(views, sources, poses)
-    fitted = f"{fit.cube_iou:.2f} / {fit.ball_iou:.2f}{' cube' if fit.reads_cube else ''}"
+    fitted = f"{fit.cube_iou:.2f} / {fit.ball_iou:.2f}{' cube' if fit.reads_cube else ''} ({fit.cube_turn_degrees:.0f} deg)"
     return f"| {label} | {identity:.1f} | {min(pixels)}-{max(pixels)} | {coloured} of {len(views)} | {cube} of {len(views)} | {spread} | {fitted} |"
 
 
@@ -129,6 +129,7 @@ def main() -> None:
     parser.add_argument("--every", type=int, default=250, help="steps between kept checkpoints")
     parser.add_argument("--seed", type=int, default=1, help="--machine.seed of the edit")
     parser.add_argument("--prior", choices=["single", "multiview"], default="single")
+    parser.add_argument("--model-id", type=Path, help="the prior's folder: default toy_world/prior (single) or toy_world/multiview_prior (multiview)")
     parser.add_argument("--representation", choices=["nerfacto", "splatfacto"], default="nerfacto")
     parser.add_argument("--region", action="store_true", help="a box round the ball: the object field")
     parser.add_argument("--capture", choices=["ring", "dome"], default="ring",
@@ -189,7 +190,7 @@ def main() -> None:
             source = train_dome_source(scene, work / "sources", torch_home)
         else:
             source = train_source(args.representation, scene, work / "sources", torch_home)
-        prior = MULTIVIEW_PRIOR if args.prior == "multiview" else PRIOR
+        prior = args.model_id or (MULTIVIEW_PRIOR if args.prior == "multiview" else PRIOR)
         flags = [
             *EDIT_FLAGS, *outcome_edit_flags(str(prior), args.colour, args.target_colour or args.colour, args.source_shape, args.target_shape),
             "--pipeline.result-views", "1", "--machine.seed", str(args.seed), "--pipeline.protocol", "objects",
@@ -238,7 +239,8 @@ def main() -> None:
         ipg = "" if args.ipg_resolution is None else f"_ipg{args.ipg_resolution}"
         ipg += "" if args.ipg_weight_scale == _default_ipg_weight_scale(args) else f"_ipgweight{args.ipg_weight_scale:g}"
         extra = f"_{hashlib.sha1(' '.join(args.extra_flags).encode()).hexdigest()[:8]}" if args.extra_flags else ""
-        name = f"{stem}{_object_suffix(args)}{_scale_suffix(args)}{ipg}{extra}.png"
+        prior = f"_{args.model_id.name}" if args.model_id else ""
+        name = f"{stem}{prior}{_object_suffix(args)}{_scale_suffix(args)}{ipg}{extra}.png"
         save_views(rows, ROOT / "docs" / name)
 
 

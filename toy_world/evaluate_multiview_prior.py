@@ -27,18 +27,25 @@ MARKER = "<!-- bench:toy-multiview-prior -->"
 @torch.no_grad()
 def sample_groups(pipe, unet, prompt: str, groups: int, guidance_scale: float, steps: int, seed: int) -> np.ndarray:
     """``groups`` groups of 4 views [groups, 4, H, W, 3] uint8 of ``prompt``, each group at its own orbit cameras."""
-    from diffusers import DDIMScheduler
-
-    from pds_nerfstudio.priors.multiview import camera_vectors
     from pds_nerfstudio.scenes.orbit import draw_orbit_group
 
     generator = torch.Generator().manual_seed(seed)
     size = int(unet.config.sample_size)
-    cameras = torch.cat([
-        camera_vectors(draw_orbit_group(generator, TOY_OBJECT_CENTRE, TOY_ORBIT_RADIUS, size, VIEWS).object_c2w.float())
-        for _ in range(groups)
-    ])  # fmt: skip
-    count = groups * VIEWS
+    orbits = [draw_orbit_group(generator, TOY_OBJECT_CENTRE, TOY_ORBIT_RADIUS, size, VIEWS) for _ in range(groups)]
+    return sample_at(pipe, unet, prompt, orbits, guidance_scale, steps, generator)
+
+
+@torch.no_grad()
+def sample_at(pipe, unet, prompt: str, orbits, guidance_scale: float, steps: int, generator: torch.Generator) -> np.ndarray:
+    """Groups of 4 views [len(orbits), 4, H, W, 3] uint8 of ``prompt`` (DDIM, classifier-free guidance against ""), a
+    group at each orbit group's cameras (:class:`pds_nerfstudio.scenes.orbit.OrbitGroup`), the noise from ``generator``."""
+    from diffusers import DDIMScheduler
+
+    from pds_nerfstudio.priors.multiview import camera_vectors
+
+    size = int(unet.config.sample_size)
+    cameras = torch.cat([camera_vectors(orbit.object_c2w.float()) for orbit in orbits])
+    count = len(orbits) * VIEWS
     tokens = pipe.tokenizer([prompt, ""], padding="max_length", max_length=pipe.tokenizer.model_max_length, return_tensors="pt")
     text, empty = pipe.text_encoder(tokens.input_ids).last_hidden_state
     hidden = torch.cat([text.expand(count, -1, -1), empty.expand(count, -1, -1)])
@@ -51,7 +58,7 @@ def sample_groups(pipe, unet, prompt: str, groups: int, guidance_scale: float, s
         latents = scheduler.step(uncond + guidance_scale * (cond - uncond), t, latents).prev_sample
     images = pipe.vae.decode(latents / pipe.vae.config.scaling_factor).sample
     images = ((images / 2 + 0.5).clamp(0, 1).permute(0, 2, 3, 1).numpy() * 255).round().astype(np.uint8)
-    return images.reshape(groups, VIEWS, *images.shape[1:])
+    return images.reshape(len(orbits), VIEWS, *images.shape[1:])
 
 
 def main() -> None:

@@ -5,9 +5,10 @@ fine-tuned from the single-view toy prior as MVDream is from Stable Diffusion 2.
     python -m toy_world.train_multiview_prior --output /tmp/mv --groups 8 --steps 2 --batch 2   # smoke
 
 1. render ``--groups`` groups of 4 views of one random toy object (a ball or cube of the four colours, sized and
-   turned at random, resting on the floor at the origin), each group's cameras drawn as Perturb-and-Revise's released
-   objects code draws them round the object (:func:`pds_nerfstudio.scenes.orbit.draw_orbit_group`: one elevation,
-   field of view and distance a group, views 90 degrees apart), with the object's caption;
+   turned at random up to ``--max-turn`` degrees, resting on the floor at the origin), each group's cameras drawn as
+   Perturb-and-Revise's released objects code draws them round the object
+   (:func:`pds_nerfstudio.scenes.orbit.draw_orbit_group`: one elevation, field of view and distance a group, views 90
+   degrees apart), with the object's caption;
 2. encode them with the single-view prior's VAE (``--base``, frozen, as MVDream keeps SD's VAE and text encoder);
 3. build the multi-view UNet: the base UNet's config and weights, plus the camera's projection into the time
    embedding (its last layer zero, so training starts from the single-view prior) and the cross-view processor on
@@ -49,11 +50,13 @@ VIEWS = 4
 
 
 def render_group(
-    rng: np.random.Generator, generator: torch.Generator, colour: str, shape: str, size: int, radius: float = TOY_ORBIT_RADIUS
-):
+    rng: np.random.Generator, generator: torch.Generator, colour: str, shape: str, size: int, radius: float = TOY_ORBIT_RADIUS,
+    max_turn: float = 90.0,
+):  # fmt: skip
     """One object's group of orbit views: images [4, size, size, 3] in [0, 1] and the cameras relative to its centre;
-    the object at a scale and turn drawn from ``rng``."""
-    thing = Thing(colour, shape, (0.0, 0.0), float(rng.uniform(0.8, 1.2)), float(rng.uniform(0, np.pi / 2)))
+    the object at a scale and a turn (up to ``max_turn`` degrees; 90: any, a cube's turns repeat every 90) drawn from
+    ``rng``."""
+    thing = Thing(colour, shape, (0.0, 0.0), float(rng.uniform(0.8, 1.2)), float(rng.uniform(0, np.pi / 2 * max_turn / 90)))
     return render_orbit_group(thing, generator, size, radius)
 
 
@@ -88,12 +91,21 @@ def multiview_unet_from(base) -> "torch.nn.Module":
     return unet
 
 
-def train_unet(unet, latents, cameras, hidden, labels, empty, steps, batch, dropout, generator, scheduler, log) -> float:
-    """Denoising loss on groups (one t and one caption a group), cross-view attention on; EMA of the weights."""
+def train_unet(
+    unet, latents, cameras, hidden, labels, empty, steps, batch, dropout, generator, scheduler, log, camera_lr_scale: float = 1.0
+) -> float:  # fmt: skip
+    """Denoising loss on groups (one t and one caption a group), cross-view attention on; EMA of the weights. The
+    camera's projection (``class_embedding``) learns at ``camera_lr_scale`` times the rate of the rest."""
     from pds_nerfstudio.priors.multiview import camera_vectors, install_multiview_attention
 
     install_multiview_attention(unet, VIEWS)
-    optimizer = torch.optim.AdamW(unet.parameters(), lr=2e-4, weight_decay=1e-2)
+    if camera_lr_scale == 1.0:
+        groups_of_parameters = [{"params": list(unet.parameters())}]
+    else:
+        camera = [p for name, p in unet.named_parameters() if name.startswith("class_embedding.")]
+        rest = [p for name, p in unet.named_parameters() if not name.startswith("class_embedding.")]
+        groups_of_parameters = [{"params": rest}, {"params": camera, "lr_scale": camera_lr_scale}]
+    optimizer = torch.optim.AdamW(groups_of_parameters, lr=2e-4, weight_decay=1e-2)
     ema = Averaged(unet)
     losses: List[float] = []
     unet.train()
@@ -128,6 +140,11 @@ def main() -> None:
     parser.add_argument("--caption-dropout", type=float, default=0.1)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--orbit-radius", type=float, default=TOY_ORBIT_RADIUS, help="the radius the camera distances are relative to")
+    parser.add_argument("--camera-lr-scale", type=float, default=1.0, help="the camera projection's rate over the rest's (2e-4)")
+    parser.add_argument(
+        "--max-turn", type=float, default=90.0,
+        help="the cubes' turns about the vertical, drawn from 0 to this (degrees): 90 any turn; 0 every cube facing the world's axes, so the cameras tell the prior which way a cube faces",
+    )  # fmt: skip
     args = parser.parse_args()
     from diffusers import DDPMScheduler, StableDiffusionPipeline
 
@@ -145,7 +162,7 @@ def main() -> None:
     images, cameras, labels = [], [], []
     for index in range(args.groups):
         colour, shape = pairs[index % len(pairs)]
-        group, c2w = render_group(rng, generator, colour, shape, size, args.orbit_radius)
+        group, c2w = render_group(rng, generator, colour, shape, size, args.orbit_radius, args.max_turn)
         images.append(group)
         cameras.append(c2w.float())
         labels.append(index % len(pairs))
@@ -161,7 +178,7 @@ def main() -> None:
     scheduler = DDPMScheduler.from_config(base.scheduler.config)
     loss = train_unet(
         unet, latents, torch.stack(cameras), hidden, torch.tensor(labels), len(texts) - 1, args.steps, args.batch,
-        args.caption_dropout, generator, scheduler, log,
+        args.caption_dropout, generator, scheduler, log, args.camera_lr_scale,
     )  # fmt: skip
     pipe = StableDiffusionPipeline(
         vae=base.vae, text_encoder=base.text_encoder, tokenizer=base.tokenizer, unet=unet, scheduler=base.scheduler,
@@ -176,6 +193,8 @@ def main() -> None:
         "base": str(args.base.resolve().relative_to(ROOT)) if args.base.resolve().is_relative_to(ROOT) else str(args.base),
         "resolution": size,
         "orbit_radius": args.orbit_radius,
+        "max_turn_degrees": args.max_turn,
+        "camera_lr_scale": args.camera_lr_scale,
         "groups": args.groups,
         "steps": args.steps,
         "batch_groups": args.batch,

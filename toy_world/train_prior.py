@@ -158,12 +158,13 @@ def refit_vae(vae, images: torch.Tensor, steps: int, batch: int, generator: torc
 
 
 def descend(optimizer: torch.optim.Optimizer, parameters, loss: torch.Tensor, lr: float) -> None:
-    """One step of ``optimizer`` on ``loss`` at rate ``lr``, the gradient's norm clipped to 1."""
+    """One step of ``optimizer`` on ``loss`` at rate ``lr`` (times a group's ``lr_scale``), the gradient's norm clipped
+    to 1."""
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     torch.nn.utils.clip_grad_norm_(parameters, 1.0)
     for group in optimizer.param_groups:
-        group["lr"] = lr
+        group["lr"] = lr * group.get("lr_scale", 1.0)
     optimizer.step()
 
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Sequence, Tuple
+from typing import Optional, Sequence, Tuple
 
 import torch
 from nerfstudio.cameras.cameras import Cameras, CameraType
@@ -52,9 +52,10 @@ class OrbitGroup:
 
 def draw_orbit_group(
     generator: torch.Generator, centre: Sequence[float], radius: float, size: int, views: int = 4,
-    ranges: OrbitRanges = OrbitRanges(),
+    ranges: OrbitRanges = OrbitRanges(), azimuth_offset: Optional[float] = None,
 ) -> OrbitGroup:  # fmt: skip
-    """A group of ``views`` orbit cameras of ``size`` x ``size`` pixels round the object at ``centre`` of ``radius``."""
+    """A group of ``views`` orbit cameras of ``size`` x ``size`` pixels round the object at ``centre`` of ``radius``;
+    the first azimuth -180 degrees plus a drawn share of 360 / ``views``, or plus ``azimuth_offset`` degrees."""
     draw = lambda: float(torch.rand((), generator=generator))  # noqa: E731
     low, high = ranges.elevation
     if draw() < 0.5:
@@ -62,7 +63,7 @@ def draw_orbit_group(
     else:  # uniform on the sphere between the two latitudes
         start, end = (low + 90) / 180, (high + 90) / 180
         elevation = math.degrees(math.asin(2 * (start + draw() * (end - start)) - 1))
-    offset = draw()
+    offset = draw() if azimuth_offset is None else azimuth_offset * views / 360.0
     azimuths = tuple((offset + k) / views * 360.0 - 180.0 for k in range(views))
     fovy = ranges.fovy[0] + draw() * (ranges.fovy[1] - ranges.fovy[0])
     relative = ranges.distance[0] + draw() * (ranges.distance[1] - ranges.distance[0])

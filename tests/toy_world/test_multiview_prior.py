@@ -8,6 +8,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 import torch
 
 from toy_world import PRIOR
@@ -90,3 +91,43 @@ def test_at_the_toy_world_s_scale_the_released_objective_holds_the_red_cube_and_
                 assert abs(growth - 1) < 0.15 and target.colour_share >= 0.75, (t, growth, target)
             else:
                 assert growth > 2 and target.colour_share <= 0.25, (t, growth, target)
+
+
+def test_max_turn_0_renders_every_cube_facing_the_axes_and_the_cameras_rate_is_the_one_its_projection_steps_at():
+    """The two settings bench/multiview_cameras.py measures priors of: ``--max-turn 0`` draws each group's cube at
+    turn 0 (its views are the world's cube at turn 0 at the group's cameras), and ``--camera-lr-scale`` is the rate the
+    camera's projection takes its first step at (Adam's first step moves each weight by its rate, times the first
+    EMA's 0.9), the rest at the base rate."""
+    from diffusers import DDPMScheduler, UNet2DConditionModel
+
+    from toy_world.train_multiview_prior import multiview_unet_from, render_group, render_orbit_group, train_unet
+    from toy_world.world import Thing
+
+    images, _ = render_group(np.random.default_rng(3), torch.Generator().manual_seed(3), "green", "cube", 32, max_turn=0.0)
+    scale = float(np.random.default_rng(3).uniform(0.8, 1.2))
+    expected, _ = render_orbit_group(Thing("green", "cube", (0.0, 0.0), scale, 0.0), torch.Generator().manual_seed(3), 32)
+    assert np.array_equal(images, expected)
+    turned, _ = render_group(np.random.default_rng(3), torch.Generator().manual_seed(3), "green", "cube", 32)
+    assert not np.array_equal(turned, expected)  # the default turns it
+
+    base = UNet2DConditionModel.from_pretrained(PRIOR / "unet").eval()
+    generator = torch.Generator().manual_seed(0)
+    latents = torch.randn(2, 4, 4, 16, 16, generator=generator)
+    cameras = torch.eye(4).expand(2, 4, 4, 4).clone()
+    cameras[..., :3, 3] = torch.randn(2, 4, 3, generator=generator)
+    hidden = torch.randn(2, 16, base.config.cross_attention_dim, generator=generator)
+    moved = {}
+    for camera_lr_scale in (1.0, 10.0):
+        unet = multiview_unet_from(base)
+        before = {name: p.detach().clone() for name, p in unet.named_parameters()}
+        train_unet(unet, latents, cameras, hidden, torch.tensor([0, 0]), 1, 1, 2, 0.0, torch.Generator().manual_seed(1),
+                   DDPMScheduler(), lambda text: None, camera_lr_scale)  # fmt: skip
+        after = {name: p.detach() for name, p in unet.named_parameters()}
+        moved[camera_lr_scale] = {name: float((after[name] - before[name]).abs().max()) for name in before}
+    first_step = 0.9 * 2e-4 / 100  # the warmup's first rate, through the first EMA
+    stepped = [name for name in moved[1.0] if moved[1.0][name] > 0.1 * first_step]  # linear_1: no gradient behind the zero layer, weight decay only
+    assert "class_embedding.linear_2.weight" in stepped and len(stepped) > 100
+    for name in stepped:  # float32 weights near 1 step in units of 1.2e-7
+        assert moved[1.0][name] == pytest.approx(first_step, abs=2.5e-7), name
+        rate = 10.0 if name.startswith("class_embedding.") else 1.0
+        assert moved[10.0][name] == pytest.approx(first_step * rate, abs=2.5e-7 * rate), name
