@@ -8,7 +8,7 @@ source run's render), the object's pixel count, its colour and its roundness (a 
 printed (docs/toy_world.md quotes it) and the views go to a picture, a row a checkpoint.
 
 ``--prior single`` (docs/pnr_shape_edit.png): the single-view toy prior, PDS on 4 training views a step (ours).
-``--prior multiview`` (docs/pnr_multiview_shape_edit_<representation>[_region][_dome].png): the release's objects protocol, the toy multi-view prior
+``--prior multiview`` (docs/pnr_multiview_shape_edit_<representation>[_region][_dome][_<--model-id's folder>].png): the release's objects protocol, the toy multi-view prior
 (toy_world/multiview_prior) guiding orbit views round the object with the x0-reconstruction objective; with
 ``--region`` a box round the ball is the object field (splatfacto: only its Gaussians are perturbed and move; nerfacto:
 outside it the source field renders). ``--capture dome`` trains the nerfacto source on views from the orbit cameras'
@@ -149,7 +149,7 @@ def main() -> None:
                         help="the identity terms' weights, the release's (L1 30000, LPIPS 300) times this; default with the multi-view prior the toy world's (TOY_IPG_WEIGHT_SCALE, 1/8: the release's pull on a 32 px render), else 1")
     parser.add_argument("--no-write", action="store_true", help="print only; leave docs/ as it is")
     parser.add_argument("--extra-flags", nargs=argparse.REMAINDER, default=[],
-                        help="ns-train flags added to the edit (last); the picture's name then ends in their hash")
+                        help="ns-train flags added to the edit (last), as the other benches take them: last on the line, all after it goes to ns-train; the picture's name then ends in their hash")
     args = parser.parse_args()
     if args.capture == "dome" and args.representation != "nerfacto":
         parser.error("--capture dome: nerfacto only (splatfacto on 160 views densified to 24 000 Gaussians, 6.7 s a step on 2 cores)")

@@ -55,7 +55,8 @@ def draw_orbit_group(
     ranges: OrbitRanges = OrbitRanges(), azimuth_offset: Optional[float] = None,
 ) -> OrbitGroup:  # fmt: skip
     """A group of ``views`` orbit cameras of ``size`` x ``size`` pixels round the object at ``centre`` of ``radius``;
-    the first azimuth -180 degrees plus a drawn share of 360 / ``views``, or plus ``azimuth_offset`` degrees."""
+    the first azimuth -180 degrees plus a drawn share of 360 / ``views``, or plus ``azimuth_offset`` degrees (then not
+    drawn: the field of view and distance that follow are the next draws)."""
     draw = lambda: float(torch.rand((), generator=generator))  # noqa: E731
     low, high = ranges.elevation
     if draw() < 0.5:

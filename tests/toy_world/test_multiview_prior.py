@@ -107,8 +107,12 @@ def test_max_turn_0_renders_every_cube_facing_the_axes_and_the_cameras_rate_is_t
     scale = float(np.random.default_rng(3).uniform(0.8, 1.2))
     expected, _ = render_orbit_group(Thing("green", "cube", (0.0, 0.0), scale, 0.0), torch.Generator().manual_seed(3), 32)
     assert np.array_equal(images, expected)
-    turned, _ = render_group(np.random.default_rng(3), torch.Generator().manual_seed(3), "green", "cube", 32)
-    assert not np.array_equal(turned, expected)  # the default turns it
+    for max_turn in (45.0, 90.0):  # the turn drawn in [0, max_turn] degrees: the default's any turn, half of it at 45
+        turned, _ = render_group(np.random.default_rng(3), torch.Generator().manual_seed(3), "green", "cube", 32, max_turn=max_turn)
+        rng = np.random.default_rng(3)
+        scale, share = float(rng.uniform(0.8, 1.2)), float(rng.uniform(0, 1))
+        at, _ = render_orbit_group(Thing("green", "cube", (0.0, 0.0), scale, float(np.deg2rad(share * max_turn))), torch.Generator().manual_seed(3), 32)
+        assert np.allclose(turned, at, atol=1e-6) and not np.array_equal(turned, expected)
 
     base = UNet2DConditionModel.from_pretrained(PRIOR / "unet").eval()
     generator = torch.Generator().manual_seed(0)
