@@ -44,20 +44,12 @@ def fitted_turn(images: Sequence[np.ndarray], poses: Sequence[np.ndarray], focal
     images' object pixels; that fit's IoU; the best turn's IoU over the worst turn's at the best size; the best
     ball's IoU."""
     from toy_world.classify import object_mask
-    from toy_world.outcome import FIT_SCALES, FIT_TURNS, summed_iou
-    from toy_world.world import Thing, thing_masks
+    from toy_world.outcome import FIT_TURNS, silhouette_fits
 
-    size = images[0].shape[0]
-    ours = [object_mask(image) for image in images]
-    table = np.array([
-        [summed_iou(ours, (thing_masks(Thing("red", "cube", scale=float(scale), turn=float(turn)), pose, size, focal)[0] for pose in poses))
-         for turn in FIT_TURNS]
-        for scale in FIT_SCALES
-    ])  # fmt: skip
-    scale_index, turn_index = np.unravel_index(np.argmax(table), table.shape)
-    row = table[scale_index]
-    ball = max(summed_iou(ours, (thing_masks(Thing("red", "ball", scale=float(scale)), pose, size, focal)[0] for pose in poses)) for scale in FIT_SCALES)
-    return float(np.rad2deg(FIT_TURNS[turn_index])), float(row.max()), float(row.max() / max(row.min(), 1e-6)), ball
+    cubes, balls = silhouette_fits([object_mask(image) for image in images], poses, focal)
+    scale_index, turn_index = np.unravel_index(np.argmax(cubes), cubes.shape)
+    row = cubes[scale_index]
+    return float(np.rad2deg(FIT_TURNS[turn_index])), float(row.max()), float(row.max() / max(row.min(), 1e-6)), float(balls.max())
 
 
 CAMERA_CASES = {"elevation 5": (5.0, 0.0), "turned 45": (5.0, 45.0), "elevation 30": (30.0, 0.0)}
@@ -76,12 +68,6 @@ def fixed_group(elevation: float, offset: float, size: int, views: int):
     return group
 
 
-def _pose(c2w: torch.Tensor) -> np.ndarray:
-    pose = np.eye(4)
-    pose[:3, :] = c2w.double().numpy()
-    return pose
-
-
 def print_camera_effect(guidance, prompt: str, picture: Optional[Path] = None, noises: int = 4) -> None:
     """The mean absolute change of the samples' pixels from the first camera group of :data:`CAMERA_CASES` to each
     other, the same noises at both; beside it the world's renders' change and the samples' change between noises.
@@ -89,6 +75,7 @@ def print_camera_effect(guidance, prompt: str, picture: Optional[Path] = None, n
     import math
 
     from toy_world.evaluate_multiview_prior import sample_at
+    from toy_world.train_multiview_prior import orbit_pose
     from toy_world.world import Thing, render
 
     latent_size = int(guidance.pipe.unet.config.sample_size)
@@ -98,7 +85,7 @@ def print_camera_effect(guidance, prompt: str, picture: Optional[Path] = None, n
         images = sample_at(guidance.pipe, guidance.pipe.unet, prompt, [group] * noises, 7.5, 30, torch.Generator().manual_seed(123))
         samples[name] = images.astype(np.float32) / 255
         focal = 0.5 * 2 * latent_size / math.tan(math.radians(group.fovy) / 2)
-        worlds[name] = np.stack([render(Thing("red", "cube"), _pose(c2w), 2 * latent_size, focal) for c2w in group.cameras.camera_to_worlds])
+        worlds[name] = np.stack([render(Thing("red", "cube"), orbit_pose(c2w), 2 * latent_size, focal) for c2w in group.cameras.camera_to_worlds])
     if picture is not None:
         from toy_world.outcome import save_views
 
@@ -117,7 +104,7 @@ def print_sample_turns(guidance, prompt: str, groups: int) -> None:
 
     from pds_nerfstudio.scenes.orbit import draw_orbit_group
     from toy_world.evaluate_multiview_prior import sample_at
-    from toy_world.train_multiview_prior import TOY_OBJECT_CENTRE, TOY_ORBIT_RADIUS
+    from toy_world.train_multiview_prior import TOY_OBJECT_CENTRE, TOY_ORBIT_RADIUS, orbit_pose
 
     generator = torch.Generator().manual_seed(7)
     latent_size = int(guidance.pipe.unet.config.sample_size)
@@ -125,7 +112,7 @@ def print_sample_turns(guidance, prompt: str, groups: int) -> None:
     samples = sample_at(guidance.pipe, guidance.pipe.unet, prompt, orbits, 7.5, 30, generator).astype(np.float32) / 255
     fits = []
     for orbit, views in zip(orbits, samples):
-        poses = [_pose(c2w) for c2w in orbit.cameras.camera_to_worlds]
+        poses = [orbit_pose(c2w) for c2w in orbit.cameras.camera_to_worlds]
         fits.append(fitted_turn(list(views), poses, 0.5 * views.shape[1] / math.tan(math.radians(orbit.fovy) / 2)))
     print(f"samples of {prompt!r} from noise, {groups} groups: turns {' '.join(f'{fit[0]:.0f}' for fit in fits)}; "
           f"cube / ball fit {np.mean([f[1] for f in fits]):.2f} / {np.mean([f[3] for f in fits]):.2f}; best turn's IoU over the worst's {np.mean([f[2] for f in fits]):.2f}", flush=True)
@@ -147,7 +134,12 @@ def main() -> None:
     from pds_nerfstudio.scenes.orbit import draw_orbit_group
     from toy_world import MULTIVIEW_PRIOR
     from toy_world.multiview_targets import decoded_targets
-    from toy_world.train_multiview_prior import TOY_MULTIVIEW_GUIDANCE_SCALE, TOY_OBJECT_CENTRE, TOY_ORBIT_RADIUS
+    from toy_world.train_multiview_prior import (
+        TOY_MULTIVIEW_GUIDANCE_SCALE,
+        TOY_OBJECT_CENTRE,
+        TOY_ORBIT_RADIUS,
+        orbit_pose,
+    )
     from toy_world.world import Thing, caption, render
 
     size = 32
@@ -166,7 +158,7 @@ def main() -> None:
         poses: List[List[np.ndarray]] = []
         views, cameras = [], []
         for group in groups:
-            group_poses = [_pose(c2w) for c2w in group.cameras.camera_to_worlds]
+            group_poses = [orbit_pose(c2w) for c2w in group.cameras.camera_to_worlds]
             poses.append(group_poses)
             focal = float(group.cameras.fx[0])
             views.append(torch.from_numpy(np.stack([render(thing, pose, size, focal) for pose in group_poses])).permute(0, 3, 1, 2).float())

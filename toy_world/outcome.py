@@ -346,19 +346,28 @@ def fitted_shape(renders: Sequence[np.ndarray], references: Sequence[np.ndarray]
     views' cameras (``poses``: camera-to-world, the world's 45-degree views). The roundness classifier reads any
     irregular blob as a cube; a fit reads a cube only when one cube, the same in every view, covers the pixels better
     than any ball."""
+    ours = [object_mask(without_cast(render, reference, object_mask(reference))) for render, reference in zip(renders, references, strict=True)]
+    cubes, balls = silhouette_fits(ours, poses)
+    cube, scale, turn = max(
+        (float(cubes[i, j]), float(scale), float(turn)) for i, scale in enumerate(FIT_SCALES) for j, turn in enumerate(FIT_TURNS)
+    )  # fmt: skip
+    return ShapeFit(float(balls.max()), cube, scale, float(np.rad2deg(turn)))
+
+
+def silhouette_fits(masks: Sequence[np.ndarray], poses: Sequence[np.ndarray], focal: float = 0.0) -> Tuple[np.ndarray, np.ndarray]:
+    """The IoU, summed over the views, of object masks [H, W] with the silhouettes the world's toy objects at the origin
+    show the cameras ``poses`` (camera-to-world; ``focal`` in pixels, by default the world's 45 degrees): cubes
+    [len(FIT_SCALES), len(FIT_TURNS)], balls [len(FIT_SCALES)]."""
     from toy_world.world import Thing, thing_masks
 
-    size = renders[0].shape[0]
-    ours = [object_mask(without_cast(render, reference, object_mask(reference))) for render, reference in zip(renders, references, strict=True)]
+    size = masks[0].shape[0]
 
     def iou(thing: Thing) -> float:
-        return summed_iou(ours, (thing_masks(thing, pose, size)[0] for pose in poses))
+        return summed_iou(masks, (thing_masks(thing, pose, size, focal)[0] for pose in poses))
 
-    ball = max(iou(Thing("red", "ball", scale=float(scale))) for scale in FIT_SCALES)
-    cube, scale, turn = max(
-        (iou(Thing("red", "cube", scale=float(scale), turn=float(turn))), float(scale), float(turn)) for scale in FIT_SCALES for turn in FIT_TURNS
-    )  # fmt: skip
-    return ShapeFit(ball, cube, scale, float(np.rad2deg(turn)))
+    cubes = np.array([[iou(Thing("red", "cube", scale=float(scale), turn=float(turn))) for turn in FIT_TURNS] for scale in FIT_SCALES])
+    balls = np.array([iou(Thing("red", "ball", scale=float(scale))) for scale in FIT_SCALES])
+    return cubes, balls
 
 
 def training_poses(config: Path) -> List[np.ndarray]:

@@ -67,12 +67,15 @@ def render_orbit_group(thing: Thing, generator: torch.Generator, size: int, radi
 
     group = draw_orbit_group(generator, TOY_OBJECT_CENTRE, radius, size, VIEWS)
     focal = float(group.cameras.fx[0])
-    images = []
-    for c2w in group.cameras.camera_to_worlds:
-        pose = np.eye(4)
-        pose[:3, :] = c2w.double().numpy()
-        images.append(render(thing, pose, size, focal))
+    images = [render(thing, orbit_pose(c2w), size, focal) for c2w in group.cameras.camera_to_worlds]
     return np.stack(images), group.object_c2w
+
+
+def orbit_pose(c2w: torch.Tensor) -> np.ndarray:
+    """An orbit camera's [3, 4] camera-to-world (nerfstudio's) as the world's [4, 4] pose."""
+    pose = np.eye(4)
+    pose[:3, :] = c2w.double().numpy()
+    return pose
 
 
 def multiview_unet_from(base) -> "torch.nn.Module":
@@ -99,13 +102,9 @@ def train_unet(
     from pds_nerfstudio.priors.multiview import camera_vectors, install_multiview_attention
 
     install_multiview_attention(unet, VIEWS)
-    if camera_lr_scale == 1.0:
-        groups_of_parameters = [{"params": list(unet.parameters())}]
-    else:
-        camera = [p for name, p in unet.named_parameters() if name.startswith("class_embedding.")]
-        rest = [p for name, p in unet.named_parameters() if not name.startswith("class_embedding.")]
-        groups_of_parameters = [{"params": rest}, {"params": camera, "lr_scale": camera_lr_scale}]
-    optimizer = torch.optim.AdamW(groups_of_parameters, lr=2e-4, weight_decay=1e-2)
+    camera = [p for name, p in unet.named_parameters() if name.startswith("class_embedding.")]
+    rest = [p for name, p in unet.named_parameters() if not name.startswith("class_embedding.")]
+    optimizer = torch.optim.AdamW([{"params": rest}, {"params": camera, "lr_scale": camera_lr_scale}], lr=2e-4, weight_decay=1e-2)
     ema = Averaged(unet)
     losses: List[float] = []
     unet.train()
