@@ -78,13 +78,15 @@ def orbit_pose(c2w: torch.Tensor) -> np.ndarray:
     return pose
 
 
-def multiview_unet_from(base) -> "torch.nn.Module":
-    """The base UNet's config and weights plus the camera's projection (16 -> time width -> time width), its last
-    layer zero: at first the camera changes nothing and the prior is the base's."""
+def multiview_unet_from(base, seed: int = 0) -> "torch.nn.Module":
+    """The base UNet's config and weights plus the camera's projection (16 -> time width -> time width), its first
+    layer drawn from ``seed`` (so that the script's ``--seed`` makes the same prior twice), its last layer zero: at
+    first the camera changes nothing and the prior is the base's."""
     from diffusers import UNet2DConditionModel
 
     from pds_nerfstudio.priors.multiview import CAMERA_DIM
 
+    torch.manual_seed(seed)  # the projection's first layer is the only one built from the global generator
     unet = UNet2DConditionModel.from_config({**base.config, "class_embed_type": "projection", "projection_class_embeddings_input_dim": CAMERA_DIM})
     missing, unexpected = unet.load_state_dict(base.state_dict(), strict=False)
     assert not unexpected and all(name.startswith("class_embedding.") for name in missing), (missing, unexpected)
@@ -173,7 +175,7 @@ def main() -> None:
         texts = [caption(*pair) for pair in pairs] + [""]
         tokens = base.tokenizer(texts, padding="max_length", max_length=MAX_TOKENS, truncation=True, return_tensors="pt").input_ids
         hidden = base.text_encoder(tokens).last_hidden_state
-    unet = multiview_unet_from(base.unet)
+    unet = multiview_unet_from(base.unet, args.seed)
     scheduler = DDPMScheduler.from_config(base.scheduler.config)
     loss = train_unet(
         unet, latents, torch.stack(cameras), hidden, torch.tensor(labels), len(texts) - 1, args.steps, args.batch,

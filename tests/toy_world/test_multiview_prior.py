@@ -53,6 +53,21 @@ def test_training_starts_from_the_single_view_prior_and_groups_are_orbits_of_one
     assert sum((read(image).colour, read(image).shape) == ("green", "cube") for image in images) >= 3
 
 
+def test_the_camera_projection_starts_from_the_seed_whatever_ran_before():
+    """The one layer the script adds draws its weights from ``--seed``, not from whatever the global generator was
+    left at: the same seed makes the same projection, another seed another."""
+    from diffusers import UNet2DConditionModel
+
+    from toy_world.train_multiview_prior import multiview_unet_from
+
+    base = UNet2DConditionModel.from_pretrained(PRIOR / "unet")
+    first = multiview_unet_from(base, seed=3).class_embedding.linear_1.weight.detach().clone()
+    torch.randn(100)  # the global generator moved on, as the script's rendering and encoding move it
+    again = multiview_unet_from(base, seed=3).class_embedding.linear_1.weight
+    other = multiview_unet_from(base, seed=4).class_embedding.linear_1.weight
+    assert torch.equal(first, again) and not torch.equal(first, other)
+
+
 def test_the_committed_multiview_prior_is_the_one_its_card_describes():
     from pds_nerfstudio.priors.multiview import MultiViewInfo, load_multiview_unet, read_multiview_info
 
