@@ -42,11 +42,6 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 
-OBJECT_BOX = (0.0, 0.0, 0.06, 0.9, 0.9, 0.78)
-"""A box round the toy object at the origin (a cube of edge 0.7 fits), its bottom above the floor (z = -0.35), so that
-no floor Gaussian is inside: centre x y z, size x y z in the world's frame."""
-
-
 def checkpoint_row(label: str, views: Sequence[np.ndarray], sources, captured, poses, colour: str = "red") -> str:
     """One table row: identity, object pixels, views read ``colour``, views read cube, roundness range of the views
     that show an object, and the 3D shape fit (:func:`toy_world.outcome.fitted_shape`: the best cube's and ball's IoU
@@ -171,7 +166,7 @@ def main() -> None:
         training_views,
     )
     from toy_world.runs import logged, run_tiny_edit
-    from toy_world.train_multiview_prior import TOY_OBJECT_CENTRE, TOY_ORBIT_RADIUS
+    from toy_world.train_multiview_prior import TOY_OBJECT_BOX, TOY_OBJECT_CENTRE, TOY_ORBIT_RADIUS
     from toy_world.world import Thing, dome_cameras, write_scene
 
     released = PnRPipelineConfig()
@@ -201,7 +196,7 @@ def main() -> None:
             flags += ["--pipeline.multiview.object-centre", *map(str, TOY_OBJECT_CENTRE),
                       "--pipeline.multiview.object-radius", str(TOY_ORBIT_RADIUS)]  # fmt: skip
         if args.region:
-            flags += ["--pipeline.region.box", *map(str, OBJECT_BOX)]
+            flags += ["--pipeline.region.box", *map(str, TOY_OBJECT_BOX)]
         scale = _default_guidance_scale(args) if args.guidance_scale is None else args.guidance_scale
         if scale is not None:
             flags += ["--pipeline.guidance.guidance-scale", str(scale)]

@@ -43,7 +43,7 @@ E2E = TESTS / "e2e"
 """Tests that start ns-train (or another nerfstudio command) live here; they are marked ``e2e`` by their folder."""
 
 SLOWEST_FILES_FIRST = (
-    "e2e/test_edit_outcome.py", "e2e/test_matrix_slice.py", "e2e/test_region_outcome.py", "e2e/test_splat.py", "e2e/test_resume.py", "e2e/test_refine.py", "e2e/test_pnr.py", "e2e/test_region.py",
+    "e2e/test_edit_outcome.py", "e2e/test_matrix_slice.py", "e2e/test_pnr_shape_edit.py", "e2e/test_region_outcome.py", "e2e/test_splat.py", "e2e/test_resume.py", "e2e/test_refine.py", "e2e/test_pnr.py", "e2e/test_region.py",
     "bench/test_gpu_dry_run.py", "e2e/test_old_runs.py", "e2e/test_viewer.py", "e2e/test_distributed.py",
     "e2e/test_dreambooth.py", "e2e/test_pds.py", "e2e/test_pds_eval.py",
 )  # fmt: skip

@@ -103,15 +103,17 @@ steps, about 5 minutes on 2 cores). Rendered from orbit cameras it matches the w
 at the narrowest fields of view (15 degrees from 6.5 units: the ball missing)."""
 
 
-def train_dome_source(scene: Path, output_dir: Path, torch_home: Path, reproducible: bool = True) -> Path:
-    """The nerfacto source of a scene written from :data:`DOME_CAPTURE` (:data:`DOME_NERFACTO_FLAGS`,
-    :data:`DOME_SOURCE_STEPS`; also the outcome matrix's ``--large-source`` from the ring's views), its ray sampling
-    seeded unless ``reproducible`` is False (splatfacto from 160 views densifies to 24 000 Gaussians, 6.7 s a step on
-    2 cores: not offered)."""
+def train_dome_source(
+    scene: Path, output_dir: Path, torch_home: Path, reproducible: bool = True, steps: int = DOME_SOURCE_STEPS
+) -> Path:
+    """The nerfacto source of a scene written from :data:`DOME_CAPTURE` (:data:`DOME_NERFACTO_FLAGS`, ``steps``;
+    also the outcome matrix's ``--large-source`` from the ring's views), its ray sampling seeded unless
+    ``reproducible`` is False (splatfacto from 160 views densifies to 24 000 Gaussians, 6.7 s a step on 2 cores: not
+    offered)."""
     from toy_world.runs import train_tiny_nerfacto
 
     flags = [*SOURCE_FLAGS, *DOME_NERFACTO_FLAGS]
-    return train_tiny_nerfacto(scene, output_dir, torch_home, DOME_SOURCE_STEPS, flags, reproducible=reproducible)
+    return train_tiny_nerfacto(scene, output_dir, torch_home, steps, flags, reproducible=reproducible)
 
 
 def ring_views(poses: Sequence[np.ndarray]) -> List[int]:

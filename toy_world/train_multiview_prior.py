@@ -46,6 +46,12 @@ keeps the release's 50): the largest measured at which the released objective's 
 are that cube over the t range an edit ends in (its pixels within 10% and read red on 88-100% of views to t 300, +16%
 and 81% at t 400; 7.5 grows it by 27% and 56%); at 50 they are a magenta field 2.5 to 3.2 times its size at every
 t, and the edit of a source that already is the cube melts it (``bench/multiview_targets.py``, docs/toy_world.md)."""
+TOY_OBJECT_BOX = (0.0, 0.0, 0.06, 0.9, 0.9, 0.78)
+"""A box round the toy object at the origin (a cube of edge 0.7 fits), its bottom above the floor (z = -0.35), so that
+no floor Gaussian is inside: centre x y z, size x y z in the world's frame (``--pipeline.region.box``): the object field
+of the toy world's pnr runs."""
+
+
 VIEWS = 4
 
 
