@@ -11,8 +11,8 @@ printed (docs/toy_world.md quotes it) and the views go to a picture, a row a che
 ``--prior multiview`` (docs/pnr_multiview_shape_edit_<representation>[_region][_dome][_<--model-id's folder>].png): the release's objects protocol, the toy multi-view prior
 (toy_world/multiview_prior) guiding orbit views round the object with the x0-reconstruction objective; with
 ``--region`` a box round the ball is the object field (splatfacto: only its Gaussians are perturbed and move; nerfacto:
-outside it the source field renders). ``--capture dome`` trains the nerfacto source on views from the orbit cameras'
-heights and distances. With the multi-view prior the runs pass the toy world's guidance scale, 5
+outside it the source field renders). ``--capture dome`` trains the source on views from the orbit cameras' heights
+and distances (:func:`toy_world.outcome.dome_capture`: nerfacto 160 views, splatfacto 40). With the multi-view prior the runs pass the toy world's guidance scale, 5
 (``TOY_MULTIVIEW_GUIDANCE_SCALE``: at the release's 50 the toy prior's targets melt even a source that already is the
 cube, bench/multiview_targets.py); ``--guidance-scale 50`` runs the release's. ``--source-shape cube`` starts from the
 red cube itself (does the objective hold the goal?); ``--target-colour blue --target-shape ball`` makes a colour edit,
@@ -22,6 +22,8 @@ to read the eta Alg. 2 gives it (printed).
     python bench/pnr_shape_edit.py --prior multiview --representation splatfacto --region
     python bench/pnr_shape_edit.py --prior multiview --representation nerfacto --region --capture dome --edit-steps 500 --revise-steps 0 --every 125
     python bench/pnr_shape_edit.py --prior multiview --representation nerfacto --region --capture dome --ipg-resolution 0 --edit-steps 300 --revise-steps 500 --every 100
+    python bench/pnr_shape_edit.py --prior multiview --representation splatfacto --region --capture dome --edit-steps 500 --revise-steps 0 --every 125
+    python bench/pnr_shape_edit.py --prior multiview --representation nerfacto --region --capture dome --source-steps 1500 --eta 0.1 --edit-steps 150 --revise-steps 0 --every 50   # the default test run's reduced counts
     python bench/pnr_shape_edit.py --edit-steps 20 --revise-steps 10 --every 20 --no-write   # a check, 2 min
 """
 
@@ -128,7 +130,10 @@ def main() -> None:
     parser.add_argument("--representation", choices=["nerfacto", "splatfacto"], default="nerfacto")
     parser.add_argument("--region", action="store_true", help="a box round the ball: the object field")
     parser.add_argument("--capture", choices=["ring", "dome"], default="ring",
-                        help="the source's views: the outcome tests' ring of 10, or DOME_CAPTURE (views from the orbit cameras' heights and distances)")
+                        help="the source's views: the outcome tests' ring of 10, or a dome (views from the orbit cameras' heights and distances: DOME_CAPTURE for nerfacto, SPLAT_DOME_CAPTURE for splatfacto)")
+    parser.add_argument("--source-steps", type=int,
+                        help="steps of the source: default the ring's SOURCE_STEPS (400), the dome's DOME_SOURCE_STEPS (nerfacto, 5000) or SPLAT_DOME_SOURCE_STEPS (1000); the default test run's reduced edit trains its dome source 1500")
+    parser.add_argument("--eta", type=float, help="--pipeline.perturbation.eta: default auto (Alg. 2's 50 selection steps)")
     parser.add_argument("--colour", choices=COLOURS, default="red",
                         help="the object's colour, kept by the edit (the multi-view prior knows its red cubes least)")
     parser.add_argument("--source-shape", choices=["ball", "cube"], default="ball",
@@ -146,16 +151,15 @@ def main() -> None:
     parser.add_argument("--extra-flags", nargs=argparse.REMAINDER, default=[],
                         help="ns-train flags added to the edit (last), as the other benches take them: last on the line, all after it goes to ns-train; the picture's name then ends in their hash")
     args = parser.parse_args()
-    if args.capture == "dome" and args.representation != "nerfacto":
-        parser.error("--capture dome: nerfacto only (splatfacto on 160 views densified to 24 000 Gaussians, 6.7 s a step on 2 cores)")
     from pnr_nerfstudio.pipeline import PnRPipelineConfig
     from pnr_nerfstudio.schedules import Phase
     from toy_world import MULTIVIEW_PRIOR, PRIOR
     from toy_world.models import seed_torch_home
     from toy_world.outcome import (
-        DOME_CAPTURE,
         EDIT_FLAGS,
+        SOURCE_STEPS,
         SPARSE_POINTS,
+        dome_capture,
         kept_checkpoint_views,
         outcome_edit_flags,
         ring_views,
@@ -172,19 +176,20 @@ def main() -> None:
     released = PnRPipelineConfig()
     args.edit_steps = released.edit_steps if args.edit_steps is None else args.edit_steps
     args.revise_steps = released.revise_steps if args.revise_steps is None else args.revise_steps
-    plan = dataclasses.replace(released, edit_steps=args.edit_steps, revise_steps=args.revise_steps).phases
+    perturbation = released.perturbation if args.eta is None else dataclasses.replace(released.perturbation, eta=args.eta)
+    plan = dataclasses.replace(released, edit_steps=args.edit_steps, revise_steps=args.revise_steps, perturbation=perturbation).phases
     revise_start = plan.start(Phase.REVISE)
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         torch_home = seed_torch_home(work / "torch_home")
         # the runs load in this process too (to render their checkpoints): LPIPS constructs offline from this folder
         os.environ.update(TORCH_HOME=str(torch_home), HF_HUB_OFFLINE="1")
-        cameras = dome_cameras(*DOME_CAPTURE) if args.capture == "dome" else None
+        cameras = dome_cameras(*dome_capture(args.representation)) if args.capture == "dome" else None
         scene = write_scene(work / f"{args.colour}-{args.source_shape}", Thing(args.colour, args.source_shape), num_views=10, size=32, sparse_points=SPARSE_POINTS, cameras=cameras)
         if args.capture == "dome":
-            source = train_dome_source(scene, work / "sources", torch_home)
+            source = train_dome_source(scene, work / "sources", torch_home, steps=args.source_steps, representation=args.representation)
         else:
-            source = train_source(args.representation, scene, work / "sources", torch_home)
+            source = train_source(args.representation, scene, work / "sources", torch_home, steps=args.source_steps or SOURCE_STEPS)
         prior = args.model_id or (MULTIVIEW_PRIOR if args.prior == "multiview" else PRIOR)
         flags = [
             *EDIT_FLAGS, *outcome_edit_flags(str(prior), args.colour, args.target_colour or args.colour, args.source_shape, args.target_shape),
@@ -192,6 +197,8 @@ def main() -> None:
             "--pipeline.edit-steps", str(args.edit_steps), "--pipeline.revise-steps", str(args.revise_steps),
             "--steps-per-save", str(args.every), "--save-only-latest-checkpoint", "False",
         ]  # fmt: skip
+        if args.eta is not None:
+            flags += ["--pipeline.perturbation.eta", str(args.eta)]
         if args.prior == "multiview":  # the orbit cameras round the toy object, as the multi-view prior was trained
             flags += ["--pipeline.multiview.object-centre", *map(str, TOY_OBJECT_CENTRE),
                       "--pipeline.multiview.object-radius", str(TOY_ORBIT_RADIUS)]  # fmt: skip
@@ -235,7 +242,8 @@ def main() -> None:
         ipg += "" if args.ipg_weight_scale == _default_ipg_weight_scale(args) else f"_ipgweight{args.ipg_weight_scale:g}"
         extra = f"_{hashlib.sha1(' '.join(args.extra_flags).encode()).hexdigest()[:8]}" if args.extra_flags else ""
         prior = f"_{args.model_id.name}" if args.model_id else ""
-        name = f"{stem}{prior}{_object_suffix(args)}{_scale_suffix(args)}{ipg}{extra}.png"
+        reduced = ("" if args.source_steps is None else f"_source{args.source_steps}") + ("" if args.eta is None else f"_eta{args.eta:g}")
+        name = f"{stem}{prior}{_object_suffix(args)}{_scale_suffix(args)}{ipg}{reduced}{extra}.png"
         save_views(rows, ROOT / "docs" / name)
 
 

@@ -79,15 +79,17 @@ EDIT_STEPS: Dict[str, int] = {"nerfacto": 200, "splatfacto": 500}
 """Steps of a toy-world edit per representation (splatfacto's learning rates are 4 to 60 times lower than nerfacto's)."""
 
 
-def train_source(representation: str, scene: Path, output_dir: Path, torch_home: Path, reproducible: bool = True) -> Path:
+def train_source(
+    representation: str, scene: Path, output_dir: Path, torch_home: Path, reproducible: bool = True, steps: int = SOURCE_STEPS
+) -> Path:
     """The tiny source run of a toy-world scene that the outcome measures compare with: nerfacto (its ray sampling
     seeded unless ``reproducible`` is False, as a user's plain ``ns-train`` is not) or splatfacto from the scene's
-    sparse points, :data:`SOURCE_STEPS` steps."""
+    sparse points, ``steps`` steps."""
     from toy_world.runs import train_tiny_nerfacto, train_tiny_splatfacto
 
     if representation == "nerfacto":
-        return train_tiny_nerfacto(scene, output_dir, torch_home, SOURCE_STEPS, SOURCE_FLAGS, reproducible=reproducible)
-    return train_tiny_splatfacto(scene, output_dir, torch_home, SOURCE_STEPS, SPLAT_SOURCE_FLAGS)
+        return train_tiny_nerfacto(scene, output_dir, torch_home, steps, SOURCE_FLAGS, reproducible=reproducible)
+    return train_tiny_splatfacto(scene, output_dir, torch_home, steps, SPLAT_SOURCE_FLAGS)
 
 
 DOME_CAPTURE = (10, (3, 15, 30, 45), (1.8, 3.0, 4.5, 7.0))
@@ -103,17 +105,36 @@ steps, about 5 minutes on 2 cores). Rendered from orbit cameras it matches the w
 at the narrowest fields of view (15 degrees from 6.5 units: the ball missing)."""
 
 
-def train_dome_source(
-    scene: Path, output_dir: Path, torch_home: Path, reproducible: bool = True, steps: int = DOME_SOURCE_STEPS
-) -> Path:
-    """The nerfacto source of a scene written from :data:`DOME_CAPTURE` (:data:`DOME_NERFACTO_FLAGS`, ``steps``;
-    also the outcome matrix's ``--large-source`` from the ring's views), its ray sampling seeded unless
-    ``reproducible`` is False (splatfacto from 160 views densifies to 24 000 Gaussians, 6.7 s a step on 2 cores: not
-    offered)."""
-    from toy_world.runs import train_tiny_nerfacto
+SPLAT_DOME_CAPTURE = (10, (15, 30), (3.0, 4.5))
+"""The dome capture of a splatfacto source (:func:`toy_world.world.dome_cameras`' arguments): 40 views, at the ring's
+height and distance and one more of each. (From :data:`DOME_CAPTURE`'s 160 views splatfacto densifies to 24 000
+Gaussians, 6.7 s a step on 2 cores.)"""
+SPLAT_DOME_SOURCE_STEPS = 1000
+"""Steps of the splatfacto dome source: past splatfacto's 500 warm-up steps, so that it densifies (from the 600
+sparse points to about 6200 Gaussians); at 400, as the ring's source, it keeps its 600 and pnr's shape edit of it
+ends neither cube nor ball (docs/toy_world.md)."""
 
+
+def dome_capture(representation: str) -> Tuple[int, Tuple[float, ...], Tuple[float, ...]]:
+    """The dome capture a ``representation``'s source is trained from: :data:`DOME_CAPTURE` or
+    :data:`SPLAT_DOME_CAPTURE`."""
+    return SPLAT_DOME_CAPTURE if representation == "splatfacto" else DOME_CAPTURE
+
+
+def train_dome_source(
+    scene: Path, output_dir: Path, torch_home: Path, reproducible: bool = True, steps: Optional[int] = None,
+    representation: str = "nerfacto",
+) -> Path:  # fmt: skip
+    """The source of a scene written from :func:`dome_capture`: nerfacto with :data:`DOME_NERFACTO_FLAGS`,
+    :data:`DOME_SOURCE_STEPS` unless ``steps`` (also the outcome matrix's ``--large-source`` from the ring's views),
+    its ray sampling seeded unless ``reproducible`` is False; splatfacto from the scene's sparse points,
+    :data:`SPLAT_DOME_SOURCE_STEPS` unless ``steps``."""
+    from toy_world.runs import train_tiny_nerfacto, train_tiny_splatfacto
+
+    if representation == "splatfacto":
+        return train_tiny_splatfacto(scene, output_dir, torch_home, steps or SPLAT_DOME_SOURCE_STEPS, SPLAT_SOURCE_FLAGS)
     flags = [*SOURCE_FLAGS, *DOME_NERFACTO_FLAGS]
-    return train_tiny_nerfacto(scene, output_dir, torch_home, steps, flags, reproducible=reproducible)
+    return train_tiny_nerfacto(scene, output_dir, torch_home, steps or DOME_SOURCE_STEPS, flags, reproducible=reproducible)
 
 
 def ring_views(poses: Sequence[np.ndarray]) -> List[int]:
