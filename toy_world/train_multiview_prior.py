@@ -92,8 +92,9 @@ def multiview_unet_from(base, seed: int = 0) -> "torch.nn.Module":
 
     from pds_nerfstudio.priors.multiview import CAMERA_DIM
 
-    torch.manual_seed(seed)  # the projection's first layer is the only one built from the global generator
-    unet = UNet2DConditionModel.from_config({**base.config, "class_embed_type": "projection", "projection_class_embeddings_input_dim": CAMERA_DIM})
+    with torch.random.fork_rng(devices=[]):  # the projection's first layer is the only one the global generator draws
+        torch.manual_seed(seed)
+        unet = UNet2DConditionModel.from_config({**base.config, "class_embed_type": "projection", "projection_class_embeddings_input_dim": CAMERA_DIM})
     missing, unexpected = unet.load_state_dict(base.state_dict(), strict=False)
     assert not unexpected and all(name.startswith("class_embedding.") for name in missing), (missing, unexpected)
     with torch.no_grad():

@@ -1,4 +1,5 @@
-"""pnr makes the edit pds cannot, through the real ``ns-train pnr``: "a red ball" becomes "a red cube", the floor kept.
+"""pnr's shape edit through the real ``ns-train pnr``: "a red ball" to "a red cube" gives a red block that the 3D fit
+reads as a cube, the floor kept.
 
 **Reduced counts**, so that it fits the default run; the released ones run in ``bench/pnr_shape_edit.py`` (about an
 hour a run). The path is the release's objects protocol with a multi-view prior (the toy one, ``toy_world/multiview_prior``,
@@ -81,32 +82,36 @@ def shape_edit(tmp_path_factory):
     return run, result, pick(sources), pick(captured), pick(edits), pick(poses)
 
 
-def test_pnr_turns_the_red_ball_into_a_red_cube_and_keeps_the_floor(shape_edit):
+def test_pnr_turns_the_red_ball_into_a_block_the_fit_reads_as_a_cube_and_keeps_the_floor(shape_edit):
     """Measured on this machine (2026-12-07, one thread; fit = the best cube's / the best ball's IoU over the 9 views,
     cube = views the classifier reads cube, red = views it reads red, identity = the floor and sky against the
     source's render; docs/toy_world.md, docs/pnr_shape_edit_reduced.png):
 
     - the source: fit 0.76 / 0.99 (a ball), 1 of 9 views read cube (the classifier's noise on small silhouettes);
     - this test's edit (seed 1): fit 0.86 / 0.74, 9 of 9 cube, 9 of 9 red, 30.8 dB; the same recipe with seeds 42 and
-      7 (a source trained at two threads): 0.86 / 0.74 and 0.85 / 0.72, 9 of 9 cube, 9 of 9 red, 30.7 and 30.4 dB;
-      after 100 edit steps instead of 150 the margin over the ball was 0.09-0.10 in three seeds, so 150 it is.
+      7 on a source trained the same way with two threads: 0.86 / 0.74 and 0.85 / 0.72, 9 of 9 cube, 9 of 9 red, 30.7
+      and 30.4 dB; after 100 edit steps instead of 150 (seeds 1, 42, 7 on that source) the fit's margin over the ball
+      was 0.09-0.10, so 150 it is.
 
     Seen failing on: the objective's gradient sign flipped (fit 0.83 / 0.78, 7 of 9 cube, 0 of 9 red: a blue blob,
     20.9 dB); the target prompt the source's, "a red ball" (fit 0.71 / 0.95, 0 of 9 cube, 63.3 dB: the ball kept)."""
     run, result, sources, captured, edits, poses = shape_edit
-    used = re.search(r"^Step 0 uses: tgt prompt '([^']*)'", result.stdout, re.M)  # what the first step used
+    uses = r"^Step 0 uses: tgt prompt '([^']*)', guidance scale ([0-9.]+)"  # what the first step gave the prior
+    used = re.search(uses, result.stdout, re.M)
     assert used is not None and used.group(1) == caption("red", "cube"), used
+    assert float(used.group(2)) == TOY_MULTIVIEW_GUIDANCE_SCALE, used
     state = load_checkpoint(newest_checkpoint(run / "nerfstudio_models"))["pipeline"]
     assert float(state["eta"]) == pytest.approx(ETA)  # the eta the run perturbed with
 
     # the source is a ball (the roundness classifier may call a view of it a cube)
     before = fitted_shape(sources, sources, poses)
-    assert before.ball_iou - before.cube_iou >= 0.2, before
+    assert before.ball_iou - before.cube_iou >= 0.15, before
+    assert len(edits) == 9  # the dome's views at the ring's height and distance, less the one nerfstudio holds out
     fit = fitted_shape(edits, sources, poses)
     readings = [read(view) for view in edits]
     cubes = sum(reading.shape == "cube" for reading in readings)
     reds = sum(reading.colour == "red" for reading in readings)
     identity = measure(edits, sources, captured, "red").identity_psnr
     assert fit.reads_cube, fit  # one cube, the same in every view, fits at least 0.8 and 0.1 better than any ball
-    assert cubes >= 8 and reds == 9, (cubes, reds)
+    assert cubes >= 8 and reds == len(edits), (cubes, reds)
     assert identity >= 26.0, identity

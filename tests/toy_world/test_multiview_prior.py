@@ -55,7 +55,7 @@ def test_training_starts_from_the_single_view_prior_and_groups_are_orbits_of_one
 
 def test_the_camera_projection_starts_from_the_seed_whatever_ran_before():
     """The one layer the script adds draws its weights from ``--seed``, not from whatever the global generator was
-    left at: the same seed makes the same projection, another seed another."""
+    left at: the same seed makes the same projection, another seed another; the caller's generator is left as it was."""
     from diffusers import UNet2DConditionModel
 
     from toy_world.train_multiview_prior import multiview_unet_from
@@ -66,6 +66,9 @@ def test_the_camera_projection_starts_from_the_seed_whatever_ran_before():
     again = multiview_unet_from(base, seed=3).class_embedding.linear_1.weight
     other = multiview_unet_from(base, seed=4).class_embedding.linear_1.weight
     assert torch.equal(first, again) and not torch.equal(first, other)
+    state = torch.random.get_rng_state()
+    multiview_unet_from(base, seed=5)
+    assert torch.equal(torch.random.get_rng_state(), state)
 
 
 def test_the_committed_multiview_prior_is_the_one_its_card_describes():
