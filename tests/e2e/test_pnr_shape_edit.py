@@ -16,7 +16,9 @@ for the toy world, each said in docs/toy_world.md:
 - the toy world's guidance scale 5 (:data:`toy_world.train_multiview_prior.TOY_MULTIVIEW_GUIDANCE_SCALE`; at the
   release's 50 the toy prior's targets melt even the cube itself).
 
-On splatfacto the same edit makes an upright drum, not a cube (docs/toy_world.md); it is not asserted here.
+splatfacto is not asserted here: from the ring's source the same edit makes an upright drum, and from a 40-view dome
+source (``bench/pnr_shape_edit.py --representation splatfacto --capture dome``) a block the fit reads as a cube, but
+that source and edit take about 27 minutes on one thread (docs/toy_world.md).
 """
 
 from __future__ import annotations
