@@ -5,14 +5,16 @@ without a box round the ball, and with each part of the region alone, through th
     python bench/region_outcome.py --representations nerfacto --variants none region
     python bench/region_outcome.py --method pnr --variants none region   # pnr's real-scenes protocol (eta 0.6)
     python bench/region_outcome.py --representations nerfacto --capture dome --variants none region   # a 3D nerfacto source
+    python bench/region_outcome.py --representations splatfacto --capture dome --variants region
 
 Each edit's renders of the training views are read through each thing's own mask from the world's ray caster
 (:func:`toy_world.outcome.measure_region`): the ball's effect, the cube's colour kept and PSNR, the floor's PSNR, all
 against the source run's renders. Writes a table and a picture to docs/regions.md (``--no-write``: print only).
 
-``--capture dome`` trains the nerfacto source on the scene seen from :data:`toy_world.outcome.DOME_CAPTURE` (160 views at
-several heights and distances; the ring's 10 views do not place the tiny nerfacto's surfaces in space, so a box finds
-nothing of the ball there) and reads the 9 of them at the ring's height and distance.
+``--capture dome`` trains the source on the scene seen from :func:`toy_world.outcome.dome_capture` (nerfacto: 160 views
+at several heights and distances; the ring's 10 views do not place the tiny nerfacto's surfaces in space, so a box
+finds nothing of the ball there; splatfacto: 40 views, 1000 steps, so that it densifies) and reads the 9 of them at the
+ring's height and distance.
 """
 
 from __future__ import annotations
@@ -62,18 +64,16 @@ def main() -> None:
     parser.add_argument("--extra-flags", nargs=argparse.REMAINDER, default=[])
     parser.add_argument("--no-write", action="store_true")
     args = parser.parse_args()
-    if args.capture == "dome" and args.representations != ["nerfacto"]:
-        parser.error("--capture dome: --representations nerfacto only (splatfacto from 160 views: 24 000 Gaussians, 6.7 s a step)")
 
     import yaml
 
     from toy_world import PRIOR
     from toy_world.models import seed_torch_home
     from toy_world.outcome import (
-        DOME_CAPTURE,
         EDIT_FLAGS,
         EDIT_STEPS,
         SPARSE_POINTS,
+        dome_capture,
         measure_region,
         ring_views,
         save_views,
@@ -88,21 +88,22 @@ def main() -> None:
     torch_home = seed_torch_home(args.out / "torch_home")
     os.environ.update(TORCH_HOME=str(torch_home), HF_HUB_OFFLINE="1")
     dome = args.capture == "dome"
-    scene = args.out / ("scene-dome" if dome else "scene")
-    if not (scene / "transforms.json").exists():
-        write_region_scene(scene, SPARSE_POINTS, cameras=dome_cameras(*DOME_CAPTURE) if dome else None)
     variants = dict(VARIANTS)
     for weight in args.hold_weights:
         variants[f"region, hold {weight:g}"] = ["--pipeline.region.box", *BALL_BOX, "--pipeline.region.hold-weight", f"{weight:g}"]
     rows = []
     for representation in args.representations:
         run_name = f"{representation}-dome" if dome else representation  # the folder of its source and of its edits
+        # each representation's dome (toy_world.outcome.dome_capture): nerfacto's 160 views, splatfacto's 40
+        scene = args.out / (("scene-dome" if representation == "nerfacto" else f"scene-dome-{representation}") if dome else "scene")
+        if not (scene / "transforms.json").exists():
+            write_region_scene(scene, SPARSE_POINTS, cameras=dome_cameras(*dome_capture(representation)) if dome else None)
         sources_dir = args.out / "sources" / run_name
         runs = find_run_dirs(sources_dir, representation)
         if runs:
             source = runs[-1]
         else:
-            source = train_dome_source(scene, sources_dir, torch_home) if dome else train_source(representation, scene, sources_dir, torch_home)
+            source = train_dome_source(scene, sources_dir, torch_home, representation=representation) if dome else train_source(representation, scene, sources_dir, torch_home)
         sources, _ = training_views(source / "config.yml")
         read = ring_views(training_poses(source / "config.yml")) if dome else list(range(len(sources)))
         config = yaml.load((source / "config.yml").read_text(), Loader=yaml.Loader)
@@ -150,7 +151,7 @@ def report(rows: List[dict], args: argparse.Namespace) -> str:
         f"`python bench/region_outcome.py {' '.join(sys.argv[1:])}` on {platform.node() or 'this machine'} "
         f"({os.cpu_count()} cores), seed {args.seed}, the prior `toy_world/prior`, `ns-train {args.method}` "
         f"{' '.join(METHOD_FLAGS[args.method])}, 200 nerfacto / 500 splatfacto steps"
-        f"{', the source from the dome capture (5000 steps), read on its 9 views at the ring' if args.capture == 'dome' else ''}.".replace("  ", " "),
+        f"{', the source from the dome capture (nerfacto: 160 views, 5000 steps; splatfacto: 40 views, 1000 steps), read on its 9 views at the ring' if args.capture == 'dome' else ''}.".replace("  ", " "),
         "",
         "| representation | edit | ball effect | ball's structure | cube's colour kept | cube's structure | cube PSNR (dB) | floor PSNR (dB) |",
         "|---|---|---|---|---|---|---|---|",
