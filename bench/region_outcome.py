@@ -5,7 +5,7 @@ without a box round the ball, and with each part of the region alone, through th
     python bench/region_outcome.py --representations nerfacto --variants none region
     python bench/region_outcome.py --method pnr --variants none region   # pnr's real-scenes protocol (eta 0.6)
     python bench/region_outcome.py --representations nerfacto --capture dome --variants none region   # a 3D nerfacto source
-    python bench/region_outcome.py --representations splatfacto --capture dome --variants region
+    python bench/region_outcome.py --representations splatfacto --capture dome --variants region   # pds on splatfacto's densified dome source
 
 Each edit's renders of the training views are read through each thing's own mask from the world's ray caster
 (:func:`toy_world.outcome.measure_region`): the ball's effect, the cube's colour kept and PSNR, the floor's PSNR, all
@@ -56,7 +56,7 @@ def main() -> None:
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS))
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--capture", choices=["ring", "dome"], default="ring",
-                        help="the scene's views: the ring of 10, or DOME_CAPTURE (nerfacto only; the table reads its 9 ring views)")
+                        help="the scene's views: the ring of 10, or each representation's dome (toy_world.outcome.dome_capture: nerfacto 160 views, splatfacto 40 with a 1000-step source; the table reads its 9 ring views)")
     parser.add_argument(
         "--hold-weights", type=float, nargs="*", default=[],
         help="also edit with the box at each of these --pipeline.region.hold-weight values",
@@ -142,7 +142,8 @@ def main() -> None:
     print(body)
     if not args.no_write:
         marker = "<!-- bench:regions -->" if args.method == "pds" else f"<!-- bench:regions-{args.method} -->"
-        marker = marker.replace(" -->", "-dome -->") if dome else marker
+        if dome:  # nerfacto's dome table, or one of its own for another list of representations
+            marker = marker.replace(" -->", "-dome -->" if args.representations == ["nerfacto"] else f"-dome-{'-'.join(args.representations)} -->")
         replace_section(ROOT / "docs" / "regions.md", marker, body)
 
 

@@ -128,7 +128,8 @@ def train_dome_source(
     """The source of a scene written from :func:`dome_capture`: nerfacto with :data:`DOME_NERFACTO_FLAGS`,
     :data:`DOME_SOURCE_STEPS` unless ``steps`` (also the outcome matrix's ``--large-source`` from the ring's views),
     its ray sampling seeded unless ``reproducible`` is False; splatfacto from the scene's sparse points,
-    :data:`SPLAT_DOME_SOURCE_STEPS` unless ``steps``."""
+    :data:`SPLAT_DOME_SOURCE_STEPS` unless ``steps`` (``reproducible`` is not used for splatfacto, as in
+    :func:`train_source`)."""
     from toy_world.runs import train_tiny_nerfacto, train_tiny_splatfacto
 
     if representation == "splatfacto":
