@@ -170,7 +170,7 @@ def main() -> None:
         training_views,
     )
     from toy_world.runs import logged, run_tiny_edit
-    from toy_world.train_multiview_prior import TOY_OBJECT_BOX, TOY_OBJECT_CENTRE, TOY_ORBIT_RADIUS
+    from toy_world.train_multiview_prior import TOY_OBJECT_BOX, toy_orbit_flags
     from toy_world.world import Thing, dome_cameras, write_scene
 
     released = PnRPipelineConfig()
@@ -200,8 +200,7 @@ def main() -> None:
         if args.eta is not None:
             flags += ["--pipeline.perturbation.eta", str(args.eta)]
         if args.prior == "multiview":  # the orbit cameras round the toy object, as the multi-view prior was trained
-            flags += ["--pipeline.multiview.object-centre", *map(str, TOY_OBJECT_CENTRE),
-                      "--pipeline.multiview.object-radius", str(TOY_ORBIT_RADIUS)]  # fmt: skip
+            flags += toy_orbit_flags()
         if args.region:
             flags += ["--pipeline.region.box", *map(str, TOY_OBJECT_BOX)]
         scale = _default_guidance_scale(args) if args.guidance_scale is None else args.guidance_scale

@@ -52,6 +52,14 @@ no floor Gaussian is inside: centre x y z, size x y z in the world's frame (``--
 of the toy world's pnr runs."""
 
 
+def toy_orbit_flags() -> List[str]:
+    """The ``ns-train pnr`` flags that draw the orbit cameras round the toy object, as this prior was trained."""
+    return [
+        "--pipeline.multiview.object-centre", *map(str, TOY_OBJECT_CENTRE),
+        "--pipeline.multiview.object-radius", str(TOY_ORBIT_RADIUS),
+    ]  # fmt: skip
+
+
 VIEWS = 4
 
 

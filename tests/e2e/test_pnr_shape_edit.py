@@ -45,12 +45,7 @@ from toy_world.outcome import (
     training_views,
 )
 from toy_world.runs import run_tiny_edit
-from toy_world.train_multiview_prior import (
-    TOY_MULTIVIEW_GUIDANCE_SCALE,
-    TOY_OBJECT_BOX,
-    TOY_OBJECT_CENTRE,
-    TOY_ORBIT_RADIUS,
-)
+from toy_world.train_multiview_prior import TOY_MULTIVIEW_GUIDANCE_SCALE, TOY_OBJECT_BOX, toy_orbit_flags
 from toy_world.world import Thing, caption, dome_cameras, write_scene
 
 DOME_STEPS = 1500
@@ -72,8 +67,7 @@ def shape_edit(tmp_path_factory):
         "--pipeline.protocol", "objects", "--pipeline.perturbation.eta", str(ETA),
         "--pipeline.edit-steps", str(EDIT_STEPS), "--pipeline.revise-steps", "0", "--pipeline.result-views", "1",
         "--pipeline.guidance.guidance-scale", str(TOY_MULTIVIEW_GUIDANCE_SCALE),
-        "--pipeline.multiview.object-centre", *map(str, TOY_OBJECT_CENTRE), "--pipeline.multiview.object-radius", str(TOY_ORBIT_RADIUS),
-        "--pipeline.region.box", *map(str, TOY_OBJECT_BOX), "--machine.seed", "1",
+        *toy_orbit_flags(), "--pipeline.region.box", *map(str, TOY_OBJECT_BOX), "--machine.seed", "1",
     ]  # fmt: skip
     run, result = run_tiny_edit("pnr", source, work / "edit", torch_home, EDIT_STEPS, flags)
     sources, captured = training_views(source / "config.yml")
