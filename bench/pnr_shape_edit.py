@@ -157,7 +157,6 @@ def main() -> None:
     from toy_world.models import seed_torch_home
     from toy_world.outcome import (
         EDIT_FLAGS,
-        SOURCE_STEPS,
         SPARSE_POINTS,
         dome_capture,
         kept_checkpoint_views,
@@ -189,7 +188,7 @@ def main() -> None:
         if args.capture == "dome":
             source = train_dome_source(scene, work / "sources", torch_home, steps=args.source_steps, representation=args.representation)
         else:
-            source = train_source(args.representation, scene, work / "sources", torch_home, steps=args.source_steps or SOURCE_STEPS)
+            source = train_source(args.representation, scene, work / "sources", torch_home, steps=args.source_steps)
         prior = args.model_id or (MULTIVIEW_PRIOR if args.prior == "multiview" else PRIOR)
         flags = [
             *EDIT_FLAGS, *outcome_edit_flags(str(prior), args.colour, args.target_colour or args.colour, args.source_shape, args.target_shape),

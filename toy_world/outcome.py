@@ -80,13 +80,14 @@ EDIT_STEPS: Dict[str, int] = {"nerfacto": 200, "splatfacto": 500}
 
 
 def train_source(
-    representation: str, scene: Path, output_dir: Path, torch_home: Path, reproducible: bool = True, steps: int = SOURCE_STEPS
+    representation: str, scene: Path, output_dir: Path, torch_home: Path, reproducible: bool = True, steps: Optional[int] = None
 ) -> Path:
     """The tiny source run of a toy-world scene that the outcome measures compare with: nerfacto (its ray sampling
     seeded unless ``reproducible`` is False, as a user's plain ``ns-train`` is not) or splatfacto from the scene's
-    sparse points, ``steps`` steps."""
+    sparse points, :data:`SOURCE_STEPS` steps unless ``steps``."""
     from toy_world.runs import train_tiny_nerfacto, train_tiny_splatfacto
 
+    steps = SOURCE_STEPS if steps is None else steps
     if representation == "nerfacto":
         return train_tiny_nerfacto(scene, output_dir, torch_home, steps, SOURCE_FLAGS, reproducible=reproducible)
     return train_tiny_splatfacto(scene, output_dir, torch_home, steps, SPLAT_SOURCE_FLAGS)
@@ -133,9 +134,11 @@ def train_dome_source(
     from toy_world.runs import train_tiny_nerfacto, train_tiny_splatfacto
 
     if representation == "splatfacto":
-        return train_tiny_splatfacto(scene, output_dir, torch_home, steps or SPLAT_DOME_SOURCE_STEPS, SPLAT_SOURCE_FLAGS)
+        steps = SPLAT_DOME_SOURCE_STEPS if steps is None else steps
+        return train_tiny_splatfacto(scene, output_dir, torch_home, steps, SPLAT_SOURCE_FLAGS)
     flags = [*SOURCE_FLAGS, *DOME_NERFACTO_FLAGS]
-    return train_tiny_nerfacto(scene, output_dir, torch_home, steps or DOME_SOURCE_STEPS, flags, reproducible=reproducible)
+    steps = DOME_SOURCE_STEPS if steps is None else steps
+    return train_tiny_nerfacto(scene, output_dir, torch_home, steps, flags, reproducible=reproducible)
 
 
 def ring_views(poses: Sequence[np.ndarray]) -> List[int]:
