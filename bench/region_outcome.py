@@ -4,6 +4,7 @@ without a box round the ball, and with each part of the region alone, through th
     python bench/region_outcome.py --out outputs/region_outcome --hold-weights 1 10 30 100   # what docs/regions.md shows
     python bench/region_outcome.py --representations nerfacto --variants none region
     python bench/region_outcome.py --method pnr --variants none region   # pnr's real-scenes protocol (eta 0.6)
+    python bench/region_outcome.py --method pnr-multiview --representations splatfacto --capture dome --variants none region   # the objects protocol with the toy multi-view prior
     python bench/region_outcome.py --representations nerfacto --capture dome --variants none region   # a 3D nerfacto source
     python bench/region_outcome.py --representations splatfacto --capture dome --variants region   # pds on splatfacto's densified dome source
 
@@ -31,8 +32,13 @@ from typing import Dict, List
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from toy_world import MULTIVIEW_PRIOR, PRIOR  # noqa: E402
 from toy_world.region_scene import BALL_BOX, THINGS, view_masks, write_region_scene  # noqa: E402
 from toy_world.report import replace_section  # noqa: E402
+from toy_world.train_multiview_prior import TOY_MULTIVIEW_GUIDANCE_SCALE, TOY_OBJECT_CENTRE, TOY_ORBIT_RADIUS  # noqa: E402
+
+BALL_CENTRE = (*THINGS[0].centre, TOY_OBJECT_CENTRE[2])
+"""The ball's centre in the world's frame: where a toy object's centre is, at the ball's place on the floor."""
 
 VARIANTS: Dict[str, List[str]] = {
     "none": [],
@@ -43,9 +49,20 @@ VARIANTS: Dict[str, List[str]] = {
 """The edits compared: no region, the box with every part at its defaults, and each part alone (splatfacto freezes
 the outside in all three); ``--hold-weights`` adds the box at other hold weights."""
 
-METHOD_FLAGS: Dict[str, List[str]] = {"pds": [], "pnr": ["--pipeline.protocol", "real-scenes"]}
+METHOD_FLAGS: Dict[str, List[str]] = {
+    "pds": [],
+    "pnr": ["--pipeline.protocol", "real-scenes"],
+    "pnr-multiview": [
+        "--pipeline.protocol", "objects", "--pipeline.revise-steps", "0",
+        "--pipeline.multiview.object-centre", *map(str, BALL_CENTRE), "--pipeline.multiview.object-radius", str(TOY_ORBIT_RADIUS),
+        "--pipeline.guidance.guidance-scale", str(TOY_MULTIVIEW_GUIDANCE_SCALE),
+    ],
+}  # fmt: skip
 """pnr on these nerfstudio scenes: the paper's real-scenes protocol (App. E: eta 0.6, one view a step, PDS's t range),
-for the same number of steps as pds."""
+for the same number of steps as pds; ``pnr-multiview``: the release's objects protocol with the toy multi-view prior
+(``toy_world/multiview_prior``) at the toy world's scale, its orbit cameras round the ball as the prior was trained round
+one object, Alg. 2's eta selection and then edit steps to the same total, no revise steps."""
+PRIORS: Dict[str, Path] = {"pds": PRIOR, "pnr": PRIOR, "pnr-multiview": MULTIVIEW_PRIOR}
 
 
 def main() -> None:
@@ -67,7 +84,7 @@ def main() -> None:
 
     import yaml
 
-    from toy_world import PRIOR
+    from pnr_nerfstudio.pipeline import PnRPipelineConfig
     from toy_world.models import seed_torch_home
     from toy_world.outcome import (
         EDIT_FLAGS,
@@ -119,21 +136,23 @@ def main() -> None:
         pictures = []
         for variant in chosen:
             flags = [
-                *EDIT_FLAGS, "--pipeline.guidance.model-id", str(PRIOR),
+                *EDIT_FLAGS, "--pipeline.guidance.model-id", str(PRIORS[args.method]),
                 "--pipeline.src-prompt", caption("red", "ball"), "--pipeline.tgt-prompt", caption("blue", "ball"),
                 "--machine.seed", str(args.seed), *METHOD_FLAGS[args.method], *variants[variant], *args.extra_flags,
             ]  # fmt: skip
+            if args.method == "pnr-multiview":  # the selection's steps, then edit steps to the same total as pds's
+                flags += ["--pipeline.edit-steps", str(EDIT_STEPS[representation] - PnRPipelineConfig().eta_selection_steps)]
             name = re.sub(r"[^a-z0-9]+", "-", variant).strip("-")
             folder = args.out / "edits" / run_name / (name if args.method == "pds" else f"{args.method}-{name}")
             done = find_run_dirs(folder, args.method)
-            run = done[-1] if done else run_tiny_edit(args.method, source, folder, torch_home, EDIT_STEPS[representation], flags)[0]
+            run = done[-1] if done else run_tiny_edit(args.method.split("-")[0], source, folder, torch_home, EDIT_STEPS[representation], flags)[0]
             edits = [view for i, view in enumerate(training_views(run / "config.yml")[0]) if i in read]
             outcome = measure_region(edits, sources, masks, 0, [thing.colour for thing in THINGS], "blue")
             label = f"region (hold {default:g}, the default)" if variant == "region" else variant
             rows.append({"representation": representation, "variant": label, **outcome.as_dict()})
             print(json.dumps(rows[-1]), flush=True)
             pictures.append(edits)
-        stem = f"regions_{representation}" if args.method == "pds" else f"regions_{args.method}_{representation}"
+        stem = f"regions_{representation}" if args.method == "pds" else f"regions_{args.method.replace('-', '_')}_{representation}"
         stem += "_dome" if dome else ""
         picture = ROOT / "docs" / f"{stem}.png" if not args.no_write else args.out / f"{stem}.png"
         save_views([[s, *(edit[v] for edit in pictures)] for v, s in enumerate(sources)], picture)
@@ -150,7 +169,7 @@ def main() -> None:
 def report(rows: List[dict], args: argparse.Namespace) -> str:
     lines = [
         f"`python bench/region_outcome.py {' '.join(sys.argv[1:])}` on {platform.node() or 'this machine'} "
-        f"({os.cpu_count()} cores), seed {args.seed}, the prior `toy_world/prior`, `ns-train {args.method}` "
+        f"({os.cpu_count()} cores), seed {args.seed}, the prior `{PRIORS[args.method].relative_to(ROOT)}`, `ns-train {args.method.split('-')[0]}` "
         f"{' '.join(METHOD_FLAGS[args.method])}, 200 nerfacto / 500 splatfacto steps"
         f"{', the source from the dome capture (nerfacto: 160 views, 5000 steps; splatfacto: 40 views, 1000 steps), read on its 9 views at the ring' if args.capture == 'dome' else ''}.".replace("  ", " "),
         "",
