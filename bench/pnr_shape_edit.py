@@ -8,7 +8,7 @@ source run's render), the object's pixel count, its colour and its roundness (a 
 printed (docs/toy_world.md quotes it) and the views go to a picture, a row a checkpoint.
 
 ``--prior single`` (docs/pnr_shape_edit.png): the single-view toy prior, PDS on 4 training views a step (ours).
-``--prior multiview`` (docs/pnr_multiview_shape_edit_<representation>[_region][_dome][_<--model-id's folder>][_<object>][_scale<S>][_ipg...][_source<N>][_eta<E>][_<extra flags' hash>].png): the release's objects protocol, the toy multi-view prior
+``--prior multiview`` (docs/pnr_multiview_shape_edit_<representation>[_region][_dome][_<--model-id's folder>][_<object>][_scale<S>][_ipg...][_source<N>][_eta<E>][_source<source flags' hash>][_<extra flags' hash>].png): the release's objects protocol, the toy multi-view prior
 (toy_world/multiview_prior) guiding orbit views round the object with the x0-reconstruction objective; with
 ``--region`` a box round the ball is the object field (splatfacto: only its Gaussians are perturbed and move; nerfacto:
 outside it the source field renders). ``--capture dome`` trains the source on views from the orbit cameras' heights
@@ -33,6 +33,7 @@ import argparse
 import dataclasses
 import hashlib
 import os
+import shlex
 import sys
 import tempfile
 from pathlib import Path
@@ -61,6 +62,16 @@ def checkpoint_row(label: str, views: Sequence[np.ndarray], sources, captured, p
     fit = fitted_shape(views, sources, poses)
     fitted = f"{fit.cube_iou:.2f} / {fit.ball_iou:.2f}{' cube' if fit.reads_cube else ''} ({fit.cube_turn_degrees:.0f} deg)"
     return f"| {label} | {identity:.1f} | {min(pixels)}-{max(pixels)} | {coloured} of {len(views)} | {cube} of {len(views)} | {spread} | {fitted} |"
+
+
+def source_gaussians(run: Path) -> int:
+    """How many Gaussians a splatfacto run's last checkpoint holds."""
+    import torch
+
+    from pds_nerfstudio.integration.source_run import checkpoint_step
+
+    checkpoint = max((run / "nerfstudio_models").glob("step-*.ckpt"), key=checkpoint_step)
+    return len(torch.load(checkpoint, map_location="cpu", weights_only=False)["pipeline"]["_model.gauss_params.means"])
 
 
 def _object_suffix(args: argparse.Namespace) -> str:
@@ -133,6 +144,8 @@ def main() -> None:
                         help="the source's views: the outcome tests' ring of 10, or a dome (views from the orbit cameras' heights and distances: DOME_CAPTURE for nerfacto, SPLAT_DOME_CAPTURE for splatfacto)")
     parser.add_argument("--source-steps", type=int,
                         help="steps of the source: default the ring's SOURCE_STEPS (400), the dome's DOME_SOURCE_STEPS (nerfacto, 5000) or SPLAT_DOME_SOURCE_STEPS (1000); the default test run's reduced edit trains its dome source 1500")
+    parser.add_argument("--source-flags", default="",
+                        help="more ns-train flags for the source, one quoted string (e.g. \"--pipeline.model.warmup-length 2000\": splatfacto without densification)")
     parser.add_argument("--eta", type=float, help="--pipeline.perturbation.eta: default auto (Alg. 2's 50 selection steps)")
     parser.add_argument("--colour", choices=COLOURS, default="red",
                         help="the object's colour, kept by the edit (the multi-view prior knows its red cubes least)")
@@ -185,10 +198,13 @@ def main() -> None:
         os.environ.update(TORCH_HOME=str(torch_home), HF_HUB_OFFLINE="1")
         cameras = dome_cameras(*dome_capture(args.representation)) if args.capture == "dome" else None
         scene = write_scene(work / f"{args.colour}-{args.source_shape}", Thing(args.colour, args.source_shape), num_views=10, size=32, sparse_points=SPARSE_POINTS, cameras=cameras)
+        source_flags = shlex.split(args.source_flags)
         if args.capture == "dome":
-            source = train_dome_source(scene, work / "sources", torch_home, steps=args.source_steps, representation=args.representation)
+            source = train_dome_source(scene, work / "sources", torch_home, steps=args.source_steps, representation=args.representation, extra_args=source_flags)
         else:
-            source = train_source(args.representation, scene, work / "sources", torch_home, steps=args.source_steps)
+            source = train_source(args.representation, scene, work / "sources", torch_home, steps=args.source_steps, extra_args=source_flags)
+        if args.representation == "splatfacto":  # how far the source densified
+            print(f"source Gaussians: {source_gaussians(source)}", flush=True)
         prior = args.model_id or (MULTIVIEW_PRIOR if args.prior == "multiview" else PRIOR)
         flags = [
             *EDIT_FLAGS, *outcome_edit_flags(str(prior), args.colour, args.target_colour or args.colour, args.source_shape, args.target_shape),
@@ -241,6 +257,7 @@ def main() -> None:
         extra = f"_{hashlib.sha1(' '.join(args.extra_flags).encode()).hexdigest()[:8]}" if args.extra_flags else ""
         prior = f"_{args.model_id.name}" if args.model_id else ""
         reduced = ("" if args.source_steps is None else f"_source{args.source_steps}") + ("" if args.eta is None else f"_eta{args.eta:g}")
+        reduced += f"_source{hashlib.sha1(args.source_flags.encode()).hexdigest()[:8]}" if args.source_flags else ""
         name = f"{stem}{prior}{_object_suffix(args)}{_scale_suffix(args)}{ipg}{reduced}{extra}.png"
         save_views(rows, ROOT / "docs" / name)
 

@@ -80,17 +80,18 @@ EDIT_STEPS: Dict[str, int] = {"nerfacto": 200, "splatfacto": 500}
 
 
 def train_source(
-    representation: str, scene: Path, output_dir: Path, torch_home: Path, reproducible: bool = True, steps: Optional[int] = None
-) -> Path:
+    representation: str, scene: Path, output_dir: Path, torch_home: Path, reproducible: bool = True, steps: Optional[int] = None,
+    extra_args: Sequence[str] = (),
+) -> Path:  # fmt: skip
     """The tiny source run of a toy-world scene that the outcome measures compare with: nerfacto (its ray sampling
     seeded unless ``reproducible`` is False, as a user's plain ``ns-train`` is not) or splatfacto from the scene's
-    sparse points, :data:`SOURCE_STEPS` steps unless ``steps``."""
+    sparse points, :data:`SOURCE_STEPS` steps unless ``steps``; ``extra_args`` after the source's own flags."""
     from toy_world.runs import train_tiny_nerfacto, train_tiny_splatfacto
 
     steps = SOURCE_STEPS if steps is None else steps
     if representation == "nerfacto":
-        return train_tiny_nerfacto(scene, output_dir, torch_home, steps, SOURCE_FLAGS, reproducible=reproducible)
-    return train_tiny_splatfacto(scene, output_dir, torch_home, steps, SPLAT_SOURCE_FLAGS)
+        return train_tiny_nerfacto(scene, output_dir, torch_home, steps, [*SOURCE_FLAGS, *extra_args], reproducible=reproducible)
+    return train_tiny_splatfacto(scene, output_dir, torch_home, steps, [*SPLAT_SOURCE_FLAGS, *extra_args])
 
 
 DOME_CAPTURE = (10, (3, 15, 30, 45), (1.8, 3.0, 4.5, 7.0))
@@ -124,19 +125,19 @@ def dome_capture(representation: str) -> Tuple[int, Tuple[float, ...], Tuple[flo
 
 def train_dome_source(
     scene: Path, output_dir: Path, torch_home: Path, reproducible: bool = True, steps: Optional[int] = None,
-    representation: str = "nerfacto",
+    representation: str = "nerfacto", extra_args: Sequence[str] = (),
 ) -> Path:  # fmt: skip
     """The source of a scene written from :func:`dome_capture`: nerfacto with :data:`DOME_NERFACTO_FLAGS`,
     :data:`DOME_SOURCE_STEPS` unless ``steps`` (also the outcome matrix's ``--large-source`` from the ring's views),
     its ray sampling seeded unless ``reproducible`` is False; splatfacto from the scene's sparse points,
     :data:`SPLAT_DOME_SOURCE_STEPS` unless ``steps`` (``reproducible`` is not used for splatfacto, as in
-    :func:`train_source`)."""
+    :func:`train_source`); ``extra_args`` after the source's own flags."""
     from toy_world.runs import train_tiny_nerfacto, train_tiny_splatfacto
 
     if representation == "splatfacto":
         steps = SPLAT_DOME_SOURCE_STEPS if steps is None else steps
-        return train_tiny_splatfacto(scene, output_dir, torch_home, steps, SPLAT_SOURCE_FLAGS)
-    flags = [*SOURCE_FLAGS, *DOME_NERFACTO_FLAGS]
+        return train_tiny_splatfacto(scene, output_dir, torch_home, steps, [*SPLAT_SOURCE_FLAGS, *extra_args])
+    flags = [*SOURCE_FLAGS, *DOME_NERFACTO_FLAGS, *extra_args]
     steps = DOME_SOURCE_STEPS if steps is None else steps
     return train_tiny_nerfacto(scene, output_dir, torch_home, steps, flags, reproducible=reproducible)
 
