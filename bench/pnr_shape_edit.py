@@ -23,6 +23,7 @@ to read the eta Alg. 2 gives it (printed).
     python bench/pnr_shape_edit.py --prior multiview --representation nerfacto --region --capture dome --edit-steps 500 --revise-steps 0 --every 125
     python bench/pnr_shape_edit.py --prior multiview --representation nerfacto --region --capture dome --ipg-resolution 0 --edit-steps 300 --revise-steps 500 --every 100
     python bench/pnr_shape_edit.py --prior multiview --representation splatfacto --region --capture dome --edit-steps 500 --revise-steps 0 --every 125
+    python bench/pnr_shape_edit.py --prior multiview --representation splatfacto --region --capture dome --source-flags "--pipeline.model.warmup-length 2000" --edit-steps 500 --revise-steps 0 --every 125   # the dome's views without densification
     python bench/pnr_shape_edit.py --prior multiview --representation nerfacto --region --capture dome --source-steps 1500 --eta 0.1 --edit-steps 150 --revise-steps 0 --every 50   # the default test run's reduced counts
     python bench/pnr_shape_edit.py --edit-steps 20 --revise-steps 10 --every 20 --no-write   # a check, 2 min
 """
