@@ -142,10 +142,11 @@ def main() -> None:
             ]  # fmt: skip
             if args.method == "pnr-multiview":  # the selection's steps, then edit steps to the same total as pds's
                 flags += ["--pipeline.edit-steps", str(EDIT_STEPS[representation] - PnRPipelineConfig().eta_selection_steps)]
-            name = re.sub(r"[^a-z0-9]+", "-", variant).strip("-")
+            name = re.sub(r"[^a-z0-9]+", "-", variant).strip("-") + ("" if args.seed == 42 else f"-seed{args.seed}")
             folder = args.out / "edits" / run_name / (name if args.method == "pds" else f"{args.method}-{name}")
-            done = find_run_dirs(folder, args.method)
-            run = done[-1] if done else run_tiny_edit(args.method.split("-")[0], source, folder, torch_home, EDIT_STEPS[representation], flags)[0]
+            command = args.method.split("-")[0]  # the ns-train method
+            done = find_run_dirs(folder, command)  # an edit made before with these settings is read, not run again
+            run = done[-1] if done else run_tiny_edit(command, source, folder, torch_home, EDIT_STEPS[representation], flags)[0]
             edits = [view for i, view in enumerate(training_views(run / "config.yml")[0]) if i in read]
             outcome = measure_region(edits, sources, masks, 0, [thing.colour for thing in THINGS], "blue")
             label = f"region (hold {default:g}, the default)" if variant == "region" else variant
