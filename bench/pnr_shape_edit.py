@@ -8,7 +8,7 @@ source run's render), the object's pixel count, its colour and its roundness (a 
 printed (docs/toy_world.md quotes it) and the views go to a picture, a row a checkpoint.
 
 ``--prior single`` (docs/pnr_shape_edit.png): the single-view toy prior, PDS on 4 training views a step (ours).
-``--prior multiview`` (docs/pnr_multiview_shape_edit_<representation>[_region][_dome][_<--model-id's folder>][_<object>][_scale<S>][_ipg...][_source<N>][_eta<E>][_source<source flags' hash>][_<extra flags' hash>].png): the release's objects protocol, the toy multi-view prior
+``--prior multiview`` (docs/pnr_multiview_shape_edit_<representation>[_region][_dome][_<--model-id's folder>][_<object>][_scale<S>][_ipg...][_source<N>][_eta<E>][_sourceflags<source flags' hash>][_<extra flags' hash>].png): the release's objects protocol, the toy multi-view prior
 (toy_world/multiview_prior) guiding orbit views round the object with the x0-reconstruction objective; with
 ``--region`` a box round the ball is the object field (splatfacto: only its Gaussians are perturbed and move; nerfacto:
 outside it the source field renders). ``--capture dome`` trains the source on views from the orbit cameras' heights
@@ -23,7 +23,7 @@ to read the eta Alg. 2 gives it (printed).
     python bench/pnr_shape_edit.py --prior multiview --representation nerfacto --region --capture dome --edit-steps 500 --revise-steps 0 --every 125
     python bench/pnr_shape_edit.py --prior multiview --representation nerfacto --region --capture dome --ipg-resolution 0 --edit-steps 300 --revise-steps 500 --every 100
     python bench/pnr_shape_edit.py --prior multiview --representation splatfacto --region --capture dome --edit-steps 500 --revise-steps 0 --every 125
-    python bench/pnr_shape_edit.py --prior multiview --representation splatfacto --region --capture dome --source-flags "--pipeline.model.warmup-length 2000" --edit-steps 500 --revise-steps 0 --every 125   # the dome's views without densification
+    python bench/pnr_shape_edit.py --prior multiview --representation splatfacto --region --capture dome --source-flags "--pipeline.model.warmup-length 2000" --edit-steps 500 --revise-steps 0 --every 125   # the dome's views, splatfacto's refinement put off past the source's steps
     python bench/pnr_shape_edit.py --prior multiview --representation nerfacto --region --capture dome --source-steps 1500 --eta 0.1 --edit-steps 150 --revise-steps 0 --every 50   # the default test run's reduced counts
     python bench/pnr_shape_edit.py --edit-steps 20 --revise-steps 10 --every 20 --no-write   # a check, 2 min
 """
@@ -67,12 +67,10 @@ def checkpoint_row(label: str, views: Sequence[np.ndarray], sources, captured, p
 
 def source_gaussians(run: Path) -> int:
     """How many Gaussians a splatfacto run's last checkpoint holds."""
-    import torch
+    from pds_nerfstudio.common.checkpoints import load_checkpoint
+    from pds_nerfstudio.integration.source_run import newest_checkpoint
 
-    from pds_nerfstudio.integration.source_run import checkpoint_step
-
-    checkpoint = max((run / "nerfstudio_models").glob("step-*.ckpt"), key=checkpoint_step)
-    return len(torch.load(checkpoint, map_location="cpu", weights_only=False)["pipeline"]["_model.gauss_params.means"])
+    return len(load_checkpoint(newest_checkpoint(run / "nerfstudio_models"))["pipeline"]["_model.gauss_params.means"])
 
 
 def _object_suffix(args: argparse.Namespace) -> str:
@@ -165,6 +163,8 @@ def main() -> None:
     parser.add_argument("--extra-flags", nargs=argparse.REMAINDER, default=[],
                         help="ns-train flags added to the edit (last), as the other benches take them: last on the line, all after it goes to ns-train; the picture's name then ends in their hash")
     args = parser.parse_args()
+    if args.source_steps is not None and args.source_steps <= 0:
+        parser.error(f"--source-steps {args.source_steps}: need a positive number of steps")
     from pnr_nerfstudio.pipeline import PnRPipelineConfig
     from pnr_nerfstudio.schedules import Phase
     from toy_world import MULTIVIEW_PRIOR, PRIOR
@@ -258,7 +258,7 @@ def main() -> None:
         extra = f"_{hashlib.sha1(' '.join(args.extra_flags).encode()).hexdigest()[:8]}" if args.extra_flags else ""
         prior = f"_{args.model_id.name}" if args.model_id else ""
         reduced = ("" if args.source_steps is None else f"_source{args.source_steps}") + ("" if args.eta is None else f"_eta{args.eta:g}")
-        reduced += f"_source{hashlib.sha1(args.source_flags.encode()).hexdigest()[:8]}" if args.source_flags else ""
+        reduced += f"_sourceflags{hashlib.sha1(' '.join(source_flags).encode()).hexdigest()[:8]}" if source_flags else ""
         name = f"{stem}{prior}{_object_suffix(args)}{_scale_suffix(args)}{ipg}{reduced}{extra}.png"
         save_views(rows, ROOT / "docs" / name)
 

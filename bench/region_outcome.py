@@ -21,24 +21,21 @@ ring's height and distance.
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import hashlib
 import json
 import os
 import platform
 import re
 import sys
 from pathlib import Path
-from typing import Dict, List
+from typing import Dict, List, Tuple
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from toy_world import MULTIVIEW_PRIOR, PRIOR  # noqa: E402
 from toy_world.region_scene import BALL_BOX, THINGS, view_masks, write_region_scene  # noqa: E402
 from toy_world.report import replace_section  # noqa: E402
-from toy_world.train_multiview_prior import TOY_MULTIVIEW_GUIDANCE_SCALE, TOY_OBJECT_CENTRE, TOY_ORBIT_RADIUS  # noqa: E402
-
-BALL_CENTRE = (*THINGS[0].centre, TOY_OBJECT_CENTRE[2])
-"""The ball's centre in the world's frame: where a toy object's centre is, at the ball's place on the floor."""
 
 VARIANTS: Dict[str, List[str]] = {
     "none": [],
@@ -49,26 +46,42 @@ VARIANTS: Dict[str, List[str]] = {
 """The edits compared: no region, the box with every part at its defaults, and each part alone (splatfacto freezes
 the outside in all three); ``--hold-weights`` adds the box at other hold weights."""
 
-METHOD_FLAGS: Dict[str, List[str]] = {
-    "pds": [],
-    "pnr": ["--pipeline.protocol", "real-scenes"],
-    "pnr-multiview": [
-        "--pipeline.protocol", "objects", "--pipeline.revise-steps", "0",
-        "--pipeline.multiview.object-centre", *map(str, BALL_CENTRE), "--pipeline.multiview.object-radius", str(TOY_ORBIT_RADIUS),
+@dataclasses.dataclass(frozen=True)
+class Method:
+    """An edit the bench makes: the ``ns-train`` method, the prior that guides it and its flags."""
+
+    command: str
+    prior: Path
+    flags: Tuple[str, ...] = ()
+    selection_steps: int = 0
+    """pnr's objects protocol: Alg. 2's selection steps, then edit steps to the same total as the pds edits."""
+
+
+def methods() -> Dict[str, Method]:
+    """pds; pnr on these nerfstudio scenes with the paper's real-scenes protocol (App. E: eta 0.6, one view a step, PDS's
+    t range), for the same number of steps as pds; ``pnr-multiview``: pnr's objects protocol (the release's objective,
+    Alg. 2, its annealing) with the toy multi-view prior (``toy_world/multiview_prior``) at the toy world's scale 5, its
+    orbit cameras round the ball as the prior was trained round one object, no revise steps."""
+    from pnr_nerfstudio.pipeline import PnRPipelineConfig
+    from toy_world import MULTIVIEW_PRIOR, PRIOR
+    from toy_world.train_multiview_prior import TOY_MULTIVIEW_GUIDANCE_SCALE, TOY_OBJECT_CENTRE, toy_orbit_flags
+
+    ball_centre = (*THINGS[0].centre, TOY_OBJECT_CENTRE[2])  # a toy object's centre height, at the ball's place
+    objects = (
+        "--pipeline.protocol", "objects", "--pipeline.revise-steps", "0", *toy_orbit_flags(ball_centre),
         "--pipeline.guidance.guidance-scale", str(TOY_MULTIVIEW_GUIDANCE_SCALE),
-    ],
-}  # fmt: skip
-"""pnr on these nerfstudio scenes: the paper's real-scenes protocol (App. E: eta 0.6, one view a step, PDS's t range),
-for the same number of steps as pds; ``pnr-multiview``: the release's objects protocol with the toy multi-view prior
-(``toy_world/multiview_prior``) at the toy world's scale, its orbit cameras round the ball as the prior was trained round
-one object, Alg. 2's eta selection and then edit steps to the same total, no revise steps."""
-PRIORS: Dict[str, Path] = {"pds": PRIOR, "pnr": PRIOR, "pnr-multiview": MULTIVIEW_PRIOR}
+    )  # fmt: skip
+    return {
+        "pds": Method("pds", PRIOR),
+        "pnr": Method("pnr", PRIOR, ("--pipeline.protocol", "real-scenes")),
+        "pnr-multiview": Method("pnr", MULTIVIEW_PRIOR, objects, PnRPipelineConfig().eta_selection_steps),
+    }
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path("outputs/region_outcome"))
-    parser.add_argument("--method", choices=list(METHOD_FLAGS), default="pds")
+    parser.add_argument("--method", choices=list(methods()), default="pds")
     parser.add_argument("--representations", nargs="+", default=["nerfacto", "splatfacto"])
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS))
     parser.add_argument("--seed", type=int, default=42)
@@ -81,10 +94,10 @@ def main() -> None:
     parser.add_argument("--extra-flags", nargs=argparse.REMAINDER, default=[])
     parser.add_argument("--no-write", action="store_true")
     args = parser.parse_args()
+    method = methods()[args.method]
 
     import yaml
 
-    from pnr_nerfstudio.pipeline import PnRPipelineConfig
     from toy_world.models import seed_torch_home
     from toy_world.outcome import (
         EDIT_FLAGS,
@@ -135,18 +148,21 @@ def main() -> None:
         chosen = [*args.variants, *(f"region, hold {w:g}" for w in args.hold_weights if w != default)]
         pictures = []
         for variant in chosen:
+            steps = EDIT_STEPS[representation]
+            # the objects protocol: the selection's steps, then edit steps to the same total
+            edit_steps = ["--pipeline.edit-steps", str(steps - method.selection_steps)] if method.selection_steps else []
             flags = [
-                *EDIT_FLAGS, "--pipeline.guidance.model-id", str(PRIORS[args.method]),
+                *EDIT_FLAGS, "--pipeline.guidance.model-id", str(method.prior),
                 "--pipeline.src-prompt", caption("red", "ball"), "--pipeline.tgt-prompt", caption("blue", "ball"),
-                "--machine.seed", str(args.seed), *METHOD_FLAGS[args.method], *variants[variant], *args.extra_flags,
+                "--machine.seed", str(args.seed), *method.flags, *edit_steps, *variants[variant], *args.extra_flags,
             ]  # fmt: skip
-            if args.method == "pnr-multiview":  # the selection's steps, then edit steps to the same total as pds's
-                flags += ["--pipeline.edit-steps", str(EDIT_STEPS[representation] - PnRPipelineConfig().eta_selection_steps)]
-            name = re.sub(r"[^a-z0-9]+", "-", variant).strip("-") + ("" if args.seed == 42 else f"-seed{args.seed}")
+            # an edit made before with the same settings is read, not run again
+            name = re.sub(r"[^a-z0-9]+", "-", variant).strip("-")
+            name += "" if args.seed == parser.get_default("seed") else f"-seed{args.seed}"
+            name += f"-{hashlib.sha1(' '.join(args.extra_flags).encode()).hexdigest()[:8]}" if args.extra_flags else ""
             folder = args.out / "edits" / run_name / (name if args.method == "pds" else f"{args.method}-{name}")
-            command = args.method.split("-")[0]  # the ns-train method
-            done = find_run_dirs(folder, command)  # an edit made before with these settings is read, not run again
-            run = done[-1] if done else run_tiny_edit(command, source, folder, torch_home, EDIT_STEPS[representation], flags)[0]
+            done = find_run_dirs(folder, method.command)
+            run = done[-1] if done else run_tiny_edit(method.command, source, folder, torch_home, steps, flags)[0]
             edits = [view for i, view in enumerate(training_views(run / "config.yml")[0]) if i in read]
             outcome = measure_region(edits, sources, masks, 0, [thing.colour for thing in THINGS], "blue")
             label = f"region (hold {default:g}, the default)" if variant == "region" else variant
@@ -158,7 +174,7 @@ def main() -> None:
         picture = ROOT / "docs" / f"{stem}.png" if not args.no_write else args.out / f"{stem}.png"
         save_views([[s, *(edit[v] for edit in pictures)] for v, s in enumerate(sources)], picture)
     (args.out / "rows.json").write_text(json.dumps(rows, indent=1))
-    body = report(rows, args)
+    body = report(rows, args, method)
     print(body)
     if not args.no_write:
         marker = "<!-- bench:regions -->" if args.method == "pds" else f"<!-- bench:regions-{args.method} -->"
@@ -167,11 +183,12 @@ def main() -> None:
         replace_section(ROOT / "docs" / "regions.md", marker, body)
 
 
-def report(rows: List[dict], args: argparse.Namespace) -> str:
+def report(rows: List[dict], args: argparse.Namespace, method: Method) -> str:
+    selection = f" (of them Alg. 2's {method.selection_steps} selection steps, the rest edit steps)" if method.selection_steps else ""
     lines = [
         f"`python bench/region_outcome.py {' '.join(sys.argv[1:])}` on {platform.node() or 'this machine'} "
-        f"({os.cpu_count()} cores), seed {args.seed}, the prior `{PRIORS[args.method].relative_to(ROOT)}`, `ns-train {args.method.split('-')[0]}` "
-        f"{' '.join(METHOD_FLAGS[args.method])}, 200 nerfacto / 500 splatfacto steps"
+        f"({os.cpu_count()} cores), seed {args.seed}, the prior `{method.prior.relative_to(ROOT)}`, `ns-train {method.command}` "
+        f"{' '.join(method.flags)}, 200 nerfacto / 500 splatfacto steps{selection}"
         f"{', the source from the dome capture (nerfacto: 160 views, 5000 steps; splatfacto: 40 views, 1000 steps), read on its 9 views at the ring' if args.capture == 'dome' else ''}.".replace("  ", " "),
         "",
         "| representation | edit | ball effect | ball's structure | cube's colour kept | cube's structure | cube PSNR (dB) | floor PSNR (dB) |",

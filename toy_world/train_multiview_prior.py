@@ -23,7 +23,7 @@ from __future__ import annotations
 import argparse
 import time
 from pathlib import Path
-from typing import Dict, List, Tuple
+from typing import Dict, List, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -52,10 +52,11 @@ no floor Gaussian is inside: centre x y z, size x y z in the world's frame (``--
 of the toy world's pnr runs."""
 
 
-def toy_orbit_flags() -> List[str]:
-    """The ``ns-train pnr`` flags that draw the orbit cameras round the toy object, as this prior was trained."""
+def toy_orbit_flags(centre: Sequence[float] = TOY_OBJECT_CENTRE) -> List[str]:
+    """The ``ns-train pnr`` flags that draw the orbit cameras round a toy object (by default the one at the origin), as
+    this prior was trained."""
     return [
-        "--pipeline.multiview.object-centre", *map(str, TOY_OBJECT_CENTRE),
+        "--pipeline.multiview.object-centre", *map(str, centre),
         "--pipeline.multiview.object-radius", str(TOY_ORBIT_RADIUS),
     ]  # fmt: skip
 
