@@ -26,7 +26,6 @@ each on 2 cores, against 19 s for one on two threads).
 from __future__ import annotations
 
 import argparse
-import hashlib
 import itertools
 import json
 import os
@@ -47,7 +46,7 @@ import numpy as np  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from toy_world.report import replace_section  # noqa: E402
+from toy_world.report import flags_digest, replace_section  # noqa: E402
 
 GOAL = {"effect": 0.8, "identity_psnr": 25.0, "structure": 0.95}
 """Issue 38's goal for pds on every pair (minimums)."""
@@ -70,7 +69,7 @@ class Cell:
         the extra flags, so no two settings share one."""
         key = f"{self.representation}-{self.shape}-{self.source}-{self.target}-{self.method}-seed{self.seed}-{steps}steps"
         key += f"-{source_name}" if source_name != "ring" else ""
-        return key + (f"-{hashlib.sha1(' '.join(extra_flags).encode()).hexdigest()[:8]}" if extra_flags else "")
+        return key + (f"-{flags_digest(extra_flags)}" if extra_flags else "")
 
 
 def cells_of(args) -> List[Cell]:

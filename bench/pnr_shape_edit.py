@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import hashlib
 import os
 import shlex
 import sys
@@ -182,6 +181,7 @@ def main() -> None:
         training_poses,
         training_views,
     )
+    from toy_world.report import flags_digest
     from toy_world.runs import logged, run_tiny_edit
     from toy_world.train_multiview_prior import TOY_OBJECT_BOX, toy_orbit_flags
     from toy_world.world import Thing, dome_cameras, write_scene
@@ -255,10 +255,10 @@ def main() -> None:
         stem = "pnr_shape_edit" if args.prior == "single" else f"pnr_multiview_shape_edit_{args.representation}{'_region' if args.region else ''}{'_dome' if args.capture == 'dome' else ''}"
         ipg = "" if args.ipg_resolution is None else f"_ipg{args.ipg_resolution}"
         ipg += "" if args.ipg_weight_scale == _default_ipg_weight_scale(args) else f"_ipgweight{args.ipg_weight_scale:g}"
-        extra = f"_{hashlib.sha1(' '.join(args.extra_flags).encode()).hexdigest()[:8]}" if args.extra_flags else ""
+        extra = f"_{flags_digest(args.extra_flags)}" if args.extra_flags else ""
         prior = f"_{args.model_id.name}" if args.model_id else ""
         reduced = ("" if args.source_steps is None else f"_source{args.source_steps}") + ("" if args.eta is None else f"_eta{args.eta:g}")
-        reduced += f"_sourceflags{hashlib.sha1(' '.join(source_flags).encode()).hexdigest()[:8]}" if source_flags else ""
+        reduced += f"_sourceflags{flags_digest(source_flags)}" if source_flags else ""
         name = f"{stem}{prior}{_object_suffix(args)}{_scale_suffix(args)}{ipg}{reduced}{extra}.png"
         save_views(rows, ROOT / "docs" / name)
 

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import hashlib
 import json
 import os
 import platform
@@ -35,7 +34,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from toy_world.region_scene import BALL_BOX, THINGS, view_masks, write_region_scene  # noqa: E402
-from toy_world.report import replace_section  # noqa: E402
+from toy_world.report import flags_digest, replace_section  # noqa: E402
 
 VARIANTS: Dict[str, List[str]] = {
     "none": [],
@@ -81,7 +80,8 @@ def methods() -> Dict[str, Method]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path("outputs/region_outcome"))
-    parser.add_argument("--method", choices=list(methods()), default="pds")
+    table = methods()
+    parser.add_argument("--method", choices=list(table), default="pds")
     parser.add_argument("--representations", nargs="+", default=["nerfacto", "splatfacto"])
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS))
     parser.add_argument("--seed", type=int, default=42)
@@ -94,7 +94,7 @@ def main() -> None:
     parser.add_argument("--extra-flags", nargs=argparse.REMAINDER, default=[])
     parser.add_argument("--no-write", action="store_true")
     args = parser.parse_args()
-    method = methods()[args.method]
+    method = table[args.method]
 
     import yaml
 
@@ -146,11 +146,11 @@ def main() -> None:
 
         default = representation_of(config.pipeline.model).region_hold_weight
         chosen = [*args.variants, *(f"region, hold {w:g}" for w in args.hold_weights if w != default)]
+        steps = EDIT_STEPS[representation]
+        # the objects protocol: the selection's steps, then edit steps to the same total
+        edit_steps = ["--pipeline.edit-steps", str(steps - method.selection_steps)] if method.selection_steps else []
         pictures = []
         for variant in chosen:
-            steps = EDIT_STEPS[representation]
-            # the objects protocol: the selection's steps, then edit steps to the same total
-            edit_steps = ["--pipeline.edit-steps", str(steps - method.selection_steps)] if method.selection_steps else []
             flags = [
                 *EDIT_FLAGS, "--pipeline.guidance.model-id", str(method.prior),
                 "--pipeline.src-prompt", caption("red", "ball"), "--pipeline.tgt-prompt", caption("blue", "ball"),
@@ -159,7 +159,7 @@ def main() -> None:
             # an edit made before with the same settings is read, not run again
             name = re.sub(r"[^a-z0-9]+", "-", variant).strip("-")
             name += "" if args.seed == parser.get_default("seed") else f"-seed{args.seed}"
-            name += f"-{hashlib.sha1(' '.join(args.extra_flags).encode()).hexdigest()[:8]}" if args.extra_flags else ""
+            name += f"-{flags_digest(args.extra_flags)}" if args.extra_flags else ""
             folder = args.out / "edits" / run_name / (name if args.method == "pds" else f"{args.method}-{name}")
             done = find_run_dirs(folder, method.command)
             run = done[-1] if done else run_tiny_edit(method.command, source, folder, torch_home, steps, flags)[0]

@@ -1,8 +1,10 @@
-"""The benchmarks' one way of writing their figures into docs/benchmarks.md."""
+"""The benchmarks' one way of writing their figures into docs/benchmarks.md, and of naming their files by their flags."""
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
+from typing import Sequence
 
 END = "<!-- /bench -->"
 
@@ -20,3 +22,9 @@ def replace_section(path: Path, marker: str, body: str) -> None:
     else:
         text = text.rstrip("\n") + "\n\n" + section + "\n"
     path.write_text(text)
+
+
+def flags_digest(flags: Sequence[str]) -> str:
+    """Eight hex digits that stand for a list of ``ns-train`` flags in a benchmark's folder and picture names: the same
+    flags give the same name, other flags another."""
+    return hashlib.sha1(" ".join(flags).encode()).hexdigest()[:8]
