@@ -25,7 +25,12 @@ to read the eta Alg. 2 gives it (printed).
     python bench/pnr_shape_edit.py --prior multiview --representation splatfacto --region --capture dome --edit-steps 500 --revise-steps 0 --every 125
     python bench/pnr_shape_edit.py --prior multiview --representation splatfacto --region --capture dome --source-flags "--pipeline.model.warmup-length 2000" --edit-steps 500 --revise-steps 0 --every 125   # the dome's views, splatfacto's refinement put off past the source's steps
     python bench/pnr_shape_edit.py --prior multiview --representation nerfacto --region --capture dome --source-steps 1500 --eta 0.1 --edit-steps 150 --revise-steps 0 --every 50   # the default test run's reduced counts
+    python bench/pnr_shape_edit.py --prior multiview --representation nerfacto --region --capture dome --source-steps 1500 --method pds --edit-steps 150 --every 50   # pds with the same prior beside it
     python bench/pnr_shape_edit.py --edit-steps 20 --revise-steps 10 --every 20 --no-write   # a check, 2 min
+
+``--method pds`` runs ``ns-train pds`` instead, for ``--edit-steps`` steps: with the multi-view prior, PDS on the same
+orbit views (each view's source the source scene's render of it; docs/pds_multiview_shape_edit_<...>.png), no
+perturbation, no phases.
 """
 
 from __future__ import annotations
@@ -130,6 +135,7 @@ def main() -> None:
     from toy_world.world import COLOURS
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--method", choices=["pnr", "pds"], default="pnr", help="pds: ns-train pds for --edit-steps steps (no perturbation, no phases)")
     parser.add_argument("--edit-steps", type=int, help="default pnr's, the released 1500")
     parser.add_argument("--revise-steps", type=int, help="default pnr's, the released 1000")
     parser.add_argument("--every", type=int, default=250, help="steps between kept checkpoints")
@@ -164,6 +170,8 @@ def main() -> None:
     args = parser.parse_args()
     if args.source_steps is not None and args.source_steps <= 0:
         parser.error(f"--source-steps {args.source_steps}: need a positive number of steps")
+    if args.method == "pds" and (args.eta is not None or args.revise_steps or args.ipg_resolution is not None):
+        parser.error("--method pds has no perturbation and no revise phase: leave out --eta, --revise-steps and --ipg-*")
     from pnr_nerfstudio.pipeline import PnRPipelineConfig
     from pnr_nerfstudio.schedules import Phase
     from toy_world import MULTIVIEW_PRIOR, PRIOR
@@ -188,7 +196,7 @@ def main() -> None:
 
     released = PnRPipelineConfig()
     args.edit_steps = released.edit_steps if args.edit_steps is None else args.edit_steps
-    args.revise_steps = released.revise_steps if args.revise_steps is None else args.revise_steps
+    args.revise_steps = (0 if args.method == "pds" else released.revise_steps) if args.revise_steps is None else args.revise_steps
     perturbation = released.perturbation if args.eta is None else dataclasses.replace(released.perturbation, eta=args.eta)
     plan = dataclasses.replace(released, edit_steps=args.edit_steps, revise_steps=args.revise_steps, perturbation=perturbation).phases
     revise_start = plan.start(Phase.REVISE)
@@ -209,10 +217,11 @@ def main() -> None:
         prior = args.model_id or (MULTIVIEW_PRIOR if args.prior == "multiview" else PRIOR)
         flags = [
             *EDIT_FLAGS, *outcome_edit_flags(str(prior), args.colour, args.target_colour or args.colour, args.source_shape, args.target_shape),
-            "--pipeline.result-views", "1", "--machine.seed", str(args.seed), "--pipeline.protocol", "objects",
-            "--pipeline.edit-steps", str(args.edit_steps), "--pipeline.revise-steps", str(args.revise_steps),
+            "--pipeline.result-views", "1", "--machine.seed", str(args.seed),
             "--steps-per-save", str(args.every), "--save-only-latest-checkpoint", "False",
         ]  # fmt: skip
+        if args.method == "pnr":
+            flags += ["--pipeline.protocol", "objects", "--pipeline.edit-steps", str(args.edit_steps), "--pipeline.revise-steps", str(args.revise_steps)]
         if args.eta is not None:
             flags += ["--pipeline.perturbation.eta", str(args.eta)]
         if args.prior == "multiview":  # the orbit cameras round the toy object, as the multi-view prior was trained
@@ -225,16 +234,18 @@ def main() -> None:
         if args.ipg_resolution is not None:
             flags += ["--pipeline.ipg.resolution", str(args.ipg_resolution)]
         args.ipg_weight_scale = _default_ipg_weight_scale(args) if args.ipg_weight_scale is None else args.ipg_weight_scale
-        if args.ipg_weight_scale != 1.0:
+        if args.ipg_weight_scale != 1.0 and args.method == "pnr":
             released_ipg = released.ipg
             flags += ["--pipeline.ipg.l1-loss-mult", str(released_ipg.l1_loss_mult * args.ipg_weight_scale),
                       "--pipeline.ipg.lpips-loss-mult", str(released_ipg.lpips_loss_mult * args.ipg_weight_scale)]  # fmt: skip
         if args.revise_steps > 0:  # each revise term's pull on the rendered pixels, logged (pnr_nerfstudio.pipeline.revise_pulls)
             flags += ["--pipeline.steps-per-log-image", str(PULLS_EVERY)]
         flags += args.extra_flags
-        run, _ = run_tiny_edit("pnr", source, work / "edit", torch_home, plan.total_steps, flags, timeout=6 * 3600)
-        etas = logged(run, "eta")
-        print(f"eta the run used: {etas[max(etas)]:.2f}" if etas else "eta: not logged", flush=True)
+        steps = plan.total_steps if args.method == "pnr" else args.edit_steps
+        run, _ = run_tiny_edit(args.method, source, work / "edit", torch_home, steps, flags, timeout=6 * 3600)
+        if args.method == "pnr":
+            etas = logged(run, "eta")
+            print(f"eta the run used: {etas[max(etas)]:.2f}" if etas else "eta: not logged", flush=True)
         print_revise_pulls(run, plan)
         sources, captured = training_views(source / "config.yml")
         poses = training_poses(source / "config.yml")
@@ -247,12 +258,12 @@ def main() -> None:
         rows = [captured, sources]
         for step, views in kept_checkpoint_views(run):
             views = [views[i] for i in read]
-            phase = f"{plan.phase(step).label} {plan.step_in_phase(step)}"
+            phase = f"{plan.phase(step).label} {plan.step_in_phase(step)}" if args.method == "pnr" else f"pds {step}"
             print(checkpoint_row(f"{step} | {phase}", views, sources, captured, poses, colour), flush=True)
-            if step > revise_start - args.every:  # the last checkpoint of the edit steps and every one after
+            if step > (revise_start if args.method == "pnr" else steps) - args.every:  # the last checkpoint of the edit steps and every one after
                 rows.append(views)
     if not args.no_write:
-        stem = "pnr_shape_edit" if args.prior == "single" else f"pnr_multiview_shape_edit_{args.representation}{'_region' if args.region else ''}{'_dome' if args.capture == 'dome' else ''}"
+        stem = f"{args.method}_shape_edit" if args.prior == "single" else f"{args.method}_multiview_shape_edit_{args.representation}{'_region' if args.region else ''}{'_dome' if args.capture == 'dome' else ''}"
         ipg = "" if args.ipg_resolution is None else f"_ipg{args.ipg_resolution}"
         ipg += "" if args.ipg_weight_scale == _default_ipg_weight_scale(args) else f"_ipgweight{args.ipg_weight_scale:g}"
         extra = f"_{flags_digest(args.extra_flags)}" if args.extra_flags else ""

@@ -2,28 +2,18 @@
 a new group of orbit cameras round the object, the prior given each view's camera, the x0-reconstruction objective at
 scale 50 with the released negative prompt, one timestep a step (:mod:`pds_nerfstudio.priors.multiview_guidance`).
 
-Where the object is: ``--pipeline.multiview.object-centre`` and ``--pipeline.multiview.object-radius`` in the capture's
-world frame (the coordinates of its transforms.json, like ``--pipeline.region.box``), or, without them, the region's
-box (its centre, and half its diagonal as the radius), followed as the viewer moves it. The orbit cameras are drawn in
-nerfstudio's scene frame, z up (the frame nerfstudio's dataparsers orient a capture to, and MVDream's).
+The orbit views and where the object is: :mod:`pds_nerfstudio.methods.orbits` (``--pipeline.multiview.*``).
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
-from typing import Any, Dict, Optional, Tuple, Type
+from typing import Any, Dict, Tuple, Type
 
 import torch
 from nerfstudio.engine.optimizers import AdamOptimizerConfig
-from torch import Tensor
 
-from pds_nerfstudio.common.errors import InputError
-from pds_nerfstudio.priors.guidance import GuidanceConfig
-from pds_nerfstudio.priors.multiview_guidance import RELEASED_NEGATIVE_PROMPT, MultiViewGuidanceConfig
-from pds_nerfstudio.regions.region import Region, RegionConfig
-from pds_nerfstudio.scenes.box import in_scene_frame
-from pds_nerfstudio.scenes.orbit import OrbitRanges
+from pds_nerfstudio.methods.orbits import MultiViewConfig  # noqa: F401 (configs saved before it moved name it here)
 from pds_nerfstudio.scenes.representations import Nerfacto
 
 RELEASED_GUIDANCE_SCALE = 50.0
@@ -51,75 +41,3 @@ def released_nerfacto_optimizers() -> Dict[str, Dict[str, Any]]:
     schedule = Nerfacto().optimizers()["fields"]["scheduler"]
     rates = {"proposal_networks": 1e-2, "field_grid": 1e-2, "fields": 1e-3}
     return {group: {"optimizer": AdamWOptimizerConfig(lr=lr, eps=1e-15), "scheduler": schedule} for group, lr in rates.items()}
-
-
-@dataclass(frozen=True)
-class MultiViewConfig:
-    """The objects protocol's orbit cameras and objective settings, used when --pipeline.guidance.model-id is a
-    multi-view prior."""
-
-    object_centre: Optional[Tuple[float, float, float]] = None
-    """Centre of the object the orbit cameras look at, in the capture's world frame (transforms.json's coordinates);
-    default: the centre of --pipeline.region.box."""
-    object_radius: Optional[float] = None
-    """The radius the orbit distances are relative to, in the same units: the released code's object box has radius 1
-    round objects that fill part of it, so give the radius of a sphere with room round the object (a tight bounding
-    radius puts the object across the whole frame); default: half the region box's diagonal."""
-    elevation_range: Tuple[float, float] = (0.0, 30.0)
-    """Degrees above the object's centre the orbit cameras are drawn from (released: 0 to 30)."""
-    fovy_range: Tuple[float, float] = (15.0, 60.0)
-    """Vertical field of view, degrees (released: 15 to 60)."""
-    distance_range: Tuple[float, float] = (0.8, 1.0)
-    """Camera distance in units of radius / tan(fovy / 2) (released relative_radius: 0.8 to 1.0)."""
-    negative_prompt: str = RELEASED_NEGATIVE_PROMPT
-    """The unconditional branch's prompt (released: MVDream-threestudio's list)."""
-    std_rescale: float = 0.5
-    """recon_std_rescale (released: 0.5)."""
-
-    @property
-    def ranges(self) -> OrbitRanges:
-        return OrbitRanges(self.elevation_range, self.fovy_range, self.distance_range)
-
-    def guidance(self, guidance: GuidanceConfig) -> MultiViewGuidanceConfig:
-        """The multi-view guidance of ``--pipeline.guidance.*`` (model, scale, t range, device) with these settings."""
-        return MultiViewGuidanceConfig(
-            model_id=guidance.model_id, guidance_scale=guidance.guidance_scale, negative_prompt=self.negative_prompt,
-            std_rescale=self.std_rescale, t_ratio_range=guidance.t_ratio_range, device=guidance.device,
-        )  # fmt: skip
-
-    def check(self, region: RegionConfig, views_per_step: int, num_views: int) -> None:
-        """One-line errors, before anything loads."""
-        if (self.object_centre is None) != (self.object_radius is None):
-            raise InputError("--pipeline.multiview.object-centre and --pipeline.multiview.object-radius go together; give both")
-        if self.object_radius is not None and self.object_radius <= 0:
-            raise InputError(f"--pipeline.multiview.object-radius {self.object_radius}: need a positive radius")
-        if self.object_centre is None and region.box is None:
-            raise InputError(
-                "a multi-view prior's views are orbit views round the object: give --pipeline.multiview.object-centre X Y Z "
-                "and --pipeline.multiview.object-radius R (the capture's world frame), or a --pipeline.region.box round it"
-            )
-        if region.masks is not None:
-            raise InputError(
-                "--pipeline.region.masks with a multi-view prior: masks cover the training views, not the orbit views "
-                "round the object; give the region as --pipeline.region.box"
-            )
-        if views_per_step % num_views:
-            raise InputError(
-                f"--pipeline.views-per-step {views_per_step}: the multi-view prior denoises groups of {num_views} views; "
-                f"give a multiple of {num_views}"
-            )
-        for flag, (low, high), limit in (("elevation-range", self.elevation_range, (-90, 90)), ("fovy-range", self.fovy_range, (0, 180)),
-                                         ("distance-range", self.distance_range, (0, math.inf))):  # fmt: skip
-            if not limit[0] <= low <= high <= limit[1] or (flag != "elevation-range" and low <= 0):
-                raise InputError(f"--pipeline.multiview.{flag} {low} {high}: need low <= high within {limit}")
-        if not 0.0 <= self.std_rescale <= 1.0:
-            raise InputError(f"--pipeline.multiview.std-rescale {self.std_rescale}: need a number in [0, 1]")
-
-    def object_in_scene(self, region: Optional[Region], transform: Tensor, scale: float) -> Tuple[Tensor, float]:
-        """The object's centre [3] and radius in the scene's frame: the flags' (the dataparser's ``transform`` and
-        ``scale`` applied), or the region's box as it is now."""
-        if self.object_centre is not None:
-            assert self.object_radius is not None
-            return in_scene_frame(torch.tensor(self.object_centre), transform, scale), scale * self.object_radius
-        assert region is not None and region.box is not None, "MultiViewConfig.check runs first"
-        return region.box.centre.float(), float(region.box.size.norm()) / 2

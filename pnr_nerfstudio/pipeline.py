@@ -39,22 +39,18 @@ from torch import Tensor
 from pds_nerfstudio.common.errors import InputError
 from pds_nerfstudio.common.typed_flags import TypedFlags, merge_typed
 from pds_nerfstudio.integration.source_run import Run, checkpoint_step
+from pds_nerfstudio.methods.orbits import ORBIT_SEED_BIT, OrbitStep
 from pds_nerfstudio.methods.pds import PDSPipeline, PDSPipelineConfig
 from pds_nerfstudio.parallel import collectives
-from pds_nerfstudio.priors.multiview import MultiViewInfo, camera_vectors, read_multiview_info
-from pds_nerfstudio.priors.multiview_guidance import MultiViewGuidance, MultiViewOutput
+from pds_nerfstudio.priors.multiview import camera_vectors
+from pds_nerfstudio.priors.multiview_guidance import MultiViewGuidance
 from pds_nerfstudio.scenes.frozen_source import FrozenSource
 from pds_nerfstudio.scenes.models import EditNerfactoModelConfig
-from pds_nerfstudio.scenes.orbit import OrbitGroup, draw_orbit_group
+from pds_nerfstudio.scenes.orbit import OrbitGroup
 from pds_nerfstudio.scenes.rendering import guidance_camera, seeded, view_rays
 from pds_nerfstudio.scenes.representations import Nerfacto, rebind_optimizers
 from pnr_nerfstudio.ipg import IdentityPreservingLoss, IPGConfig
-from pnr_nerfstudio.objects import (
-    RELEASED_GUIDANCE_SCALE,
-    RELEASED_RENDER_RESOLUTION,
-    MultiViewConfig,
-    released_nerfacto_optimizers,
-)
+from pnr_nerfstudio.objects import RELEASED_GUIDANCE_SCALE, RELEASED_RENDER_RESOLUTION, released_nerfacto_optimizers
 from pnr_nerfstudio.perturbation import (
     PerturbationConfig,
     edited_parameters,
@@ -145,23 +141,6 @@ class PnRPipelineConfig(PDSPipelineConfig):
     The guidance gradient is the mean over the views (the released 0.5 * sum / N), the eta-selection loss their mean,
     and the revise LPIPS term their sum, as released; with K devices, over all N*K views."""
 
-    multiview: MultiViewConfig = MultiViewConfig()
-    """The objects protocol with a multi-view prior (--pipeline.guidance.model-id a folder in MVDream's format): the
-    object the orbit cameras look at, their ranges and the released objective's settings. (A plain default: runs saved
-    before it load without the field.)"""
-
-    def multiview_prior(self) -> Optional[MultiViewInfo]:
-        """What the guidance model folder says of itself when it is a multi-view prior; None for a single-view one."""
-        folder = Path(self.guidance.model_id).expanduser()
-        try:
-            return read_multiview_info(folder) if folder.is_dir() else None
-        except ValueError as error:
-            raise InputError(f"--pipeline.guidance.model-id {self.guidance.model_id}: {error}") from None
-
-    def guidance_config(self) -> Any:
-        """A multi-view prior's guidance with the released objective (:mod:`pnr_nerfstudio.objects`), or PDS's."""
-        return self.multiview.guidance(self.guidance) if self.multiview_prior() is not None else self.guidance
-
     def with_protocol(self, typed: TypedFlags) -> "PnRPipelineConfig":
         """This config with the values of its protocol (auto resolved by the prior), except for the flags typed
         (``typed``, relative to it)."""
@@ -210,14 +189,11 @@ class PnRPipelineConfig(PDSPipelineConfig):
         self.perturbation.check(self.eta_selection_steps)
         self.annealing.check()
         self.ipg.check()
-        info = self.multiview_prior()
-        if info is not None:
-            if self.protocol == "real-scenes":
-                raise InputError(
-                    f"--pipeline.protocol {self.protocol} guides the captured views with a single-view Stable Diffusion; "
-                    "a multi-view prior guides orbit views round the object: use --pipeline.protocol objects"
-                )
-            self.multiview.check(self.region, self.views_per_step, info.num_views)
+        if self.multiview_prior() is not None and self.protocol == "real-scenes":
+            raise InputError(
+                f"--pipeline.protocol {self.protocol} guides the captured views with a single-view Stable Diffusion; "
+                "a multi-view prior guides orbit views round the object: use --pipeline.protocol objects"
+            )
         super().check(scene_device)
 
     @property
@@ -287,22 +263,6 @@ class PnRPipelineConfig(PDSPipelineConfig):
         return merged
 
 
-ORBIT_SEED_BIT = 1 << 61
-"""Flipped in a step's seed for its orbit cameras, so that their draws are not the stream of its noises."""
-
-
-@dataclass
-class OrbitStep:
-    """What a step of the objects protocol with a multi-view prior gave the prior (read back by tests)."""
-
-    groups: List[OrbitGroup]
-    cameras: Tensor
-    """The camera vectors the UNet was given [N, 16]."""
-    latents: Tensor
-    """The orbit views' latents [N, 4, h, w]."""
-    output: MultiViewOutput
-
-
 class PnRPipeline(PDSPipeline):
     """The PDS editing step, run through the phases of Perturb-and-Revise."""
 
@@ -322,9 +282,6 @@ class PnRPipeline(PDSPipeline):
         """splatfacto with a region: the Gaussians the perturbation moved (those inside the region)."""
         self._optimizers: Optional[Optimizers] = None
         self._announced: Optional[Phase] = None
-        self.guides_orbits = isinstance(self.guidance, MultiViewGuidance)
-        """The objects protocol with a multi-view prior: orbit views round the object (:meth:`orbit_views`)."""
-        self.orbit_step_in_use: Optional[OrbitStep] = None
         if test_mode == "val" and config.revise_steps > 0:  # LPIPS only where a phase uses it
             self.ipg = config.ipg.setup(device=device)
         if test_mode == "val" and config.protocol == "objects" and not self.guides_orbits:
@@ -337,12 +294,7 @@ class PnRPipeline(PDSPipeline):
     def load_source(self, checkpoint: Path) -> None:
         """Load the source field and keep a frozen copy of it (training only: evaluation never loads the source)."""
         super().load_source(checkpoint)
-        self.source = FrozenSource(self.model, self.representation)
-
-    def frozen_source(self) -> FrozenSource:
-        """The region's hold term compares with the same frozen source the perturbation and the revise steps use."""
-        assert self.source is not None
-        return self.source
+        self.source = self.frozen_source()  # the one the region's hold term compares with
 
     # ----------------------------------------------------------------------------------------------
     # Phases
@@ -589,24 +541,6 @@ class PnRPipeline(PDSPipeline):
     # The objects protocol with a multi-view prior (pnr_nerfstudio.objects)
     # ----------------------------------------------------------------------------------------------
 
-    def orbit_views(self, step: int) -> Tuple[List[int], List[Cameras], List[OrbitGroup]]:
-        """This device's groups of orbit cameras at ``step``, drawn round the object (:mod:`pnr_nerfstudio.objects`) from
-        the step's seed, at the guidance resolution; and for each camera the training view whose appearance embedding
-        and pose refinement it renders with (the nearest one: nerfstudio renders every ray as some view's)."""
-        outputs = self.datamanager.train_dataparser_outputs
-        multiview = self.config.multiview
-        centre, radius = multiview.object_in_scene(self.region, outputs.dataparser_transform, outputs.dataparser_scale)
-        generator = torch.Generator().manual_seed(self.orbit_seed(step))
-        size, views = self.config.render_resolution, self.guidance.num_views  # type: ignore[attr-defined]
-        groups = [
-            draw_orbit_group(generator, centre.tolist(), radius, size, views, multiview.ranges)
-            for _ in range(self.config.views_per_step // views)
-        ]
-        cameras = [group.cameras[i : i + 1].to(self.device) for group in groups for i in range(views)]
-        positions = self.datamanager.train_dataset.cameras.camera_to_worlds[:, :3, 3]
-        nearest = [int((positions - camera.camera_to_worlds[0, :3, 3].cpu()).norm(dim=-1).argmin()) for camera in cameras]
-        return nearest, cameras, groups
-
     def orbit_seed(self, step: int) -> int:
         """The seed of this device's orbit groups at ``step``: the step's own, except while eta is selected, when the
         groups cycle through ``loss_window`` steps' worth drawn from ``perturbation.seed`` (as the training views do
@@ -615,7 +549,7 @@ class PnRPipeline(PDSPipeline):
         if self.config.phases.phase(step) is Phase.ETA_SELECTION:
             cycled = self.config.perturbation.seed * 1_000_003 + step % self.config.perturbation.loss_window
             return (cycled * 4096 + self.rank * self.config.views_per_step) % 2**62 ^ ORBIT_SEED_BIT
-        return self.view_seeds(step)[0] ^ ORBIT_SEED_BIT
+        return super().orbit_seed(step)
 
     def orbit_guidance_loss(
         self, step: int, groups: List[OrbitGroup], render: Tensor, t_ratio_range: Tuple[float, float]

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass, field
-from typing import Dict, Literal, Optional, Tuple, Type
+from typing import Callable, Dict, Literal, Optional, Tuple, Type
 
 import torch
 from nerfstudio.configs.base_config import InstantiateConfig
@@ -182,18 +182,24 @@ class StableDiffusionGuidance:
         return (images / 2 + 0.5).clamp(0, 1)
 
     @torch.no_grad()
-    def predict_noise(self, x_t: Tensor, t: Tensor, cond: Tensor, guidance_scale: Optional[float] = None) -> Tensor:
+    def predict_noise(
+        self, x_t: Tensor, t: Tensor, cond: Tensor, guidance_scale: Optional[float] = None,
+        class_labels: Optional[Tensor] = None,
+    ) -> Tensor:  # fmt: skip
         """Classifier-free guided noise prediction in ONE UNet call; float32 in and out, model dtype inside. A
         v-prediction UNet's output is converted to the noise here, the one place every method (pds, sds, dds, SDEdit,
         pnr's selection loss) reads the UNet.
 
-        ``guidance_scale`` overrides the configured scale (the viewer can change it while editing)."""
+        ``guidance_scale`` overrides the configured scale (the viewer can change it while editing); ``class_labels``
+        [B, ...] go to the UNet with both branches (a multi-view prior's cameras)."""
         scale = self.config.guidance_scale if guidance_scale is None else guidance_scale
         uncond = self.text_embedding("").expand_as(cond)
+        labels = {} if class_labels is None else {"class_labels": torch.cat([class_labels, class_labels]).to(self.device, self.dtype)}
         eps = self.pipe.unet(
             torch.cat([x_t, x_t]).to(self.dtype),
             torch.cat([t, t]).to(self.device),
             encoder_hidden_states=torch.cat([cond, uncond]).to(self.dtype),
+            **labels,
         ).sample.float()
         eps_cond, eps_uncond = eps.chunk(2)
         # classifier-free guidance
@@ -250,14 +256,23 @@ class StableDiffusionGuidance:
                 draws it would get in any other batch (or on another device).
         """
         low, high = t_ratio_range or self.config.t_ratio_range
+        t, t_prev = sample_timesteps(self.timestep_grid, low, high, x0_tgt.shape[0], generator)
+        predict = functools.partial(self.predict_noise, guidance_scale=guidance_scale)
+        return self.distil(x0_tgt, x0_src, tgt_prompt, src_prompt, t, t_prev, predict, generator)
+
+    def distil(
+        self, x0_tgt: Tensor, x0_src: Tensor, tgt_prompt: str, src_prompt: str, t: Tensor, t_prev: Tensor,
+        predict: Callable[[Tensor, Tensor, Tensor], Tensor], generator: Generators,
+    ) -> GuidanceOutput:  # fmt: skip
+        """The configured distillation gradient at the drawn timesteps (t, t_prev) [B], the noise predicted by
+        ``predict(x_t, t, cond)``."""
         batch = x0_tgt.shape[0]
-        t, t_prev = sample_timesteps(self.timestep_grid, low, high, batch, generator)
         cond_tgt = self.text_embedding(tgt_prompt).expand(batch, -1, -1)
         cond_src = self.text_embedding(src_prompt).expand(batch, -1, -1)
         with torch.no_grad():
             output = distillation_gradient(
                 self.config.method,
-                functools.partial(self.predict_noise, guidance_scale=guidance_scale),
+                predict,
                 self.alphas_cumprod,
                 x0_tgt.to(self.device),
                 x0_src.to(self.device),

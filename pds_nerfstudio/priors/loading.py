@@ -131,15 +131,15 @@ def check_model_available(model_id: str, flag: str = MODEL_FLAG) -> None:
 
 def check_single_view(model_id: str, flag: str = MODEL_FLAG) -> None:
     """Raise InputError if the local folder ``model_id`` is a multi-view prior (:mod:`pds_nerfstudio.priors.multiview`):
-    the editing methods guide with a single-view Stable Diffusion."""
+    pds-refine, pds-dreambooth and pnr's real-scenes protocol take a single-view Stable Diffusion."""
     try:
         info = read_multiview_info(Path(model_id))
     except ValueError as error:
         raise InputError(f"{flag} {model_id}: {error}") from None
     if info is not None:
         raise InputError(
-            f"{flag} {model_id} is a multi-view prior ({info.num_views} views, MVDream's format), which only pnr's "
-            "objects protocol guides with; pass a single-view Stable Diffusion folder, or edit with ns-train pnr"
+            f"{flag} {model_id} is a multi-view prior ({info.num_views} views, MVDream's format), which pds and pnr "
+            "guide on orbit views round an object; pass a single-view Stable Diffusion folder here"
         )
 
 

@@ -1,7 +1,9 @@
-"""A multi-view prior (MVDream's format, :mod:`pds_nerfstudio.priors.multiview`) as guidance, with the objective
-Perturb-and-Revise's released code descends (threestudio's multi-view guidance with ``recon_loss``,
-:mod:`pds_nerfstudio.score_distillation.reconstruction`): each step one timestep for all its views, drawn on the
-training schedule's 1000 steps; the negative prompt as the unconditional branch; each view's camera fed to the UNet.
+"""A multi-view prior (MVDream's format, :mod:`pds_nerfstudio.priors.multiview`) as guidance, each view's camera fed to
+the UNet and one timestep for all the views of a step: with the objective Perturb-and-Revise's released code descends
+(threestudio's multi-view guidance with ``recon_loss``, :mod:`pds_nerfstudio.score_distillation.reconstruction`; the t
+drawn on the training schedule's 1000 steps, the negative prompt as the unconditional branch), or with PDS's
+distillation gradient (:meth:`MultiViewGuidance.distil_views`; ours: PDS's inference grid and its empty unconditional
+prompt).
 """
 
 from __future__ import annotations
@@ -15,15 +17,23 @@ from nerfstudio.configs.base_config import InstantiateConfig
 from torch import Tensor
 
 from pds_nerfstudio.common.errors import InputError, check_ratio_range
-from pds_nerfstudio.priors.guidance import GuidanceConfig, StableDiffusionGuidance
+from pds_nerfstudio.priors.guidance import GuidanceConfig, GuidanceOutput, StableDiffusionGuidance
 from pds_nerfstudio.priors.loading import (
     check_device,
     check_pretrained_available,
     check_weight_files,
     load_stable_diffusion,
+    num_train_timesteps,
 )
 from pds_nerfstudio.priors.multiview import MULTIVIEW_INFO, make_multiview, read_multiview_info
-from pds_nerfstudio.score_distillation.gradients import Generators, add_noise, randn_like
+from pds_nerfstudio.score_distillation.gradients import (
+    DistillationMethod,
+    Generators,
+    PosteriorCoefficients,
+    add_noise,
+    randn_like,
+    sample_timesteps,
+)
 from pds_nerfstudio.score_distillation.reconstruction import Reconstruction, reconstruction_loss, reconstruction_target
 
 RELEASED_NEGATIVE_PROMPT = (
@@ -51,6 +61,12 @@ class MultiViewGuidanceConfig(InstantiateConfig):
     """Range of t as fractions of the training schedule (a schedule's value of each step replaces it)."""
     device: Optional[str] = None
     """Device of the prior; default: the scene's."""
+    method: DistillationMethod = "pds"
+    """pds on orbit views (:meth:`MultiViewGuidance.distil_views`): the distillation gradient."""
+    num_inference_steps: int = 500
+    """pds on orbit views: the DDIM grid (t, t_prev) is drawn on (PDS's official 500)."""
+    posterior_coefficients: PosteriorCoefficients = "official"
+    """pds on orbit views: PDS's posterior coefficients."""
 
     def check(self, scene_device: str) -> None:
         """Cheap checks of the flags, before anything loads; raises InputError."""
@@ -68,6 +84,12 @@ class MultiViewGuidanceConfig(InstantiateConfig):
                 "convert MVDream's checkpoint with pds-convert-mvdream"
             )
         check_weight_files(folder, "--pipeline.guidance.model-id")
+        train_steps = num_train_timesteps(self.model_id)
+        if not 1 <= self.num_inference_steps <= train_steps:
+            raise InputError(
+                f"--pipeline.guidance.num-inference-steps {self.num_inference_steps}: need 1 to the model's "
+                f"{train_steps} training timesteps (official pds: 500)"
+            )
         if not 0.0 <= self.std_rescale <= 1.0:
             raise InputError(f"--pipeline.guidance.std-rescale {self.std_rescale}: need a number in [0, 1]")
 
@@ -92,7 +114,12 @@ class MultiViewGuidance(StableDiffusionGuidance):
         info = read_multiview_info(Path(config.model_id).expanduser())
         assert info is not None, "MultiViewGuidanceConfig.check runs first"
         self.info = info
-        super().__init__(GuidanceConfig(model_id=config.model_id, guidance_scale=config.guidance_scale, device=config.device), device)
+        distillation = GuidanceConfig(
+            model_id=config.model_id, method=config.method, guidance_scale=config.guidance_scale,
+            num_inference_steps=config.num_inference_steps, t_ratio_range=config.t_ratio_range,
+            posterior_coefficients=config.posterior_coefficients, device=config.device,
+        )  # fmt: skip
+        super().__init__(distillation, device)
         self.multiview = config
 
     def _load(self):
@@ -144,3 +171,26 @@ class MultiViewGuidance(StableDiffusionGuidance):
             )  # fmt: skip
         loss = reconstruction_loss(latents, target.x0.to(latents.device))
         return MultiViewOutput(loss=loss, t=t, reconstruction=target)
+
+    def distil_views(
+        self, x0_tgt: Tensor, x0_src: Tensor, tgt_prompt: str, src_prompt: str, cameras: Tensor,
+        t_ratio_range: Optional[Tuple[float, float]] = None, generator: Generators = None,
+        guidance_scale: Optional[float] = None,
+    ) -> GuidanceOutput:  # fmt: skip
+        """``pds`` with this prior (ours; the release guides it only with its x0-reconstruction objective): the
+        configured distillation gradient (PDS by default) for target latents ``x0_tgt`` [B, 4, h, w] (with graph; B
+        whole groups of the prior's views) against the source's latents of the same views ``x0_src``, each view's
+        camera [B, 16] fed to the UNet in both branches. One (t, t_prev) for all the views, drawn on PDS's inference
+        grid from the first generator, as the prior denoises the views of an object at one t; the noises are each
+        view's own; the empty prompt as the unconditional branch, as PDS."""
+        low, high = t_ratio_range or self.multiview.t_ratio_range
+        batch = x0_tgt.shape[0]
+        first = generator[0] if isinstance(generator, (list, tuple)) else generator
+        t, t_prev = (value.repeat(batch) for value in sample_timesteps(self.timestep_grid, low, high, 1, first))
+        camera = cameras.to(self.device)
+
+        def predict(x_t: Tensor, t: Tensor, cond: Tensor) -> Tensor:  # source and target in one call: the cameras twice
+            labels = camera.repeat(x_t.shape[0] // batch, 1)
+            return self.predict_noise(x_t, t, cond, guidance_scale, class_labels=labels)
+
+        return self.distil(x0_tgt, x0_src, tgt_prompt, src_prompt, t, t_prev, predict, generator)

@@ -271,3 +271,75 @@ class RecordedCalls:
     def __call__(self, first, second, **kwargs):
         self.calls.append((first, second))
         return self.wrapped(first, second, **kwargs)
+
+
+# ----------------------------------------------------------------------------------------------
+# pds with a multi-view prior (ours): PDS on orbit groups, each view's source the source scene's render of it
+# ----------------------------------------------------------------------------------------------
+
+SOURCE_PROMPT = "a photo of a red ball"
+PDS_FLAGS = [
+    "--pipeline.src-prompt", SOURCE_PROMPT,
+    "--pipeline.tgt-prompt", PROMPT,
+    "--pipeline.multiview.object-centre", *map(str, CENTRE),
+    "--pipeline.multiview.object-radius", str(RADIUS),
+    "--logging.steps-per-log", "1",
+]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def pds_run(source_run, multiview_prior, torch_home, tmp_path_factory):
+    flags = ["--pipeline.guidance.model-id", str(multiview_prior), *PDS_FLAGS]
+    return run_tiny_edit("pds", source_run, tmp_path_factory.mktemp("pds_mv"), torch_home, 2, flags)[0]
+
+
+def test_pds_with_a_multiview_prior_distils_an_orbit_group_against_the_source_scene_s_renders_of_it(pds_run):
+    """A step of the ``ns-train pds`` run's own pipeline with the live field moved off the source (as an edit has
+    moved it), the VAE's and the UNet's calls recorded: one group of the prior's 4 views a step (untyped); the source
+    latents are the encoding of the source scene's renders of the same orbit cameras, rendered here before the field
+    moved (not the edited field's, not a captured image); one UNet call for source and target, one t for all of them
+    on PDS's 500-step grid, both noised with the same noise; each view's camera in every branch; the source prompt,
+    the target prompt, then PDS's empty unconditional prompt (not pnr's negative prompt); the loss reaches the orbit
+    renders. Seen failing with the edited field's renders as the sources, and with a t drawn per view."""
+    from pds_nerfstudio.methods.pds import PDSPipeline
+
+    pipeline = setup_pipeline(pds_run)
+    assert isinstance(pipeline, PDSPipeline) and pipeline.guides_orbits and pipeline.config.views_per_step == 4
+    step = 1
+    views, cameras, (group,) = pipeline.orbit_views(step)
+    with torch.no_grad():  # the source scene at the step's orbit cameras, before the field moves
+        source = torch.cat([pipeline.representation.render_image(pipeline.model, camera, index, 4096).permute(2, 0, 1)[None]
+                            for camera, index in zip(cameras, views)])  # fmt: skip
+        for parameter in pipeline.model.parameters():
+            parameter.add_(0.05 * torch.randn_like(parameter))
+    guidance = pipeline.guidance
+    encoded, calls = [], []
+    guidance.pipe.vae.encoder.register_forward_pre_hook(lambda m, args: encoded.append(args[0].detach()))
+    guidance.pipe.unet.register_forward_pre_hook(lambda m, args, kwargs: calls.append((args, kwargs)), with_kwargs=True)
+    outputs, losses, metrics = pipeline.get_train_loss_dict(step)
+    used = pipeline.orbit_step_in_use
+    assert used.groups[0].azimuths == group.azimuths and views == [int(v) for v in views]
+    # the sources: the source scene's renders of these orbit views
+    edited, from_source = encoded
+    # (nerfacto jitters its samples along each ray in training mode: two renders of one field differ a little)
+    assert (from_source - (2 * source - 1)).abs().max() < 0.01
+    assert (edited - (2 * source - 1)).abs().mean() > 0.01  # the edited field's renders are further off
+    # the UNet: source then target, conditional then unconditional, one t, the cameras in every branch
+    ((args, kwargs),) = calls
+    assert args[0].shape[0] == 16 and torch.equal(args[1], used.output.t[:1].repeat(16))
+    assert int(used.output.t[0]) in guidance.timestep_grid.tolist() and len(guidance.timestep_grid) == 500
+    assert torch.equal(used.cameras, camera_vectors(group.object_c2w))
+    assert torch.equal(kwargs["class_labels"], used.cameras.repeat(4, 1))
+    text = kwargs["encoder_hidden_states"]
+    for rows, prompt in ((slice(0, 4), SOURCE_PROMPT), (slice(4, 8), PROMPT), (slice(8, 16), "")):
+        assert torch.equal(text[rows], guidance.text_embedding(prompt).expand(rows.stop - rows.start, -1, -1)), prompt
+    a_t = guidance.alphas_cumprod[int(used.output.t[0])]
+    noise_src = (args[0][:4] - a_t.sqrt() * used.source_latents) / (1 - a_t).sqrt()
+    noise_tgt = (args[0][4:8] - a_t.sqrt() * used.latents) / (1 - a_t).sqrt()
+    assert torch.allclose(noise_src, noise_tgt, atol=1e-4)  # PDS's shared noise
+    assert metrics["guidance_scale"] == 100.0 and set(losses) == {"guidance_loss"}
+    render = outputs["rgb"]
+    assert render.shape == (4, 3, 16, 16)
+    render.retain_grad()
+    losses["guidance_loss"].backward()
+    assert render.grad is not None and render.grad.abs().sum() > 0

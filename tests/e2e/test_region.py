@@ -259,6 +259,30 @@ def test_splat_gaussians_outside_the_box_keep_the_source_values_exactly(splat_so
     dc_before = before[key("features_dc")][~outside]
     moved = torch.cdist(after[key("features_dc")][kept], dc_before, compute_mode=EXACT).min(dim=1).values > 0
     assert moved.all()
+    step_lets_move_only_the_gaussians_inside(run, outside)
+
+
+def step_lets_move_only_the_gaussians_inside(run: Path, outside: torch.Tensor) -> None:
+    """A step of ``run``'s own pipeline (set up from its config.yml, from the source), its optimizers built from the
+    run's config with the region's freeze on them as training has it: the Gaussians the step let move
+    (``movable_gaussians``) are those not ``outside`` the box (computed from the box and the source's means by the
+    caller), and after the optimizers' step exactly those rows changed. Seen failing with every Gaussian let move."""
+    from nerfstudio.engine.optimizers import Optimizers
+
+    config = yaml.load((run / "config.yml").read_text(), Loader=yaml.Loader)
+    pipeline = config.pipeline.setup(device="cpu", test_mode="val")
+    pipeline.train()
+    optimizers = Optimizers(config.optimizers, pipeline.get_param_groups())
+    pipeline.freeze_outside_region(optimizers.optimizers)
+    before = {name: value.detach().clone() for name, value in pipeline.model.gauss_params.items()}
+    _, losses, _ = pipeline.get_train_loss_dict(0)
+    sum(losses.values()).backward()
+    optimizers.optimizer_step_all()
+    assert torch.equal(pipeline.movable_gaussians, ~outside)  # what this step let move
+    for name, value in pipeline.model.gauss_params.items():
+        assert torch.equal(value.detach()[outside], before[name][outside]), name
+    changed = (pipeline.model.gauss_params["features_dc"].detach() != before["features_dc"]).any(dim=-1)
+    assert changed[~outside].sum() > 10, "the Gaussians inside did not move"
 
 
 def test_splatfacto_densification_with_a_box_grows_gaussians_inside_and_keeps_the_outside(splat_source, tiny_sd, torch_home, tmp_path):

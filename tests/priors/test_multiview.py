@@ -150,7 +150,8 @@ def test_a_multiview_folder_says_so(tmp_path):
 
 
 def test_a_multiview_prior_given_to_an_edit_stops_with_one_line(tmp_path):
-    """No editing method guides with a multi-view prior yet: the model check (run before anything loads) says so."""
+    """Where a single-view Stable Diffusion is needed (pds-refine, pds-dreambooth, pnr's real-scenes protocol), the model
+    check (run before anything loads) says in one line that a multi-view prior is not one."""
     from pds_nerfstudio.common.errors import InputError
     from pds_nerfstudio.priors.loading import check_model_available
     from toy_world.models import build_tiny_stable_diffusion
