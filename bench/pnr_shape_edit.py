@@ -170,7 +170,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.source_steps is not None and args.source_steps <= 0:
         parser.error(f"--source-steps {args.source_steps}: need a positive number of steps")
-    if args.method == "pds" and (args.eta is not None or args.revise_steps or args.ipg_resolution is not None):
+    if args.method == "pds" and (args.eta is not None or args.revise_steps or args.ipg_resolution is not None or args.ipg_weight_scale is not None):
         parser.error("--method pds has no perturbation and no revise phase: leave out --eta, --revise-steps and --ipg-*")
     from pnr_nerfstudio.pipeline import PnRPipelineConfig
     from pnr_nerfstudio.schedules import Phase

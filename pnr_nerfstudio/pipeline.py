@@ -137,7 +137,8 @@ class PnRPipelineConfig(PDSPipelineConfig):
     coarse_steps: int = 800
     """Steps, counted from the run's step 0, rendered at --pipeline.coarse-resolution."""
     views_per_step: int = 4
-    """Training views each step guides, on each device (released objects code: 4; the real-scenes protocol: 1, as PDS).
+    """Training views each step guides, on each device (released objects code: 4; the real-scenes protocol: 1, as PDS;
+    with a multi-view prior, untyped: one group of its views, 4 for MVDream).
     The guidance gradient is the mean over the views (the released 0.5 * sum / N), the eta-selection loss their mean,
     and the revise LPIPS term their sum, as released; with K devices, over all N*K views."""
 

@@ -28,6 +28,8 @@ from pds_nerfstudio.scenes.orbit import OrbitGroup, OrbitRanges
 
 ORBIT_SEED_BIT = 1 << 61
 """Flipped in a step's seed for its orbit cameras, so that their draws are not the stream of its noises."""
+SOURCE_LATENT_SEED_BIT = 1 << 60
+"""pds: flipped in each view's seed for the posterior sample of its source latent."""
 
 
 @dataclass
@@ -81,7 +83,7 @@ class MultiViewConfig:
             model_id=guidance.model_id, guidance_scale=guidance.guidance_scale, negative_prompt=self.negative_prompt,
             std_rescale=self.std_rescale, t_ratio_range=guidance.t_ratio_range, device=guidance.device,
             method=guidance.method, num_inference_steps=guidance.num_inference_steps,
-            posterior_coefficients=guidance.posterior_coefficients,
+            posterior_coefficients=guidance.posterior_coefficients, dtype=guidance.dtype,
         )  # fmt: skip
 
     def check(self, region: RegionConfig, views_per_step: int, num_views: int) -> None:

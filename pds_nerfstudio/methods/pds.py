@@ -19,8 +19,8 @@ from pds_nerfstudio.common.errors import InputError
 from pds_nerfstudio.common.typed_flags import TypedFlags
 from pds_nerfstudio.integration.pipeline import EditPipeline, EditPipelineConfig
 from pds_nerfstudio.integration.source_run import Run
-from pds_nerfstudio.methods.orbits import ORBIT_SEED_BIT, MultiViewConfig, OrbitStep
-from pds_nerfstudio.priors.multiview import MultiViewInfo, camera_vectors, read_multiview_info
+from pds_nerfstudio.methods.orbits import ORBIT_SEED_BIT, SOURCE_LATENT_SEED_BIT, MultiViewConfig, OrbitStep
+from pds_nerfstudio.priors.multiview import MultiViewInfo, camera_vectors, native_resolution, read_multiview_info
 from pds_nerfstudio.priors.multiview_guidance import MultiViewGuidance
 from pds_nerfstudio.scenes.frozen_source import FrozenSource
 from pds_nerfstudio.scenes.orbit import OrbitGroup, draw_orbit_group
@@ -52,11 +52,15 @@ class PDSPipelineConfig(EditPipelineConfig):
 
     def with_source(self, run: Run, typed: TypedFlags) -> "PDSPipelineConfig":
         """As for every edit; with a multi-view prior a step guides one group of its views, unless
-        ``--pipeline.views-per-step`` is typed."""
+        ``--pipeline.views-per-step`` is typed (pnr: also its objects protocol's), and pds renders them at the size
+        the prior was trained at (MVDream's 256 px; unless ``--pipeline.render-resolution`` is typed; pnr's objects
+        protocol sets the release's own)."""
         resolved = super().with_source(run, typed)
         info = self.multiview_prior()
         if info is not None and "views_per_step" not in typed:
             resolved = dataclasses.replace(resolved, views_per_step=info.num_views)
+        if info is not None and "render_resolution" not in typed and type(self) is PDSPipelineConfig:
+            resolved = dataclasses.replace(resolved, render_resolution=native_resolution(Path(self.guidance.model_id).expanduser()))
         return resolved
 
     def check(self, scene_device: str) -> None:
@@ -83,7 +87,7 @@ class PDSPipeline(EditPipeline):
 
     def load_source(self, checkpoint: Path) -> None:
         """Load the source field; with a multi-view prior keep a frozen copy, whose renders of the orbit views are
-        their sources (training only)."""
+        their sources."""
         super().load_source(checkpoint)
         if isinstance(self.guidance, MultiViewGuidance):
             self.frozen_source()
@@ -202,8 +206,8 @@ class PDSPipeline(EditPipeline):
         generators = self.view_generators(step)
         x0_tgt = guidance.encode_images(render, generators)
         source_views = self.frozen_source().render(cameras, views, self.config.ray_chunk_size)  # over the edit's background
-        # each source view's posterior sample from its own seed (as a training view's source latent, from its index)
-        source_generators = [torch.Generator().manual_seed(self.orbit_seed(step) ^ (j + 1)) for j in range(len(views))]
+        # each source view's posterior sample from its view's own seed (as a training view's source latent, from its index)
+        source_generators = [torch.Generator().manual_seed(seed ^ SOURCE_LATENT_SEED_BIT) for seed in self.view_seeds(step)]
         x0_src = guidance.encode_images(source_views, source_generators)
         vectors = camera_vectors(torch.cat([group.object_c2w for group in groups]))
         output = guidance.distil_views(

@@ -66,6 +66,14 @@ def read_multiview_info(folder: Path) -> Optional[MultiViewInfo]:
     return info
 
 
+def native_resolution(folder: Path) -> int:
+    """The image size a prior folder's UNet was trained at: its latent size (``unet/config.json``'s ``sample_size``)
+    times the VAE's downsampling (2 to the number of its ``block_out_channels`` less one): MVDream's 32 x 8 = 256."""
+    unet = json.loads((Path(folder) / "unet" / "config.json").read_text())
+    vae = json.loads((Path(folder) / "vae" / "config.json").read_text())
+    return int(unet["sample_size"]) * 2 ** (len(vae["block_out_channels"]) - 1)
+
+
 def check_multiview_unet(config: Any) -> Optional[str]:
     """Why a UNet config cannot be a multi-view prior's (None if it can): the camera must enter as a 16-number
     projection added to the time embedding."""

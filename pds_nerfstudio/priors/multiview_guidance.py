@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional, Tuple, Type
+from typing import Literal, Optional, Tuple, Type
 
 import torch
 from nerfstudio.configs.base_config import InstantiateConfig
@@ -67,6 +67,8 @@ class MultiViewGuidanceConfig(InstantiateConfig):
     """pds on orbit views: the DDIM grid (t, t_prev) is drawn on (PDS's official 500)."""
     posterior_coefficients: PosteriorCoefficients = "official"
     """pds on orbit views: PDS's posterior coefficients."""
+    dtype: Literal["auto", "float16", "float32"] = "auto"
+    """Precision of the UNet and text encoder (``--pipeline.guidance.dtype``)."""
 
     def check(self, scene_device: str) -> None:
         """Cheap checks of the flags, before anything loads; raises InputError."""
@@ -117,7 +119,7 @@ class MultiViewGuidance(StableDiffusionGuidance):
         distillation = GuidanceConfig(
             model_id=config.model_id, method=config.method, guidance_scale=config.guidance_scale,
             num_inference_steps=config.num_inference_steps, t_ratio_range=config.t_ratio_range,
-            posterior_coefficients=config.posterior_coefficients, device=config.device,
+            posterior_coefficients=config.posterior_coefficients, device=config.device, dtype=config.dtype,
         )  # fmt: skip
         super().__init__(distillation, device)
         self.multiview = config

@@ -318,7 +318,7 @@ def test_pds_with_a_multiview_prior_distils_an_orbit_group_against_the_source_sc
     guidance.pipe.unet.register_forward_pre_hook(lambda m, args, kwargs: calls.append((args, kwargs)), with_kwargs=True)
     outputs, losses, metrics = pipeline.get_train_loss_dict(step)
     used = pipeline.orbit_step_in_use
-    assert used.groups[0].azimuths == group.azimuths and views == [int(v) for v in views]
+    assert used.groups[0].azimuths == group.azimuths  # the step drew the groups drawn above
     # the sources: the source scene's renders of these orbit views
     edited, from_source = encoded
     # (nerfacto jitters its samples along each ray in training mode: two renders of one field differ a little)
