@@ -234,6 +234,11 @@ class EditPipelineConfig(VanillaPipelineConfig):
         outputs = self.datamanager.dataparser.setup().get_dataparser_outputs(split="train")
         self.region.check(outputs.image_filenames, outputs.cameras, outputs.dataparser_transform, outputs.dataparser_scale)
 
+    def guides_training_views(self) -> bool:
+        """Whether a step's views are the capture's training views (with a multi-view prior they are orbit views drawn
+        round the object, as many as asked)."""
+        return True
+
     def check_parallel(self, devices: int) -> None:
         """What several views a step or several devices (``devices`` processes) need, before anything heavy; raises
         InputError: no more views a step than the scene has training views (the dataparser alone counts them), and
@@ -251,7 +256,7 @@ class EditPipelineConfig(VanillaPipelineConfig):
                 "default cull (the official splat edit's), or on one device"
             )
         wanted = self.views_per_step * devices
-        if wanted == 1:
+        if wanted == 1 or not self.guides_training_views():
             return
         available = len(self.datamanager.dataparser.setup().get_dataparser_outputs(split="train").image_filenames)
         if wanted > available:

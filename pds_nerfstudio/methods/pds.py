@@ -63,6 +63,9 @@ class PDSPipelineConfig(EditPipelineConfig):
             resolved = dataclasses.replace(resolved, render_resolution=native_resolution(Path(self.guidance.model_id).expanduser()))
         return resolved
 
+    def guides_training_views(self) -> bool:
+        return self.multiview_prior() is None
+
     def check(self, scene_device: str) -> None:
         info = self.multiview_prior()
         if info is not None:

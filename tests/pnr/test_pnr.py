@@ -406,34 +406,53 @@ def test_a_multi_view_prior_takes_the_released_scale_and_size_and_flags_typed_at
     assert single.guidance.guidance_scale == 100.0 and single.guidance_config() is single.guidance
 
 
+BAD_MULTIVIEW_FLAGS = [
+    ({}, "--pipeline.multiview.object-centre X Y Z"),  # no object and no box
+    ({"protocol": "real-scenes"}, "--pipeline.protocol real-scenes"),
+    ({"multiview": {"object_centre": (0.0, 0.0, 0.0)}}, "go together"),
+    ({"multiview": {"object_centre": (0.0, 0.0, 0.0), "object_radius": 0.0}}, "--pipeline.multiview.object-radius 0.0"),
+    ({"multiview": {"object_centre": (0.0, 0.0, 0.0), "object_radius": 1.0}, "views_per_step": 3}, "--pipeline.views-per-step 3"),
+    ({"multiview": {"object_centre": (0.0, 0.0, 0.0), "object_radius": 1.0, "fovy_range": (60.0, 15.0)}}, "--pipeline.multiview.fovy-range"),
+    ({"multiview": {"object_centre": (0.0, 0.0, 0.0), "object_radius": 1.0, "std_rescale": 2.0}}, "--pipeline.multiview.std-rescale"),
+    ({"region": {"masks": "masks"}, "multiview": {"object_centre": (0.0, 0.0, 0.0), "object_radius": 1.0}}, "--pipeline.region.masks"),
+]
+"""Flags that a multi-view prior's edit refuses, and the flag each one-line error names."""
+
+
 @pytest.mark.parametrize(
-    "changes, flag",
-    [
-        ({}, "--pipeline.multiview.object-centre X Y Z"),  # no object and no box
-        ({"protocol": "real-scenes"}, "--pipeline.protocol real-scenes"),
-        ({"multiview": {"object_centre": (0.0, 0.0, 0.0)}}, "go together"),
-        ({"multiview": {"object_centre": (0.0, 0.0, 0.0), "object_radius": 0.0}}, "--pipeline.multiview.object-radius 0.0"),
-        ({"multiview": {"object_centre": (0.0, 0.0, 0.0), "object_radius": 1.0}, "views_per_step": 3}, "--pipeline.views-per-step 3"),
-        ({"multiview": {"object_centre": (0.0, 0.0, 0.0), "object_radius": 1.0, "fovy_range": (60.0, 15.0)}}, "--pipeline.multiview.fovy-range"),
-        ({"multiview": {"object_centre": (0.0, 0.0, 0.0), "object_radius": 1.0, "std_rescale": 2.0}}, "--pipeline.multiview.std-rescale"),
-        ({"region": {"masks": "masks"}, "multiview": {"object_centre": (0.0, 0.0, 0.0), "object_radius": 1.0}}, "--pipeline.region.masks"),
-    ],
+    "method, changes, flag",
+    [(method, changes, flag) for method in ("pnr", "pds") for changes, flag in BAD_MULTIVIEW_FLAGS if method == "pnr" or "protocol" not in changes],
 )
-def test_bad_multi_view_flags_are_one_line_errors(multiview_folder, changes, flag):
+def test_bad_multi_view_flags_are_one_line_errors(multiview_folder, changes, flag, method):
+    """pnr and pds (which also guides orbit views with a multi-view prior) stop with the same one-line errors."""
     import dataclasses
 
+    from pds_nerfstudio.methods.orbits import MultiViewConfig
+    from pds_nerfstudio.methods.pds import PDSPipelineConfig
     from pds_nerfstudio.regions.region import RegionConfig
-    from pnr_nerfstudio.objects import MultiViewConfig
 
     values = dict(changes)
     if "multiview" in values:
         values["multiview"] = MultiViewConfig(**values["multiview"])
     if "region" in values:
         values["region"] = RegionConfig(**values["region"])
-    config = dataclasses.replace(PnRPipelineConfig(guidance=GuidanceConfig(model_id=multiview_folder)), **values)
+    config_class = PnRPipelineConfig if method == "pnr" else PDSPipelineConfig
+    config = dataclasses.replace(config_class(guidance=GuidanceConfig(model_id=multiview_folder), views_per_step=4), **values)
     with pytest.raises(InputError) as error:
         config.check("cpu")
     assert flag in str(error.value) and "\n" not in str(error.value)
+
+
+@pytest.mark.parametrize("config_class", ["pnr", "pds"])
+def test_orbit_views_are_not_counted_against_the_training_views(multiview_folder, config_class):
+    """With a multi-view prior a step's views are orbit groups drawn round the object, so several devices and groups a
+    step are not refused for want of training views (the check returns before it reads the capture: no data here)."""
+    from pds_nerfstudio.methods.pds import PDSPipelineConfig
+
+    config = (PnRPipelineConfig if config_class == "pnr" else PDSPipelineConfig)(guidance=GuidanceConfig(model_id=multiview_folder), views_per_step=8)
+    assert not config.guides_training_views()
+    config.check_parallel(4)  # 32 views a step
+    assert PDSPipelineConfig().guides_training_views()
 
 
 def test_a_nerfacto_edit_with_a_multi_view_prior_takes_the_released_adamw_groups_and_typed_rates_win(multiview_folder):
