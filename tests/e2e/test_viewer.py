@@ -85,7 +85,8 @@ def control(page, label: str):
     CHROMIUM is None and os.environ.get("PDS_TESTS_WITHOUT_BROWSER") == "1", reason="PDS_TESTS_WITHOUT_BROWSER=1"
 )
 def test_live_prompt_change_from_the_browser(source_run, tiny_sd, torch_home, tmp_path):
-    """Fails where chromium is missing (scripts/test.sh installs it), unless PDS_TESTS_WITHOUT_BROWSER=1 says to skip."""
+    """Fails where chromium is missing (scripts/install.sh, which scripts/test.sh runs first, installs it), unless
+    PDS_TESTS_WITHOUT_BROWSER=1 says to skip."""
     assert CHROMIUM is not None, "needs Debian's chromium: run scripts/install.sh, or set PDS_TESTS_WITHOUT_BROWSER=1 to skip"
     from playwright import sync_api
     port = free_port()
