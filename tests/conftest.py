@@ -41,6 +41,8 @@ def pytest_unconfigure(config: pytest.Config) -> None:
 TESTS = Path(__file__).resolve().parent
 E2E = TESTS / "e2e"
 """Tests that start ns-train (or another nerfstudio command) live here; they are marked ``e2e`` by their folder."""
+TRAINING_FIXTURES = {"source_run", "plain_source"}
+"""Session fixtures that train a source with ``ns-train``: a test elsewhere that takes one is marked ``e2e`` too."""
 
 SLOWEST_FILES_FIRST = (
     "e2e/test_edit_outcome.py", "e2e/test_matrix_slice.py", "e2e/test_pnr_shape_edit.py", "e2e/test_region_outcome.py", "e2e/test_splat.py", "e2e/test_resume.py", "e2e/test_refine.py", "e2e/test_pnr.py", "e2e/test_region.py",
@@ -52,12 +54,13 @@ test_pnr_shape_edit.py about 4; the others take about a minute or less)."""
 
 
 def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config, items: list) -> None:
-    """Mark what is under ``tests/e2e`` as ``e2e``, and run the longest files first, each file's tests in their own
-    order: pytest-xdist hands files to the workers in this order (``scripts/test.sh`` turns off its own reordering by
-    number of tests), so that no long file is left to run alone at the end while the other worker has nothing to do."""
+    """Mark what is under ``tests/e2e`` (or takes a fixture of :data:`TRAINING_FIXTURES`) as ``e2e``, and run the
+    longest files first, each file's tests in their own order: pytest-xdist hands files to the workers in this order
+    (``scripts/test.sh`` turns off its own reordering by number of tests), so that no long file is left to run alone at
+    the end while the other worker has nothing to do."""
     rank = {name: i for i, name in enumerate(SLOWEST_FILES_FIRST)}
     for item in items:
-        if E2E in item.path.parents:
+        if E2E in item.path.parents or TRAINING_FIXTURES & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.e2e)
     items.sort(key=lambda item: rank.get(item.path.relative_to(TESTS).as_posix(), len(rank)))
 
