@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Set up .venv (scripts/install.sh) and run the test suite: offline, CPU only (about 17 minutes on 2 cores).
+# Set up .venv (scripts/install.sh) and run the test suite: offline, CPU only (about 19 minutes on 2 cores).
 # Extra arguments go to pytest, e.g. `bash scripts/test.sh -k distillation`.
 # Tests run in PDS_TEST_WORKERS processes (default 2, pytest-xdist), a test file to a process: most of a test's time
 # is a subprocess starting nerfstudio on one core, so two files at a time keep two cores busy.
