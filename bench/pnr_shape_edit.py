@@ -8,7 +8,7 @@ source run's render), the object's pixel count, its colour and its roundness (a 
 printed (docs/toy_world.md quotes it) and the views go to a picture, a row a checkpoint.
 
 ``--prior single`` (docs/pnr_shape_edit.png): the single-view toy prior, PDS on 4 training views a step (ours).
-``--prior multiview`` (docs/pnr_multiview_shape_edit_<representation>[_region][_dome][_<--model-id's folder>][_<object>][_scale<S>][_ipg...][_source<N>][_eta<E>][_sourceflags<source flags' hash>][_<extra flags' hash>].png): the release's objects protocol, the toy multi-view prior
+``--prior multiview`` (docs/pnr_multiview_shape_edit_<representation>[_region][_dome][_<--model-id's folder>][_<object>][_scale<S>][_ipg...][_source<N>][_eta<E>][_sourceflags<source flags' hash>][_seed<S>][_<extra flags' hash>].png): the release's objects protocol, the toy multi-view prior
 (toy_world/multiview_prior) guiding orbit views round the object with the x0-reconstruction objective; with
 ``--region`` a box round the ball is the object field (splatfacto: only its Gaussians are perturbed and move; nerfacto:
 outside it the source field renders). ``--capture dome`` trains the source on views from the orbit cameras' heights
@@ -270,6 +270,7 @@ def main() -> None:
         prior = f"_{args.model_id.name}" if args.model_id else ""
         reduced = ("" if args.source_steps is None else f"_source{args.source_steps}") + ("" if args.eta is None else f"_eta{args.eta:g}")
         reduced += f"_sourceflags{flags_digest(source_flags)}" if source_flags else ""
+        reduced += "" if args.seed == 1 else f"_seed{args.seed}"  # (pictures before 2026-12-07's pds runs left it out)
         name = f"{stem}{prior}{_object_suffix(args)}{_scale_suffix(args)}{ipg}{reduced}{extra}.png"
         save_views(rows, ROOT / "docs" / name)
 
