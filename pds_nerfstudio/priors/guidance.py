@@ -66,12 +66,17 @@ class GuidanceConfig(InstantiateConfig):
         check_ratio_range("--pipeline.guidance.t-ratio-range", self.t_ratio_range)
         check_device(self.device or scene_device, "--pipeline.guidance.device")
         check_model_available(self.model_id)
-        train_steps = num_train_timesteps(self.model_id)
-        if not 1 <= self.num_inference_steps <= train_steps:
-            raise InputError(
-                f"--pipeline.guidance.num-inference-steps {self.num_inference_steps}: need 1 to the model's "
-                f"{train_steps} training timesteps (official: 500 for pds, 20 for pds-refine)"
-            )
+        check_inference_steps(self.model_id, self.num_inference_steps)
+
+
+def check_inference_steps(model_id: str, num_inference_steps: int) -> None:
+    """``--pipeline.guidance.num-inference-steps`` must lie between 1 and the model's training timesteps."""
+    train_steps = num_train_timesteps(model_id)
+    if not 1 <= num_inference_steps <= train_steps:
+        raise InputError(
+            f"--pipeline.guidance.num-inference-steps {num_inference_steps}: need 1 to the model's "
+            f"{train_steps} training timesteps (official: 500 for pds, 20 for pds-refine)"
+        )
 
 
 @dataclass

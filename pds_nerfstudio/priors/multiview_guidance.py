@@ -17,13 +17,17 @@ from nerfstudio.configs.base_config import InstantiateConfig
 from torch import Tensor
 
 from pds_nerfstudio.common.errors import InputError, check_ratio_range
-from pds_nerfstudio.priors.guidance import GuidanceConfig, GuidanceOutput, StableDiffusionGuidance
+from pds_nerfstudio.priors.guidance import (
+    GuidanceConfig,
+    GuidanceOutput,
+    StableDiffusionGuidance,
+    check_inference_steps,
+)
 from pds_nerfstudio.priors.loading import (
     check_device,
     check_pretrained_available,
     check_weight_files,
     load_stable_diffusion,
-    num_train_timesteps,
 )
 from pds_nerfstudio.priors.multiview import MULTIVIEW_INFO, make_multiview, read_multiview_info
 from pds_nerfstudio.score_distillation.gradients import (
@@ -86,12 +90,7 @@ class MultiViewGuidanceConfig(InstantiateConfig):
                 "convert MVDream's checkpoint with pds-convert-mvdream"
             )
         check_weight_files(folder, "--pipeline.guidance.model-id")
-        train_steps = num_train_timesteps(self.model_id)
-        if not 1 <= self.num_inference_steps <= train_steps:
-            raise InputError(
-                f"--pipeline.guidance.num-inference-steps {self.num_inference_steps}: need 1 to the model's "
-                f"{train_steps} training timesteps (official pds: 500)"
-            )
+        check_inference_steps(self.model_id, self.num_inference_steps)
         if not 0.0 <= self.std_rescale <= 1.0:
             raise InputError(f"--pipeline.guidance.std-rescale {self.std_rescale}: need a number in [0, 1]")
 
