@@ -39,7 +39,7 @@ from torch import Tensor
 from pds_nerfstudio.common.errors import InputError
 from pds_nerfstudio.common.typed_flags import TypedFlags, merge_typed
 from pds_nerfstudio.integration.source_run import Run, checkpoint_step
-from pds_nerfstudio.methods.orbits import ORBIT_SEED_BIT, OrbitStep
+from pds_nerfstudio.methods.orbits import ORBIT_SEED_BIT, OrbitStep, orbit_metrics
 from pds_nerfstudio.methods.pds import PDSPipeline, PDSPipelineConfig
 from pds_nerfstudio.parallel import collectives
 from pds_nerfstudio.priors.multiview import camera_vectors
@@ -571,16 +571,12 @@ class PnRPipeline(PDSPipeline):
         if step % self.config.steps_per_log_image == 0:
             row = torch.cat(list(render.detach().clamp(0, 1)), dim=2).permute(1, 2, 0).cpu()
             writer.put_image(name="edit/orbit views", image=row, step=step)
-        first = groups[0]
         metrics = {
             "guidance_t": output.t.float().mean(),
             "guidance_scale": used["guidance_scale"],
             "t_ratio_min": t_ratio_range[0],
             "t_ratio_max": t_ratio_range[1],
-            "orbit_elevation": first.elevation,
-            "orbit_azimuth": first.azimuths[0],
-            "orbit_fovy": first.fovy,
-            "orbit_distance": first.distance,
+            **orbit_metrics(groups),
         }
         loss = self.config.guidance_loss_mult * output.loss.to(self.device)
         return loss, latents[0].numel(), selection_loss(latents, output.reconstruction.x0), metrics

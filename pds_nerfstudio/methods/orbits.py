@@ -12,9 +12,10 @@ each orbit view as that view's source (:meth:`pds_nerfstudio.methods.pds.PDSPipe
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
-from typing import Any, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 import torch
 from torch import Tensor
@@ -48,6 +49,12 @@ class OrbitStep:
     """pds: the source scene's renders of the same orbit views, encoded [N, 4, h, w]."""
 
 
+def orbit_metrics(groups: List[OrbitGroup]) -> Dict[str, float]:
+    """The step's first orbit group's drawn camera, as logged scalars (the same names for pds and pnr)."""
+    first = groups[0]
+    return {"orbit_elevation": first.elevation, "orbit_azimuth": first.azimuths[0], "orbit_fovy": first.fovy, "orbit_distance": first.distance}
+
+
 @dataclass(frozen=True)
 class MultiViewConfig:
     """The orbit views round the object and pnr's objective settings, used when --pipeline.guidance.model-id is a
@@ -79,12 +86,8 @@ class MultiViewConfig:
     def guidance(self, guidance: GuidanceConfig) -> MultiViewGuidanceConfig:
         """The multi-view guidance of ``--pipeline.guidance.*`` (model, scale, t range, device, and pds's distillation
         settings) with these settings."""
-        return MultiViewGuidanceConfig(
-            model_id=guidance.model_id, guidance_scale=guidance.guidance_scale, negative_prompt=self.negative_prompt,
-            std_rescale=self.std_rescale, t_ratio_range=guidance.t_ratio_range, device=guidance.device,
-            method=guidance.method, num_inference_steps=guidance.num_inference_steps,
-            posterior_coefficients=guidance.posterior_coefficients, dtype=guidance.dtype,
-        )  # fmt: skip
+        typed = {f.name: getattr(guidance, f.name) for f in dataclasses.fields(GuidanceConfig) if f.name != "_target"}
+        return MultiViewGuidanceConfig(**typed, negative_prompt=self.negative_prompt, std_rescale=self.std_rescale)
 
     def check(self, region: RegionConfig, views_per_step: int, num_views: int) -> None:
         """One-line errors, before anything loads."""

@@ -19,7 +19,13 @@ from pds_nerfstudio.common.errors import InputError
 from pds_nerfstudio.common.typed_flags import TypedFlags
 from pds_nerfstudio.integration.pipeline import EditPipeline, EditPipelineConfig
 from pds_nerfstudio.integration.source_run import Run
-from pds_nerfstudio.methods.orbits import ORBIT_SEED_BIT, SOURCE_LATENT_SEED_BIT, MultiViewConfig, OrbitStep
+from pds_nerfstudio.methods.orbits import (
+    ORBIT_SEED_BIT,
+    SOURCE_LATENT_SEED_BIT,
+    MultiViewConfig,
+    OrbitStep,
+    orbit_metrics,
+)
 from pds_nerfstudio.priors.multiview import MultiViewInfo, camera_vectors, native_resolution, read_multiview_info
 from pds_nerfstudio.priors.multiview_guidance import MultiViewGuidance
 from pds_nerfstudio.scenes.frozen_source import FrozenSource
@@ -221,17 +227,13 @@ class PDSPipeline(EditPipeline):
         if step % self.config.steps_per_log_image == 0:
             row = torch.cat([torch.cat(list(images.detach().clamp(0, 1)), dim=2) for images in (render, source_views)], dim=1)
             writer.put_image(name="edit/orbit views (edit above, source below)", image=row.permute(1, 2, 0).cpu(), step=step)
-        first = groups[0]
         metrics = {
             "guidance_t": output.t.float().mean(),
             "guidance_grad_norm": output.grad.norm(),
             "guidance_scale": used["guidance_scale"],
             "t_ratio_min": used["t_ratio_range"][0],
             "t_ratio_max": used["t_ratio_range"][1],
-            "orbit_elevation": first.elevation,
-            "orbit_azimuth": first.azimuths[0],
-            "orbit_fovy": first.fovy,
-            "orbit_distance": first.distance,
+            **orbit_metrics(groups),
         }
         return self.config.guidance_loss_mult * output.loss.to(self.device), metrics
 

@@ -10,10 +10,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal, Optional, Tuple, Type
+from typing import Optional, Tuple, Type
 
 import torch
-from nerfstudio.configs.base_config import InstantiateConfig
 from torch import Tensor
 
 from pds_nerfstudio.common.errors import InputError, check_ratio_range
@@ -31,9 +30,7 @@ from pds_nerfstudio.priors.loading import (
 )
 from pds_nerfstudio.priors.multiview import MULTIVIEW_INFO, make_multiview, read_multiview_info
 from pds_nerfstudio.score_distillation.gradients import (
-    DistillationMethod,
     Generators,
-    PosteriorCoefficients,
     add_noise,
     randn_like,
     sample_timesteps,
@@ -49,8 +46,10 @@ RELEASED_NEGATIVE_PROMPT = (
 
 
 @dataclass
-class MultiViewGuidanceConfig(InstantiateConfig):
-    """A multi-view prior and the released objective's settings."""
+class MultiViewGuidanceConfig(GuidanceConfig):
+    """A multi-view prior: ``--pipeline.guidance.*`` (:class:`GuidanceConfig`; the method, inference grid and posterior
+    coefficients serve pds on orbit views, :meth:`MultiViewGuidance.distil_views`) and the released objective's own
+    settings."""
 
     _target: Type = field(default_factory=lambda: MultiViewGuidance)
     model_id: str = ""
@@ -61,18 +60,6 @@ class MultiViewGuidanceConfig(InstantiateConfig):
     """The unconditional branch's prompt (released: the list above)."""
     std_rescale: float = 0.5
     """recon_std_rescale (released: 0.5): the share of the target rescaled to the conditional estimate's spread."""
-    t_ratio_range: Tuple[float, float] = (0.02, 0.98)
-    """Range of t as fractions of the training schedule (a schedule's value of each step replaces it)."""
-    device: Optional[str] = None
-    """Device of the prior; default: the scene's."""
-    method: DistillationMethod = "pds"
-    """pds on orbit views (:meth:`MultiViewGuidance.distil_views`): the distillation gradient."""
-    num_inference_steps: int = 500
-    """pds on orbit views: the DDIM grid (t, t_prev) is drawn on (PDS's official 500)."""
-    posterior_coefficients: PosteriorCoefficients = "official"
-    """pds on orbit views: PDS's posterior coefficients."""
-    dtype: Literal["auto", "float16", "float32"] = "auto"
-    """Precision of the UNet and text encoder (``--pipeline.guidance.dtype``)."""
 
     def check(self, scene_device: str) -> None:
         """Cheap checks of the flags, before anything loads; raises InputError."""
@@ -115,18 +102,13 @@ class MultiViewGuidance(StableDiffusionGuidance):
         info = read_multiview_info(Path(config.model_id).expanduser())
         assert info is not None, "MultiViewGuidanceConfig.check runs first"
         self.info = info
-        distillation = GuidanceConfig(
-            model_id=config.model_id, method=config.method, guidance_scale=config.guidance_scale,
-            num_inference_steps=config.num_inference_steps, t_ratio_range=config.t_ratio_range,
-            posterior_coefficients=config.posterior_coefficients, device=config.device, dtype=config.dtype,
-        )  # fmt: skip
-        super().__init__(distillation, device)
-        self.multiview = config
+        super().__init__(config, device)
+        self.config: MultiViewGuidanceConfig = config
 
     def _load(self):
-        pipe = load_stable_diffusion(self.multiview.model_id, torch.float32)
+        pipe = load_stable_diffusion(self.config.model_id, torch.float32)
         try:
-            make_multiview(pipe.unet, self.info, Path(self.multiview.model_id))
+            make_multiview(pipe.unet, self.info, Path(self.config.model_id))
         except ValueError as error:
             raise InputError(f"--pipeline.guidance.model-id: {error}") from None
         return self.prepare(pipe)
@@ -149,15 +131,15 @@ class MultiViewGuidance(StableDiffusionGuidance):
         """The released objective for ``latents`` [B, 4, h, w] (with graph; B whole groups of the prior's views) seen
         by ``cameras`` [B, 16] (:func:`pds_nerfstudio.priors.multiview.camera_vectors`); ``guidance_scale`` overrides
         the configured one for this step (the viewer)."""
-        scale = self.multiview.guidance_scale if guidance_scale is None else guidance_scale
+        scale = self.config.guidance_scale if guidance_scale is None else guidance_scale
         batch = latents.shape[0]
         first = generator[0] if isinstance(generator, (list, tuple)) else generator
-        t = self.draw_timestep(t_ratio_range or self.multiview.t_ratio_range, first)
+        t = self.draw_timestep(t_ratio_range or self.config.t_ratio_range, first)
         with torch.no_grad():
             x0 = latents.detach().to(self.device)
             x_t = add_noise(self.alphas_cumprod, x0, randn_like(x0, first), t.repeat(batch))
             cond = self.text_embedding(prompt).expand(batch, -1, -1)
-            negative = self.text_embedding(self.multiview.negative_prompt).expand(batch, -1, -1)
+            negative = self.text_embedding(self.config.negative_prompt).expand(batch, -1, -1)
             camera = cameras.to(self.device, self.dtype)
             eps = self.pipe.unet(
                 torch.cat([x_t, x_t]).to(self.dtype),
@@ -168,7 +150,7 @@ class MultiViewGuidance(StableDiffusionGuidance):
             eps_cond, eps_negative = eps.chunk(2)
             target = reconstruction_target(
                 self.alphas_cumprod, x_t, t.repeat(batch), eps_cond, eps_negative, scale,
-                self.num_views, self.multiview.std_rescale,
+                self.num_views, self.config.std_rescale,
             )  # fmt: skip
         loss = reconstruction_loss(latents, target.x0.to(latents.device))
         return MultiViewOutput(loss=loss, t=t, reconstruction=target)
@@ -184,7 +166,7 @@ class MultiViewGuidance(StableDiffusionGuidance):
         camera [B, 16] fed to the UNet in both branches. One (t, t_prev) for all the views, drawn on PDS's inference
         grid from the first generator, as the prior denoises the views of an object at one t; the noises are each
         view's own; the empty prompt as the unconditional branch, as PDS."""
-        low, high = t_ratio_range or self.multiview.t_ratio_range
+        low, high = t_ratio_range or self.config.t_ratio_range
         batch = x0_tgt.shape[0]
         first = generator[0] if isinstance(generator, (list, tuple)) else generator
         t, t_prev = (value.repeat(batch) for value in sample_timesteps(self.timestep_grid, low, high, 1, first))
