@@ -40,6 +40,8 @@ sys.path.insert(0, str(ROOT / "bench"))
 sys.path.insert(0, str(ROOT))
 
 
+READ_AT = 32
+"""The world's size in the scenes (captures, renders and the matrix's readings): a VAE of another size is read at it too."""
 SHOWN_EVERY = 6
 """The picture shows every sixth colour edit read (ball red to green, ball blue to red, cube red to green, cube blue to
 red)."""
@@ -59,7 +61,8 @@ def encoder_jacobian(vae, image):
     import torch
 
     shape = (1, *image.shape)
-    return torch.autograd.functional.jacobian(lambda x: vae.encode(2 * x.view(shape) - 1).latent_dist.mean.flatten(), image.flatten(), vectorize=True)
+    # in chunks of rows: a 64 px VAE's 4096 rows at once would hold 4096 copies of the encoder's activations
+    return torch.func.jacrev(lambda x: vae.encode(2 * x.view(shape) - 1).latent_dist.mean.flatten(), chunk_size=256)(image.flatten())
 
 
 def row_space_edit(vae, source, goal):
@@ -142,9 +145,12 @@ def main() -> None:
 
         vae = AutoencoderKL.from_pretrained(args.vae)
     vae.eval().requires_grad_(False)
-    goals, sources, _, _, rows = goal_images(prior.pipe.vae.config.sample_size)
+    size = vae.config.sample_size  # the edits at the resolution of the VAE read
+    goals, sources, _, _, rows = goal_images(size)
     as_images = lambda tensor: tensor.permute(0, 2, 3, 1).numpy()  # noqa: E731
     azimuths = [AZIMUTHS[k % views] for k in range(len(rows))]
+    # a VAE of another size is read at its own and, each image's 2 x 2 (or k x k) means, at the world's 32 px as well
+    goals_read = goal_images(READ_AT)[0] if size != READ_AT else None
     guidances = {method: GuidanceConfig(model_id=model, method=method, guidance_scale=args.guidance_scale).setup(device="cpu") for method in args.methods}
     readings = {}
     shown = {}
@@ -152,6 +158,10 @@ def main() -> None:
     def record(name: str, images, first: int, count: int) -> None:
         part = parts(as_images(images), as_images(goals[first : first + count]), azimuths[first : first + count])
         readings.setdefault(name, []).append(part)
+        if goals_read is not None:
+            shrunk = torch.nn.functional.avg_pool2d(images, size // READ_AT)
+            part = parts(as_images(shrunk), as_images(goals_read[first : first + count]), azimuths[first : first + count])
+            readings.setdefault(f"{name} (read at {READ_AT} px)", []).append(part)
         if (first // views) % SHOWN_EVERY == 0:
             shown.setdefault(name, []).extend(as_images(images))
 

@@ -260,6 +260,10 @@ def main() -> None:
         "--refit-only", action="store_true",
         help="only refit the VAE of the trained folder --output (the other settings must be the ones it was trained with)",
     )  # fmt: skip
+    parser.add_argument(
+        "--vae-only", action="store_true",
+        help="train only the VAE (stage 2) and save it alone in --output/vae: for bench/pixel_edit.py's readings of a latent space",
+    )  # fmt: skip
     args = parser.parse_args()
     from diffusers import DDIMScheduler, StableDiffusionPipeline
 
@@ -300,6 +304,20 @@ def main() -> None:
     scaling = float(1.0 / means.std())
     vae.register_to_config(scaling_factor=scaling)
     log(f"latent std {means.std():.4f}: scaling factor {scaling:.4f}")
+    if args.vae_only:
+        vae.save_pretrained(args.output / "vae")
+        for leftover in work.iterdir():
+            leftover.unlink()
+        work.rmdir()
+        card = {"command": shlex.join(["python", "-m", "toy_world.train_prior", *sys.argv[1:]]), "output": str(args.output)}
+        card.update(world=WORLD + (DARK_WORLD.format(share=dark_share, low=DARK_ALBEDO[0], high=DARK_ALBEDO[1], word=DARK) if dark else ""))
+        card.update(resolution=args.resolution, images=args.images, vae_steps=args.vae_steps, batch=args.batch, vae_off_world=args.vae_off_world)
+        card.update(dark_share=dark_share, latent_channels=args.latent_channels, seed=args.seed, final_vae_loss=vae_loss)
+        card.update(vae_scaling_factor=scaling, parameters={"vae": sizes["vae"]}, training_seconds=round(time.perf_counter() - start, 1))
+        card["sha256"] = weight_files(args.output)
+        (args.output / CARD_NAME).write_text(json.dumps(card, indent=2) + "\n")
+        log(f"saved the VAE alone in {args.output / 'vae'}")
+        return
     unet_loss = train_unet(
         unet, text_encoder, tokenizer, means * scaling, stds * scaling, {"pairs": pairs, "labels": labels},
         args.unet_steps, args.batch, args.caption_dropout, generator, log,

@@ -49,7 +49,8 @@ RELEASED_NEGATIVE_PROMPT = (
 class MultiViewGuidanceConfig(GuidanceConfig):
     """A multi-view prior: ``--pipeline.guidance.*`` (:class:`GuidanceConfig`; the method, inference grid and posterior
     coefficients serve pds on orbit views, :meth:`MultiViewGuidance.distil_views`) and the released objective's own
-    settings."""
+    settings. The released objective draws its t on the training schedule's 1000 steps within ``t_ratio_range``, not
+    on the inference grid."""
 
     _target: Type = field(default_factory=lambda: MultiViewGuidance)
     model_id: str = ""

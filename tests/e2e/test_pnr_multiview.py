@@ -354,6 +354,7 @@ def test_pds_renders_a_multiview_prior_s_views_at_its_native_size_unless_the_siz
     from pds_nerfstudio.methods.pds import PDSPipelineConfig
     from pds_nerfstudio.priors.guidance import GuidanceConfig
     from pds_nerfstudio.priors.multiview import native_resolution
+    from pnr_nerfstudio.objects import RELEASED_RENDER_RESOLUTION
     from pnr_nerfstudio.pipeline import PnRPipelineConfig
 
     source = read_run(source_run / "config.yml")
@@ -364,5 +365,5 @@ def test_pds_renders_a_multiview_prior_s_views_at_its_native_size_unless_the_siz
     assert config.with_source(source, TypedFlags()).render_resolution == native
     typed = TypedFlags.from_argv(["--pipeline.render-resolution", str(default)])
     assert config.with_source(source, typed.under("pipeline")).render_resolution == default
-    pnr = PnRPipelineConfig(guidance=GuidanceConfig(model_id=str(multiview_prior)))
-    assert pnr.with_source(source, TypedFlags()).render_resolution == pnr.render_resolution
+    pnr = PnRPipelineConfig(guidance=GuidanceConfig(model_id=str(multiview_prior))).with_protocol(TypedFlags())
+    assert pnr.with_source(source, TypedFlags()).render_resolution == RELEASED_RENDER_RESOLUTION
