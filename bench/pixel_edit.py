@@ -76,16 +76,41 @@ def row_space_edit(vae, source, goal):
     return (source.flatten() + (jacobian.T @ coefficients).flatten()).clamp(0, 1).view(source.shape), float(torch.linalg.matrix_norm(jacobian, 2))
 
 
-def latent_fit(vae, sources, goals, steps: int, rate: float, seed: int):
+def largest_singular_value(vae, image, iterations: int = 50) -> float:
+    """The largest singular value of the encoder's Jacobian (posterior mean) at ``image`` [3, H, W], by power iteration
+    on J^T J (a Jacobian-vector and a vector-Jacobian product a step). Sets the VAE's attention to diffusers' plain
+    processor: torch's fused CPU attention has no forward-mode derivative."""
+    import torch
+    from diffusers.models.attention_processor import AttnProcessor
+
+    vae.set_attn_processor(AttnProcessor())
+    encode = lambda x: vae.encode(2 * x.unsqueeze(0) - 1).latent_dist.mean  # noqa: E731
+    vector = torch.randn(image.shape, generator=torch.Generator().manual_seed(0))
+    value = 0.0
+    for _ in range(iterations):
+        vector = vector / vector.norm()
+        _, jv = torch.func.jvp(encode, (image,), (vector,))
+        _, pull = torch.func.vjp(encode, image)
+        (vector,) = pull(jv)
+        value = float(vector.norm().sqrt())
+    return value
+
+
+def latent_fit(vae, sources, goals, steps: int, rate: float, seed: int, mean: bool = False):
     """[N, 3, H, W]: ``sources`` descended by plain gradient descent (``rate``) on 0.5 ||enc(x) - enc(goal)||^2 per
-    view (posterior samples, the goal's drawn once), clamped to [0, 1] after each step."""
+    view (posterior samples, the goal's drawn once; with ``mean``, the posterior means: a deterministic encoder, as
+    Stable Diffusion's practically is), clamped to [0, 1] after each step."""
     import torch
 
+    def encode(images, draw: int):
+        posterior = vae.encode(2 * images - 1).latent_dist
+        return posterior.mean if mean else posterior.sample(generator=torch.Generator().manual_seed(draw))
+
     with torch.no_grad():
-        target = vae.encode(2 * goals - 1).latent_dist.sample(generator=torch.Generator().manual_seed(seed))
+        target = encode(goals, seed)
     pixels = sources.clone().requires_grad_(True)
     for step in range(steps):
-        latents = vae.encode(2 * pixels - 1).latent_dist.sample(generator=torch.Generator().manual_seed(seed + 1 + step))
+        latents = encode(pixels, seed + 1 + step)
         loss = 0.5 * (latents - target).pow(2).flatten(1).sum(1).sum()
         (grad,) = torch.autograd.grad(loss, pixels)
         with torch.no_grad():
@@ -123,6 +148,8 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=200, help="the latent fit's and the guided edits' steps")
     parser.add_argument("--lr", type=float, default=0.01, help="Adam's rate on the pixels of the guided edits")
     parser.add_argument("--stride", type=int, default=1, help="read every stride-th colour edit only (a 12-channel VAE's Jacobian is 3 times the work)")
+    parser.add_argument("--posterior-mean", action="store_true", help="the latent fit on posterior means (a deterministic encoder), not samples")
+    parser.add_argument("--fit-only", action="store_true", help="leave out the row space (its Jacobian: most of the time at 64 px)")
     parser.add_argument("--picture", type=Path, help="a picture: for every sixth edit read, the goal then each reading, a row each")
     args = parser.parse_args()
     if args.vae is not None and args.methods:
@@ -172,15 +199,19 @@ def main() -> None:
         with torch.no_grad():
             decoded = vae.decode(vae.encode(2 * goals[one] - 1).latent_dist.mean).sample / 2 + 0.5
         record("the goal through the VAE", decoded.clamp(0, 1), first, views)
-        projected, largest = zip(*(row_space_edit(vae, sources[k], goals[k]) for k in range(first, first + views)))
-        record("row space: the edit a latent objective can describe", torch.stack(projected), first, views)
-        fitted = latent_fit(vae, sources[one], goals[one], args.steps, 1.0 / max(largest) ** 2, seed=1000 * pair)
-        record(f"latent fit: {args.steps} steps to the goal's own latent", fitted, first, views)
+        if args.fit_only:  # the rate from the Jacobian's largest singular value, by power iteration
+            largest = [largest_singular_value(vae, sources[k]) for k in range(first, first + views)]
+        else:
+            projected, largest = zip(*(row_space_edit(vae, sources[k], goals[k]) for k in range(first, first + views)))
+            record("row space: the edit a latent objective can describe", torch.stack(projected), first, views)
+        fitted = latent_fit(vae, sources[one], goals[one], args.steps, 1.0 / max(largest) ** 2, seed=1000 * pair, mean=args.posterior_mean)
+        draws = "posterior means" if args.posterior_mean else "posterior samples"
+        record(f"latent fit: {args.steps} steps to the goal's own latent ({draws})", fitted, first, views)
         shape, source, target = rows[first]
         for method, guidance in guidances.items():
             edited = guided_edit(guidance, sources[one], (caption(target, shape), caption(source, shape)), args.steps, args.lr, range(first, first + views))
             record(f"{method} at scale {args.guidance_scale:g}: {args.steps} Adam steps on the pixels", edited, first, views)
-        print(f"{shape} {source} -> {target}: " + "; ".join(f"{name.split(':')[0]} " + " / ".join(f"{v:.2f}" for v in values[-1]) for name, values in readings.items()), flush=True)
+        print(f"{shape} {source} -> {target}: " + "; ".join(f"{name.split(':')[0]}{f' (read at {READ_AT} px)' if name.endswith('px)') and ':' in name else ''} " + " / ".join(f"{v:.2f}" for v in values[-1]) for name, values in readings.items()), flush=True)
     vae_name = args.vae or f"{Path(args.model_id).name}'s VAE"
     print(f"\n{vae_name}, {len(readings['the goal through the VAE'])} colour edits, {views} ring views each")
     print("| images | inside: saturated / dull / absent | saturated outside (spill) |\n|---|---|---|")

@@ -113,9 +113,12 @@ def _fit_vae(vae, steps: int, lr: float, batch_loss: Callable[[], torch.Tensor],
     return float(np.mean(losses[-50:]))
 
 
-def train_vae(vae, images: torch.Tensor, steps: int, batch: int, generator: torch.Generator, log, off_world: float = 0.0) -> float:
-    """L1 reconstruction of images in [-1, 1] plus 1e-6 KL, AdamW 1e-3, a share ``off_world`` of each batch recoloured
-    by :func:`off_world_colours` (floors and skies of every hue from the start); returns the last 50 steps' mean loss."""
+def train_vae(
+    vae, images: torch.Tensor, steps: int, batch: int, generator: torch.Generator, log, off_world: float = 0.0, kl_weight: float = 1e-6
+) -> float:
+    """L1 reconstruction of images in [-1, 1] (a mean over the pixels) plus ``kl_weight`` times the KL term (a sum
+    over the latents), AdamW 1e-3, a share ``off_world`` of each batch recoloured by :func:`off_world_colours` (floors
+    and skies of every hue from the start); returns the last 50 steps' mean loss."""
     recoloured = int(round(batch * off_world))
 
     def batch_loss() -> torch.Tensor:
@@ -124,7 +127,7 @@ def train_vae(vae, images: torch.Tensor, steps: int, batch: int, generator: torc
             x = torch.cat([x[: batch - recoloured], off_world_colours(x[batch - recoloured :], generator)])
         posterior = vae.encode(x).latent_dist
         reconstruction = vae.decode(posterior.sample(generator=generator)).sample
-        return F.l1_loss(reconstruction, x) + 1e-6 * posterior.kl().mean()
+        return F.l1_loss(reconstruction, x) + kl_weight * posterior.kl().mean()
 
     return _fit_vae(vae, steps, 1e-3, batch_loss, "vae", log)
 
@@ -255,6 +258,11 @@ def main() -> None:
         "--latent-channels", type=int, default=4,
         help="the VAE's latent channels at half the resolution (Stable Diffusion's 4; 12 gives as many latents as pixels)",
     )  # fmt: skip
+    parser.add_argument(
+        "--vae-kl-weight", type=float, default=1e-6,
+        help="the VAE's KL weight: its KL is a sum over the latents, its L1 a mean over the pixels, so more latents weigh the KL more "
+        "(a 64 px VAE's posterior is six times as wide as the 32 px one's at 1e-6; 2.5e-7 keeps the 32 px balance)",
+    )  # fmt: skip
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
         "--refit-only", action="store_true",
@@ -297,7 +305,7 @@ def main() -> None:
     tokenizer, text_encoder, vae, unet = build_models(args.resolution, work, args.unet_channels, dark, args.latent_channels)
     sizes = {name: sum(p.numel() for p in module.parameters()) for name, module in (("unet", unet), ("vae", vae), ("text_encoder", text_encoder))}
     log(f"parameters: {sizes}")
-    vae_loss = train_vae(vae, images, args.vae_steps, args.batch, generator, log, args.vae_off_world)
+    vae_loss = train_vae(vae, images, args.vae_steps, args.batch, generator, log, args.vae_off_world, args.vae_kl_weight)
     with torch.no_grad():
         posteriors = [vae.encode(images[i : i + 256]).latent_dist for i in range(0, len(images), 256)]
         means, stds = torch.cat([p.mean for p in posteriors]), torch.cat([p.std for p in posteriors])
@@ -312,6 +320,7 @@ def main() -> None:
         card = {"command": shlex.join(["python", "-m", "toy_world.train_prior", *sys.argv[1:]]), "output": str(args.output)}
         card.update(world=WORLD + (DARK_WORLD.format(share=dark_share, low=DARK_ALBEDO[0], high=DARK_ALBEDO[1], word=DARK) if dark else ""))
         card.update(resolution=args.resolution, images=args.images, vae_steps=args.vae_steps, batch=args.batch, vae_off_world=args.vae_off_world)
+        card.update(vae_kl_weight=args.vae_kl_weight)
         card.update(dark_share=dark_share, latent_channels=args.latent_channels, seed=args.seed, final_vae_loss=vae_loss)
         card.update(vae_scaling_factor=scaling, parameters={"vae": sizes["vae"]}, training_seconds=round(time.perf_counter() - start, 1))
         card["sha256"] = weight_files(args.output)
@@ -346,6 +355,7 @@ def main() -> None:
         "caption_dropout": args.caption_dropout,
         "unet_channels": list(args.unet_channels),
         "vae_off_world": args.vae_off_world,
+        "vae_kl_weight": args.vae_kl_weight,
         "dark_share": dark_share,
         "latent_channels": args.latent_channels,
         "seed": args.seed,
