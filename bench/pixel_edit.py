@@ -25,6 +25,7 @@ inside, absent inside, saturated outside within the silhouette's window (the spi
 
     python bench/pixel_edit.py --model-id toy_world/prior_v3                        # about 10 min on 2 cores
     python bench/pixel_edit.py --model-id toy_world/prior_v3 --methods pds sds --steps 200   # + 25 min a method
+    python bench/pixel_edit.py --vae OUT/vae --stride 4 --fit-only [--posterior-mean]   # a 64 px VAE (train_prior --vae-only)
 """
 
 from __future__ import annotations
