@@ -23,6 +23,7 @@ import argparse
 import hashlib
 import json
 import shlex
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -299,6 +300,7 @@ def main() -> None:
         return
 
     dark = dark_share > 0
+    world = WORLD + (DARK_WORLD.format(share=dark_share, low=DARK_ALBEDO[0], high=DARK_ALBEDO[1], word=DARK) if dark else "")  # what the card says of the images
     pairs = sorted({(colour, shape) for _, colour, shape in rendered}, key=lambda p: all_captions(dark).index(caption(*p)))
     labels = torch.tensor([pairs.index((colour, shape)) for _, colour, shape in rendered])
     work = args.output.parent / (args.output.name + ".tokenizer")
@@ -314,11 +316,9 @@ def main() -> None:
     log(f"latent std {means.std():.4f}: scaling factor {scaling:.4f}")
     if args.vae_only:
         vae.save_pretrained(args.output / "vae")
-        for leftover in work.iterdir():
-            leftover.unlink()
-        work.rmdir()
+        shutil.rmtree(work)
         card = {"command": shlex.join(["python", "-m", "toy_world.train_prior", *sys.argv[1:]]), "output": str(args.output)}
-        card.update(world=WORLD + (DARK_WORLD.format(share=dark_share, low=DARK_ALBEDO[0], high=DARK_ALBEDO[1], word=DARK) if dark else ""))
+        card.update(world=world)
         card.update(resolution=args.resolution, images=args.images, vae_steps=args.vae_steps, batch=args.batch, vae_off_world=args.vae_off_world)
         card.update(vae_kl_weight=args.vae_kl_weight)
         card.update(dark_share=dark_share, latent_channels=args.latent_channels, seed=args.seed, final_vae_loss=vae_loss)
@@ -337,13 +337,11 @@ def main() -> None:
         safety_checker=None, feature_extractor=None, image_encoder=None, requires_safety_checker=False,
     )  # fmt: skip
     pipe.save_pretrained(args.output)
-    for leftover in work.iterdir():
-        leftover.unlink()
-    work.rmdir()
+    shutil.rmtree(work)
     card = {
         "command": shlex.join(["python", "-m", "toy_world.train_prior", *sys.argv[1:]]),
         "output": str(args.output),
-        "world": WORLD + (DARK_WORLD.format(share=dark_share, low=DARK_ALBEDO[0], high=DARK_ALBEDO[1], word=DARK) if dark else ""),
+        "world": world,
         "captions": all_captions(dark),
         "resolution": args.resolution,
         "images": args.images,
