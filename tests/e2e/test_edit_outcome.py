@@ -119,8 +119,10 @@ def test_pds_dreambooth_personalises_the_prior_and_an_edit_with_it_works(world, 
     """pds-dreambooth (full, the official 800 steps and learning rate, 32 px, 20 class images for time) on the scene's
     training views. Measured (docs/toy_world.md): the denoising loss of the views under the instance prompt falls
     from 0.122 to 0.046 (50 class images); pds with the personalised prior from the instance prompt to "a blue ball"
-    scores effect 1.00, identity 21.6 dB. (To "a sks blue ball" it did nothing, effect 0.02: the toy text encoder
-    never saw the identifier and cannot compose it with another colour; docs/toy_world.md.)"""
+    scores effect 1.00, identity 21.6 dB (this test's 20 class images, 2026-12-07: 0.97, 22.2 dB). The thresholds
+    (0.8, the outcome goal's effect, and 18 dB) sit 3.6 dB or more below those; the 14 dB asked before let a whole
+    floor turned lavender pass (14.9 dB, issue 38). (To "a sks blue ball" it did nothing, effect 0.02: the toy text
+    encoder never saw the identifier and cannot compose it with another colour; docs/toy_world.md.)"""
     work, torch_home, source = world
     personalised = work / "dreambooth"
     command = [
@@ -138,8 +140,8 @@ def test_pds_dreambooth_personalises_the_prior_and_an_edit_with_it_works(world, 
              "--pipeline.tgt-prompt", caption("blue", "ball")]  # fmt: skip
     run, _ = run_tiny_edit("pds", source, work / "edit-personalised", torch_home, STEPS, flags)
     outcome = measure(training_views(run / "config.yml")[0], sources, captured, "blue")
-    assert outcome.effect >= 0.7, outcome
-    assert outcome.identity_psnr >= 14.0, outcome
+    assert outcome.effect >= 0.8, outcome
+    assert outcome.identity_psnr >= 18.0, outcome
 
 
 TOY_D_MIN = 2e5
