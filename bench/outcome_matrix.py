@@ -8,7 +8,7 @@ silhouette's IoU against the captured one, over the source reconstruction's own)
 the colour error (toy_world/outcome.py). The goal for pds (issue 38): effect >= 0.8, identity >= 25 dB and
 structure >= 0.95 on every pair.
 
-    python bench/outcome_matrix.py --quick   # one seed, pds and sds, nerfacto, every pair (about 30 min on 2 cores)
+    python bench/outcome_matrix.py --quick   # one seed, pds and sds, nerfacto, every pair (about 15-20 min on 2 idle cores)
     python bench/outcome_matrix.py           # 3 seeds, pds, sds and dds, nerfacto every pair, splatfacto 4 pairs
     python bench/outcome_matrix.py --methods pds --large-source   # nerfacto sources of the dome's field, 5000 steps
     python bench/outcome_matrix.py --methods pds --capture dome   # those from DOME_CAPTURE's 160 views, read at the ring
@@ -18,7 +18,8 @@ source | edit a row a view): a rerun with the same ``--out`` edits only what is 
 continues, and reads every kept edit afresh, so a change of the measures needs no new edit. An edit is kept by its
 cell, steps and extra flags, not by the code or the prior that made it: measure a change of either in a new
 ``--out`` (``--quick --out outputs/before``, then ``--quick --out outputs/after``). The table
-goes to docs/outcome_matrix.md (a section per ``--label``) and the picture grid to docs/outcome_matrix_<label>.png.
+goes to docs/outcome_matrix.md (a section per ``--label``) and the picture grid to docs/outcome_matrix_<label>.png;
+every cell's readings, unrounded, to ``--out``/readings_<label>.jsonl.
 Edits run ``--workers`` at a time, each on one thread (two one-thread edits finish a 200-step nerfacto edit in 36 s
 each on 2 cores, against 19 s for one on two threads).
 """
@@ -382,8 +383,11 @@ def main() -> None:
     elapsed = time.perf_counter() - start
     body = report(rows, args, elapsed)
     print(body)
+    slug = re.sub(r"[^a-z0-9]+", "_", args.label.lower()).strip("_")
+    with open(args.out / f"readings_{slug}.jsonl", "w") as file:  # every cell's readings, unrounded, for other tables
+        file.writelines(json.dumps(row, default=float) + "\n" for row in rows)
     if not args.no_write:
-        picture = ROOT / "docs" / f"outcome_matrix_{re.sub(r'[^a-z0-9]+', '_', args.label.lower()).strip('_')}.png"
+        picture = ROOT / "docs" / f"outcome_matrix_{slug}.png"
         grid(matrix, cells, picture)
         body += (f"\n[{picture.name}]({picture.name}): per method ({', '.join(args.methods)}) and representation, a row per "
                  "source object: its source render, a dark gap, then its edit to red, green, blue and yellow (its own colour: the "
