@@ -27,7 +27,7 @@ import shutil
 import sys
 import time
 from pathlib import Path
-from typing import Callable, Dict, List
+from typing import Callable, Dict, List, Optional
 
 import numpy as np
 import torch
@@ -314,17 +314,27 @@ def main() -> None:
     scaling = float(1.0 / means.std())
     vae.register_to_config(scaling_factor=scaling)
     log(f"latent std {means.std():.4f}: scaling factor {scaling:.4f}")
+    card = {  # what the VAE alone (--vae-only) and the whole prior both record
+        "command": shlex.join(["python", "-m", "toy_world.train_prior", *sys.argv[1:]]),
+        "output": str(args.output),
+        "world": world,
+        "resolution": args.resolution,
+        "images": args.images,
+        "vae_steps": args.vae_steps,
+        "batch": args.batch,
+        "vae_off_world": args.vae_off_world,
+        "vae_kl_weight": args.vae_kl_weight,
+        "dark_share": dark_share,
+        "latent_channels": args.latent_channels,
+        "seed": args.seed,
+        "final_vae_loss": vae_loss,
+        "vae_scaling_factor": scaling,
+    }
     if args.vae_only:
         vae.save_pretrained(args.output / "vae")
         shutil.rmtree(work)
-        card = {"command": shlex.join(["python", "-m", "toy_world.train_prior", *sys.argv[1:]]), "output": str(args.output)}
-        card.update(world=world)
-        card.update(resolution=args.resolution, images=args.images, vae_steps=args.vae_steps, batch=args.batch, vae_off_world=args.vae_off_world)
-        card.update(vae_kl_weight=args.vae_kl_weight)
-        card.update(dark_share=dark_share, latent_channels=args.latent_channels, seed=args.seed, final_vae_loss=vae_loss)
-        card.update(vae_scaling_factor=scaling, parameters={"vae": sizes["vae"]}, training_seconds=round(time.perf_counter() - start, 1))
-        card["sha256"] = weight_files(args.output)
-        (args.output / CARD_NAME).write_text(json.dumps(card, indent=2) + "\n")
+        card.update(parameters={"vae": sizes["vae"]}, training_seconds=round(time.perf_counter() - start, 1))
+        save_card(args.output, card)
         log(f"saved the VAE alone in {args.output / 'vae'}")
         return
     unet_loss = train_unet(
@@ -338,32 +348,18 @@ def main() -> None:
     )  # fmt: skip
     pipe.save_pretrained(args.output)
     shutil.rmtree(work)
-    card = {
-        "command": shlex.join(["python", "-m", "toy_world.train_prior", *sys.argv[1:]]),
-        "output": str(args.output),
-        "world": world,
-        "captions": all_captions(dark),
-        "resolution": args.resolution,
-        "images": args.images,
-        "vae_steps": args.vae_steps,
-        "unet_steps": args.unet_steps,
-        "vae_refit_steps": args.vae_refit_steps,
-        "vae_refit": "after the UNet, in the same run",
-        "batch": args.batch,
-        "caption_dropout": args.caption_dropout,
-        "unet_channels": list(args.unet_channels),
-        "vae_off_world": args.vae_off_world,
-        "vae_kl_weight": args.vae_kl_weight,
-        "dark_share": dark_share,
-        "latent_channels": args.latent_channels,
-        "seed": args.seed,
-        "final_vae_loss": vae_loss,
-        "final_unet_loss": unet_loss,
-        "final_vae_refit_loss": refit_loss,
-        "vae_scaling_factor": scaling,
-        "parameters": sizes,
-        "training_seconds": round(time.perf_counter() - start, 1),
-    }
+    card.update(
+        captions=all_captions(dark),
+        unet_steps=args.unet_steps,
+        vae_refit_steps=args.vae_refit_steps,
+        vae_refit="after the UNet, in the same run",
+        caption_dropout=args.caption_dropout,
+        unet_channels=list(args.unet_channels),
+        final_unet_loss=unet_loss,
+        final_vae_refit_loss=refit_loss,
+        parameters=sizes,
+        training_seconds=round(time.perf_counter() - start, 1),
+    )
     save_card(args.output, card, model_card)
     log(f"saved {args.output}")
 
@@ -373,11 +369,13 @@ def read_card(folder: Path) -> Dict:
     return json.loads((folder / CARD_NAME).read_text())
 
 
-def save_card(folder: Path, card: Dict, readme: Callable[[Dict], str]) -> None:
-    """card.json and README.md (``readme(card)``) of a trained folder, the weight files' sha256 read from it."""
+def save_card(folder: Path, card: Dict, readme: Optional[Callable[[Dict], str]] = None) -> None:
+    """card.json and, given ``readme``, README.md (``readme(card)``) of a trained folder, the weight files' sha256 read
+    from it."""
     card["sha256"] = weight_files(folder)
     (folder / CARD_NAME).write_text(json.dumps(card, indent=2) + "\n")
-    (folder / "README.md").write_text(readme(card))
+    if readme is not None:
+        (folder / "README.md").write_text(readme(card))
 
 
 def card_world(card: Dict) -> str:
