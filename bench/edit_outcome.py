@@ -29,14 +29,23 @@ from toy_world.report import replace_section  # noqa: E402
 MARKER = "<!-- bench:edit-outcome -->"
 
 
-def measure_method(method: str, source: Path, work: Path, torch_home: Path, steps: int, every: int) -> List[Tuple[int, float, float]]:
-    """(steps done, effect, identity dB) at every kept checkpoint of one edit."""
-    from toy_world import PRIOR
-    from toy_world.outcome import EDIT_FLAGS, kept_checkpoint_views, measure, outcome_edit_flags, training_views
+def measure_method(
+    method: str, representation: str, source: Path, work: Path, torch_home: Path, steps: int, every: int
+) -> List[Tuple[int, float, float]]:
+    """(steps done, effect, identity dB) at every kept checkpoint of one edit, guided as the toy world's edits of
+    ``representation`` are (:data:`toy_world.outcome.TOY_GUIDANCE`)."""
+    from toy_world.outcome import (
+        EDIT_FLAGS,
+        kept_checkpoint_views,
+        measure,
+        outcome_edit_flags,
+        toy_guidance_flags,
+        training_views,
+    )
     from toy_world.runs import run_tiny_edit
 
     flags = [
-        *EDIT_FLAGS, *outcome_edit_flags(str(PRIOR), "red", "blue"),
+        *EDIT_FLAGS, *toy_guidance_flags(representation), *outcome_edit_flags("red", "blue"),
         "--steps-per-save", str(every), "--save-only-latest-checkpoint", "False",
     ]  # fmt: skip
     if method == "pnr":
@@ -97,7 +106,7 @@ def main() -> None:
             steps = args.nerfacto_steps if representation == "nerfacto" else args.splatfacto_steps
             for method in args.methods:
                 results[representation, method] = measure_method(
-                    method, source, work / representation, torch_home, steps, max(1, steps // args.checkpoints)
+                    method, representation, source, work / representation, torch_home, steps, max(1, steps // args.checkpoints)
                 )
     elapsed = time.perf_counter() - start
     body = report(results, elapsed)
@@ -114,7 +123,8 @@ def report(results, elapsed: float) -> str:
         f"`python bench/edit_outcome.py` ({platform.machine()}, {elapsed / 60:.0f} min). A tiny source of a red ball on a "
         "grey floor (10 views, 32 px; nerfacto and splatfacto, 400 steps, splatfacto from the scene's 600 sparse points at "
         "full size) edited to \"a photo of a blue ball on a grey "
-        "floor\" with the trained toy-world prior (toy_world/prior), every other setting the method's default; each "
+        "floor\" with the toy world's guidance (`toy_world.outcome.TOY_GUIDANCE`: nerfacto prior v2 at scale 70, "
+        "splatfacto the committed prior at 100), every other setting the method's default; each "
         "cell is *effect / identity*: the fraction of the ball's pixels that show blue, and the PSNR (dB) of the other "
         "pixels against the source run's render, over the 9 training views (`toy_world.outcome`). Steps count the "
         "optimizer steps done (nerfstudio saves after step N, so N + 1). One run each: a single run's identity varies by "

@@ -3,7 +3,8 @@
 Every source colour to every other (12 pairs) for a ball and a cube, on tiny nerfacto sources (400 steps, the test
 harness's seeded field) and for a few pairs on splatfacto sources; plus a no-op edit (target prompt = source prompt)
 of each source, which measures drift. Each cell is one real ``ns-train <method> --load-dir SOURCE`` (the demo's flags:
-guidance at 32 px with ``toy_world/prior``), read on the 9 training views: effect, floor identity, structure (the
+guidance at 32 px with the toy world's prior and scale, toy_world.outcome.TOY_GUIDANCE: nerfacto prior v2 at 70,
+splatfacto the committed prior at 100; ``--extra-flags`` after them), read on the 9 training views: effect, floor identity, structure (the
 silhouette's IoU against the captured one, over the source reconstruction's own), the shape classifier's reading and
 the colour error (toy_world/outcome.py). The goal for pds (issue 38): effect >= 0.8, identity >= 25 dB and
 structure >= 0.95 on every pair.
@@ -67,10 +68,21 @@ class Cell:
 
     def key(self, steps: int, extra_flags: Sequence[str] = (), source_name: str = "ring") -> str:
         """The edit's folder name: the cell, its steps, its source's kind (unless the ring's tiny field) and (hashed)
-        the extra flags, so no two settings share one."""
+        its :func:`setting_flags`, so no two settings share one."""
         key = f"{self.representation}-{self.shape}-{self.source}-{self.target}-{self.method}-seed{self.seed}-{steps}steps"
         key += f"-{source_name}" if source_name != "ring" else ""
-        return key + (f"-{flags_digest(extra_flags)}" if extra_flags else "")
+        setting = setting_flags(self.representation, extra_flags)
+        return key + (f"-{flags_digest(setting)}" if setting else "")
+
+
+def setting_flags(representation: str, extra_flags: Sequence[str]) -> List[str]:
+    """The flags that set an edit apart from the committed prior at the method's defaults, as typed from the
+    repository: the toy world's guidance (toy_world.outcome.TOY_GUIDANCE, unless it is that), then the extra flags.
+    (Edits kept before the toy world's guidance was set, with the guidance typed as extra flags, keep their keys.)"""
+    from toy_world.outcome import TOY_GUIDANCE, toy_guidance_flags
+
+    guidance = [] if TOY_GUIDANCE[representation] == ("prior", 100.0) else toy_guidance_flags(representation, Path("toy_world"))
+    return [*guidance, *extra_flags]
 
 
 def cells_of(args) -> List[Cell]:
@@ -182,7 +194,7 @@ class Matrix:
                 edits, _ = training_views(run / "config.yml")
                 np.savez_compressed(kept, edits=np.stack([edits[i] for i in self.read[source]]))
                 self.runs[key] = {**cell.__dict__, "key": key, "steps": self.steps[cell.representation],
-                                       "seconds": seconds, "flags": self.extra_flags, "run": str(run)}  # fmt: skip
+                                       "seconds": seconds, "flags": setting_flags(cell.representation, self.extra_flags), "run": str(run)}  # fmt: skip
                 with self.runs_file.open("a") as file:
                     file.write(json.dumps(self.runs[key]) + "\n")
         edits = list(np.load(kept)["edits"])
@@ -196,12 +208,12 @@ class Matrix:
         return row
 
     def edit_flags(self, cell: Cell) -> List[str]:
-        """The ``ns-train pds`` flags of a cell's edit (the demo's, its prompts, method and seed, then the extra flags)."""
-        from toy_world import PRIOR
-        from toy_world.outcome import EDIT_FLAGS, outcome_edit_flags
+        """The ``ns-train pds`` flags of a cell's edit (the demo's, the toy world's guidance, its prompts, method and
+        seed, then the extra flags)."""
+        from toy_world.outcome import EDIT_FLAGS, outcome_edit_flags, toy_guidance_flags
 
         return [
-            *EDIT_FLAGS, *outcome_edit_flags(str(PRIOR), cell.source, cell.target, cell.shape),
+            *EDIT_FLAGS, *toy_guidance_flags(cell.representation), *outcome_edit_flags(cell.source, cell.target, cell.shape),
             "--pipeline.guidance.method", cell.method, "--machine.seed", str(cell.seed), *self.extra_flags,
         ]  # fmt: skip
 
@@ -238,6 +250,7 @@ def report(rows: List[dict], args, elapsed: float) -> str:
         f"{len(rows)} edits, {args.workers} at a time on a thread each: {sum(r['seconds'] for r in rows) / 60:.0f} min of "
         f"ns-train in all, {elapsed / 60:.0f} min this run). Edit steps: "
         + ", ".join(f"{r} {rows_of(rows, r)[0]['steps']}" for r in args.representations if rows_of(rows, r))
+        + "; guidance " + ", ".join(f"{r} `{' '.join(setting_flags(r, ()) or ['toy_world/prior at 100'])}`" for r in args.representations if rows_of(rows, r))
         + (f"; extra flags `{' '.join(args.extra_flags)}`" if args.extra_flags else "")
         + ". Each cell: *effect / identity dB / structure*; several seeds: their mean, the range in brackets. "
         "**Bold**: pds misses the goal (effect >= 0.8, identity >= 25 dB, structure >= 0.95).",

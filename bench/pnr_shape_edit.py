@@ -216,7 +216,8 @@ def main() -> None:
             print(f"source Gaussians: {source_gaussians(source)}", flush=True)
         prior = args.model_id or (MULTIVIEW_PRIOR if args.prior == "multiview" else PRIOR)
         flags = [
-            *EDIT_FLAGS, *outcome_edit_flags(str(prior), args.colour, args.target_colour or args.colour, args.source_shape, args.target_shape),
+            *EDIT_FLAGS, "--pipeline.guidance.model-id", str(prior),
+            *outcome_edit_flags(args.colour, args.target_colour or args.colour, args.source_shape, args.target_shape),
             "--pipeline.result-views", "1", "--machine.seed", str(args.seed),
             "--steps-per-save", str(args.every), "--save-only-latest-checkpoint", "False",
         ]  # fmt: skip

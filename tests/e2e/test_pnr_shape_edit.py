@@ -63,7 +63,8 @@ def shape_edit(tmp_path_factory):
     scene = write_scene(work / "red-ball", Thing("red", "ball"), size=32, sparse_points=SPARSE_POINTS, cameras=cameras)
     source = train_dome_source(scene, work / "sources", torch_home, steps=DOME_STEPS)
     flags = [
-        *EDIT_FLAGS, *outcome_edit_flags(str(MULTIVIEW_PRIOR), "red", "red", "ball", "cube"),
+        *EDIT_FLAGS, "--pipeline.guidance.model-id", str(MULTIVIEW_PRIOR),
+        *outcome_edit_flags("red", "red", "ball", "cube"),
         "--pipeline.protocol", "objects", "--pipeline.perturbation.eta", str(ETA),
         "--pipeline.edit-steps", str(EDIT_STEPS), "--pipeline.revise-steps", "0", "--pipeline.result-views", "1",
         "--pipeline.guidance.guidance-scale", str(TOY_MULTIVIEW_GUIDANCE_SCALE),

@@ -17,11 +17,18 @@ import pytest
 import yaml
 
 from tests.conftest import shared
-from toy_world import PRIOR
-from toy_world.outcome import EDIT_FLAGS, EDIT_STEPS, SPARSE_POINTS, measure_region, train_source, training_views
+from toy_world.outcome import (
+    EDIT_FLAGS,
+    EDIT_STEPS,
+    SPARSE_POINTS,
+    measure_region,
+    outcome_edit_flags,
+    toy_guidance_flags,
+    train_source,
+    training_views,
+)
 from toy_world.region_scene import BALL_BOX, THINGS, view_masks, write_region_scene
 from toy_world.runs import run_tiny_edit
-from toy_world.world import caption
 
 
 @pytest.fixture(scope="module")
@@ -32,8 +39,7 @@ def scene(tmp_path_factory):
 def region_edit(representation: str, scene, torch_home, tmp_path_factory):
     source = shared(tmp_path_factory, f"region_outcome_{representation}", lambda folder: train_source(representation, scene, folder, torch_home))
     flags = [
-        *EDIT_FLAGS, "--pipeline.guidance.model-id", str(PRIOR),
-        "--pipeline.src-prompt", caption("red", "ball"), "--pipeline.tgt-prompt", caption("blue", "ball"),
+        *EDIT_FLAGS, *toy_guidance_flags(representation), *outcome_edit_flags("red", "blue"),
         "--machine.seed", "42", "--pipeline.region.box", *BALL_BOX,
     ]  # fmt: skip
     run, _ = run_tiny_edit("pds", source, tmp_path_factory.mktemp("edit"), torch_home, EDIT_STEPS[representation], flags)
