@@ -33,8 +33,8 @@ PY
   guidance() { python -c "from pathlib import Path; from toy_world.outcome import toy_guidance_flags; print(' '.join(toy_guidance_flags('$1', Path('toy_world'))))"; }
   # shellcheck disable=SC2086
   ns-train nerfacto --data demo/scene --output-dir demo/outputs --max-num-iterations 400 $tiny_field
-  # an edit of the outcome matrix (docs/outcome_matrix.md) that meets issue 38's goal on nerfacto with every seed
-  # measured: the cube turns green and keeps its outline, the floor kept (renders/compare.png)
+  # a typical edit of the outcome matrix (docs/outcome_matrix.md; on nerfacto 0.88-0.95 / 29.6-32.0 dB / 0.95 over
+  # three seeds, the median pds edit 0.96 / 30.7 / 0.92): the cube turns green, the floor kept (renders/compare.png)
   # shellcheck disable=SC2086
   ns-train pds --load-dir demo/outputs/scene --output-dir demo/outputs --max-num-iterations 200 \
     --pipeline.src-prompt "a photo of a yellow cube on a grey floor" \
