@@ -85,6 +85,27 @@ def test_the_prior_training_script_takes_a_wider_unet_a_vae_that_sees_every_hue_
     assert len(tokenizer(caption("dark red", "ball")).input_ids) == len(tokenizer(caption("red", "ball")).input_ids) + 1
 
 
+def test_the_prior_training_script_trains_and_saves_the_vae_alone(tmp_path):
+    """``--vae-only`` (bench/pixel_edit.py's latent spaces): the VAE trained at the resolution and latent channels
+    given, saved alone in --output/vae with a card of its settings and its hash, and no UNet or text encoder."""
+    import torch
+    from diffusers import AutoencoderKL
+
+    output = tmp_path / "vae64"
+    command = [sys.executable, "-m", "toy_world.train_prior", "--output", str(output), "--vae-only", "--images", "16",
+               "--vae-steps", "2", "--batch", "4", "--resolution", "64", "--latent-channels", "8"]  # fmt: skip
+    result = subprocess.run(command, capture_output=True, text=True, timeout=COMMAND_TIMEOUT)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    card = read_card(output)
+    assert sorted(p.name for p in output.iterdir()) == ["card.json", "vae"]
+    assert list(card["sha256"]) == ["vae/diffusion_pytorch_model.safetensors"] and card["sha256"] == weight_files(output)
+    assert card["resolution"] == 64 and card["latent_channels"] == 8 and card["vae_steps"] == 2 and "unet_steps" not in card
+    vae = AutoencoderKL.from_pretrained(output / "vae")
+    assert vae.config.scaling_factor == card["vae_scaling_factor"] and list(card["parameters"]) == ["vae"]
+    with torch.no_grad():
+        assert vae.encode(torch.zeros(1, 3, 64, 64)).latent_dist.mean.shape == (1, 8, 32, 32)
+
+
 def test_a_dark_share_of_the_training_objects_is_darker_and_captioned_dark():
     """``--dark-share`` (prior v3): that share of the training views has its object's albedo darkened and its colour
     named "dark"; the classifier still reads the colour. Without it the views are those the priors before it were
