@@ -75,14 +75,25 @@ class Cell:
         return key + (f"-{flags_digest(setting)}" if setting else "")
 
 
+def guidance_flags(representation: str, extra_flags: Sequence[str], models: Optional[Path] = None) -> List[str]:
+    """The toy world's guidance flags for ``representation`` (toy_world.outcome.TOY_GUIDANCE; the prior's folder under
+    ``models``), or none where the extra flags name a prior themselves: then they set the guidance alone, its scale the
+    method's default unless they type one (as before the toy world's guidance was set, 2026-12-08)."""
+    from toy_world.outcome import toy_guidance_flags
+
+    return [] if "--pipeline.guidance.model-id" in extra_flags else toy_guidance_flags(representation, models)
+
+
 def setting_flags(representation: str, extra_flags: Sequence[str]) -> List[str]:
     """The flags that set an edit apart from the committed prior at the method's defaults, as typed from the
-    repository: the toy world's guidance (toy_world.outcome.TOY_GUIDANCE, unless it is that), then the extra flags.
-    (Edits kept before the toy world's guidance was set, with the guidance typed as extra flags, keep their keys.)"""
-    from toy_world.outcome import TOY_GUIDANCE, toy_guidance_flags
+    repository: the toy world's guidance (unless it is that, or the extra flags name a prior), then the extra flags.
+    Edits kept before the toy world's guidance was set keep their keys: those whose extra flags typed prior v2 at 70,
+    when the matrix runs with no extra flags; every other, when it runs with the same extra flags. (The committed prior
+    at 100 with no extra flags is now ``--extra-flags --pipeline.guidance.model-id toy_world/prior``: a new key.)"""
+    from toy_world.outcome import TOY_GUIDANCE
 
-    guidance = [] if TOY_GUIDANCE[representation] == ("prior", 100.0) else toy_guidance_flags(representation, Path("toy_world"))
-    return [*guidance, *extra_flags]
+    base = TOY_GUIDANCE[representation] == ("prior", 100.0)  # the committed prior at the method's default scale
+    return [*([] if base else guidance_flags(representation, extra_flags, Path("toy_world"))), *extra_flags]
 
 
 def cells_of(args) -> List[Cell]:
@@ -210,10 +221,10 @@ class Matrix:
     def edit_flags(self, cell: Cell) -> List[str]:
         """The ``ns-train pds`` flags of a cell's edit (the demo's, the toy world's guidance, its prompts, method and
         seed, then the extra flags)."""
-        from toy_world.outcome import EDIT_FLAGS, outcome_edit_flags, toy_guidance_flags
+        from toy_world.outcome import EDIT_FLAGS, outcome_edit_flags
 
         return [
-            *EDIT_FLAGS, *toy_guidance_flags(cell.representation), *outcome_edit_flags(cell.source, cell.target, cell.shape),
+            *EDIT_FLAGS, *guidance_flags(cell.representation, self.extra_flags), *outcome_edit_flags(cell.source, cell.target, cell.shape),
             "--pipeline.guidance.method", cell.method, "--machine.seed", str(cell.seed), *self.extra_flags,
         ]  # fmt: skip
 
@@ -250,7 +261,7 @@ def report(rows: List[dict], args, elapsed: float) -> str:
         f"{len(rows)} edits, {args.workers} at a time on a thread each: {sum(r['seconds'] for r in rows) / 60:.0f} min of "
         f"ns-train in all, {elapsed / 60:.0f} min this run). Edit steps: "
         + ", ".join(f"{r} {rows_of(rows, r)[0]['steps']}" for r in args.representations if rows_of(rows, r))
-        + "; guidance " + ", ".join(f"{r} `{' '.join(setting_flags(r, ()) or ['toy_world/prior at 100'])}`" for r in args.representations if rows_of(rows, r))
+        + "; guidance " + ", ".join(f"{r} `{' '.join(guidance_flags(r, args.extra_flags, Path('toy_world')))}`" for r in args.representations if rows_of(rows, r) and guidance_flags(r, args.extra_flags))
         + (f"; extra flags `{' '.join(args.extra_flags)}`" if args.extra_flags else "")
         + ". Each cell: *effect / identity dB / structure*; several seeds: their mean, the range in brackets. "
         "**Bold**: pds misses the goal (effect >= 0.8, identity >= 25 dB, structure >= 0.95).",

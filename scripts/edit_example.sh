@@ -31,6 +31,8 @@ PY
   edit_flags=$(python -c 'from toy_world.outcome import EDIT_FLAGS; print(" ".join(EDIT_FLAGS))')
   # the toy world's guidance per representation: --pipeline.guidance.model-id and --pipeline.guidance.guidance-scale
   guidance() { python -c "from pathlib import Path; from toy_world.outcome import toy_guidance_flags; print(' '.join(toy_guidance_flags('$1', Path('toy_world'))))"; }
+  nerfacto_guidance=$(guidance nerfacto)
+  splatfacto_guidance=$(guidance splatfacto)
   # shellcheck disable=SC2086
   ns-train nerfacto --data demo/scene --output-dir demo/outputs --max-num-iterations 400 $tiny_field
   # a typical edit of the outcome matrix (docs/outcome_matrix.md; on nerfacto 0.88-0.95 / 29.6-32.0 dB / 0.95 over
@@ -38,12 +40,12 @@ PY
   # shellcheck disable=SC2086
   ns-train pds --load-dir demo/outputs/scene --output-dir demo/outputs --max-num-iterations 200 \
     --pipeline.src-prompt "a photo of a yellow cube on a grey floor" \
-    --pipeline.tgt-prompt "a photo of a green cube on a grey floor" $(guidance nerfacto) \
+    --pipeline.tgt-prompt "a photo of a green cube on a grey floor" $nerfacto_guidance \
     $edit_flags --machine.device-type cpu --vis tensorboard --viewer.quit-on-train-completion True
   run=$(ls -d demo/outputs/scene/pds/*/ | tail -n 1)
   ns-export pointcloud --load-config "$run/config.yml" --output-dir demo/export --num-points 2000 \
     --remove-outliers False --normal-method open3d
-  echo "edited run: $run (source | edit of 4 views: $run/renders/compare.png), point cloud: demo/export/point_cloud.ply"
+  echo "edited run: $run (captured | edit of 4 views: $run/renders/compare.png), point cloud: demo/export/point_cloud.ply"
 
   # An edit of a splatfacto reconstruction. gsplat's kernels need CUDA: on this CPU, nerfstudio's
   # ns-train runs splatfacto through pds_nerfstudio.scenes.splat_cpu (with a GPU: plain `ns-train splatfacto`).
@@ -56,11 +58,11 @@ PY
   # shellcheck disable=SC2086
   ns-train pds --load-dir demo/splat-outputs/scene --output-dir demo/splat-outputs --max-num-iterations 500 \
     --pipeline.src-prompt "a photo of a yellow cube on a grey floor" \
-    --pipeline.tgt-prompt "a photo of a green cube on a grey floor" $(guidance splatfacto) \
+    --pipeline.tgt-prompt "a photo of a green cube on a grey floor" $splatfacto_guidance \
     $edit_flags --machine.device-type cpu --vis tensorboard --viewer.quit-on-train-completion True
   run=$(ls -d demo/splat-outputs/scene/pds/*/ | tail -n 1)
   ns-export gaussian-splat --load-config "$run/config.yml" --output-dir demo/splat-export
-  echo "edited splat run: $run (source | edit: $run/renders/compare.png), splats: demo/splat-export/splat.ply"
+  echo "edited splat run: $run (captured | edit: $run/renders/compare.png), splats: demo/splat-export/splat.ply"
   exit 0
 fi
 

@@ -8,9 +8,6 @@ from pathlib import Path
 
 PRIOR = Path(__file__).resolve().parent / "prior"
 """The committed trained prior (a Stable Diffusion pipeline folder; its model card is PRIOR / "README.md")."""
-PRIOR_V2 = Path(__file__).resolve().parent / "prior_v2"
-"""A wider prior whose VAE has seen floors and skies of every hue (card: PRIOR_V2 / "README.md"): the toy world's
-nerfacto edits guide with it at scale 70 (:data:`toy_world.outcome.TOY_GUIDANCE`)."""
 MULTIVIEW_PRIOR = Path(__file__).resolve().parent / "multiview_prior"
 """The committed multi-view prior (MVDream's format, :mod:`pds_nerfstudio.priors.multiview`; card: its README.md)."""
 CLIP = Path(__file__).resolve().parent / "clip"
