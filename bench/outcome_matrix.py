@@ -252,6 +252,7 @@ def rows_of(rows: List[dict], representation: str) -> List[dict]:
 
 def report(rows: List[dict], args, elapsed: float) -> str:
     methods = list(dict.fromkeys(row["method"] for row in rows))
+    guidance = {r: guidance_flags(r, args.extra_flags, Path("toy_world")) for r in args.representations if rows_of(rows, r)}
     seeds = sorted({row["seed"] for row in rows})
     lines = [
         f"## {args.label}: {', '.join(methods)}; {', '.join(args.representations)}; seed{'s' if len(seeds) > 1 else ''} "
@@ -261,7 +262,7 @@ def report(rows: List[dict], args, elapsed: float) -> str:
         f"{len(rows)} edits, {args.workers} at a time on a thread each: {sum(r['seconds'] for r in rows) / 60:.0f} min of "
         f"ns-train in all, {elapsed / 60:.0f} min this run). Edit steps: "
         + ", ".join(f"{r} {rows_of(rows, r)[0]['steps']}" for r in args.representations if rows_of(rows, r))
-        + "; guidance " + ", ".join(f"{r} `{' '.join(guidance_flags(r, args.extra_flags, Path('toy_world')))}`" for r in args.representations if rows_of(rows, r) and guidance_flags(r, args.extra_flags))
+        + "".join(f"; guidance {r} `{' '.join(flags)}`" for r, flags in guidance.items() if flags)
         + (f"; extra flags `{' '.join(args.extra_flags)}`" if args.extra_flags else "")
         + ". Each cell: *effect / identity dB / structure*; several seeds: their mean, the range in brackets. "
         "**Bold**: pds misses the goal (effect >= 0.8, identity >= 25 dB, structure >= 0.95).",

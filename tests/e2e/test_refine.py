@@ -154,7 +154,12 @@ def test_a_sdedit_step_of_two_views_refines_both_in_one_batch(refine_run):
     assert pipeline.views_to_refine(20) == [2, 3]  # SDEdit step 10 (edit-every 2) refines views 20 and 21 of 9, in turn
     encoded = []
     encode = pipeline.guidance.encode_images
-    pipeline.guidance.encode_images = lambda images, *args: encoded.append(images.clone()) or encode(images, *args)
+
+    def encode_and_keep(images, *args):
+        encoded.append(images.clone())
+        return encode(images, *args)
+
+    pipeline.guidance.encode_images = encode_and_keep
     metrics = pipeline.refine_views(20)
     (started,) = encoded
     for row, index in enumerate((2, 3)):
